@@ -1,0 +1,50 @@
+/* err.h: how lib/ reports failure.
+ *
+ * Every lib/ function that can fail returns int 1 on success and 0 on
+ * failure (or a pointer, NULL on failure), and fills a caller-owned pki_err
+ * saying what kind of failure it was, where it happened and, in words a user
+ * can act on, what is wrong. The code classifies the error for callers: the
+ * server maps it to a gRPC status in one place, pkictl to an exit status. */
+#ifndef PKID_LIB_ERR_H
+#define PKID_LIB_ERR_H
+
+#include <stddef.h>
+
+typedef enum pki_err_code {
+  PKI_OK = 0,
+  PKI_ERR_INVALID,     /* malformed input: bad DER, bad YAML, bad argument */
+  PKI_ERR_UNSUPPORTED, /* well-formed but not supported: key type, size, algorithm */
+  PKI_ERR_DENIED,      /* outside a profile or policy: names, usages, validity */
+  PKI_ERR_AUTH,        /* a check of proof failed: signature, passphrase, shares */
+  PKI_ERR_NOT_FOUND,   /* a named thing does not exist: service, CA, file */
+  PKI_ERR_EXISTS,      /* refusing to overwrite something that exists */
+  PKI_ERR_IO,          /* the file system or the OS failed */
+  PKI_ERR_INTERNAL,    /* a library failed where it should not, or out of memory */
+} pki_err_code;
+
+typedef struct pki_err {
+  pki_err_code code;
+  const char *file; /* source file and line that detected the error */
+  int line;
+  char msg[512];
+} pki_err;
+
+/* pki_err_set_at records an error, replacing any earlier one. Use PKI_ERR. */
+void pki_err_set_at(pki_err *err, pki_err_code code, const char *file, int line,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define PKI_ERR(err, code, ...) \
+  pki_err_set_at((err), (code), __FILE__, __LINE__, __VA_ARGS__)
+
+/* pki_err_prefix prepends context ("catalog.yaml:12: ") to the message of an
+ * error already set, keeping its code and origin. */
+void pki_err_prefix(pki_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* pki_err_clear puts |err| in its zero state (PKI_OK, empty message). */
+void pki_err_clear(pki_err *err);
+
+/* pki_err_code_name returns a stable lower-case name for |code|, such as
+ * "invalid" or "denied", for logs and messages. */
+const char *pki_err_code_name(pki_err_code code);
+
+#endif /* PKID_LIB_ERR_H */
