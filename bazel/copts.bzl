@@ -2,7 +2,7 @@
 
 PKID_COPTS = [
     "-std=c11",
-    "-D_DEFAULT_SOURCE",
+    "-D_GNU_SOURCE",
     "-Wall",
     "-Wextra",
     "-Werror",

@@ -22,6 +22,7 @@
 #include "lib/err.h"
 #include "lib/key.h"
 #include "lib/names.h"
+#include "lib/usage.h"
 
 typedef struct pki_catalog_ca {
   char *name;        /* "agents-ca"; the root is the one CA without parent */
@@ -37,11 +38,6 @@ typedef struct pki_catalog_ca {
   size_t num_excluded;
   int line; /* where it is defined, for messages */
 } pki_catalog_ca;
-
-typedef enum pki_usage {
-  PKI_USAGE_SERVER = 1, /* TLS server: EKU serverAuth */
-  PKI_USAGE_CLIENT = 2, /* TLS client: EKU clientAuth */
-} pki_usage;
 
 /* One certificate a service holds. Its key and chain files sit beside it:
  * "x.crt" has "x.key" (PKCS#8, 0600) and "x-chain.crt" (the intermediates). */

@@ -1,0 +1,579 @@
+#include "client/ceremony.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <openssl/bytestring.h>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+
+#include "lib/cert.h"
+#include "lib/csr.h"
+#include "lib/der.h"
+#include "lib/file.h"
+#include "lib/key.h"
+#include "lib/pki_tree.h"
+#include "lib/profile.h"
+#include "lib/serial.h"
+#include "lib/shamir.h"
+
+/* Node 0 of the serial space is the offline tool's; online nodes are 1+. */
+#define OFFLINE_NODE 0
+
+/* The root's secret when split: 32 random bytes, never written whole. */
+#define SPLIT_SECRET_LEN 32
+
+int ceremony_secret_read(ceremony_secret *out, const char *file, const char *env,
+                         pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  const char *text = NULL;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  if (file != NULL) {
+    if (!pki_file_read(&buf, &len, file, 4096, err)) {
+      pki_err_prefix(err, "passphrase file: ");
+      return 0;
+    }
+    text = (const char *)buf;
+  } else {
+    text = env != NULL ? getenv(env) : NULL;
+    if (text == NULL) {
+      PKI_ERR(err, PKI_ERR_INVALID, "no passphrase: give a passphrase file or set %s",
+              env != NULL ? env : "a passphrase");
+      return 0;
+    }
+    len = strlen(text);
+  }
+  /* The first line is the passphrase; a trailing newline is not part of it. */
+  size_t n = 0;
+  while (n < len && text[n] != '\n' && text[n] != '\r') n++;
+  int ok = 1;
+  if (n == 0 || n > sizeof(out->bytes)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "passphrase must be 1 to %zu bytes", sizeof(out->bytes));
+    ok = 0;
+  } else {
+    memcpy(out->bytes, text, n);
+    out->len = n;
+  }
+  if (buf != NULL) {
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+  }
+  return ok;
+}
+
+int ceremony_secret_from_shares(ceremony_secret *out, const char *const *files,
+                                size_t num_files, pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  pki_share *shares = calloc(num_files > 0 ? num_files : 1, sizeof(pki_share));
+  if (shares == NULL) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    return 0;
+  }
+  int ok = 0;
+  for (size_t i = 0; i < num_files; i++) {
+    uint8_t *text = NULL;
+    size_t len;
+    if (!pki_file_read(&text, &len, files[i], PKI_SHARE_TEXT_MAX * 4, err)) goto out;
+    int decoded = pki_share_decode(&shares[i], (const char *)text, err);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    if (!decoded) {
+      pki_err_prefix(err, "%s: ", files[i]);
+      goto out;
+    }
+  }
+  ok = pki_shamir_combine(out->bytes, &out->len, shares, num_files, err);
+out:
+  OPENSSL_cleanse(shares, (num_files > 0 ? num_files : 1) * sizeof(pki_share));
+  free(shares);
+  return ok;
+}
+
+void ceremony_secret_cleanup(ceremony_secret *secret) {
+  OPENSSL_cleanse(secret, sizeof(*secret));
+}
+
+static int write_file(const char *path, const void *data, size_t len, mode_t mode,
+                      pki_err *err);
+
+int ceremony_make_passphrase_file(const char *path, pki_err *err) {
+  if (pki_file_exists(path)) return 1;
+  uint8_t random[32];
+  char text[2 * sizeof(random) + 2];
+  RAND_bytes(random, sizeof(random));
+  for (size_t i = 0; i < sizeof(random); i++) {
+    snprintf(text + 2 * i, 3, "%02x", random[i]);
+  }
+  strcat(text, "\n");
+  int ok = write_file(path, text, strlen(text), 0600, err);
+  OPENSSL_cleanse(random, sizeof(random));
+  OPENSSL_cleanse(text, sizeof(text));
+  return ok;
+}
+
+/* write_file writes |data| to |path| atomically, creating its directory;
+ * directories holding private keys are 0700. */
+static int write_file(const char *path, const void *data, size_t len, mode_t mode,
+                      pki_err *err) {
+  char dir[PKI_PATH_MAX];
+  snprintf(dir, sizeof(dir), "%s", path);
+  if (!pki_mkdirs(dirname(dir), (mode & 0044) ? 0755 : 0700, err) ||
+      !pki_file_write_atomic(path, data, len, mode, err)) {
+    pki_err_prefix(err, "%s: ", path);
+    return 0;
+  }
+  return 1;
+}
+
+/* write_pem writes certificates (DER) as one PEM file, in the order given. */
+static int write_pem(const char *path, const uint8_t *const *ders, const size_t *lens,
+                     size_t num, pki_err *err) {
+  CBB all;
+  uint8_t *data = NULL;
+  size_t data_len;
+  if (!CBB_init(&all, 4096)) goto oom;
+  for (size_t i = 0; i < num; i++) {
+    char *pem;
+    size_t pem_len;
+    if (!pki_der_to_pem(&pem, &pem_len, "CERTIFICATE", ders[i], lens[i], err)) {
+      CBB_cleanup(&all);
+      return 0;
+    }
+    int added = CBB_add_bytes(&all, (const uint8_t *)pem, pem_len);
+    free(pem);
+    if (!added) goto oom;
+  }
+  if (!CBB_finish(&all, &data, &data_len)) goto oom;
+  int ok = write_file(path, data, data_len, 0644, err);
+  OPENSSL_free(data);
+  return ok;
+oom:
+  CBB_cleanup(&all);
+  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  return 0;
+}
+
+/* ca_chain reads the certificates from |ca| up to, not including, the root:
+ * what a server sends after its own certificate. */
+typedef struct chain {
+  uint8_t *ders[8];
+  size_t lens[8];
+  size_t num;
+} chain;
+
+static void chain_cleanup(chain *c) {
+  for (size_t i = 0; i < c->num; i++) free(c->ders[i]);
+  memset(c, 0, sizeof(*c));
+}
+
+static int chain_load(chain *out, const pki_catalog *cat, const char *dir,
+                      const pki_catalog_ca *ca, int with_root, pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  while (ca != NULL && (ca->parent != NULL || with_root)) {
+    char path[PKI_PATH_MAX];
+    if (out->num == sizeof(out->ders) / sizeof(out->ders[0])) {
+      PKI_ERR(err, PKI_ERR_INVALID, "CA chain too long");
+      goto fail;
+    }
+    if (!pki_tree_ca_path(path, sizeof(path), dir, ca, PKI_TREE_CA_CERT, err) ||
+        !pki_tree_read_cert(&out->ders[out->num], &out->lens[out->num], path, err)) {
+      goto fail;
+    }
+    out->num++;
+    ca = ca->parent != NULL ? pki_catalog_find_ca(cat, ca->parent) : NULL;
+  }
+  return 1;
+fail:
+  chain_cleanup(out);
+  return 0;
+}
+
+static int64_t now_s(void) { return (int64_t)time(NULL); }
+
+/* offline_serial gives serials to the offline tool: node 0, and as the
+ * sequence the time in microseconds, so that two runs never share one even
+ * without a journal; the random half makes them unpredictable regardless. */
+static int offline_serial(pki_serial *out, pki_err *err) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  uint64_t us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+  return pki_serial_make(out, OFFLINE_NODE, us, err);
+}
+
+static int marshal_spki(uint8_t **out, size_t *out_len, const EVP_PKEY *key,
+                        pki_err *err) {
+  CBB cbb;
+  if (!CBB_init(&cbb, 128) || !EVP_marshal_public_key(&cbb, key) ||
+      !CBB_finish(&cbb, out, out_len)) {
+    CBB_cleanup(&cbb);
+    PKI_ERR(err, PKI_ERR_INTERNAL, "cannot encode the public key");
+    return 0;
+  }
+  return 1;
+}
+
+/* truststore_write writes |ca| and its parents up to the root as
+ * trust-stores/<name>-truststore.pem. */
+static int truststore_write(const pki_catalog *cat, const char *dir,
+                            const pki_catalog_ca *ca, const char *name, pki_err *err) {
+  chain c;
+  char path[PKI_PATH_MAX];
+  if (!chain_load(&c, cat, dir, ca, 1, err)) return 0;
+  int ok = pki_tree_truststore_path(path, sizeof(path), dir, name, err) &&
+           write_pem(path, (const uint8_t *const *)c.ders, c.lens, c.num, err);
+  chain_cleanup(&c);
+  return ok;
+}
+
+int ceremony_root(const pki_catalog *cat, const char *dir,
+                  const ceremony_secret *passphrase, unsigned split_m,
+                  unsigned split_n, pki_err *err) {
+  const pki_catalog_ca *root = pki_catalog_root(cat);
+  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX];
+  if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, root, PKI_TREE_CA_CERT, err) ||
+      !pki_tree_ca_path(key_path, sizeof(key_path), dir, root, PKI_TREE_CA_KEY, err)) {
+    return 0;
+  }
+  if (pki_file_exists(cert_path) || pki_file_exists(key_path)) {
+    PKI_ERR(err, PKI_ERR_EXISTS, "%s already holds a root CA; refusing to replace it", dir);
+    return 0;
+  }
+  if (split_n == 0 && passphrase == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "the root key needs a passphrase or a split into shares");
+    return 0;
+  }
+
+  EVP_PKEY *key = NULL;
+  pki_issuer self;
+  pki_profile profile;
+  pki_issue_request req;
+  pki_share shares[255];
+  ceremony_secret split_secret;
+  uint8_t *spki = NULL, *der = NULL;
+  size_t der_len;
+  int ok = 0;
+  memset(&self, 0, sizeof(self));
+  memset(&profile, 0, sizeof(profile));
+  memset(&req, 0, sizeof(req));
+  memset(&split_secret, 0, sizeof(split_secret));
+
+  if ((key = pki_key_generate(root->key_type, root->key_bits, err)) == NULL ||
+      !pki_profile_for_ca(&profile, cat, root, err)) {
+    goto out;
+  }
+  int64_t now = now_s();
+  if (!pki_issuer_init_self(&self, key, &profile, now - PKI_BACKDATE_S,
+                            now + (int64_t)profile.validity_s, err)) {
+    goto out;
+  }
+  req.profile = &profile;
+  req.not_before = self.not_before;
+  req.not_after = self.not_after;
+  if (!offline_serial(&req.serial, err) ||
+      !marshal_spki(&spki, &req.spki_len, key, err)) {
+    goto out;
+  }
+  req.spki = spki;
+  if (!pki_cert_issue(&der, &der_len, &self, &req, err)) goto out;
+
+  const ceremony_secret *seal = passphrase;
+  if (split_n > 0) {
+    split_secret.len = SPLIT_SECRET_LEN;
+    RAND_bytes(split_secret.bytes, split_secret.len);
+    if (!pki_shamir_split(shares, split_secret.bytes, split_secret.len, split_m, split_n,
+                          err)) {
+      goto out;
+    }
+    for (unsigned i = 0; i < split_n; i++) {
+      char text[PKI_SHARE_TEXT_MAX + 1], path[PKI_PATH_MAX];
+      if (!pki_share_encode(text, sizeof(text) - 1, &shares[i], err) ||
+          !pki_tree_share_path(path, sizeof(path), dir, i + 1, err)) {
+        goto out;
+      }
+      strcat(text, "\n");
+      int written = write_file(path, text, strlen(text), 0600, err);
+      OPENSSL_cleanse(text, sizeof(text));
+      if (!written) goto out;
+    }
+    seal = &split_secret;
+  }
+  char key_dir[PKI_PATH_MAX];
+  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
+  if (!pki_mkdirs(dirname(key_dir), 0700, err) ||
+      !pki_key_write_sealed(key_path, key, seal->bytes, seal->len, err)) {
+    pki_err_prefix(err, "%s: ", key_path);
+    goto out;
+  }
+  const uint8_t *ders[1] = {der};
+  if (!write_pem(cert_path, ders, &der_len, 1, err) ||
+      !truststore_write(cat, dir, root, "root-ca", err)) {
+    goto out;
+  }
+  ok = 1;
+out:
+  OPENSSL_cleanse(shares, sizeof(shares));
+  ceremony_secret_cleanup(&split_secret);
+  pki_issuer_cleanup(&self);
+  pki_profile_cleanup(&profile);
+  EVP_PKEY_free(key);
+  OPENSSL_free(spki);
+  free(der);
+  return ok;
+}
+
+/* sign_intermediate makes one intermediate below |parent|. */
+static int sign_intermediate(const pki_catalog *cat, const char *dir,
+                             const pki_catalog_ca *ca, const pki_issuer *parent,
+                             const ceremony_secret *ca_passphrase, pki_err *err) {
+  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX], chain_path[PKI_PATH_MAX];
+  if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, ca, PKI_TREE_CA_CERT, err) ||
+      !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err) ||
+      !pki_tree_ca_path(chain_path, sizeof(chain_path), dir, ca, PKI_TREE_CA_CHAIN, err)) {
+    return 0;
+  }
+  if (pki_file_exists(cert_path) || pki_file_exists(key_path)) {
+    PKI_ERR(err, PKI_ERR_EXISTS, "CA '%s' already exists in %s; refusing to replace it",
+            ca->name, dir);
+    return 0;
+  }
+  EVP_PKEY *key = NULL;
+  pki_profile profile;
+  pki_issue_request req;
+  uint8_t *spki = NULL, *der = NULL;
+  size_t der_len;
+  chain parents;
+  int ok = 0;
+  memset(&profile, 0, sizeof(profile));
+  memset(&req, 0, sizeof(req));
+  memset(&parents, 0, sizeof(parents));
+
+  if ((key = pki_key_generate(ca->key_type, ca->key_bits, err)) == NULL ||
+      !pki_profile_for_ca(&profile, cat, ca, err) ||
+      !marshal_spki(&spki, &req.spki_len, key, err) || !offline_serial(&req.serial, err)) {
+    goto out;
+  }
+  req.profile = &profile;
+  req.spki = spki;
+  pki_validity(&req.not_before, &req.not_after, parent, profile.validity_s, now_s());
+  if (!pki_cert_issue(&der, &der_len, parent, &req, err)) {
+    pki_err_prefix(err, "CA '%s': ", ca->name);
+    goto out;
+  }
+  char key_dir[PKI_PATH_MAX];
+  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
+  if (!pki_mkdirs(dirname(key_dir), 0700, err) ||
+      !pki_key_write_sealed(key_path, key, ca_passphrase->bytes, ca_passphrase->len, err)) {
+    pki_err_prefix(err, "%s: ", key_path);
+    goto out;
+  }
+  const uint8_t *ders[1] = {der};
+  if (!write_pem(cert_path, ders, &der_len, 1, err)) goto out;
+  /* The chain file is this CA and its parents below the root. */
+  if (!chain_load(&parents, cat, dir, ca, 0, err) ||
+      !write_pem(chain_path, (const uint8_t *const *)parents.ders, parents.lens,
+                 parents.num, err) ||
+      !truststore_write(cat, dir, ca, ca->name, err)) {
+    goto out;
+  }
+  /* The seed's clients trust agents through agent-truststore.pem. */
+  if (strcmp(ca->name, "agents-ca") == 0 &&
+      !truststore_write(cat, dir, ca, "agent", err)) {
+    goto out;
+  }
+  ok = 1;
+out:
+  chain_cleanup(&parents);
+  pki_profile_cleanup(&profile);
+  EVP_PKEY_free(key);
+  OPENSSL_free(spki);
+  free(der);
+  return ok;
+}
+
+int ceremony_intermediate(const pki_catalog *cat, const char *dir,
+                          const ceremony_secret *root_secret,
+                          const ceremony_secret *ca_passphrase, const char *only,
+                          pki_err *err) {
+  const pki_catalog_ca *root = pki_catalog_root(cat);
+  if (only != NULL) {
+    const pki_catalog_ca *ca = pki_catalog_find_ca(cat, only);
+    if (ca == NULL || ca->parent == NULL) {
+      PKI_ERR(err, PKI_ERR_NOT_FOUND, "no intermediate CA '%s' in the catalogue", only);
+      return 0;
+    }
+  }
+  pki_issuer root_issuer;
+  if (!pki_tree_load_issuer(&root_issuer, dir, root, root_secret->bytes, root_secret->len,
+                            err)) {
+    return 0;
+  }
+  int ok = 1;
+  /* cas[] lists parents before children, so each parent exists when needed. */
+  for (size_t i = 0; ok && i < cat->num_cas; i++) {
+    const pki_catalog_ca *ca = &cat->cas[i];
+    if (ca->parent == NULL || (only != NULL && strcmp(only, ca->name) != 0)) continue;
+    if (strcmp(ca->parent, root->name) == 0) {
+      ok = sign_intermediate(cat, dir, ca, &root_issuer, ca_passphrase, err);
+      continue;
+    }
+    pki_issuer parent;
+    const pki_catalog_ca *parent_ca = pki_catalog_find_ca(cat, ca->parent);
+    ok = pki_tree_load_issuer(&parent, dir, parent_ca, ca_passphrase->bytes,
+                              ca_passphrase->len, err) &&
+         sign_intermediate(cat, dir, ca, &parent, ca_passphrase, err);
+    pki_issuer_cleanup(&parent);
+  }
+  pki_issuer_cleanup(&root_issuer);
+  return ok;
+}
+
+/* issue_one signs one certificate of |svc| and writes it, its chain and
+ * (when made here) its key. */
+static int issue_one(const pki_catalog *cat, const char *dir, const pki_issuer *issuer,
+                     const pki_catalog_service *svc, const pki_catalog_cert *cert,
+                     const char *csr_path, pki_err *err) {
+  const pki_catalog_ca *ca = pki_catalog_find_ca(cat, svc->ca);
+  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX], chain_path[PKI_PATH_MAX],
+      ca_chain_path[PKI_PATH_MAX];
+  if (!pki_tree_service_path(cert_path, sizeof(cert_path), dir, svc, cert, ".crt", err) ||
+      !pki_tree_service_path(key_path, sizeof(key_path), dir, svc, cert, ".key", err) ||
+      !pki_tree_service_path(chain_path, sizeof(chain_path), dir, svc, cert, "-chain.crt",
+                             err) ||
+      !pki_tree_ca_path(ca_chain_path, sizeof(ca_chain_path), dir, ca, PKI_TREE_CA_CHAIN,
+                        err)) {
+    return 0;
+  }
+  EVP_PKEY *key = NULL;
+  pki_profile profile;
+  pki_csr csr;
+  pki_issue_request req;
+  uint8_t *csr_file = NULL, *csr_der = NULL, *der = NULL, *ca_chain = NULL;
+  size_t csr_file_len, csr_der_len = 0, der_len, ca_chain_len;
+  int ok = 0;
+  memset(&profile, 0, sizeof(profile));
+  memset(&csr, 0, sizeof(csr));
+  memset(&req, 0, sizeof(req));
+
+  if (!pki_profile_for_service(&profile, cat, svc, cert->usage, err)) goto out;
+  if (csr_path != NULL) {
+    if (!pki_file_read(&csr_file, &csr_file_len, csr_path, PKI_CSR_MAX_LEN * 2, err) ||
+        !pki_pem_to_der(&csr_der, &csr_der_len,
+                        strstr((const char *)csr_file, "NEW CERTIFICATE REQUEST") != NULL
+                            ? "NEW CERTIFICATE REQUEST"
+                            : "CERTIFICATE REQUEST",
+                        csr_file, csr_file_len, err)) {
+      pki_err_prefix(err, "%s: ", csr_path);
+      goto out;
+    }
+  } else {
+    /* The key is made here and never leaves this machine; the CSR still
+     * goes through the same parse and proof-of-possession check. */
+    if ((key = pki_key_generate(svc->key_type, svc->key_bits, err)) == NULL ||
+        !pki_csr_build(&csr_der, &csr_der_len, key, svc->name, profile.names,
+                       profile.num_names, err)) {
+      goto out;
+    }
+  }
+  if (!pki_csr_parse(&csr, csr_der, csr_der_len, err)) {
+    if (csr_path != NULL) pki_err_prefix(err, "%s: ", csr_path);
+    goto out;
+  }
+  req.profile = &profile;
+  req.spki = CBS_data(&csr.spki);
+  req.spki_len = CBS_len(&csr.spki);
+  /* Names asked for in the CSR must each be in the profile; lint refuses
+   * the certificate otherwise. No names asked: all of the profile's. */
+  if (csr.num_names > 0) {
+    req.names = csr.names;
+    req.num_names = csr.num_names;
+  }
+  pki_validity(&req.not_before, &req.not_after, issuer, profile.validity_s, now_s());
+  if (!offline_serial(&req.serial, err) || !pki_cert_issue(&der, &der_len, issuer, &req, err)) {
+    pki_err_prefix(err, "%s: ", profile.name);
+    goto out;
+  }
+  /* The service's chain file is its CA's, copied. */
+  if (!pki_file_read(&ca_chain, &ca_chain_len, ca_chain_path, 1 << 20, err)) goto out;
+  char key_dir[PKI_PATH_MAX];
+  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
+  if (!pki_mkdirs(dirname(key_dir), 0755, err) ||
+      (key != NULL && !pki_key_write_pem(key_path, key, err)) ||
+      !write_file(chain_path, ca_chain, ca_chain_len, 0644, err)) {
+    goto out;
+  }
+  const uint8_t *ders[1] = {der};
+  if (!write_pem(cert_path, ders, &der_len, 1, err)) goto out;
+  ok = 1;
+out:
+  pki_csr_cleanup(&csr);
+  pki_profile_cleanup(&profile);
+  EVP_PKEY_free(key);
+  free(csr_file);
+  free(csr_der);
+  free(ca_chain);
+  free(der);
+  return ok;
+}
+
+int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
+                           const ceremony_secret *ca_passphrase, const char *service,
+                           unsigned usage, const char *csr_path, pki_err *err) {
+  const pki_catalog_service *svc = pki_catalog_find_service(cat, service);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", service);
+    return 0;
+  }
+  const pki_catalog_cert *chosen[PKI_CATALOG_MAX_CERTS];
+  size_t num = 0;
+  for (size_t i = 0; i < svc->num_certs; i++) {
+    if (usage == 0 || svc->certs[i].usage == usage) chosen[num++] = &svc->certs[i];
+  }
+  if (num == 0) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "service '%s' has no %s certificate", service,
+            usage == PKI_USAGE_SERVER ? "server" : "client");
+    return 0;
+  }
+  if (csr_path != NULL && num > 1) {
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "a CSR makes one certificate: say which with --usage server|client");
+    return 0;
+  }
+  pki_issuer issuer;
+  if (!pki_tree_load_issuer(&issuer, dir, pki_catalog_find_ca(cat, svc->ca),
+                            ca_passphrase->bytes, ca_passphrase->len, err)) {
+    return 0;
+  }
+  int ok = 1;
+  for (size_t i = 0; ok && i < num; i++) {
+    ok = issue_one(cat, dir, &issuer, svc, chosen[i], csr_path, err);
+  }
+  pki_issuer_cleanup(&issuer);
+  return ok;
+}
+
+int ceremony_demo(const pki_catalog *cat, const char *dir,
+                  const ceremony_secret *ca_passphrase, pki_err *err) {
+  if (!ceremony_root(cat, dir, NULL, 3, 5, err)) return 0;
+  /* Custodians 1, 3 and 5 come to the intermediate ceremony. */
+  char paths[3][PKI_PATH_MAX];
+  const char *files[3];
+  const unsigned custodians[3] = {1, 3, 5};
+  for (int i = 0; i < 3; i++) {
+    if (!pki_tree_share_path(paths[i], sizeof(paths[i]), dir, custodians[i], err)) return 0;
+    files[i] = paths[i];
+  }
+  ceremony_secret root_secret;
+  if (!ceremony_secret_from_shares(&root_secret, files, 3, err)) return 0;
+  int ok = ceremony_intermediate(cat, dir, &root_secret, ca_passphrase, NULL, err);
+  ceremony_secret_cleanup(&root_secret);
+  for (size_t i = 0; ok && i < cat->num_services; i++) {
+    ok = ceremony_issue_offline(cat, dir, ca_passphrase, cat->services[i].name, 0, NULL,
+                                err);
+  }
+  return ok;
+}

@@ -1,0 +1,402 @@
+#include "lib/der.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/base64.h>
+#include <openssl/mem.h>
+
+int pki_der_finish(CBB *cbb, uint8_t **out, size_t *out_len) {
+  uint8_t *data;
+  size_t len;
+  if (!CBB_finish(cbb, &data, &len)) return 0;
+  uint8_t *copy = malloc(len > 0 ? len : 1);
+  if (copy == NULL) {
+    OPENSSL_free(data);
+    return 0;
+  }
+  memcpy(copy, data, len);
+  OPENSSL_free(data);
+  *out = copy;
+  *out_len = len;
+  return 1;
+}
+
+int pki_der_add_oid(CBB *cbb, const uint8_t *oid, size_t oid_len) {
+  CBB child;
+  return CBB_add_asn1(cbb, &child, CBS_ASN1_OBJECT) &&
+         CBB_add_bytes(&child, oid, oid_len) && CBB_flush(cbb);
+}
+
+int pki_der_get_optional_bool(CBS *cbs, int *out) {
+  *out = 0;
+  if (!CBS_peek_asn1_tag(cbs, CBS_ASN1_BOOLEAN)) return 1;
+  return CBS_get_asn1_bool(cbs, out) && *out == 1;
+}
+
+int pki_der_add_time(CBB *cbb, int64_t t) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if (gmtime_r(&tt, &tm) == NULL) return 0;
+  int year = tm.tm_year + 1900;
+  if (year < 1950 || year > 9999) return 0;
+  char buf[32];
+  unsigned tag;
+  if (year < 2050) {
+    tag = CBS_ASN1_UTCTIME;
+    snprintf(buf, sizeof(buf), "%02d%02d%02d%02d%02d%02dZ", year % 100,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  } else {
+    tag = CBS_ASN1_GENERALIZEDTIME;
+    snprintf(buf, sizeof(buf), "%04d%02d%02d%02d%02d%02dZ", year, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  }
+  CBB child;
+  return CBB_add_asn1(cbb, &child, tag) &&
+         CBB_add_bytes(&child, (const uint8_t *)buf, strlen(buf)) &&
+         CBB_flush(cbb);
+}
+
+/* digits reads |n| decimal digits from |p|; -1 if any is not a digit. */
+static int digits(const uint8_t *p, int n) {
+  int v = 0;
+  for (int i = 0; i < n; i++) {
+    if (p[i] < '0' || p[i] > '9') return -1;
+    v = v * 10 + (p[i] - '0');
+  }
+  return v;
+}
+
+int pki_der_get_time(CBS *cbs, int64_t *out) {
+  CBS t;
+  unsigned tag;
+  if (!CBS_get_any_asn1(cbs, &t, &tag)) return 0;
+  const uint8_t *p = CBS_data(&t);
+  size_t len = CBS_len(&t);
+  int year;
+  if (tag == CBS_ASN1_UTCTIME && len == 13) {
+    int yy = digits(p, 2);
+    if (yy < 0) return 0;
+    year = yy < 50 ? 2000 + yy : 1900 + yy; /* RFC 5280 4.1.2.5.1 */
+    p += 2;
+  } else if (tag == CBS_ASN1_GENERALIZEDTIME && len == 15) {
+    year = digits(p, 4);
+    if (year < 0) return 0;
+    p += 4;
+  } else {
+    return 0;
+  }
+  int mon = digits(p, 2), day = digits(p + 2, 2), hour = digits(p + 4, 2);
+  int min = digits(p + 6, 2), sec = digits(p + 8, 2);
+  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 ||
+      min < 0 || min > 59 || sec < 0 || sec > 59 || p[10] != 'Z') {
+    return 0;
+  }
+  struct tm tm = {0};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec;
+  time_t t64 = timegm(&tm);
+  /* timegm normalises 31 February into March; refuse such dates. */
+  struct tm back;
+  if (gmtime_r(&t64, &back) == NULL || back.tm_mday != day || back.tm_mon != mon - 1) {
+    return 0;
+  }
+  *out = (int64_t)t64;
+  return 1;
+}
+
+static int add_rdn(CBB *name, const uint8_t *oid, size_t oid_len, const char *value) {
+  CBB rdn, atv, str;
+  return CBB_add_asn1(name, &rdn, CBS_ASN1_SET) &&
+         CBB_add_asn1(&rdn, &atv, CBS_ASN1_SEQUENCE) &&
+         pki_der_add_oid(&atv, oid, oid_len) &&
+         CBB_add_asn1(&atv, &str, CBS_ASN1_UTF8STRING) &&
+         CBB_add_bytes(&str, (const uint8_t *)value, strlen(value)) &&
+         CBB_flush(name);
+}
+
+int pki_der_add_name(CBB *cbb, const char *organization, const char *common_name) {
+  CBB name;
+  if (!CBB_add_asn1(cbb, &name, CBS_ASN1_SEQUENCE)) return 0;
+  if (organization != NULL && organization[0] != '\0' &&
+      !add_rdn(&name, PKI_OID_ORGANIZATION, sizeof(PKI_OID_ORGANIZATION), organization)) {
+    return 0;
+  }
+  if (common_name != NULL && common_name[0] != '\0' &&
+      !add_rdn(&name, PKI_OID_COMMON_NAME, sizeof(PKI_OID_COMMON_NAME), common_name)) {
+    return 0;
+  }
+  return CBB_flush(cbb);
+}
+
+int pki_der_name_get_cn(const CBS *name_in, char *out, size_t out_size) {
+  CBS el = *name_in, name;
+  if (!CBS_get_asn1(&el, &name, CBS_ASN1_SEQUENCE)) return 0;
+  while (CBS_len(&name) > 0) {
+    CBS rdn;
+    if (!CBS_get_asn1(&name, &rdn, CBS_ASN1_SET)) return 0;
+    while (CBS_len(&rdn) > 0) {
+      CBS atv, oid, value;
+      unsigned tag;
+      if (!CBS_get_asn1(&rdn, &atv, CBS_ASN1_SEQUENCE) ||
+          !CBS_get_asn1(&atv, &oid, CBS_ASN1_OBJECT) ||
+          !CBS_get_any_asn1(&atv, &value, &tag) || CBS_len(&atv) != 0) {
+        return 0;
+      }
+      if (PKI_DER_OID_IS(&oid, PKI_OID_COMMON_NAME)) {
+        if (CBS_len(&value) >= out_size || CBS_contains_zero_byte(&value)) return 0;
+        memcpy(out, CBS_data(&value), CBS_len(&value));
+        out[CBS_len(&value)] = '\0';
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+int pki_der_add_general_name(CBB *cbb, const pki_name *name, pki_err *err) {
+  CBB child;
+  unsigned tag = CBS_ASN1_CONTEXT_SPECIFIC | (unsigned)name->type;
+  if (name->type == PKI_NAME_IP) {
+    uint8_t ip[16];
+    size_t ip_len;
+    if (!pki_ip_parse(ip, &ip_len, name->value)) {
+      PKI_ERR(err, PKI_ERR_INVALID, "'%s' is not an IP address", name->value);
+      return 0;
+    }
+    if (!CBB_add_asn1(cbb, &child, tag) || !CBB_add_bytes(&child, ip, ip_len) ||
+        !CBB_flush(cbb)) {
+      goto oom;
+    }
+    return 1;
+  }
+  if (!CBB_add_asn1(cbb, &child, tag) ||
+      !CBB_add_bytes(&child, (const uint8_t *)name->value, strlen(name->value)) ||
+      !CBB_flush(cbb)) {
+    goto oom;
+  }
+  return 1;
+oom:
+  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a name");
+  return 0;
+}
+
+/* ia5_ok reports whether |s| is printable ASCII without NUL: what pkid
+ * accepts in a DNS name, URI or email address. */
+static int ia5_ok(const CBS *s) {
+  for (size_t i = 0; i < CBS_len(s); i++) {
+    uint8_t c = CBS_data(s)[i];
+    if (c < 0x21 || c > 0x7e) return 0;
+  }
+  return CBS_len(s) > 0;
+}
+
+int pki_der_get_general_name(CBS *cbs, pki_name **names, size_t *num_names,
+                             pki_err *err) {
+  CBS value;
+  unsigned tag;
+  if (!CBS_get_any_asn1(cbs, &value, &tag)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "malformed GeneralName");
+    return 0;
+  }
+  if ((tag & CBS_ASN1_CLASS_MASK) != CBS_ASN1_CONTEXT_SPECIFIC) {
+    PKI_ERR(err, PKI_ERR_INVALID, "GeneralName without a context tag");
+    return 0;
+  }
+  unsigned number = tag & CBS_ASN1_TAG_NUMBER_MASK;
+  int constructed = (tag & CBS_ASN1_CONSTRUCTED) != 0;
+  switch (number) {
+    case PKI_NAME_EMAIL:
+    case PKI_NAME_DNS:
+    case PKI_NAME_URI:
+      if (constructed || !ia5_ok(&value)) {
+        PKI_ERR(err, PKI_ERR_INVALID, "malformed %s name",
+                pki_name_type_label((pki_name_type)number));
+        return 0;
+      }
+      return pki_names_push(names, num_names, (pki_name_type)number,
+                            (const char *)CBS_data(&value), CBS_len(&value), err);
+    case PKI_NAME_IP: {
+      char text[64];
+      if (constructed || !pki_ip_format(text, sizeof(text), CBS_data(&value), CBS_len(&value))) {
+        PKI_ERR(err, PKI_ERR_INVALID, "malformed IP address name (%zu octets)",
+                CBS_len(&value));
+        return 0;
+      }
+      return pki_names_push(names, num_names, PKI_NAME_IP, text, strlen(text), err);
+    }
+    default:
+      PKI_ERR(err, PKI_ERR_UNSUPPORTED,
+              "GeneralName of kind [%u] is not supported (only DNS, IP, URI, email)",
+              number);
+      return 0;
+  }
+}
+
+int pki_der_add_subtree(CBB *cbb, const pki_name *subtree, pki_err *err) {
+  CBB seq, child;
+  if (!CBB_add_asn1(cbb, &seq, CBS_ASN1_SEQUENCE)) goto oom;
+  if (subtree->type == PKI_NAME_IP) {
+    uint8_t addr[16], mask[16];
+    size_t len;
+    if (!pki_cidr_parse(addr, mask, &len, subtree->value)) {
+      PKI_ERR(err, PKI_ERR_INVALID, "'%s' is not a CIDR block", subtree->value);
+      return 0;
+    }
+    if (!CBB_add_asn1(&seq, &child, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_IP) ||
+        !CBB_add_bytes(&child, addr, len) || !CBB_add_bytes(&child, mask, len)) {
+      goto oom;
+    }
+  } else if (!pki_der_add_general_name(&seq, subtree, err)) {
+    return 0;
+  }
+  if (!CBB_flush(cbb)) goto oom;
+  return 1;
+oom:
+  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a name constraint");
+  return 0;
+}
+
+static int prefix_len(const uint8_t *mask, size_t len, int *out) {
+  int bits = 0;
+  size_t i = 0;
+  for (; i < len && mask[i] == 0xff; i++) bits += 8;
+  if (i < len) {
+    uint8_t m = mask[i];
+    while (m & 0x80) {
+      bits++;
+      m = (uint8_t)(m << 1);
+    }
+    if (m != 0) return 0;
+    for (i++; i < len; i++) {
+      if (mask[i] != 0) return 0;
+    }
+  }
+  *out = bits;
+  return 1;
+}
+
+int pki_der_get_subtree(CBS *cbs, pki_name **subtrees, size_t *num, pki_err *err) {
+  CBS seq;
+  if (!CBS_get_asn1(cbs, &seq, CBS_ASN1_SEQUENCE) || CBS_len(&seq) == 0) {
+    PKI_ERR(err, PKI_ERR_INVALID, "malformed GeneralSubtree");
+    return 0;
+  }
+  if (CBS_peek_asn1_tag(&seq, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_IP)) {
+    CBS ip;
+    int bits;
+    char addr[64], text[80];
+    if (!CBS_get_asn1(&seq, &ip, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_IP) ||
+        (CBS_len(&ip) != 8 && CBS_len(&ip) != 32) ||
+        !pki_ip_format(addr, sizeof(addr), CBS_data(&ip), CBS_len(&ip) / 2) ||
+        !prefix_len(CBS_data(&ip) + CBS_len(&ip) / 2, CBS_len(&ip) / 2, &bits)) {
+      PKI_ERR(err, PKI_ERR_INVALID, "malformed IP name constraint");
+      return 0;
+    }
+    snprintf(text, sizeof(text), "%s/%d", addr, bits);
+    if (!pki_names_push(subtrees, num, PKI_NAME_IP, text, strlen(text), err)) return 0;
+  } else if (!pki_der_get_general_name(&seq, subtrees, num, err)) {
+    return 0;
+  }
+  /* minimum defaults to 0 and maximum is absent (RFC 5280 4.2.1.10), so DER
+   * leaves nothing after the base. */
+  if (CBS_len(&seq) != 0) {
+    PKI_ERR(err, PKI_ERR_UNSUPPORTED, "GeneralSubtree with minimum or maximum");
+    return 0;
+  }
+  return 1;
+}
+
+int pki_der_to_pem(char **out, size_t *out_len, const char *label,
+                   const uint8_t *der, size_t der_len, pki_err *err) {
+  size_t b64_len;
+  if (!EVP_EncodedLength(&b64_len, der_len)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "too large to encode");
+    return 0;
+  }
+  uint8_t *b64 = malloc(b64_len);
+  size_t cap = b64_len + b64_len / 64 + 2 * strlen(label) + 64;
+  char *pem = malloc(cap);
+  if (b64 == NULL || pem == NULL) {
+    free(b64);
+    free(pem);
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    return 0;
+  }
+  size_t n = EVP_EncodeBlock(b64, der, der_len);
+  size_t pos = (size_t)snprintf(pem, cap, "-----BEGIN %s-----\n", label);
+  for (size_t i = 0; i < n; i += 64) {
+    size_t chunk = n - i < 64 ? n - i : 64;
+    memcpy(pem + pos, b64 + i, chunk);
+    pos += chunk;
+    pem[pos++] = '\n';
+  }
+  pos += (size_t)snprintf(pem + pos, cap - pos, "-----END %s-----\n", label);
+  free(b64);
+  *out = pem;
+  *out_len = pos;
+  return 1;
+}
+
+int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
+                   const uint8_t *pem, size_t pem_len, pki_err *err) {
+  char begin[96], end[96];
+  snprintf(begin, sizeof(begin), "-----BEGIN %s-----", label);
+  snprintf(end, sizeof(end), "-----END %s-----", label);
+  const char *text = (const char *)pem;
+  const char *b = memmem(text, pem_len, begin, strlen(begin));
+  if (b == NULL) {
+    if (memmem(text, pem_len, "-----BEGIN ", 11) != NULL) {
+      PKI_ERR(err, PKI_ERR_INVALID, "no PEM block labelled '%s'", label);
+      return 0;
+    }
+    /* No armour: binary DER. */
+    *out = malloc(pem_len > 0 ? pem_len : 1);
+    if (*out == NULL) {
+      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+      return 0;
+    }
+    memcpy(*out, pem, pem_len);
+    *out_len = pem_len;
+    return 1;
+  }
+  b += strlen(begin);
+  const char *e = memmem(b, pem_len - (size_t)(b - text), end, strlen(end));
+  if (e == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "PEM block '%s' has no END line", label);
+    return 0;
+  }
+  /* Keep only base64 characters; line breaks are not part of the data. */
+  size_t span = (size_t)(e - b);
+  uint8_t *b64 = malloc(span + 1);
+  uint8_t *der = malloc(span + 1);
+  if (b64 == NULL || der == NULL) {
+    free(b64);
+    free(der);
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    return 0;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < span; i++) {
+    char c = b[i];
+    if (c == '\n' || c == '\r' || c == ' ' || c == '\t') continue;
+    b64[n++] = (uint8_t)c;
+  }
+  size_t der_len;
+  if (!EVP_DecodeBase64(der, &der_len, span + 1, b64, n)) {
+    free(b64);
+    free(der);
+    PKI_ERR(err, PKI_ERR_INVALID, "PEM block '%s' is not valid base64", label);
+    return 0;
+  }
+  free(b64);
+  *out = der;
+  *out_len = der_len;
+  return 1;
+}

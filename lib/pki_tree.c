@@ -1,0 +1,107 @@
+#include "lib/pki_tree.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/mem.h>
+
+#include "lib/der.h"
+#include "lib/file.h"
+#include "lib/key.h"
+
+static int path_fmt(char *out, size_t out_size, pki_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int path_fmt(char *out, size_t out_size, pki_err *err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(out, out_size, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= out_size) {
+    PKI_ERR(err, PKI_ERR_INVALID, "path too long");
+    return 0;
+  }
+  return 1;
+}
+
+int pki_tree_ca_path(char *out, size_t out_size, const char *dir,
+                     const pki_catalog_ca *ca, pki_tree_ca_file which, pki_err *err) {
+  if (ca->parent == NULL) {
+    switch (which) {
+      case PKI_TREE_CA_CERT:
+        return path_fmt(out, out_size, err, "%s/root-ca/certs/root-ca.crt", dir);
+      case PKI_TREE_CA_CHAIN:
+        PKI_ERR(err, PKI_ERR_INVALID, "the root has no chain file");
+        return 0;
+      case PKI_TREE_CA_KEY:
+        return path_fmt(out, out_size, err, "%s/root-ca/private/root-ca.key.sealed", dir);
+    }
+  }
+  switch (which) {
+    case PKI_TREE_CA_CERT:
+      return path_fmt(out, out_size, err, "%s/intermediate-ca/%s/certs/%s.crt", dir,
+                      ca->name, ca->name);
+    case PKI_TREE_CA_CHAIN:
+      return path_fmt(out, out_size, err, "%s/intermediate-ca/%s/certs/%s-chain.crt", dir,
+                      ca->name, ca->name);
+    case PKI_TREE_CA_KEY:
+      return path_fmt(out, out_size, err, "%s/intermediate-ca/%s/private/%s.key.sealed",
+                      dir, ca->name, ca->name);
+  }
+  PKI_ERR(err, PKI_ERR_INVALID, "unknown CA file");
+  return 0;
+}
+
+int pki_tree_service_path(char *out, size_t out_size, const char *dir,
+                          const pki_catalog_service *svc, const pki_catalog_cert *cert,
+                          const char *suffix, pki_err *err) {
+  size_t len = strlen(cert->file);
+  if (len > 4 && strcmp(cert->file + len - 4, ".crt") == 0) len -= 4;
+  return path_fmt(out, out_size, err, "%s/service-certificates/%s/%.*s%s", dir, svc->dir,
+                  (int)len, cert->file, suffix);
+}
+
+int pki_tree_truststore_path(char *out, size_t out_size, const char *dir,
+                             const char *ca_name, pki_err *err) {
+  return path_fmt(out, out_size, err, "%s/trust-stores/%s-truststore.pem", dir, ca_name);
+}
+
+int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned index,
+                        pki_err *err) {
+  return path_fmt(out, out_size, err, "%s/root-ca/shares/custodian-%u.share", dir, index);
+}
+
+int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err *err) {
+  uint8_t *pem = NULL;
+  size_t pem_len;
+  if (!pki_file_read(&pem, &pem_len, path, 1 << 20, err)) return 0;
+  int ok = pki_pem_to_der(out, out_len, "CERTIFICATE", pem, pem_len, err);
+  free(pem);
+  if (!ok) pki_err_prefix(err, "%s: ", path);
+  return ok;
+}
+
+int pki_tree_load_issuer(pki_issuer *out, const char *dir, const pki_catalog_ca *ca,
+                         const uint8_t *secret, size_t secret_len, pki_err *err) {
+  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX];
+  if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, ca, PKI_TREE_CA_CERT, err) ||
+      !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err)) {
+    return 0;
+  }
+  uint8_t *der = NULL;
+  size_t der_len;
+  if (!pki_tree_read_cert(&der, &der_len, cert_path, err)) return 0;
+  EVP_PKEY *key = pki_key_read_sealed(key_path, secret, secret_len, err);
+  if (key == NULL) {
+    pki_err_prefix(err, "%s: ", key_path);
+    free(der);
+    return 0;
+  }
+  int ok = pki_issuer_init(out, der, der_len, key, err);
+  if (!ok) pki_err_prefix(err, "%s: ", cert_path);
+  EVP_PKEY_free(key);
+  free(der);
+  return ok;
+}

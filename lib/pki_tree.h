@@ -1,0 +1,57 @@
+/* pki_tree.h: where things live in a pki/ directory, as the seed lays it out.
+ *
+ *   root-ca/certs/root-ca.crt                   the offline root
+ *   root-ca/private/root-ca.key.sealed          its key, sealed (key.h)
+ *   root-ca/shares/custodian-<i>.share          M-of-N shares, when split
+ *   intermediate-ca/<ca>/certs/<ca>.crt         each online CA
+ *   intermediate-ca/<ca>/certs/<ca>-chain.crt   it and its parents below the root
+ *   intermediate-ca/<ca>/private/<ca>.key.sealed
+ *   service-certificates/<dir>/<name>.crt       a service's certificate,
+ *   service-certificates/<dir>/<name>.key       its key (PKCS#8, 0600),
+ *   service-certificates/<dir>/<name>-chain.crt the intermediates to send with it
+ *   trust-stores/<ca>-truststore.pem            a CA and its parents up to the root
+ *   trust-stores/agent-truststore.pem           the seed's name for agents-ca's
+ *
+ * The functions write a path into |out| and fail (PKI_ERR_INVALID) only if
+ * it does not fit. */
+#ifndef PKID_LIB_PKI_TREE_H
+#define PKID_LIB_PKI_TREE_H
+
+#include <stddef.h>
+
+#include "lib/catalog.h"
+#include "lib/cert.h"
+#include "lib/err.h"
+
+#define PKI_PATH_MAX 1024
+
+typedef enum pki_tree_ca_file {
+  PKI_TREE_CA_CERT,
+  PKI_TREE_CA_CHAIN,
+  PKI_TREE_CA_KEY,
+} pki_tree_ca_file;
+
+int pki_tree_ca_path(char *out, size_t out_size, const char *dir,
+                     const pki_catalog_ca *ca, pki_tree_ca_file which, pki_err *err);
+
+/* pki_tree_service_path names |cert|'s file with its ".crt" suffix replaced
+ * by |suffix| (".crt", ".key" or "-chain.crt"). */
+int pki_tree_service_path(char *out, size_t out_size, const char *dir,
+                          const pki_catalog_service *svc, const pki_catalog_cert *cert,
+                          const char *suffix, pki_err *err);
+
+int pki_tree_truststore_path(char *out, size_t out_size, const char *dir,
+                             const char *ca_name, pki_err *err);
+
+int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned index,
+                        pki_err *err);
+
+/* pki_tree_read_cert reads a PEM (or DER) certificate file into DER. */
+int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err *err);
+
+/* pki_tree_load_issuer loads |ca|'s certificate and sealed key from |dir|
+ * and opens the key with |secret|. */
+int pki_tree_load_issuer(pki_issuer *out, const char *dir, const pki_catalog_ca *ca,
+                         const uint8_t *secret, size_t secret_len, pki_err *err);
+
+#endif /* PKID_LIB_PKI_TREE_H */
