@@ -75,8 +75,8 @@ typedef struct pki_issue_request {
 } pki_issue_request;
 
 /* pki_validity sets the validity of a certificate issued at |now|: from
- * PKI_BACKDATE_S before it, for |lifetime_s| (the profile's when 0), and
- * never past the issuer's notAfter. */
+ * PKI_BACKDATE_S before it (not before the issuer's notBefore), for
+ * |lifetime_s| after |now|, and never past the issuer's notAfter. */
 void pki_validity(int64_t *out_not_before, int64_t *out_not_after,
                   const pki_issuer *issuer, uint32_t lifetime_s, int64_t now);
 

@@ -400,3 +400,23 @@ int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
   *out_len = der_len;
   return 1;
 }
+
+int pki_der_add_generalized_time(CBB *cbb, int64_t t) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if ((int64_t)tt != t || gmtime_r(&tt, &tm) == NULL) return 0;
+  int year = tm.tm_year + 1900;
+  if (year < 0 || year > 9999) return 0;
+  int fields[6] = {year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+  uint8_t buf[15];
+  buf[0] = (uint8_t)('0' + year / 1000);
+  buf[1] = (uint8_t)('0' + year / 100 % 10);
+  for (int i = 0; i < 6; i++) {
+    buf[2 + 2 * i] = (uint8_t)('0' + fields[i] / 10 % 10);
+    buf[3 + 2 * i] = (uint8_t)('0' + fields[i] % 10);
+  }
+  buf[14] = 'Z';
+  CBB child;
+  return CBB_add_asn1(cbb, &child, CBS_ASN1_GENERALIZEDTIME) &&
+         CBB_add_bytes(&child, buf, sizeof(buf)) && CBB_flush(cbb);
+}

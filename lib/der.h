@@ -107,4 +107,9 @@ int pki_der_to_pem(char **out, size_t *out_len, const char *label,
 int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
                    const uint8_t *pem, size_t pem_len, pki_err *err);
 
+/* pki_der_add_generalized_time writes |t| (seconds since the epoch, UTC) as
+ * GeneralizedTime "YYYYMMDDHHMMSSZ" whatever the year (0000 to 9999), as
+ * OCSP (RFC 6960 4.2.1) and CRLs past 2049 need. */
+int pki_der_add_generalized_time(CBB *cbb, int64_t t);
+
 #endif /* PKID_LIB_DER_H */

@@ -9,6 +9,7 @@
 #include "lib/cert_info.h"
 #include "lib/der.h"
 #include "lib/key.h"
+#include "lib/serial.h"
 
 #define DENY(...)                             \
   do {                                        \
@@ -72,10 +73,9 @@ int pki_lint_tbs(const uint8_t *tbs, size_t tbs_len, const pki_profile *profile,
     return 0;
   }
 
-  /* Serial (RFC 5280 4.1.2.2): positive, at most 20 octets. */
-  if (CBS_len(&c.serial) > 21 || (CBS_len(&c.serial) == 21 && CBS_data(&c.serial)[0] != 0)) {
-    DENY("serial is longer than 20 octets");
-  }
+  /* Serial (RFC 5280 4.1.2.2): positive, at most 20 octets as encoded, a
+   * leading zero octet included (as the CA/Browser Forum reads it). */
+  if (CBS_len(&c.serial) > PKI_SERIAL_MAX) DENY("serial is longer than 20 octets");
   if (!CBS_is_unsigned_asn1_integer(&c.serial) ||
       (CBS_len(&c.serial) == 1 && CBS_data(&c.serial)[0] == 0)) {
     DENY("serial is not a positive integer");

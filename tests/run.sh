@@ -44,7 +44,9 @@ bazel_tests() {
   fi
   [ $rc -eq 0 ] || status=1
   mkdir -p "$results/$config"
-  (cd bazel-testlogs/ && find . -name test.xml -exec cp --parents {} "$results/$config/" \;)
+  local logs
+  logs=$(bazel info --config="$config" bazel-testlogs 2>/dev/null)
+  (cd "$logs" && find . -name test.xml -exec cp --parents {} "$results/$config/" \;)
 }
 
 bazel_tests opt
@@ -57,9 +59,10 @@ if ! bazel build --config=fuzz $targets; then
   synthetic_case "bazel build --config=fuzz" "fuzz targets did not build"
   status=1
 else
+  fuzz_bin=$(bazel info --config=fuzz bazel-bin 2>/dev/null)
   for t in $targets; do
     name=${t##*:}
-    bin="$top/bazel-bin/tests/fuzz/$name"
+    bin="$fuzz_bin/tests/fuzz/$name"
     work=$(mktemp -d)
     cp -r "$top/tests/fuzz/corpus/$name/." "$work/" 2>/dev/null
     if (cd "$work" && "$bin" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \

@@ -144,7 +144,7 @@ TEST(default_catalogue) {
   CHECK(strcmp(cat->organization, "Cybersec Framework") == 0);
   CHECK(strcmp(cat->ocsp_url, "http://127.0.0.1:8081/") == 0);
   CHECK(cat->num_cas == 5);
-  CHECK(cat->num_services == 10);
+  CHECK(cat->num_services == 11);
 
   const pki_catalog_ca *root = pki_catalog_root(cat);
   REQUIRE(root != NULL);
@@ -160,7 +160,7 @@ TEST(default_catalogue) {
     REQUIRE(ca != NULL);
     CHECK(strcmp(ca->parent, "root") == 0);
     CHECK(ca->validity_days == 1825);
-    CHECK(ca->num_permitted == 5);
+    CHECK(ca->num_permitted == 3);
     CHECK(ca->num_excluded == 0);
   }
   CHECK(pki_catalog_find_ca(cat, "infrastructure-ca")->path_len == 1);
