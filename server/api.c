@@ -1,0 +1,295 @@
+#include "server/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/cert_info.h"
+#include "lib/serial.h"
+#include "proto/pki/v1/pki.pb-c.h"
+#include "server/conn.h"
+#include "server/issue.h"
+#include "server/log.h"
+#include "server/server.h"
+
+static pkid_api *api_of(pkid_call *call) { return call->conn->server->api; }
+
+/* caller_service finds the catalogue service of the caller's identity, or
+ * finishes the call with UNAUTHENTICATED / PERMISSION_DENIED. */
+static const pki_catalog_service *caller_service(pkid_call *call) {
+  const char *identity = call->conn->identity;
+  if (identity[0] == '\0') {
+    pkid_call_finish(call, GRPC_UNAUTHENTICATED,
+                     "a client certificate with a pkid identity is required");
+    return NULL;
+  }
+  const pki_catalog_service *svc = pki_catalog_find_identity(api_of(call)->cat, identity);
+  if (svc == NULL) {
+    pkid_call_finish(call, GRPC_PERMISSION_DENIED, "identity %s is not in the catalogue",
+                     identity);
+  }
+  return svc;
+}
+
+static int usage_from_proto(Pki__V1__Usage u, pki_usage *out) {
+  switch (u) {
+    case PKI__V1__USAGE__USAGE_SERVER: *out = PKI_USAGE_SERVER; return 1;
+    case PKI__V1__USAGE__USAGE_CLIENT: *out = PKI_USAGE_CLIENT; return 1;
+    default: return 0;
+  }
+}
+
+static int service_has_usage(const pki_catalog_service *svc, pki_usage usage) {
+  for (size_t i = 0; i < svc->num_certs; i++) {
+    if (svc->certs[i].usage == usage) return 1;
+  }
+  return 0;
+}
+
+/* job_for fills a job from an authorized request, or returns NULL having
+ * set |err|. */
+static pkid_issue_job *job_for(pkid_call *call, const pki_catalog_service *svc,
+                               pki_usage usage, const ProtobufCBinaryData *csr,
+                               uint32_t validity_s, uint64_t request_id, pki_err *err) {
+  pkid_api *api = api_of(call);
+  const pkid_ca *ca = pkid_cas_find(api->cas, svc->ca);
+  if (ca == NULL) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "CA '%s' is not loaded", svc->ca);
+    return NULL;
+  }
+  if (csr->len == 0) {
+    PKI_ERR(err, PKI_ERR_INVALID, "csr is empty");
+    return NULL;
+  }
+  pkid_issue_job *job = calloc(1, sizeof(*job));
+  if (job == NULL || (job->csr = malloc(csr->len)) == NULL) {
+    free(job);
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    return NULL;
+  }
+  memcpy(job->csr, csr->data, csr->len);
+  job->csr_len = csr->len;
+  job->request_id = request_id;
+  job->cat = api->cat;
+  job->ca = ca;
+  job->svc = svc;
+  job->usage = usage;
+  job->validity_s = validity_s;
+  job->now = (int64_t)time(NULL);
+  snprintf(job->identity, sizeof(job->identity), "%s", call->conn->identity);
+  pki_serial_make(&job->serial, api->node, api->next_seq++, err);
+  return job;
+}
+
+/* reply_issued answers |call| with the outcome of |job|: a message for a
+ * stream (errors included, with their status), or message + OK / the error
+ * status for a unary call. */
+static void reply_issued(pkid_call *call, pkid_issue_job *job, int streaming) {
+  Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
+  ProtobufCBinaryData chain[PKID_MAX_CHAIN];
+  char serial_hex[2 * PKI_SERIAL_MAX + 1];
+  resp.request_id = job->request_id;
+  if (job->ok) {
+    resp.certificate.data = job->cert;
+    resp.certificate.len = job->cert_len;
+    for (size_t i = 0; i < job->ca->num_chain; i++) {
+      chain[i].data = job->ca->chain[i];
+      chain[i].len = job->ca->chain_len[i];
+    }
+    resp.chain = chain;
+    resp.n_chain = job->ca->num_chain;
+    pki_serial_to_hex(serial_hex, &job->serial);
+    resp.serial = serial_hex;
+    resp.not_after = job->not_after;
+    pkid_log("info", "issued", "serial", serial_hex, "service", job->svc->name,
+             "identity", job->identity, NULL);
+  } else {
+    pkid_log("info", "refused", "service", job->svc->name, "identity", job->identity,
+             "reason", job->err.msg, NULL);
+    if (!streaming) {
+      pkid_call_fail_err(call, &job->err);
+      return;
+    }
+    resp.status_code = (int32_t)pkid_grpc_status_from_err(job->err.code);
+    resp.status_message = job->err.msg;
+  }
+  size_t len = pki__v1__issue_response__get_packed_size(&resp);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  if (buf == NULL) {
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  pki__v1__issue_response__pack(&resp, buf);
+  pkid_call_send(call, buf, len);
+  free(buf);
+  if (!streaming) pkid_call_finish(call, GRPC_OK, "%s", "");
+}
+
+/* issue_one authorizes and runs one IssueRequest. */
+static void issue_one(pkid_call *call, const Pki__V1__IssueRequest *req, int streaming) {
+  pki_err err;
+  pki_err_clear(&err);
+  const pki_catalog_service *caller = caller_service(call);
+  if (caller == NULL) return;
+  const pki_catalog_service *svc = caller;
+  if (req->service[0] != '\0' && strcmp(req->service, caller->name) != 0) {
+    svc = pki_catalog_find_service(api_of(call)->cat, req->service);
+    if (svc == NULL) {
+      PKI_ERR(&err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", req->service);
+      goto refuse;
+    }
+    /* Only admin identities issue for others. */
+    if (!(caller->permissions & PKI_PERM_ADMIN)) {
+      PKI_ERR(&err, PKI_ERR_DENIED, "%s may not issue for service '%s'", caller->identity,
+              svc->name);
+      goto refuse;
+    }
+  }
+  pki_usage usage;
+  if (!usage_from_proto(req->usage, &usage)) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "usage must be USAGE_SERVER or USAGE_CLIENT");
+    goto refuse;
+  }
+  if (!service_has_usage(svc, usage)) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "service '%s' has no %s certificate", svc->name,
+            usage == PKI_USAGE_SERVER ? "server" : "client");
+    goto refuse;
+  }
+  pkid_issue_job *job =
+      job_for(call, svc, usage, &req->csr, req->validity_seconds, req->request_id, &err);
+  if (job == NULL) goto refuse;
+  pkid_issue_run(job);
+  reply_issued(call, job, streaming);
+  pkid_issue_job_free(job);
+  return;
+refuse:
+  if (!streaming) {
+    pkid_call_fail_err(call, &err);
+    return;
+  }
+  pkid_issue_job refused = {.request_id = req->request_id, .svc = svc, .err = err};
+  snprintf(refused.identity, sizeof(refused.identity), "%s", call->conn->identity);
+  reply_issued(call, &refused, 1);
+}
+
+static void on_issue(pkid_call *call, const uint8_t *msg, size_t len) {
+  Pki__V1__IssueRequest *req = pki__v1__issue_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed IssueRequest");
+    return;
+  }
+  issue_one(call, req, 0);
+  pki__v1__issue_request__free_unpacked(req, NULL);
+}
+
+static void on_issue_stream(pkid_call *call, const uint8_t *msg, size_t len) {
+  Pki__V1__IssueRequest *req = pki__v1__issue_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    /* A stream cannot say which request was garbage: end it. */
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed IssueRequest on the stream");
+    return;
+  }
+  issue_one(call, req, 1);
+  pki__v1__issue_request__free_unpacked(req, NULL);
+}
+
+static void on_issue_stream_end(pkid_call *call) {
+  if (call->num_pending == 0) pkid_call_finish(call, GRPC_OK, "%s", "");
+}
+
+/* on_renew issues a new certificate of the same service and usage as the
+ * client certificate the call came with: holding it is the authorization. */
+static void on_renew(pkid_call *call, const uint8_t *msg, size_t len) {
+  Pki__V1__RenewRequest *req = pki__v1__renew_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed RenewRequest");
+    return;
+  }
+  const pki_catalog_service *svc = caller_service(call);
+  pki_cert_info info;
+  pki_err err;
+  if (svc == NULL) goto out;
+  if (!pki_cert_info_parse(&info, call->conn->peer_leaf, call->conn->peer_leaf_len, &err)) {
+    pkid_call_fail_err(call, &err);
+    goto out;
+  }
+  pki_usage usage = (info.ext_key_usage & PKI_USAGE_CLIENT) ? PKI_USAGE_CLIENT
+                                                            : PKI_USAGE_SERVER;
+  pki_cert_info_cleanup(&info);
+  Pki__V1__IssueRequest issue = PKI__V1__ISSUE_REQUEST__INIT;
+  issue.csr = req->csr;
+  issue.usage = usage == PKI_USAGE_CLIENT ? PKI__V1__USAGE__USAGE_CLIENT
+                                          : PKI__V1__USAGE__USAGE_SERVER;
+  issue.validity_seconds = req->validity_seconds;
+  issue_one(call, &issue, 0);
+out:
+  pki__v1__renew_request__free_unpacked(req, NULL);
+}
+
+static void on_get_trust_bundle(pkid_call *call, const uint8_t *msg, size_t len) {
+  Pki__V1__GetTrustBundleRequest *req =
+      pki__v1__get_trust_bundle_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed GetTrustBundleRequest");
+    return;
+  }
+  const pkid_cas *cas = api_of(call)->cas;
+  Pki__V1__TrustBundle bundle = PKI__V1__TRUST_BUNDLE__INIT;
+  Pki__V1__TrustBundle__Store stores[16], *store_ptrs[16];
+  ProtobufCBinaryData chains[16][PKID_MAX_CHAIN];
+  bundle.root.data = cas->root;
+  bundle.root.len = cas->root_len;
+  bundle.stores = store_ptrs;
+  for (size_t i = 0; i < cas->num_cas && bundle.n_stores < 16; i++) {
+    const pkid_ca *ca = &cas->cas[i];
+    if (req->ca[0] != '\0' && strcmp(req->ca, ca->def->name) != 0) continue;
+    Pki__V1__TrustBundle__Store *s = &stores[bundle.n_stores];
+    pki__v1__trust_bundle__store__init(s);
+    s->ca = (char *)ca->def->name;
+    s->certificate.data = ca->chain[0];
+    s->certificate.len = ca->chain_len[0];
+    for (size_t j = 0; j < ca->num_parents_and_root; j++) {
+      chains[bundle.n_stores][j].data = ca->parents_and_root[j];
+      chains[bundle.n_stores][j].len = ca->parents_and_root_len[j];
+    }
+    s->chain = chains[bundle.n_stores];
+    s->n_chain = ca->num_parents_and_root;
+    s->pem = ca->truststore_pem;
+    store_ptrs[bundle.n_stores++] = s;
+  }
+  if (req->ca[0] != '\0' && bundle.n_stores == 0) {
+    pkid_call_finish(call, GRPC_NOT_FOUND, "no CA '%s'", req->ca);
+  } else {
+    size_t out_len = pki__v1__trust_bundle__get_packed_size(&bundle);
+    uint8_t *out = malloc(out_len > 0 ? out_len : 1);
+    if (out == NULL) {
+      pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+      pki__v1__trust_bundle__pack(&bundle, out);
+      pkid_call_send(call, out, out_len);
+      free(out);
+      pkid_call_finish(call, GRPC_OK, "%s", "");
+    }
+  }
+  pki__v1__get_trust_bundle_request__free_unpacked(req, NULL);
+}
+
+static void unimplemented(pkid_call *call, const uint8_t *msg, size_t len) {
+  (void)msg;
+  (void)len;
+  pkid_call_finish(call, GRPC_UNIMPLEMENTED, "%s is not served yet", call->path);
+}
+
+static const pkid_method kMethods[] = {
+    {"/pki.v1.Pki/Issue", 0, on_issue, NULL},
+    {"/pki.v1.Pki/IssueStream", 1, on_issue_stream, on_issue_stream_end},
+    {"/pki.v1.Pki/Renew", 0, on_renew, NULL},
+    {"/pki.v1.Pki/Revoke", 0, unimplemented, NULL},
+    {"/pki.v1.Pki/GetStatus", 0, unimplemented, NULL},
+    {"/pki.v1.Pki/GetTrustBundle", 0, on_get_trust_bundle, NULL},
+};
+
+const pkid_method *pkid_api_methods(size_t *out_num) {
+  *out_num = sizeof(kMethods) / sizeof(kMethods[0]);
+  return kMethods;
+}

@@ -1,0 +1,26 @@
+/* api.h: the pki.v1.Pki service: who may call what, and the answers.
+ *
+ * Each method decodes its request (protobuf-c), authorizes it against the
+ * caller's identity and the catalogue, and answers through grpc.h. The
+ * signing work goes to pkid_issue_run (issue.h). */
+#ifndef PKID_SERVER_API_H
+#define PKID_SERVER_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/catalog.h"
+#include "server/ca.h"
+#include "server/grpc.h"
+
+typedef struct pkid_api {
+  const pki_catalog *cat;
+  const pkid_cas *cas;
+  uint16_t node;     /* this node's serial prefix */
+  uint64_t next_seq; /* the next serial sequence number */
+} pkid_api;
+
+/* pkid_api_methods returns the method table served at /pki.v1.Pki/... */
+const pkid_method *pkid_api_methods(size_t *out_num);
+
+#endif /* PKID_SERVER_API_H */

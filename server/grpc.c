@@ -1,0 +1,382 @@
+#include "server/grpc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/conn.h"
+#include "server/server.h"
+
+#define FRAME_HEADER 5 /* compressed flag, then a 4-octet big-endian length */
+
+pkid_grpc_status pkid_grpc_status_from_err(pki_err_code code) {
+  switch (code) {
+    case PKI_OK: return GRPC_OK;
+    case PKI_ERR_INVALID:
+    case PKI_ERR_UNSUPPORTED: return GRPC_INVALID_ARGUMENT;
+    case PKI_ERR_DENIED: return GRPC_PERMISSION_DENIED;
+    case PKI_ERR_AUTH: return GRPC_UNAUTHENTICATED;
+    case PKI_ERR_NOT_FOUND: return GRPC_NOT_FOUND;
+    case PKI_ERR_EXISTS: return GRPC_ALREADY_EXISTS;
+    case PKI_ERR_IO:
+    case PKI_ERR_INTERNAL: return GRPC_INTERNAL;
+  }
+  return GRPC_UNKNOWN;
+}
+
+const char *pkid_grpc_status_name(pkid_grpc_status status) {
+  static const char *const kNames[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  return (unsigned)status < sizeof(kNames) / sizeof(kNames[0]) ? kNames[status] : "?";
+}
+
+uint64_t pkid_grpc_parse_timeout(const char *value, size_t len) {
+  /* TimeoutValue is 1 to 8 digits, then a unit (PROTOCOL-HTTP2.md). */
+  if (len < 2 || len > 9) return 0;
+  uint64_t v = 0;
+  for (size_t i = 0; i + 1 < len; i++) {
+    if (value[i] < '0' || value[i] > '9') return 0;
+    v = v * 10 + (uint64_t)(value[i] - '0');
+  }
+  switch (value[len - 1]) {
+    case 'H': return v * 3600000;
+    case 'M': return v * 60000;
+    case 'S': return v * 1000;
+    case 'm': return v > 0 ? v : 1;
+    case 'u': return v / 1000 > 0 ? v / 1000 : 1;
+    case 'n': return v / 1000000 > 0 ? v / 1000000 : 1;
+    default: return 0;
+  }
+}
+
+pkid_call *pkid_call_new(pkid_conn *conn, int32_t stream_id) {
+  pkid_call *call = calloc(1, sizeof(*call));
+  if (call == NULL) return NULL;
+  call->conn = conn;
+  call->stream_id = stream_id;
+  return call;
+}
+
+static int header_is(const uint8_t *name, size_t len, const char *want) {
+  return len == strlen(want) && memcmp(name, want, len) == 0;
+}
+
+void pkid_call_header(pkid_call *call, const uint8_t *name, size_t name_len,
+                      const uint8_t *value, size_t value_len) {
+  if (header_is(name, name_len, ":method")) {
+    call->is_post = value_len == 4 && memcmp(value, "POST", 4) == 0;
+  } else if (header_is(name, name_len, ":path")) {
+    if (value_len >= sizeof(call->path)) {
+      call->bad_header = 1;
+      return;
+    }
+    memcpy(call->path, value, value_len);
+    call->path[value_len] = '\0';
+  } else if (header_is(name, name_len, "content-type")) {
+    /* "application/grpc", optionally "+proto" or ";params". */
+    static const char kGrpc[] = "application/grpc";
+    size_t n = sizeof(kGrpc) - 1;
+    call->grpc_content_type =
+        value_len >= n && memcmp(value, kGrpc, n) == 0 &&
+        (value_len == n || value[n] == '+' || value[n] == ';');
+  } else if (header_is(name, name_len, "te")) {
+    call->te_trailers = value_len == 8 && memcmp(value, "trailers", 8) == 0;
+  } else if (header_is(name, name_len, "grpc-timeout")) {
+    uint64_t ms = pkid_grpc_parse_timeout((const char *)value, value_len);
+    if (ms == 0) {
+      call->bad_header = 1;
+    } else {
+      call->deadline_ms = pkid_server_now_ms(call->conn->server) + ms;
+    }
+  }
+}
+
+/* send_status_only answers with HTTP status |http| and no gRPC body: what
+ * the protocol asks for requests that are not gRPC at all. */
+static void send_http_error(pkid_call *call, const char *http) {
+  nghttp2_nv nva[] = {
+      {(uint8_t *)":status", (uint8_t *)http, 7, strlen(http), NGHTTP2_NV_FLAG_NONE},
+  };
+  call->finished = call->headers_sent = call->trailers_sent = 1;
+  pkid_conn_submit_response(call->conn, call, nva, 1, 0);
+  pkid_conn_kick(call->conn);
+}
+
+void pkid_call_headers_done(pkid_call *call) {
+  if (!call->is_post) {
+    send_http_error(call, "405");
+    return;
+  }
+  if (!call->grpc_content_type) {
+    /* PROTOCOL-HTTP2.md: answer 415 to a request that is not gRPC. */
+    send_http_error(call, "415");
+    return;
+  }
+  if (call->bad_header) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed request headers");
+    return;
+  }
+  call->method = pkid_server_find_method(call->conn->server, call->path);
+  if (call->method == NULL) {
+    pkid_call_finish(call, GRPC_UNIMPLEMENTED, "unknown method %s", call->path);
+    return;
+  }
+  if (call->conn->server->draining) {
+    pkid_call_finish(call, GRPC_UNAVAILABLE, "server is shutting down");
+  }
+}
+
+/* next_message takes one complete message off the front of the request
+ * body. It returns 1 with the message, 0 when more bytes are needed, and
+ * -1 after finishing the call with an error. */
+static int next_message(pkid_call *call, const uint8_t **out, size_t *out_len,
+                        size_t *consumed) {
+  size_t avail = call->in_len - *consumed;
+  const uint8_t *p = call->in + *consumed;
+  if (avail < FRAME_HEADER) return 0;
+  uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+  if (p[0] != 0) {
+    /* pkid advertises no grpc-accept-encoding, so nothing may be compressed. */
+    pkid_call_finish(call, GRPC_UNIMPLEMENTED, "compressed messages are not supported");
+    return -1;
+  }
+  if (len > PKID_GRPC_MAX_MESSAGE) {
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
+                     "request message of %u bytes exceeds the limit of %d", len,
+                     PKID_GRPC_MAX_MESSAGE);
+    return -1;
+  }
+  if (avail - FRAME_HEADER < len) return 0;
+  *out = p + FRAME_HEADER;
+  *out_len = len;
+  *consumed += FRAME_HEADER + len;
+  return 1;
+}
+
+/* dispatch_streaming hands every complete message to a streaming method. */
+static void dispatch_streaming(pkid_call *call) {
+  size_t consumed = 0;
+  const uint8_t *msg;
+  size_t len;
+  int r;
+  while (!call->finished && (r = next_message(call, &msg, &len, &consumed)) == 1) {
+    call->method->on_message(call, msg, len);
+  }
+  if (call->finished) {
+    call->in_len = 0;
+    return;
+  }
+  memmove(call->in, call->in + consumed, call->in_len - consumed);
+  call->in_len -= consumed;
+}
+
+void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {
+  if (call->finished || call->method == NULL) return;
+  if (call->in_len + len > PKID_GRPC_MAX_MESSAGE + FRAME_HEADER + 16384) {
+    /* More than one message's worth is waiting: for a unary call that is an
+     * oversize message, for a stream a client that ignores flow control. */
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "request exceeds %d bytes",
+                     PKID_GRPC_MAX_MESSAGE);
+    return;
+  }
+  if (call->in_len + len > call->in_cap) {
+    size_t cap = call->in_cap == 0 ? 1024 : call->in_cap;
+    while (cap < call->in_len + len) cap *= 2;
+    uint8_t *in = realloc(call->in, cap);
+    if (in == NULL) {
+      pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    call->in = in;
+    call->in_cap = cap;
+  }
+  memcpy(call->in + call->in_len, data, len);
+  call->in_len += len;
+  if (call->method->client_streaming) {
+    dispatch_streaming(call);
+  } else if (call->in_len >= FRAME_HEADER) {
+    /* Check the size prefix early: no need to wait for 64 KiB to refuse it. */
+    const uint8_t *msg;
+    size_t msg_len, consumed = 0;
+    if (next_message(call, &msg, &msg_len, &consumed) < 0) return;
+  }
+}
+
+void pkid_call_end_of_request(pkid_call *call) {
+  call->half_closed = 1;
+  if (call->finished || call->method == NULL) return;
+  if (call->method->client_streaming) {
+    dispatch_streaming(call);
+    if (call->finished) return;
+    if (call->in_len != 0) {
+      pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "request ends inside a message");
+      return;
+    }
+    call->method->on_half_close(call);
+    return;
+  }
+  size_t consumed = 0;
+  const uint8_t *msg;
+  size_t len;
+  int r = next_message(call, &msg, &len, &consumed);
+  if (r < 0) return;
+  if (r == 0 || consumed != call->in_len) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT,
+                     "a unary call takes exactly one request message");
+    return;
+  }
+  call->method->on_message(call, msg, len);
+}
+
+static int out_reserve(pkid_call *call, size_t more) {
+  if (call->out_len + more <= call->out_cap) return 1;
+  /* Drop what HTTP/2 has already taken before growing. */
+  if (call->out_off > 0) {
+    memmove(call->out, call->out + call->out_off, call->out_len - call->out_off);
+    call->out_len -= call->out_off;
+    call->out_off = 0;
+    if (call->out_len + more <= call->out_cap) return 1;
+  }
+  size_t cap = call->out_cap == 0 ? 2048 : call->out_cap;
+  while (cap < call->out_len + more) cap *= 2;
+  uint8_t *out = realloc(call->out, cap);
+  if (out == NULL) return 0;
+  call->out = out;
+  call->out_cap = cap;
+  return 1;
+}
+
+static const nghttp2_nv kResponseHeaders[] = {
+    {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+    {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+};
+
+void pkid_call_send(pkid_call *call, const uint8_t *msg, size_t len) {
+  if (call->finished || call->conn->closing) return;
+  if (!out_reserve(call, FRAME_HEADER + len)) {
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  uint8_t *p = call->out + call->out_len;
+  p[0] = 0;
+  p[1] = (uint8_t)(len >> 24);
+  p[2] = (uint8_t)(len >> 16);
+  p[3] = (uint8_t)(len >> 8);
+  p[4] = (uint8_t)len;
+  memcpy(p + FRAME_HEADER, msg, len);
+  call->out_len += FRAME_HEADER + len;
+  if (!call->headers_sent) {
+    call->headers_sent = 1;
+    pkid_conn_submit_response(call->conn, call, kResponseHeaders, 2, 1);
+  } else {
+    pkid_conn_resume(call->conn, call);
+  }
+  pkid_conn_kick(call->conn);
+}
+
+/* percent_encode writes grpc-message's encoding of |in|: bytes outside
+ * printable ASCII, and '%', as %XX (PROTOCOL-HTTP2.md). */
+static size_t percent_encode(char *out, size_t size, const char *in) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = 0;
+  for (; *in != '\0' && n + 4 < size; in++) {
+    unsigned char c = (unsigned char)*in;
+    if (c < 0x20 || c > 0x7e || c == '%') {
+      out[n++] = '%';
+      out[n++] = hex[c >> 4];
+      out[n++] = hex[c & 15];
+    } else {
+      out[n++] = (char)c;
+    }
+  }
+  out[n] = '\0';
+  return n;
+}
+
+/* status_fields fills the grpc-status and grpc-message header fields. */
+static size_t status_fields(pkid_call *call, nghttp2_nv *nva, char *code, char *msg,
+                            size_t msg_size) {
+  snprintf(code, 4, "%d", (int)call->status);
+  size_t msg_len = percent_encode(msg, msg_size, call->message);
+  nva[0] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code),
+                        NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  if (msg_len == 0) return 1;
+  nva[1] = (nghttp2_nv){(uint8_t *)"grpc-message", (uint8_t *)msg, 12, msg_len,
+                        NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  return 2;
+}
+
+void pkid_call_finish(pkid_call *call, pkid_grpc_status status, const char *fmt, ...) {
+  if (call->finished) return;
+  call->finished = 1;
+  call->status = status;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(call->message, sizeof(call->message), fmt, ap);
+  va_end(ap);
+  if (call->conn->closing) return;
+  if (!call->headers_sent) {
+    /* Trailers-only: one HEADERS frame with the status, ending the stream. */
+    char code[4], msg[sizeof(call->message) * 3 + 1];
+    nghttp2_nv nva[4] = {kResponseHeaders[0], kResponseHeaders[1]};
+    size_t n = 2 + status_fields(call, nva + 2, code, msg, sizeof(msg));
+    call->headers_sent = call->trailers_sent = 1;
+    pkid_conn_submit_response(call->conn, call, nva, n, 0);
+  } else {
+    pkid_conn_resume(call->conn, call);
+  }
+  pkid_conn_kick(call->conn);
+}
+
+void pkid_call_fail_err(pkid_call *call, const pki_err *err) {
+  pkid_call_finish(call, pkid_grpc_status_from_err(err->code), "%s", err->msg);
+}
+
+size_t pkid_call_read_out(pkid_call *call, uint8_t *buf, size_t len, int *eof) {
+  size_t avail = call->out_len - call->out_off;
+  size_t n = avail < len ? avail : len;
+  memcpy(buf, call->out + call->out_off, n);
+  call->out_off += n;
+  *eof = 0;
+  if (call->out_off == call->out_len && call->finished && !call->trailers_sent) {
+    char code[4], msg[sizeof(call->message) * 3 + 1];
+    nghttp2_nv nva[2];
+    size_t nv = status_fields(call, nva, code, msg, sizeof(msg));
+    call->trailers_sent = 1;
+    pkid_conn_submit_trailers(call->conn, call, nva, nv);
+    *eof = 1;
+  }
+  return n;
+}
+
+void pkid_call_track(pkid_call *call, pkid_pending *p) {
+  p->call = call;
+  p->prev = NULL;
+  p->next = call->pending;
+  if (call->pending != NULL) call->pending->prev = p;
+  call->pending = p;
+  call->num_pending++;
+}
+
+void pkid_call_untrack(pkid_pending *p) {
+  pkid_call *call = p->call;
+  if (call == NULL) return;
+  if (p->prev != NULL) p->prev->next = p->next;
+  if (p->next != NULL) p->next->prev = p->prev;
+  if (call->pending == p) call->pending = p->next;
+  call->num_pending--;
+  p->call = NULL;
+  p->next = p->prev = NULL;
+}
+
+void pkid_call_free(pkid_call *call) {
+  /* Work still running for this call must not answer into freed memory. */
+  while (call->pending != NULL) pkid_call_untrack(call->pending);
+  free(call->in);
+  free(call->out);
+  free(call);
+}

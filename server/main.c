@@ -1,0 +1,248 @@
+/* pkid: the issuance server.
+ *
+ *   pkid [--pki DIR] [--listen HOST:PORT] [--passphrase-file F]
+ *        [--catalog FILE] [--node N]
+ *
+ * It loads the online CAs from a pki/ tree (pkictl ceremony demo makes
+ * one), presents the pki-ca service's certificate, and serves pki.v1.Pki
+ * over gRPC with mutual TLS. SIGTERM or SIGINT drain it: GOAWAY to every
+ * client, calls in progress finish, then exit. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "client/ceremony.h"
+#include "lib/catalog.h"
+#include "lib/err.h"
+#include "lib/pki_tree.h"
+#include "server/api.h"
+#include "server/ca.h"
+#include "server/conn.h"
+#include "server/log.h"
+#include "server/server.h"
+#include "server/tls.h"
+
+typedef struct options {
+  const char *pki;
+  const char *listen;
+  const char *passphrase_file;
+  const char *catalog;
+  unsigned node;
+} options;
+
+static const char kUsage[] =
+    "usage: pkid [--pki DIR] [--listen HOST:PORT] [--passphrase-file F]\n"
+    "            [--catalog FILE] [--node N]\n"
+    "  --pki DIR            the pki/ tree with the online CAs (default ./pki)\n"
+    "  --listen HOST:PORT   gRPC endpoint (default 127.0.0.1:8443)\n"
+    "  --passphrase-file F  CA passphrase (default DIR/ca-passphrase, or\n"
+    "                       $PKID_CA_PASSPHRASE)\n"
+    "  --catalog FILE       service catalogue (default: built in)\n"
+    "  --node N             this node's serial prefix, 1-32767 (default 1)\n";
+
+static pkid_server g_server;
+
+static int parse_options(options *o, int argc, char **argv) {
+  static const struct option kOptions[] = {
+      {"pki", required_argument, NULL, 'p'},
+      {"listen", required_argument, NULL, 'l'},
+      {"passphrase-file", required_argument, NULL, 'f'},
+      {"catalog", required_argument, NULL, 'c'},
+      {"node", required_argument, NULL, 'n'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  o->pki = "pki";
+  o->listen = "127.0.0.1:8443";
+  o->node = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, "", kOptions, NULL)) != -1) {
+    switch (c) {
+      case 'p': o->pki = optarg; break;
+      case 'l': o->listen = optarg; break;
+      case 'f': o->passphrase_file = optarg; break;
+      case 'c': o->catalog = optarg; break;
+      case 'n': {
+        char *end;
+        unsigned long v = strtoul(optarg, &end, 10);
+        if (*end != '\0' || v < 1 || v > 32767) {
+          fprintf(stderr, "pkid: --node must be 1 to 32767\n");
+          return 0;
+        }
+        o->node = (unsigned)v;
+        break;
+      }
+      case 'h': fputs(kUsage, stdout); exit(0);
+      default: fputs(kUsage, stderr); return 0;
+    }
+  }
+  if (optind != argc) {
+    fputs(kUsage, stderr);
+    return 0;
+  }
+  return 1;
+}
+
+/* parse_listen splits "host:port" ("[::1]:port" for IPv6). */
+static int parse_listen(struct sockaddr_storage *out, const char *text) {
+  char host[256];
+  const char *colon = strrchr(text, ':');
+  if (colon == NULL || (size_t)(colon - text) >= sizeof(host)) return 0;
+  memcpy(host, text, (size_t)(colon - text));
+  host[colon - text] = '\0';
+  int port = atoi(colon + 1);
+  if (port <= 0 || port > 65535) return 0;
+  if (host[0] == '[') {
+    size_t n = strlen(host);
+    if (n < 2 || host[n - 1] != ']') return 0;
+    host[n - 1] = '\0';
+    return uv_ip6_addr(host + 1, port, (struct sockaddr_in6 *)out) == 0;
+  }
+  return uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  if (status < 0) return;
+  pkid_conn_accept(&g_server, listener);
+}
+
+/* Draining: stop accepting, GOAWAY everyone, stop when all are gone or the
+ * grace period ends. */
+static uv_signal_t g_sigterm, g_sigint;
+static uv_timer_t g_drain_timer;
+
+static void on_drain_timeout(uv_timer_t *timer) {
+  (void)timer;
+  pkid_log("warn", "drain_timeout", NULL);
+  while (g_server.conns != NULL) pkid_conn_close(g_server.conns);
+  uv_stop(g_server.loop);
+}
+
+static void on_drain_check(uv_timer_t *timer) {
+  if (g_server.conns == NULL) {
+    uv_timer_stop(timer);
+    uv_stop(g_server.loop);
+  }
+}
+
+static uv_timer_t g_drain_check;
+
+static void on_signal(uv_signal_t *sig, int signum) {
+  (void)sig;
+  if (g_server.draining) return;
+  g_server.draining = 1;
+  pkid_log("info", "draining", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+  uv_close((uv_handle_t *)&g_server.grpc_listener, NULL);
+  for (pkid_conn *c = g_server.conns; c != NULL;) {
+    pkid_conn *next = c->next;
+    pkid_conn_goaway(c);
+    c = next;
+  }
+  uv_timer_start(&g_drain_timer, on_drain_timeout, 10000, 0);
+  uv_timer_start(&g_drain_check, on_drain_check, 0, 20);
+}
+
+/* on_tick ends calls whose grpc-timeout has passed. */
+static void on_tick(uv_timer_t *timer) {
+  uint64_t now = pkid_server_now_ms(&g_server);
+  (void)timer;
+  for (pkid_conn *c = g_server.conns; c != NULL; c = c->next) {
+    for (pkid_call *call = c->calls; call != NULL; call = call->next) {
+      if (call->deadline_ms != 0 && !call->finished && now >= call->deadline_ms) {
+        pkid_call_finish(call, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+      }
+    }
+  }
+}
+
+static int run(const options *o) {
+  pki_err err;
+  pki_err_clear(&err);
+  pki_catalog *cat = o->catalog != NULL ? pki_catalog_load_file(o->catalog, &err)
+                                        : pki_catalog_default(&err);
+  if (cat == NULL) goto fail;
+  char pass_path[PKI_PATH_MAX];
+  const char *pass_file = o->passphrase_file;
+  if (pass_file == NULL && getenv("PKID_CA_PASSPHRASE") == NULL) {
+    snprintf(pass_path, sizeof(pass_path), "%s/ca-passphrase", o->pki);
+    pass_file = pass_path;
+  }
+  ceremony_secret secret;
+  if (!ceremony_secret_read(&secret, pass_file, "PKID_CA_PASSPHRASE", &err)) goto fail;
+  pkid_cas cas;
+  int loaded = pkid_cas_load(&cas, cat, o->pki, secret.bytes, secret.len, &err);
+  ceremony_secret_cleanup(&secret);
+  if (!loaded) goto fail;
+
+  /* pkid presents the pki-ca service's certificate. */
+  const pki_catalog_service *self = pki_catalog_find_service(cat, "pki-ca");
+  if (self == NULL || self->num_certs == 0) {
+    PKI_ERR(&err, PKI_ERR_NOT_FOUND, "the catalogue has no pki-ca server certificate");
+    goto fail;
+  }
+  char crt[PKI_PATH_MAX], key[PKI_PATH_MAX], chain[PKI_PATH_MAX], root[PKI_PATH_MAX];
+  if (!pki_tree_service_path(crt, sizeof(crt), o->pki, self, &self->certs[0], ".crt", &err) ||
+      !pki_tree_service_path(key, sizeof(key), o->pki, self, &self->certs[0], ".key", &err) ||
+      !pki_tree_service_path(chain, sizeof(chain), o->pki, self, &self->certs[0],
+                             "-chain.crt", &err) ||
+      !pki_tree_ca_path(root, sizeof(root), o->pki, pki_catalog_root(cat), PKI_TREE_CA_CERT,
+                        &err)) {
+    goto fail;
+  }
+  g_server.ssl_ctx = pkid_tls_ctx_new(crt, chain, key, root, 1, &err);
+  if (g_server.ssl_ctx == NULL) goto fail;
+
+  pkid_api api = {.cat = cat, .cas = &cas, .node = (uint16_t)o->node, .next_seq = 1};
+  g_server.api = &api;
+  g_server.loop = uv_default_loop();
+  g_server.methods = pkid_api_methods(&g_server.num_methods);
+  g_server.limits = (pkid_limits){
+      .max_conns = 4096,
+      .max_streams = 256,
+      .max_header_bytes = 16384,
+      .idle_timeout_ms = 300000,
+      .handshake_timeout_ms = 10000,
+  };
+
+  struct sockaddr_storage addr;
+  if (!parse_listen(&addr, o->listen)) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "--listen '%s' is not HOST:PORT", o->listen);
+    goto fail;
+  }
+  uv_tcp_init(g_server.loop, &g_server.grpc_listener);
+  int rc = uv_tcp_bind(&g_server.grpc_listener, (const struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&g_server.grpc_listener, 1024, on_connection);
+  if (rc != 0) {
+    PKI_ERR(&err, PKI_ERR_IO, "cannot listen on %s: %s", o->listen, uv_strerror(rc));
+    goto fail;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  uv_signal_init(g_server.loop, &g_sigterm);
+  uv_signal_init(g_server.loop, &g_sigint);
+  uv_signal_start(&g_sigterm, on_signal, SIGTERM);
+  uv_signal_start(&g_sigint, on_signal, SIGINT);
+  uv_timer_init(g_server.loop, &g_drain_timer);
+  uv_timer_init(g_server.loop, &g_drain_check);
+  uv_timer_init(g_server.loop, &g_server.tick);
+  uv_timer_start(&g_server.tick, on_tick, 50, 50);
+  pkid_log("info", "listening", "grpc", o->listen, "pki", o->pki, NULL);
+  uv_run(g_server.loop, UV_RUN_DEFAULT);
+  pkid_log("info", "stopped", NULL);
+  SSL_CTX_free(g_server.ssl_ctx);
+  pkid_cas_cleanup(&cas);
+  pki_catalog_free(cat);
+  return 0;
+fail:
+  fprintf(stderr, "pkid: %s: %s\n", pki_err_code_name(err.code), err.msg);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  options o = {0};
+  if (!parse_options(&o, argc, argv)) return 2;
+  return run(&o);
+}
