@@ -95,7 +95,7 @@ static int parse_listen(struct sockaddr_storage *out, const char *text) {
   memcpy(host, text, (size_t)(colon - text));
   host[colon - text] = '\0';
   int port = atoi(colon + 1);
-  if (port <= 0 || port > 65535) return 0;
+  if (port < 0 || port > 65535) return 0; /* 0: the kernel picks */
   if (host[0] == '[') {
     size_t n = strlen(host);
     if (n < 2 || host[n - 1] != ']') return 0;
@@ -229,7 +229,20 @@ static int run(const options *o) {
   uv_timer_init(g_server.loop, &g_drain_check);
   uv_timer_init(g_server.loop, &g_server.tick);
   uv_timer_start(&g_server.tick, on_tick, 50, 50);
-  pkid_log("info", "listening", "grpc", o->listen, "pki", o->pki, NULL);
+  /* With port 0 the kernel picks one; say which, for tests and scripts. */
+  struct sockaddr_storage bound;
+  int bound_len = sizeof(bound);
+  char host[64] = "?", where[80];
+  uv_tcp_getsockname(&g_server.grpc_listener, (struct sockaddr *)&bound, &bound_len);
+  if (bound.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&bound, host, sizeof(host));
+    snprintf(where, sizeof(where), "[%s]:%d", host,
+             ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof(host));
+    snprintf(where, sizeof(where), "%s:%d", host, ntohs(((struct sockaddr_in *)&bound)->sin_port));
+  }
+  pkid_log("info", "listening", "grpc", where, "pki", o->pki, NULL);
   uv_run(g_server.loop, UV_RUN_DEFAULT);
   pkid_log("info", "stopped", NULL);
   SSL_CTX_free(g_server.ssl_ctx);

@@ -16,46 +16,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import traceback
-import xml.sax.saxutils
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
-
-RESULTS = []
-
-
-def run(name, fn):
-    try:
-        fn()
-        RESULTS.append((name, None))
-        print("ok   " + name)
-    except Exception:  # noqa: BLE001 - a failed case of any kind is reported
-        RESULTS.append((name, traceback.format_exc()))
-        print("FAIL " + name)
-        print(traceback.format_exc())
-
-
-def finish():
-    failed = sum(1 for _, err in RESULTS if err)
-    print("%d passed, %d failed" % (len(RESULTS) - failed, failed))
-    out = os.environ.get("XML_OUTPUT_FILE")
-    if out:
-        esc = xml.sax.saxutils.quoteattr
-        with open(out, "w") as f:
-            f.write('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n')
-            f.write("<testsuite name=%s tests=\"%d\" failures=\"%d\">\n" % (
-                esc(os.environ.get("TEST_TARGET", "cryptography_test")), len(RESULTS), failed))
-            for name, err in RESULTS:
-                if err:
-                    f.write("  <testcase name=%s><failure message=%s/></testcase>\n" % (
-                        esc(name), esc(err.strip().splitlines()[-1])))
-                else:
-                    f.write("  <testcase name=%s></testcase>\n" % esc(name))
-            f.write("</testsuite>\n</testsuites>\n")
-    sys.exit(1 if failed else 0)
+from testlib import finish, run  # noqa: E402
 
 
 def load_all(pki):

@@ -1,0 +1,337 @@
+#!/usr/bin/python3
+"""grpc_python_test: pkid on loopback, called by Python's grpcio.
+
+Debian's python3-grpcio (a gRPC stack we did not write) calls pkid over
+TLS with client certificates from a demo hierarchy. The message classes
+are generated at test time from proto/pki/v1/pki.proto by Debian's protoc;
+methods are called through grpcio's generic unary_unary/stream_stream.
+
+Usage: grpc_python_test.py PKICTL PKID PROTO
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import grpc  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from testlib import finish, run  # noqa: E402
+
+PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
+TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
+PKI = os.path.join(TMP, "pki")
+
+subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI], check=True, stdout=subprocess.DEVNULL)
+gen = os.path.join(TMP, "gen")
+os.makedirs(gen, exist_ok=True)
+subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
+                "--python_out=" + gen, PROTO], check=True)
+sys.path.insert(0, gen)
+from pki.v1 import pki_pb2  # noqa: E402
+
+
+def start_pkid():
+    log = open(os.path.join(TMP, "pkid.log"), "w+")
+    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0"], stderr=log)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        log.seek(0)
+        m = re.search(r'"event":"listening","grpc":"127\.0\.0\.1:(\d+)"', log.read())
+        if m:
+            return proc, int(m.group(1)), log
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    log.seek(0)
+    raise RuntimeError("pkid did not start: " + log.read())
+
+
+PROC, PORT, LOG = start_pkid()
+ROOT = open(os.path.join(PKI, "root-ca/certs/root-ca.crt"), "rb").read()
+
+
+def svc_files(path):
+    base = os.path.join(PKI, "service-certificates", path)
+    return (open(base + ".key", "rb").read(),
+            open(base + ".crt", "rb").read() + open(base + "-chain.crt", "rb").read())
+
+
+def channel(cert_path="agents/pki-agent/pki-agent-client", key_and_chain=None):
+    key, chain = key_and_chain or (svc_files(cert_path) if cert_path else (None, None))
+    creds = grpc.ssl_channel_credentials(root_certificates=ROOT, private_key=key,
+                                         certificate_chain=chain)
+    return grpc.secure_channel("127.0.0.1:%d" % PORT, creds, options=[
+        ("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")])
+
+
+def stub(ch, method, req_cls, resp_cls, streaming=False):
+    make = ch.stream_stream if streaming else ch.unary_unary
+    return make("/pki.v1.Pki/" + method, request_serializer=req_cls.SerializeToString,
+                response_deserializer=resp_cls.FromString)
+
+
+def issue_stub(ch):
+    return stub(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
+
+
+def make_csr(key=None, names=()):
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    b = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe")]))
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+    algo = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return b.sign(key, algo).public_bytes(serialization.Encoding.DER)
+
+
+def expect_status(fn, code, words=""):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, "got %s %s, want %s" % (e.code(), e.details(), code)
+        assert words in (e.details() or ""), "%r lacks %r" % (e.details(), words)
+        return
+    raise AssertionError("call succeeded, want %s" % code)
+
+
+def verify_chain(resp, ca_name):
+    """The issued certificate verifies against the trust bundle, by OpenSSL."""
+    d = os.path.join(TMP, "verify")
+    os.makedirs(d, exist_ok=True)
+    leaf = os.path.join(d, "leaf.pem")
+    chain = os.path.join(d, "chain.pem")
+    with open(leaf, "wb") as f:
+        f.write(x509.load_der_x509_certificate(resp.certificate).public_bytes(
+            serialization.Encoding.PEM))
+    with open(chain, "wb") as f:
+        for c in resp.chain:
+            f.write(x509.load_der_x509_certificate(c).public_bytes(serialization.Encoding.PEM))
+    root = os.path.join(PKI, "root-ca/certs/root-ca.crt")
+    subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", root, "-untrusted", chain,
+                    leaf], check=True, stdout=subprocess.DEVNULL)
+
+
+def test_issue_own_service():
+    with channel() as ch:
+        r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), usage=pki_pb2.USAGE_SERVER),
+                           timeout=10)
+    c = x509.load_der_x509_certificate(r.certificate)
+    assert c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pki-agent"
+    assert format(c.serial_number, "x") == r.serial.lstrip("0")
+    assert int(c.not_valid_after.timestamp()) == r.not_after
+    eku = c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    verify_chain(r, "agents-ca")
+
+
+def test_issue_every_key_type():
+    keys = [ec.generate_private_key(ec.SECP384R1()), ed25519.Ed25519PrivateKey.generate(),
+            rsa.generate_private_key(65537, 2048)]
+    with channel() as ch:
+        for k in keys:
+            r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(k), usage=pki_pb2.USAGE_CLIENT),
+                               timeout=10)
+            c = x509.load_der_x509_certificate(r.certificate)
+            assert c.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == \
+                k.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_admin_issues_for_others():
+    # pki-agent holds the admin permission in the catalogue.
+    with channel() as ch:
+        r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), service="vault",
+                                                usage=pki_pb2.USAGE_SERVER), timeout=10)
+    c = x509.load_der_x509_certificate(r.certificate)
+    assert c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "vault"
+    verify_chain(r, "infrastructure-ca")
+
+
+def test_non_admin_denied_for_others():
+    with channel("agents/security-agent/security-agent-client") as ch:
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(), service="vault", usage=pki_pb2.USAGE_SERVER), timeout=10),
+            grpc.StatusCode.PERMISSION_DENIED, "may not issue")
+
+
+def test_names_outside_grant_denied():
+    with channel() as ch:
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(names=[x509.DNSName("evil.example.com")]),
+            usage=pki_pb2.USAGE_SERVER), timeout=10),
+            grpc.StatusCode.PERMISSION_DENIED, "evil.example.com")
+
+
+def test_bad_csr_invalid_argument():
+    with channel() as ch:
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=b"\x30\x03\x02\x01\x00", usage=pki_pb2.USAGE_SERVER), timeout=10),
+            grpc.StatusCode.INVALID_ARGUMENT, "CSR")
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(), usage=pki_pb2.USAGE_UNSPECIFIED), timeout=10),
+            grpc.StatusCode.INVALID_ARGUMENT, "usage")
+
+
+def test_malformed_protobuf():
+    with channel() as ch:
+        raw = ch.unary_unary("/pki.v1.Pki/Issue", request_serializer=lambda b: b,
+                             response_deserializer=lambda b: b)
+        expect_status(lambda: raw(b"\xff\xff\xff\xff", timeout=10),
+                      grpc.StatusCode.INVALID_ARGUMENT, "malformed")
+
+
+def test_oversize_message():
+    with channel() as ch:
+        raw = ch.unary_unary("/pki.v1.Pki/Issue", request_serializer=lambda b: b,
+                             response_deserializer=lambda b: b)
+        expect_status(lambda: raw(b"\x0a" + b"\x00" * 70000, timeout=10),
+                      grpc.StatusCode.RESOURCE_EXHAUSTED, "limit")
+
+
+def test_unknown_method():
+    with channel() as ch:
+        raw = ch.unary_unary("/pki.v1.Pki/Frobnicate", request_serializer=lambda b: b,
+                             response_deserializer=lambda b: b)
+        expect_status(lambda: raw(b"", timeout=10), grpc.StatusCode.UNIMPLEMENTED)
+
+
+def test_no_client_certificate_refused():
+    with channel(cert_path=None) as ch:
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(), usage=pki_pb2.USAGE_SERVER), timeout=5),
+            grpc.StatusCode.UNAVAILABLE)
+
+
+def test_untrusted_ca_refused():
+    # A self-made CA with the same names: pkid's root does not vouch for it.
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Cybersec Framework Agents CA")])
+    import datetime
+    now = datetime.datetime.utcnow()
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pki-agent")]))
+            .issuer_name(name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
+                "spiffe://cybersec-framework.local/agents/pki-agent")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    kc = (key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+          leaf.public_bytes(pem) + ca.public_bytes(pem))
+    with channel(key_and_chain=kc) as ch:
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(), usage=pki_pb2.USAGE_SERVER), timeout=5),
+            grpc.StatusCode.UNAVAILABLE)
+
+
+def test_issue_stream():
+    good = make_csr()
+    reqs = []
+    for i in range(40):
+        csr = good if i != 17 else b"garbage"
+        reqs.append(pki_pb2.IssueRequest(csr=csr, usage=pki_pb2.USAGE_CLIENT, request_id=1000 + i))
+    with channel() as ch:
+        out = list(stub(ch, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
+                        streaming=True)(iter(reqs), timeout=20))
+    assert sorted(r.request_id for r in out) == [1000 + i for i in range(40)]
+    bad = [r for r in out if r.status_code != 0]
+    assert len(bad) == 1 and bad[0].request_id == 1017, bad
+    assert bad[0].status_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    serials = {r.serial for r in out if r.status_code == 0}
+    assert len(serials) == 39
+
+
+def test_renew_with_own_certificate():
+    with channel() as ch:
+        r = stub(ch, "Renew", pki_pb2.RenewRequest, pki_pb2.IssueResponse)(
+            pki_pb2.RenewRequest(csr=make_csr()), timeout=10)
+    c = x509.load_der_x509_certificate(r.certificate)
+    san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "spiffe://cybersec-framework.local/agents/pki-agent" in \
+        san.get_values_for_type(x509.UniformResourceIdentifier)
+    eku = c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def test_trust_bundle():
+    with channel() as ch:
+        b = stub(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
+            pki_pb2.GetTrustBundleRequest(), timeout=10)
+        one = stub(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
+            pki_pb2.GetTrustBundleRequest(ca="agents-ca"), timeout=10)
+        expect_status(lambda: stub(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest,
+                                   pki_pb2.TrustBundle)(
+            pki_pb2.GetTrustBundleRequest(ca="nope"), timeout=10), grpc.StatusCode.NOT_FOUND)
+    assert b.root == x509.load_pem_x509_certificate(ROOT).public_bytes(serialization.Encoding.DER)
+    assert sorted(s.ca for s in b.stores) == sorted(
+        ["infrastructure-ca", "agents-ca", "external-ca", "load-balancer-ca"])
+    assert [s.ca for s in one.stores] == ["agents-ca"]
+    with open(os.path.join(PKI, "trust-stores/agent-truststore.pem")) as f:
+        assert one.stores[0].pem == f.read()
+
+
+def test_wrong_content_type():
+    # nghttp (nghttp2-client) speaks HTTP/2 but not gRPC: pkid answers 415.
+    key = os.path.join(PKI, "service-certificates/agents/pki-agent/pki-agent-client.key")
+    crt = os.path.join(TMP, "client-fullchain.crt")
+    with open(crt, "wb") as f:
+        f.write(b"".join(svc_files("agents/pki-agent/pki-agent-client")[1:]))
+    body = os.path.join(TMP, "body")
+    with open(body, "wb") as f:
+        f.write(b"hello")
+    out = subprocess.run(["nghttp", "-v", "--key=" + key, "--cert=" + crt, "-d", body,
+                          "-H", "content-type: text/plain",
+                          "https://127.0.0.1:%d/pki.v1.Pki/Issue" % PORT],
+                         capture_output=True, text=True, timeout=20)
+    assert ":status: 415" in out.stdout, out.stdout + out.stderr
+
+
+def test_graceful_shutdown():
+    PROC.terminate()
+    assert PROC.wait(timeout=15) == 0
+    LOG.seek(0)
+    text = LOG.read()
+    assert '"event":"draining"' in text and '"event":"stopped"' in text, text
+
+
+try:
+    run("issue_own_service", test_issue_own_service)
+    run("issue_every_key_type", test_issue_every_key_type)
+    run("admin_issues_for_others", test_admin_issues_for_others)
+    run("non_admin_denied_for_others", test_non_admin_denied_for_others)
+    run("names_outside_grant_denied", test_names_outside_grant_denied)
+    run("bad_csr_invalid_argument", test_bad_csr_invalid_argument)
+    run("malformed_protobuf", test_malformed_protobuf)
+    run("oversize_message", test_oversize_message)
+    run("unknown_method", test_unknown_method)
+    run("no_client_certificate_refused", test_no_client_certificate_refused)
+    run("untrusted_ca_refused", test_untrusted_ca_refused)
+    run("issue_stream", test_issue_stream)
+    run("renew_with_own_certificate", test_renew_with_own_certificate)
+    run("trust_bundle", test_trust_bundle)
+    run("wrong_content_type", test_wrong_content_type)
+    run("graceful_shutdown", test_graceful_shutdown)
+finally:
+    if PROC.poll() is None:
+        PROC.kill()
+        PROC.wait()
+finish()
