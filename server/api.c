@@ -11,6 +11,7 @@
 #include "server/issue.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "server/workers.h"
 
 static pkid_api *api_of(pkid_call *call) { return call->conn->server->api; }
 
@@ -81,6 +82,11 @@ static pkid_issue_job *job_for(pkid_call *call, const pki_catalog_service *svc,
   return job;
 }
 
+static void send_issue_response(pkid_call *call, const Pki__V1__IssueResponse *resp,
+                                int streaming);
+static void reply_status(pkid_call *call, const pkid_issue_job *job, pkid_grpc_status status,
+                         const char *message);
+
 /* reply_issued answers |call| with the outcome of |job|: a message for a
  * stream (errors included, with their status), or message + OK / the error
  * status for a unary call. */
@@ -113,13 +119,29 @@ static void reply_issued(pkid_call *call, pkid_issue_job *job, int streaming) {
     resp.status_code = (int32_t)pkid_grpc_status_from_err(job->err.code);
     resp.status_message = job->err.msg;
   }
-  size_t len = pki__v1__issue_response__get_packed_size(&resp);
+  send_issue_response(call, &resp, streaming);
+}
+
+/* reply_status answers one request of a stream with a status and no
+ * certificate. */
+static void reply_status(pkid_call *call, const pkid_issue_job *job, pkid_grpc_status status,
+                         const char *message) {
+  Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
+  resp.request_id = job->request_id;
+  resp.status_code = (int32_t)status;
+  resp.status_message = (char *)message;
+  send_issue_response(call, &resp, 1);
+}
+
+static void send_issue_response(pkid_call *call, const Pki__V1__IssueResponse *resp,
+                                int streaming) {
+  size_t len = pki__v1__issue_response__get_packed_size(resp);
   uint8_t *buf = malloc(len > 0 ? len : 1);
   if (buf == NULL) {
     pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
-  pki__v1__issue_response__pack(&resp, buf);
+  pki__v1__issue_response__pack(resp, buf);
   pkid_call_send(call, buf, len);
   free(buf);
   if (!streaming) pkid_call_finish(call, GRPC_OK, "%s", "");
@@ -158,18 +180,42 @@ static void issue_one(pkid_call *call, const Pki__V1__IssueRequest *req, int str
   pkid_issue_job *job =
       job_for(call, svc, usage, &req->csr, req->validity_seconds, req->request_id, &err);
   if (job == NULL) goto refuse;
-  pkid_issue_run(job);
-  reply_issued(call, job, streaming);
-  pkid_issue_job_free(job);
+  job->streaming = streaming;
+  pkid_call_track(call, &job->pending);
+  if (!pkid_workers_submit(api_of(call)->workers, job)) {
+    pkid_call_untrack(&job->pending);
+    pkid_issue_job_free(job);
+    if (!streaming) {
+      pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "pkid is at capacity; retry later");
+      return;
+    }
+    pkid_issue_job full = {.request_id = req->request_id};
+    reply_status(call, &full, GRPC_RESOURCE_EXHAUSTED, "pkid is at capacity; retry later");
+    return;
+  }
   return;
 refuse:
+  pkid_log("info", "refused", "identity", call->conn->identity, "reason", err.msg, NULL);
   if (!streaming) {
     pkid_call_fail_err(call, &err);
     return;
   }
-  pkid_issue_job refused = {.request_id = req->request_id, .svc = svc, .err = err};
-  snprintf(refused.identity, sizeof(refused.identity), "%s", call->conn->identity);
-  reply_issued(call, &refused, 1);
+  pkid_issue_job refused = {.request_id = req->request_id};
+  reply_status(call, &refused, pkid_grpc_status_from_err(err.code), err.msg);
+}
+
+void pkid_api_on_done(void *ctx, pkid_issue_job *job) {
+  (void)ctx;
+  pkid_call *call = job->pending.call;
+  if (call != NULL) {
+    pkid_call_untrack(&job->pending);
+    reply_issued(call, job, job->streaming);
+    /* A stream ends once the client has said all and every answer is out. */
+    if (job->streaming && call->half_closed && call->num_pending == 0) {
+      pkid_call_finish(call, GRPC_OK, "%s", "");
+    }
+  }
+  pkid_issue_job_free(job);
 }
 
 static void on_issue(pkid_call *call, const uint8_t *msg, size_t len) {

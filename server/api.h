@@ -12,13 +12,21 @@
 #include "lib/catalog.h"
 #include "server/ca.h"
 #include "server/grpc.h"
+#include "server/issue.h"
+
+struct pkid_workers;
 
 typedef struct pkid_api {
   const pki_catalog *cat;
   const pkid_cas *cas;
   uint16_t node;     /* this node's serial prefix */
   uint64_t next_seq; /* the next serial sequence number */
+  struct pkid_workers *workers;
 } pkid_api;
+
+/* pkid_api_on_done answers the call of a finished job and frees the job;
+ * the worker pool's done callback (loop thread), with the api as ctx. */
+void pkid_api_on_done(void *ctx, pkid_issue_job *job);
 
 /* pkid_api_methods returns the method table served at /pki.v1.Pki/... */
 const pkid_method *pkid_api_methods(size_t *out_num);

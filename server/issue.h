@@ -20,6 +20,7 @@
 typedef struct pkid_issue_job {
   pkid_pending pending; /* the call to answer; loop thread only */
   uint64_t request_id;
+  int streaming; /* answer as an IssueStream message */
   /* Inputs, fixed before the job leaves the loop. */
   const pki_catalog *cat;
   const pkid_ca *ca;

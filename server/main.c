@@ -25,6 +25,7 @@
 #include "server/log.h"
 #include "server/server.h"
 #include "server/tls.h"
+#include "server/workers.h"
 
 typedef struct options {
   const char *pki;
@@ -32,6 +33,7 @@ typedef struct options {
   const char *passphrase_file;
   const char *catalog;
   unsigned node;
+  unsigned workers;
 } options;
 
 static const char kUsage[] =
@@ -42,7 +44,8 @@ static const char kUsage[] =
     "  --passphrase-file F  CA passphrase (default DIR/ca-passphrase, or\n"
     "                       $PKID_CA_PASSPHRASE)\n"
     "  --catalog FILE       service catalogue (default: built in)\n"
-    "  --node N             this node's serial prefix, 1-32767 (default 1)\n";
+    "  --node N             this node's serial prefix, 1-32767 (default 1)\n"
+    "  --workers N          signing threads (default: one per CPU)\n";
 
 static pkid_server g_server;
 
@@ -53,6 +56,7 @@ static int parse_options(options *o, int argc, char **argv) {
       {"passphrase-file", required_argument, NULL, 'f'},
       {"catalog", required_argument, NULL, 'c'},
       {"node", required_argument, NULL, 'n'},
+      {"workers", required_argument, NULL, 'w'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -74,6 +78,16 @@ static int parse_options(options *o, int argc, char **argv) {
           return 0;
         }
         o->node = (unsigned)v;
+        break;
+      }
+      case 'w': {
+        char *end;
+        unsigned long v = strtoul(optarg, &end, 10);
+        if (*end != '\0' || v < 1 || v > 64) {
+          fprintf(stderr, "pkid: --workers must be 1 to 64\n");
+          return 0;
+        }
+        o->workers = (unsigned)v;
         break;
       }
       case 'h': fputs(kUsage, stdout); exit(0);
@@ -159,6 +173,11 @@ static void on_tick(uv_timer_t *timer) {
   }
 }
 
+static void close_handle(uv_handle_t *handle, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(handle)) uv_close(handle, NULL);
+}
+
 static int run(const options *o) {
   pki_err err;
   pki_err_clear(&err);
@@ -200,6 +219,16 @@ static int run(const options *o) {
   g_server.api = &api;
   g_server.loop = uv_default_loop();
   g_server.methods = pkid_api_methods(&g_server.num_methods);
+  unsigned num_workers = o->workers;
+  if (num_workers == 0) {
+    uv_cpu_info_t *cpus;
+    int num_cpus = 1;
+    if (uv_cpu_info(&cpus, &num_cpus) == 0) uv_free_cpu_info(cpus, num_cpus);
+    num_workers = num_cpus > 0 ? (unsigned)num_cpus : 1;
+  }
+  api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, NULL, NULL,
+                                 pkid_api_on_done, &api, &err);
+  if (api.workers == NULL) goto fail;
   g_server.limits = (pkid_limits){
       .max_conns = 4096,
       .max_streams = 256,
@@ -244,6 +273,11 @@ static int run(const options *o) {
   }
   pkid_log("info", "listening", "grpc", where, "pki", o->pki, NULL);
   uv_run(g_server.loop, UV_RUN_DEFAULT);
+  /* Let the workers finish, then close every handle so the loop ends. */
+  pkid_workers_free(api.workers);
+  uv_walk(g_server.loop, close_handle, NULL);
+  uv_run(g_server.loop, UV_RUN_DEFAULT);
+  uv_loop_close(g_server.loop);
   pkid_log("info", "stopped", NULL);
   SSL_CTX_free(g_server.ssl_ctx);
   pkid_cas_cleanup(&cas);
