@@ -1,0 +1,260 @@
+/* journal.h: pkid's append-only, tamper-evident, durable record log.
+ *
+ * The journal is the store and the audit trail: every record is numbered,
+ * checksummed and hash-chained to the one before it, and an append returns
+ * only once its records are on disk. It does not interpret payloads; types
+ * are small integers the caller defines. It has no threads and no locks:
+ * one thread at a time uses a pki_journal (the server's journal thread).
+ *
+ * FILES. A journal is a directory holding
+ *   NNNNNNNNNNNNNNNN.seg   segment N (16 lower-case hex digits), N = 1, 2, ...
+ *   SSSSSSSSSSSSSSSS.snap  a snapshot covering records up to seq S
+ * The process that has the journal open holds flock(LOCK_EX) on the
+ * directory itself, so that two pkid processes never append to one journal.
+ * All integers are big-endian (written with CBB, read with CBS).
+ *
+ * SEGMENT HEADER (68 bytes, at offset 0 of each segment):
+ *    0  8  magic "PKIDJRN1"
+ *    8  4  format version, 1
+ *   12  4  reserved, 0
+ *   16  8  segment number (equals the number in the file name)
+ *   24  8  seq of the first record in this segment (or of the next record
+ *          written, if it has none)
+ *   32 32  chain hash the first record links to (all zero for segment 1)
+ *   64  4  CRC32C of bytes 0..63
+ * A segment is created whole (temporary file, fsync, rename, directory
+ * fsync), so a bad segment header is always corruption, never a crash.
+ *
+ * RECORD (60 + payload length bytes, records follow the header back to back):
+ *    0  4  payload length L, at most PKI_JOURNAL_MAX_PAYLOAD
+ *    4  1  type, 1..255 (0 is refused: it is what a zeroed tail reads as)
+ *    5  1  flags, 0 in version 1
+ *    6  2  reserved, 0
+ *    8  8  seq: 1 for the first record of the journal, then +1 per record,
+ *          continuing across segments
+ *   16  8  time, given by the caller (pkid writes unix nanoseconds)
+ *   24  L  payload
+ *   24+L 32  chain hash = SHA-256(previous chain hash || bytes 0..23+L);
+ *            the "previous chain hash" of record 1 is 32 zero bytes
+ *   56+L  4  CRC32C of bytes 0..55+L
+ * Changing, removing or reordering any record breaks every later chain
+ * hash; the final chain hash therefore commits to the whole history.
+ *
+ * SNAPSHOT (80 + state length + 32 bytes):
+ *    0  8  magic "PKIDSNP1"
+ *    8  4  format version, 1
+ *   12  4  reserved, 0
+ *   16  8  seq S of the last record the state covers (0: none)
+ *   24 32  chain hash after record S (zero if S is 0)
+ *   56  8  segment number where replay resumes
+ *   64  8  byte offset in that segment where replay resumes
+ *   72  8  state length n
+ *   80  n  the caller's state, opaque
+ *   80+n 32  SHA-256 of bytes 0..79+n
+ *
+ * RECOVERY RULES at pki_journal_open:
+ *  - Only the final record of the last segment may be torn, and its CRC
+ *    decides. A bad record (short header, length beyond the maximum, not
+ *    enough bytes, CRC mismatch) at offset X of the last segment is a torn
+ *    tail when nothing but zero bytes follows the place where it claims to
+ *    end, or when it claims to run past the end of the file and no valid
+ *    record with the next seq appears after X. The file is then cut at X,
+ *    fsynced, and the cut is counted in pki_journal_stats.truncated_bytes.
+ *    A zero-filled tail (preallocated space) is a torn tail by this rule.
+ *  - Anything else is corruption and the open fails with PKI_ERR_INVALID,
+ *    naming the segment file and byte offset: a bad record with data after
+ *    it, a bad record in any segment but the last, a CRC-valid record with
+ *    the wrong seq or chain hash, a missing segment, a bad segment header.
+ *  - Records that were written but whose fdatasync failed or never ran may
+ *    survive a crash; they were never acknowledged, and appear at replay.
+ *
+ * SNAPSHOTS keep restart time bounded: pki_journal_snapshot stores the
+ * caller's state with the position it covers; the next open hands the
+ * newest valid snapshot to opts->on_snapshot, then replays only the later
+ * records, reading just the headers of the segments it covers. A snapshot
+ * whose hash fails is passed over for the previous one (the newest two are
+ * kept), then for a full replay. A snapshot whose hash is good but which
+ * does not match the journal is corruption. Segments are never deleted:
+ * they are the audit trail, and pki_journal_verify_dir checks the chain
+ * from segment 1. */
+#ifndef PKID_LIB_JOURNAL_H
+#define PKID_LIB_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/err.h"
+
+#define PKI_JOURNAL_HASH_LEN 32
+#define PKI_JOURNAL_MAX_PAYLOAD (1u << 20)
+#define PKI_JOURNAL_SEG_HEADER_LEN 68
+#define PKI_JOURNAL_REC_HEADER_LEN 24
+#define PKI_JOURNAL_REC_OVERHEAD 60 /* header + chain hash + CRC */
+#define PKI_JOURNAL_SNAP_OVERHEAD 112
+#define PKI_JOURNAL_DEFAULT_SEGMENT_BYTES (64u << 20)
+
+/* One record as read back. The pointers are valid during the callback. */
+typedef struct pki_journal_record {
+  uint64_t seq;
+  uint64_t time;
+  uint8_t type;
+  const uint8_t *payload;
+  size_t len;
+  const uint8_t *chain; /* PKI_JOURNAL_HASH_LEN bytes: the hash after it */
+  uint64_t segment;     /* where it is stored */
+  uint64_t offset;
+} pki_journal_record;
+
+/* One record to append. */
+typedef struct pki_journal_entry {
+  uint8_t type; /* 1..255 */
+  uint64_t time;
+  const uint8_t *payload;
+  size_t len; /* at most PKI_JOURNAL_MAX_PAYLOAD */
+} pki_journal_entry;
+
+/* A replay callback returns 1 to go on, or 0 having filled |err| to abort. */
+typedef int (*pki_journal_replay_fn)(void *ctx, const pki_journal_record *rec,
+                                     pki_err *err);
+
+/* A snapshot callback receives the state saved by pki_journal_snapshot and
+ * the seq it covers; it returns 1, or 0 having filled |err| to abort. */
+typedef int (*pki_journal_snapshot_fn)(void *ctx, uint64_t seq,
+                                       const uint8_t *state, size_t len,
+                                       pki_err *err);
+
+typedef struct pki_journal_options {
+  /* A segment that has reached this size is closed before the next append
+   * (a batch is never split). 0: PKI_JOURNAL_DEFAULT_SEGMENT_BYTES. */
+  uint64_t segment_bytes;
+  /* Called once at open, before any record, with the newest valid
+   * snapshot. NULL: snapshots are ignored and every record is replayed. */
+  pki_journal_snapshot_fn on_snapshot;
+} pki_journal_options;
+
+typedef struct pki_journal_stats {
+  uint64_t segments;          /* segment files, the current one included */
+  uint64_t segment;           /* number of the segment being appended to */
+  uint64_t segment_size;      /* its size in bytes */
+  uint64_t replayed;          /* records handed to the replay callback */
+  uint64_t snapshot_seq;      /* seq of the snapshot used at open, 0: none */
+  uint64_t snapshots_skipped; /* snapshots with a bad hash passed over */
+  uint64_t truncated_bytes;   /* torn tail cut at open */
+  uint64_t records;           /* appended since open */
+  uint64_t bytes;             /* appended since open */
+  uint64_t syncs;             /* fdatasync calls made by appends */
+  uint64_t last_fsync_ns;     /* duration of the latest one */
+} pki_journal_stats;
+
+typedef struct pki_journal pki_journal;
+
+/* pki_journal_open opens (creating if missing) the journal in |dir|, takes
+ * its lock, hands the newest valid snapshot to opts->on_snapshot, replays
+ * every later record through |fn| (which may be NULL), and cuts a torn
+ * tail (see RECOVERY RULES). |opts| may be NULL for the defaults.
+ * Corruption fails with PKI_ERR_INVALID; a journal another process has
+ * open fails with PKI_ERR_EXISTS. */
+pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
+                              pki_journal_replay_fn fn, void *ctx,
+                              pki_err *err);
+
+/* pki_journal_append writes |n| records with one write and one fdatasync,
+ * giving them the next seqs, and returns once they are durable. Entries
+ * with type 0 or an oversized payload are refused with PKI_ERR_INVALID and
+ * nothing is written. If a write, an fdatasync or the creation of the next
+ * segment fails, the journal refuses every later append with
+ * PKI_ERR_IO (a failed fsync cannot be retried safely: the kernel may have
+ * dropped the dirty pages); close it and open it again to recover. */
+int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
+                       size_t n, pki_err *err);
+
+/* pki_journal_snapshot saves |state|, which must reflect every record
+ * appended so far, atomically, then deletes snapshots older than the newest
+ * two. */
+int pki_journal_snapshot(pki_journal *j, const uint8_t *state, size_t len,
+                         pki_err *err);
+
+/* pki_journal_close releases the journal (NULL is allowed). Appended
+ * records are already durable, so it has nothing to flush. */
+void pki_journal_close(pki_journal *j);
+
+/* The seq the next appended record will get. */
+uint64_t pki_journal_next_seq(const pki_journal *j);
+
+/* The chain hash after the last record (zero for an empty journal). */
+void pki_journal_last_hash(const pki_journal *j,
+                           uint8_t out[PKI_JOURNAL_HASH_LEN]);
+
+void pki_journal_get_stats(const pki_journal *j, pki_journal_stats *out);
+
+/* What pki_journal_verify_dir found. */
+typedef struct pki_journal_verify_result {
+  uint64_t segments;
+  uint64_t records;
+  uint64_t bytes;
+  uint64_t by_type[256]; /* records of each type */
+  uint64_t first_seq;    /* 0 when there are no records */
+  uint64_t last_seq;
+  uint8_t chain[PKI_JOURNAL_HASH_LEN]; /* after the last good record */
+  uint64_t torn_bytes; /* a torn tail that the next open would cut */
+  uint64_t snapshots;      /* snapshots whose hash and chain match */
+  uint64_t snapshots_bad;  /* snapshots with a bad hash (open skips them) */
+  char bad_file[1024];     /* on failure: the file at fault, or "" */
+  uint64_t bad_offset;     /* and the byte offset in it */
+} pki_journal_verify_result;
+
+/* pki_journal_verify_dir reads every segment of |dir| from segment 1 and
+ * checks every header, CRC, seq and chain link, and every snapshot against
+ * the chain. It modifies nothing and takes no lock. A torn tail is reported
+ * in |res| but is not a failure. The first problem fails with
+ * PKI_ERR_INVALID, its file and offset in |res| and in the message. */
+int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
+                           pki_err *err);
+
+/* The parsers below work on memory only; the open path, the verifier and
+ * the fuzzer share them. */
+
+typedef struct pki_journal_seg_header {
+  uint64_t segment;
+  uint64_t first_seq;
+  uint8_t prev_chain[PKI_JOURNAL_HASH_LEN];
+} pki_journal_seg_header;
+
+/* pki_journal_parse_seg_header reads the header at the start of |data|. */
+int pki_journal_parse_seg_header(const uint8_t *data, size_t len,
+                                 pki_journal_seg_header *out, pki_err *err);
+
+/* Where a scan of records is, in and out. */
+typedef struct pki_journal_scan {
+  uint64_t segment;    /* in: copied into each record */
+  uint64_t offset;     /* in: where to start; out: end of the last good record */
+  uint64_t next_seq;   /* in: seq expected there; out: the one after */
+  uint8_t chain[PKI_JOURNAL_HASH_LEN]; /* in: hash to link to; out: last */
+  uint64_t records;    /* out: good records read (added to) */
+  uint64_t torn_bytes; /* out: torn tail after |offset| (only if allowed) */
+  uint64_t bad_offset; /* out: where the problem is, on failure */
+} pki_journal_scan;
+
+/* pki_journal_parse_records reads the records of a segment held in |data|
+ * from scan->offset to |len|, checking CRC, seq and chain, calling |fn|
+ * (may be NULL) for each. With |allow_torn|, a torn tail ends the scan
+ * successfully with its size in scan->torn_bytes; otherwise it fails too. */
+int pki_journal_parse_records(const uint8_t *data, size_t len,
+                              pki_journal_scan *scan, int allow_torn,
+                              pki_journal_replay_fn fn, void *ctx,
+                              pki_err *err);
+
+typedef struct pki_journal_snapshot_info {
+  uint64_t seq;
+  uint8_t chain[PKI_JOURNAL_HASH_LEN];
+  uint64_t segment; /* replay resumes here */
+  uint64_t offset;
+  const uint8_t *state; /* points into the parsed buffer */
+  size_t len;
+} pki_journal_snapshot_info;
+
+/* pki_journal_parse_snapshot checks a snapshot file's layout and hash. */
+int pki_journal_parse_snapshot(const uint8_t *data, size_t len,
+                               pki_journal_snapshot_info *out, pki_err *err);
+
+#endif /* PKID_LIB_JOURNAL_H */
