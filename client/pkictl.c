@@ -5,6 +5,7 @@
  *   pkictl ceremony demo          the whole hierarchy and every service, at once
  *   pkictl issue --offline        sign a service's certificates with its CA key
  *   pkictl inspect FILE           summarise a certificate or CSR
+ *   pkictl journal verify DIR     check a journal's records and hash chain
  *
  * Exit status: 0 on success, 1 on failure (the message says why), 2 on a
  * usage error. */
@@ -15,6 +16,7 @@
 
 #include "client/ceremony.h"
 #include "client/inspect.h"
+#include "client/journal_cmd.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
 
@@ -44,6 +46,8 @@ static const char kUsage[] =
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
+    "  journal verify DIR\n"
+    "                 Check every record, CRC and hash link of pkid's journal.\n"
     "\n"
     "Every command takes --catalog FILE (default: the built-in copy of\n"
     "deploy/catalog.yaml).\n";
@@ -268,6 +272,14 @@ int main(int argc, char **argv) {
     pki_err err;
     pki_err_clear(&err);
     return inspect_file(stdout, argv[2], &err) ? 0 : fail(&err);
+  }
+  if (strcmp(cmd, "journal") == 0) {
+    if (argc != 4 || strcmp(argv[2], "verify") != 0) {
+      return usage_error("journal takes: verify DIR%s", "");
+    }
+    pki_err err;
+    pki_err_clear(&err);
+    return journal_cmd_verify(stdout, argv[3], &err) ? 0 : fail(&err);
   }
   return usage_error("unknown command '%s'", cmd);
 }

@@ -11,6 +11,8 @@
 #include "server/issue.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "server/status.h"
+#include "server/store.h"
 #include "server/workers.h"
 
 static pkid_api *api_of(pkid_call *call) { return call->conn->server->api; }
@@ -22,6 +24,14 @@ static const pki_catalog_service *caller_service(pkid_call *call) {
   if (identity[0] == '\0') {
     pkid_call_finish(call, GRPC_UNAUTHENTICATED,
                      "a client certificate with a pkid identity is required");
+    return NULL;
+  }
+  /* A revoked certificate authorizes nothing, even on a connection opened
+   * before the revocation. */
+  pkid_cert_record rec;
+  const pki_serial *serial = &call->conn->peer_serial;
+  if (pkid_status_get(api_of(call)->status, serial->bytes, serial->len, &rec) && rec.revoked) {
+    pkid_call_finish(call, GRPC_UNAUTHENTICATED, "the client certificate is revoked");
     return NULL;
   }
   const pki_catalog_service *svc = pki_catalog_find_identity(api_of(call)->cat, identity);
@@ -47,9 +57,25 @@ static int service_has_usage(const pki_catalog_service *svc, pki_usage usage) {
   return 0;
 }
 
+/* reserve_ahead asks for the next block of serial sequence numbers once
+ * half of the current one is used, so issuance never waits for it. */
+static void reserve_ahead(pkid_api *api) {
+  if (api->reserving || api->seq_end - api->next_seq > PKID_SERIAL_BLOCK / 2) return;
+  pkid_job *job = calloc(1, sizeof(*job));
+  if (job == NULL) return;
+  job->kind = PKID_JOB_RESERVE;
+  job->block_first = api->seq_end;
+  job->block_count = PKID_SERIAL_BLOCK;
+  if (!pkid_workers_submit(api->workers, job)) {
+    free(job); /* the pool is full; the next issuance tries again */
+    return;
+  }
+  api->reserving = 1;
+}
+
 /* job_for fills a job from an authorized request, or returns NULL having
  * set |err|. */
-static pkid_issue_job *job_for(pkid_call *call, const pki_catalog_service *svc,
+static pkid_job *job_for(pkid_call *call, const pki_catalog_service *svc,
                                pki_usage usage, const ProtobufCBinaryData *csr,
                                uint32_t validity_s, uint64_t request_id, pki_err *err) {
   pkid_api *api = api_of(call);
@@ -62,12 +88,18 @@ static pkid_issue_job *job_for(pkid_call *call, const pki_catalog_service *svc,
     PKI_ERR(err, PKI_ERR_INVALID, "csr is empty");
     return NULL;
   }
-  pkid_issue_job *job = calloc(1, sizeof(*job));
+  if (api->next_seq >= api->seq_end) {
+    /* Only if a burst used half a block before the next was durable. */
+    PKI_ERR(err, PKI_ERR_INTERNAL, "serial numbers are being reserved; retry");
+    return NULL;
+  }
+  pkid_job *job = calloc(1, sizeof(*job));
   if (job == NULL || (job->csr = malloc(csr->len)) == NULL) {
     free(job);
     PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
     return NULL;
   }
+  job->kind = PKID_JOB_ISSUE;
   memcpy(job->csr, csr->data, csr->len);
   job->csr_len = csr->len;
   job->request_id = request_id;
@@ -79,18 +111,20 @@ static pkid_issue_job *job_for(pkid_call *call, const pki_catalog_service *svc,
   job->now = (int64_t)time(NULL);
   snprintf(job->identity, sizeof(job->identity), "%s", call->conn->identity);
   pki_serial_make(&job->serial, api->node, api->next_seq++, err);
+  reserve_ahead(api);
   return job;
 }
 
 static void send_issue_response(pkid_call *call, const Pki__V1__IssueResponse *resp,
                                 int streaming);
-static void reply_status(pkid_call *call, const pkid_issue_job *job, pkid_grpc_status status,
+static void reply_revoked(pkid_job *job);
+static void reply_status(pkid_call *call, const pkid_job *job, pkid_grpc_status status,
                          const char *message);
 
 /* reply_issued answers |call| with the outcome of |job|: a message for a
  * stream (errors included, with their status), or message + OK / the error
  * status for a unary call. */
-static void reply_issued(pkid_call *call, pkid_issue_job *job, int streaming) {
+static void reply_issued(pkid_call *call, pkid_job *job, int streaming) {
   Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
   ProtobufCBinaryData chain[PKID_MAX_CHAIN];
   char serial_hex[2 * PKI_SERIAL_MAX + 1];
@@ -124,7 +158,7 @@ static void reply_issued(pkid_call *call, pkid_issue_job *job, int streaming) {
 
 /* reply_status answers one request of a stream with a status and no
  * certificate. */
-static void reply_status(pkid_call *call, const pkid_issue_job *job, pkid_grpc_status status,
+static void reply_status(pkid_call *call, const pkid_job *job, pkid_grpc_status status,
                          const char *message) {
   Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
   resp.request_id = job->request_id;
@@ -177,19 +211,19 @@ static void issue_one(pkid_call *call, const Pki__V1__IssueRequest *req, int str
             usage == PKI_USAGE_SERVER ? "server" : "client");
     goto refuse;
   }
-  pkid_issue_job *job =
+  pkid_job *job =
       job_for(call, svc, usage, &req->csr, req->validity_seconds, req->request_id, &err);
   if (job == NULL) goto refuse;
   job->streaming = streaming;
   pkid_call_track(call, &job->pending);
   if (!pkid_workers_submit(api_of(call)->workers, job)) {
     pkid_call_untrack(&job->pending);
-    pkid_issue_job_free(job);
+    pkid_job_free(job);
     if (!streaming) {
       pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "pkid is at capacity; retry later");
       return;
     }
-    pkid_issue_job full = {.request_id = req->request_id};
+    pkid_job full = {.request_id = req->request_id};
     reply_status(call, &full, GRPC_RESOURCE_EXHAUSTED, "pkid is at capacity; retry later");
     return;
   }
@@ -200,12 +234,25 @@ refuse:
     pkid_call_fail_err(call, &err);
     return;
   }
-  pkid_issue_job refused = {.request_id = req->request_id};
+  pkid_job refused = {.request_id = req->request_id};
   reply_status(call, &refused, pkid_grpc_status_from_err(err.code), err.msg);
 }
 
-void pkid_api_on_done(void *ctx, pkid_issue_job *job) {
-  (void)ctx;
+void pkid_api_on_done(void *ctx, pkid_job *job) {
+  pkid_api *api = ctx;
+  /* Durable now: the index learns of it before anyone hears of it. */
+  pkid_store_apply(api->store, job);
+  if (job->kind == PKID_JOB_RESERVE) {
+    api->reserving = 0;
+    if (job->ok) api->seq_end = job->block_first + job->block_count;
+    pkid_job_free(job);
+    return;
+  }
+  if (job->kind == PKID_JOB_REVOKE) {
+    reply_revoked(job);
+    pkid_job_free(job);
+    return;
+  }
   pkid_call *call = job->pending.call;
   if (call != NULL) {
     pkid_call_untrack(&job->pending);
@@ -215,7 +262,7 @@ void pkid_api_on_done(void *ctx, pkid_issue_job *job) {
       pkid_call_finish(call, GRPC_OK, "%s", "");
     }
   }
-  pkid_issue_job_free(job);
+  pkid_job_free(job);
 }
 
 static void on_issue(pkid_call *call, const uint8_t *msg, size_t len) {
@@ -320,18 +367,150 @@ static void on_get_trust_bundle(pkid_call *call, const uint8_t *msg, size_t len)
   pki__v1__get_trust_bundle_request__free_unpacked(req, NULL);
 }
 
-static void unimplemented(pkid_call *call, const uint8_t *msg, size_t len) {
-  (void)msg;
-  (void)len;
-  pkid_call_finish(call, GRPC_UNIMPLEMENTED, "%s is not served yet", call->path);
+/* parse_serial reads a hex serial from a request, or finishes the call. */
+static int parse_serial(pkid_call *call, const char *hex, pki_serial *out) {
+  pki_err err;
+  if (!pki_serial_from_hex(out, hex, &err)) {
+    pkid_call_fail_err(call, &err);
+    return 0;
+  }
+  return 1;
+}
+
+static void on_revoke(pkid_call *call, const uint8_t *msg, size_t len) {
+  Pki__V1__RevokeRequest *req = pki__v1__revoke_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed RevokeRequest");
+    return;
+  }
+  pkid_api *api = api_of(call);
+  const pki_catalog_service *caller = caller_service(call);
+  pki_serial serial;
+  pkid_cert_record rec;
+  if (caller == NULL || !parse_serial(call, req->serial, &serial)) goto out;
+  if (!pkid_status_get(api->status, serial.bytes, serial.len, &rec)) {
+    pkid_call_finish(call, GRPC_NOT_FOUND, "pkid issued no certificate %s", req->serial);
+    goto out;
+  }
+  /* A holder revokes its own service's certificates; an admin any. */
+  if (!(caller->permissions & PKI_PERM_ADMIN) &&
+      (rec.service >= api->cat->num_services || &api->cat->services[rec.service] != caller)) {
+    pkid_call_finish(call, GRPC_PERMISSION_DENIED, "%s may not revoke %s", caller->identity,
+                     req->serial);
+    goto out;
+  }
+  if ((unsigned)req->reason > 5) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "unknown revocation reason %d",
+                     (int)req->reason);
+    goto out;
+  }
+  if (rec.revoked) {
+    /* Revocation is final and idempotent: report the first. */
+    Pki__V1__RevokeResponse resp = PKI__V1__REVOKE_RESPONSE__INIT;
+    resp.revoked_at = rec.revoked_at;
+    uint8_t buf[16];
+    pki__v1__revoke_response__pack(&resp, buf);
+    pkid_call_send(call, buf, pki__v1__revoke_response__get_packed_size(&resp));
+    pkid_call_finish(call, GRPC_OK, "%s", "");
+    goto out;
+  }
+  pkid_job *job = calloc(1, sizeof(*job));
+  if (job == NULL) {
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    goto out;
+  }
+  job->kind = PKID_JOB_REVOKE;
+  job->serial = serial;
+  job->reason = (uint8_t)req->reason;
+  job->now = (int64_t)time(NULL);
+  snprintf(job->identity, sizeof(job->identity), "%s", call->conn->identity);
+  pkid_call_track(call, &job->pending);
+  if (!pkid_workers_submit(api->workers, job)) {
+    pkid_call_untrack(&job->pending);
+    pkid_job_free(job);
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "pkid is at capacity; retry later");
+  }
+out:
+  pki__v1__revoke_request__free_unpacked(req, NULL);
+}
+
+/* reply_revoked answers a revocation once it is durable. */
+static void reply_revoked(pkid_job *job) {
+  pkid_call *call = job->pending.call;
+  char hex[2 * PKI_SERIAL_MAX + 1];
+  pki_serial_to_hex(hex, &job->serial);
+  if (job->ok) {
+    pkid_log("info", "revoked", "serial", hex, "identity", job->identity, NULL);
+  }
+  if (call == NULL) return;
+  pkid_call_untrack(&job->pending);
+  if (!job->ok) {
+    pkid_call_fail_err(call, &job->err);
+    return;
+  }
+  Pki__V1__RevokeResponse resp = PKI__V1__REVOKE_RESPONSE__INIT;
+  resp.revoked_at = job->now;
+  uint8_t buf[16];
+  pki__v1__revoke_response__pack(&resp, buf);
+  pkid_call_send(call, buf, pki__v1__revoke_response__get_packed_size(&resp));
+  pkid_call_finish(call, GRPC_OK, "%s", "");
+}
+
+static void on_get_status(pkid_call *call, const uint8_t *msg, size_t len) {
+  Pki__V1__GetStatusRequest *req = pki__v1__get_status_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    pkid_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed GetStatusRequest");
+    return;
+  }
+  pkid_api *api = api_of(call);
+  pki_serial serial;
+  pkid_cert_record rec;
+  if (caller_service(call) == NULL || !parse_serial(call, req->serial, &serial)) goto out;
+  if (!pkid_status_get(api->status, serial.bytes, serial.len, &rec)) {
+    pkid_call_finish(call, GRPC_NOT_FOUND, "pkid issued no certificate %s", req->serial);
+    goto out;
+  }
+  Pki__V1__CertificateStatus st = PKI__V1__CERTIFICATE_STATUS__INIT;
+  char hex[2 * PKI_SERIAL_MAX + 1];
+  pki_serial_to_hex(hex, &serial);
+  st.serial = hex;
+  if (rec.revoked) {
+    st.state = PKI__V1__CERTIFICATE_STATUS__STATE__STATE_REVOKED;
+  } else if (rec.not_after < (int64_t)time(NULL)) {
+    st.state = PKI__V1__CERTIFICATE_STATUS__STATE__STATE_EXPIRED;
+  } else {
+    st.state = PKI__V1__CERTIFICATE_STATUS__STATE__STATE_GOOD;
+  }
+  if (rec.service < api->cat->num_services) {
+    st.service = api->cat->services[rec.service].name;
+  }
+  st.usage = rec.usage == PKI_USAGE_CLIENT ? PKI__V1__USAGE__USAGE_CLIENT
+                                           : PKI__V1__USAGE__USAGE_SERVER;
+  if (rec.ca < api->cas->num_cas) st.issuer = (char *)api->cas->cas[rec.ca].def->name;
+  st.not_before = rec.not_before;
+  st.not_after = rec.not_after;
+  st.revoked_at = rec.revoked_at;
+  st.revocation_reason = (Pki__V1__RevocationReason)rec.reason;
+  size_t out_len = pki__v1__certificate_status__get_packed_size(&st);
+  uint8_t *out = malloc(out_len > 0 ? out_len : 1);
+  if (out == NULL) {
+    pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    goto out;
+  }
+  pki__v1__certificate_status__pack(&st, out);
+  pkid_call_send(call, out, out_len);
+  free(out);
+  pkid_call_finish(call, GRPC_OK, "%s", "");
+out:
+  pki__v1__get_status_request__free_unpacked(req, NULL);
 }
 
 static const pkid_method kMethods[] = {
     {"/pki.v1.Pki/Issue", 0, on_issue, NULL},
     {"/pki.v1.Pki/IssueStream", 1, on_issue_stream, on_issue_stream_end},
     {"/pki.v1.Pki/Renew", 0, on_renew, NULL},
-    {"/pki.v1.Pki/Revoke", 0, unimplemented, NULL},
-    {"/pki.v1.Pki/GetStatus", 0, unimplemented, NULL},
+    {"/pki.v1.Pki/Revoke", 0, on_revoke, NULL},
+    {"/pki.v1.Pki/GetStatus", 0, on_get_status, NULL},
     {"/pki.v1.Pki/GetTrustBundle", 0, on_get_trust_bundle, NULL},
 };
 

@@ -240,6 +240,13 @@ static int on_handshake(pkid_conn *conn) {
       if (id != NULL && strlen(id) < sizeof(conn->identity)) {
         memcpy(conn->identity, id, strlen(id) + 1);
       }
+      /* The serial, without a sign octet, as the status index keys it. */
+      CBS serial = info.serial;
+      if (CBS_len(&serial) > 1 && CBS_data(&serial)[0] == 0) CBS_skip(&serial, 1);
+      if (CBS_len(&serial) <= sizeof(conn->peer_serial.bytes)) {
+        memcpy(conn->peer_serial.bytes, CBS_data(&serial), CBS_len(&serial));
+        conn->peer_serial.len = CBS_len(&serial);
+      }
       pki_cert_info_cleanup(&info);
     }
   }

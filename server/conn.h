@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "lib/serial.h"
 #include "server/grpc.h"
 
 struct pkid_server;
@@ -33,6 +34,7 @@ typedef struct pkid_conn {
   char identity[512];
   uint8_t *peer_leaf; /* the client's leaf certificate, DER */
   size_t peer_leaf_len;
+  pki_serial peer_serial; /* its serial; len 0 when none */
   pkid_call *calls; /* open streams */
   unsigned num_calls;
   struct pkid_conn *next, *prev;

@@ -10,7 +10,7 @@
 #include "lib/csr.h"
 #include "lib/profile.h"
 
-void pkid_issue_run(pkid_issue_job *job) {
+void pkid_issue_run(pkid_job *job) {
   pki_csr csr;
   pki_profile profile;
   memset(&profile, 0, sizeof(profile));
@@ -32,6 +32,7 @@ void pkid_issue_run(pkid_issue_job *job) {
       .num_names = csr.num_names,
   };
   pki_validity(&req.not_before, &req.not_after, &job->ca->issuer, lifetime, job->now);
+  job->not_before = req.not_before;
   SHA256(CBS_data(&csr.spki), CBS_len(&csr.spki), job->key_hash);
   if (pki_cert_issue(&job->cert, &job->cert_len, &job->ca->issuer, &req, &job->err)) {
     job->ok = 1;
@@ -41,7 +42,7 @@ void pkid_issue_run(pkid_issue_job *job) {
   pki_profile_cleanup(&profile);
 }
 
-void pkid_issue_job_free(pkid_issue_job *job) {
+void pkid_job_free(pkid_job *job) {
   if (job == NULL) return;
   free(job->csr);
   free(job->cert);

@@ -24,6 +24,8 @@
 #include "server/conn.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "server/status.h"
+#include "server/store.h"
 #include "server/tls.h"
 #include "server/workers.h"
 
@@ -32,6 +34,7 @@ typedef struct options {
   const char *listen;
   const char *passphrase_file;
   const char *catalog;
+  const char *journal;
   unsigned node;
   unsigned workers;
 } options;
@@ -44,6 +47,8 @@ static const char kUsage[] =
     "  --passphrase-file F  CA passphrase (default DIR/ca-passphrase, or\n"
     "                       $PKID_CA_PASSPHRASE)\n"
     "  --catalog FILE       service catalogue (default: built in)\n"
+    "  --journal DIR        the journal: pkid's store and audit trail\n"
+    "                       (default DIR/journal under --pki)\n"
     "  --node N             this node's serial prefix, 1-32767 (default 1)\n"
     "  --workers N          signing threads (default: one per CPU)\n";
 
@@ -55,6 +60,7 @@ static int parse_options(options *o, int argc, char **argv) {
       {"listen", required_argument, NULL, 'l'},
       {"passphrase-file", required_argument, NULL, 'f'},
       {"catalog", required_argument, NULL, 'c'},
+      {"journal", required_argument, NULL, 'j'},
       {"node", required_argument, NULL, 'n'},
       {"workers", required_argument, NULL, 'w'},
       {"help", no_argument, NULL, 'h'},
@@ -70,6 +76,7 @@ static int parse_options(options *o, int argc, char **argv) {
       case 'l': o->listen = optarg; break;
       case 'f': o->passphrase_file = optarg; break;
       case 'c': o->catalog = optarg; break;
+      case 'j': o->journal = optarg; break;
       case 'n': {
         char *end;
         unsigned long v = strtoul(optarg, &end, 10);
@@ -215,7 +222,34 @@ static int run(const options *o) {
   g_server.ssl_ctx = pkid_tls_ctx_new(crt, chain, key, root, 1, &err);
   if (g_server.ssl_ctx == NULL) goto fail;
 
-  pkid_api api = {.cat = cat, .cas = &cas, .node = (uint16_t)o->node, .next_seq = 1};
+  /* The store: replay the journal into the status index, then reserve the
+   * first block of serials before anything is issued. */
+  char journal_dir[PKI_PATH_MAX];
+  snprintf(journal_dir, sizeof(journal_dir), "%s", o->journal);
+  if (o->journal == NULL) snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->pki);
+  pkid_status *status = pkid_status_new(1024);
+  pkid_store store;
+  if (status == NULL) {
+    PKI_ERR(&err, PKI_ERR_INTERNAL, "out of memory");
+    goto fail;
+  }
+  if (!pkid_store_open(&store, journal_dir, cat, &cas, status, (uint16_t)o->node, &err)) {
+    goto fail;
+  }
+  pki_journal_stats jstats;
+  pki_journal_get_stats(store.journal, &jstats);
+  char replayed[32], truncated[32], count[32];
+  snprintf(replayed, sizeof(replayed), "%llu", (unsigned long long)store.replayed);
+  snprintf(truncated, sizeof(truncated), "%llu", (unsigned long long)jstats.truncated_bytes);
+  snprintf(count, sizeof(count), "%zu", pkid_status_count(status));
+  pkid_log("info", "journal_open", "dir", journal_dir, "replayed", replayed,
+           "truncated_bytes", truncated, "certificates", count, NULL);
+  /* A long replay (after a crash) is not repeated at the next start. */
+  if (store.replayed > 10000 && !pkid_store_snapshot(&store, &err)) goto fail;
+  pkid_api api = {.cat = cat, .cas = &cas, .node = (uint16_t)o->node,
+                  .store = &store, .status = status};
+  if (!pkid_store_reserve(&store, PKID_SERIAL_BLOCK, &api.next_seq, &err)) goto fail;
+  api.seq_end = api.next_seq + PKID_SERIAL_BLOCK;
   g_server.api = &api;
   g_server.loop = uv_default_loop();
   g_server.methods = pkid_api_methods(&g_server.num_methods);
@@ -226,8 +260,8 @@ static int run(const options *o) {
     if (uv_cpu_info(&cpus, &num_cpus) == 0) uv_free_cpu_info(cpus, num_cpus);
     num_workers = num_cpus > 0 ? (unsigned)num_cpus : 1;
   }
-  api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, NULL, NULL,
-                                 pkid_api_on_done, &api, &err);
+  api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, pkid_store_commit,
+                                 &store, pkid_api_on_done, &api, &err);
   if (api.workers == NULL) goto fail;
   g_server.limits = (pkid_limits){
       .max_conns = 4096,
@@ -278,6 +312,13 @@ static int run(const options *o) {
   uv_walk(g_server.loop, close_handle, NULL);
   uv_run(g_server.loop, UV_RUN_DEFAULT);
   uv_loop_close(g_server.loop);
+  /* Everything committed has been applied: save it, so the next start
+   * replays nothing. */
+  if (!pkid_store_snapshot(&store, &err)) {
+    pkid_log("error", "snapshot_failed", "reason", err.msg, NULL);
+  }
+  pkid_store_close(&store);
+  pkid_status_free(status);
   pkid_log("info", "stopped", NULL);
   SSL_CTX_free(g_server.ssl_ctx);
   pkid_cas_cleanup(&cas);

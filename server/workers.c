@@ -59,7 +59,15 @@ static void *worker_main(void *arg) {
   void *batch[PKID_WORKER_BATCH];
   size_t n;
   while ((n = take(w, &w->jobs, &w->jobs_ready, batch, PKID_WORKER_BATCH)) > 0) {
-    for (size_t i = 0; i < n; i++) pkid_issue_run(batch[i]);
+    for (size_t i = 0; i < n; i++) {
+      pkid_job *job = batch[i];
+      /* Only issuance has work before the journal; the rest just commits. */
+      if (job->kind == PKID_JOB_ISSUE) {
+        pkid_issue_run(job);
+      } else {
+        job->ok = 1;
+      }
+    }
     atomic_fetch_add(&w->worker_batches, 1);
     for (size_t i = 0; i < n; i++) {
       pkid_queue_push_mpmc(&w->commits, batch[i]);
@@ -84,13 +92,13 @@ static void *committer_main(void *arg) {
       pki_err err;
       pki_err_clear(&err);
       uint64_t start = now_ns();
-      int ok = w->commit(w->commit_ctx, (pkid_issue_job **)batch, n, &err);
+      int ok = w->commit(w->commit_ctx, (pkid_job **)batch, n, &err);
       atomic_fetch_add(&w->commit_ns_total, now_ns() - start);
       atomic_fetch_add(&w->commit_batches, 1);
       if (!ok) {
         /* Not durable: not issued. */
         for (size_t i = 0; i < n; i++) {
-          pkid_issue_job *job = batch[i];
+          pkid_job *job = batch[i];
           job->ok = 0;
           job->err = err;
         }
@@ -155,7 +163,7 @@ oom:
   return NULL;
 }
 
-int pkid_workers_submit(pkid_workers *w, pkid_issue_job *job) {
+int pkid_workers_submit(pkid_workers *w, pkid_job *job) {
   if (w->in_flight >= w->capacity) return 0;
   if (!pkid_queue_push_mpmc(&w->jobs, job)) return 0;
   w->in_flight++;

@@ -33,10 +33,10 @@ typedef struct pkid_workers pkid_workers;
  * Jobs that did not sign (ok == 0) are passed too, for the audit trail.
  * On failure it returns 0: every job of the batch is then failed with the
  * error, and nothing was issued. */
-typedef int (*pkid_commit_fn)(void *ctx, pkid_issue_job **jobs, size_t n, pki_err *err);
+typedef int (*pkid_commit_fn)(void *ctx, pkid_job **jobs, size_t n, pki_err *err);
 
 /* pkid_done_fn receives each finished job on the loop thread, and owns it. */
-typedef void (*pkid_done_fn)(void *ctx, pkid_issue_job *job);
+typedef void (*pkid_done_fn)(void *ctx, pkid_job *job);
 
 typedef struct pkid_workers_stats {
   uint64_t jobs_done;
@@ -54,7 +54,7 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
 
 /* pkid_workers_submit hands |job| to the pool; 0 when full (the job stays
  * the caller's). Loop thread only. */
-int pkid_workers_submit(pkid_workers *w, pkid_issue_job *job);
+int pkid_workers_submit(pkid_workers *w, pkid_job *job);
 
 /* pkid_workers_stats_get reads the counters (loop thread). */
 void pkid_workers_stats_get(pkid_workers *w, pkid_workers_stats *out);

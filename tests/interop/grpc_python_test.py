@@ -305,6 +305,73 @@ def test_wrong_content_type():
     assert ":status: 415" in out.stdout, out.stdout + out.stderr
 
 
+def status_stub(ch):
+    return stub(ch, "GetStatus", pki_pb2.GetStatusRequest, pki_pb2.CertificateStatus)
+
+
+def revoke_stub(ch):
+    return stub(ch, "Revoke", pki_pb2.RevokeRequest, pki_pb2.RevokeResponse)
+
+
+def test_status_and_revoke():
+    with channel() as ch:
+        r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), usage=pki_pb2.USAGE_SERVER),
+                           timeout=10)
+        st = status_stub(ch)(pki_pb2.GetStatusRequest(serial=r.serial), timeout=10)
+        assert st.state == pki_pb2.CertificateStatus.STATE_GOOD, st
+        assert st.service == "pki-agent" and st.issuer == "agents-ca", st
+        assert st.usage == pki_pb2.USAGE_SERVER and st.not_after == r.not_after, st
+        rv = revoke_stub(ch)(pki_pb2.RevokeRequest(
+            serial=r.serial, reason=pki_pb2.REVOCATION_REASON_KEY_COMPROMISE), timeout=10)
+        assert rv.revoked_at > 0
+        st = status_stub(ch)(pki_pb2.GetStatusRequest(serial=r.serial), timeout=10)
+        assert st.state == pki_pb2.CertificateStatus.STATE_REVOKED, st
+        assert st.revocation_reason == pki_pb2.REVOCATION_REASON_KEY_COMPROMISE
+        assert st.revoked_at == rv.revoked_at
+        # Revoking again reports the first revocation.
+        again = revoke_stub(ch)(pki_pb2.RevokeRequest(serial=r.serial), timeout=10)
+        assert again.revoked_at == rv.revoked_at
+        expect_status(lambda: status_stub(ch)(pki_pb2.GetStatusRequest(
+            serial="01" + "00" * 18), timeout=10), grpc.StatusCode.NOT_FOUND)
+        expect_status(lambda: status_stub(ch)(pki_pb2.GetStatusRequest(serial="xyz"),
+                                              timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+        expect_status(lambda: revoke_stub(ch)(pki_pb2.RevokeRequest(
+            serial="01" + "00" * 18), timeout=10), grpc.StatusCode.NOT_FOUND)
+
+
+def test_revoke_someone_elses_denied():
+    with channel() as ch:  # admin issues a vault certificate...
+        r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), service="vault",
+                                                usage=pki_pb2.USAGE_SERVER), timeout=10)
+    # ...which security-agent (not admin, not vault) may not revoke.
+    with channel("agents/security-agent/security-agent-client") as ch:
+        expect_status(lambda: revoke_stub(ch)(pki_pb2.RevokeRequest(serial=r.serial),
+                                              timeout=10),
+                      grpc.StatusCode.PERMISSION_DENIED, "may not revoke")
+
+
+def test_revoked_certificate_refused():
+    # An agent gets a client certificate, it is revoked, and calls made with
+    # it are refused even on a new connection.
+    key = ec.generate_private_key(ec.SECP256R1())
+    with channel() as ch:
+        r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(key), usage=pki_pb2.USAGE_CLIENT),
+                           timeout=10)
+    pem = serialization.Encoding.PEM
+    chain = x509.load_der_x509_certificate(r.certificate).public_bytes(pem) + b"".join(
+        x509.load_der_x509_certificate(c).public_bytes(pem) for c in r.chain)
+    kc = (key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()), chain)
+    with channel(key_and_chain=kc) as ch:
+        # Valid before the revocation...
+        status_stub(ch)(pki_pb2.GetStatusRequest(serial=r.serial), timeout=10)
+        revoke_stub(ch)(pki_pb2.RevokeRequest(serial=r.serial), timeout=10)
+        # ...refused after it.
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(), usage=pki_pb2.USAGE_CLIENT), timeout=10),
+            grpc.StatusCode.UNAUTHENTICATED, "revoked")
+
+
 def test_graceful_shutdown():
     PROC.terminate()
     assert PROC.wait(timeout=15) == 0
@@ -329,6 +396,9 @@ try:
     run("renew_with_own_certificate", test_renew_with_own_certificate)
     run("trust_bundle", test_trust_bundle)
     run("wrong_content_type", test_wrong_content_type)
+    run("status_and_revoke", test_status_and_revoke)
+    run("revoke_someone_elses_denied", test_revoke_someone_elses_denied)
+    run("revoked_certificate_refused", test_revoked_certificate_refused)
     run("graceful_shutdown", test_graceful_shutdown)
 finally:
     if PROC.poll() is None:

@@ -1,0 +1,71 @@
+/* status.h: what pkid knows of every certificate it issued: the status
+ * index, and the OCSP responses signed ahead for each.
+ *
+ * An open-addressing hash table keyed by serial, rebuilt at start from the
+ * journal (snapshot + replay) and updated by the loop thread as issuances
+ * and revocations become durable. Loop thread only: no locks.
+ *
+ * Memory: an entry is 56 bytes (serial, CA, usage, state, times as 32-bit
+ * seconds, two response pointers); the table stays at most 7/8 full. The
+ * pre-signed responses themselves (about 300 bytes each) are counted apart. */
+#ifndef PKID_SERVER_STATUS_H
+#define PKID_SERVER_STATUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/ocsp.h"
+#include "lib/serial.h"
+
+typedef struct pkid_cert_record {
+  pki_serial serial;
+  uint8_t ca;        /* index into pkid_cas.cas */
+  uint8_t usage;     /* pki_usage */
+  uint8_t revoked;   /* 1 once revoked */
+  uint8_t reason;    /* CRLReason, when revoked */
+  uint16_t service;  /* index into the catalogue's services; 0xffff unknown */
+  int64_t not_before, not_after;
+  int64_t revoked_at; /* 0 unless revoked */
+} pkid_cert_record;
+
+typedef struct pkid_status pkid_status;
+
+/* pkid_status_new makes an empty index sized for about |expected| entries
+ * (it grows as needed). */
+pkid_status *pkid_status_new(size_t expected);
+void pkid_status_free(pkid_status *st);
+
+/* pkid_status_put inserts or replaces the record of |rec->serial|. Replacing
+ * keeps the stored responses unless the status changed (revocation drops
+ * them: they would say "good"). Returns 0 only when out of memory. */
+int pkid_status_put(pkid_status *st, const pkid_cert_record *rec);
+
+/* pkid_status_get copies the record of |serial| into |out|; 0 if unknown. */
+int pkid_status_get(const pkid_status *st, const uint8_t *serial, size_t serial_len,
+                    pkid_cert_record *out);
+
+/* pkid_status_count is the number of records. */
+size_t pkid_status_count(const pkid_status *st);
+
+/* pkid_status_set_response stores a signed OCSP response for |serial| and
+ * |hash|, taking ownership of |der| (malloc'd) and freeing the one it
+ * replaces. |next_update| is when it must have been replaced. Returns 0 if
+ * the serial is unknown (|der| is then freed). */
+int pkid_status_set_response(pkid_status *st, const uint8_t *serial, size_t serial_len,
+                             pki_ocsp_hash hash, uint8_t *der, size_t der_len,
+                             int64_t next_update);
+
+/* pkid_status_response returns the stored response for |serial| and
+ * |hash|, or NULL. The pointer is valid until the next change to that
+ * serial. */
+const uint8_t *pkid_status_response(const pkid_status *st, const uint8_t *serial,
+                                    size_t serial_len, pki_ocsp_hash hash, size_t *out_len,
+                                    int64_t *out_next_update);
+
+/* pkid_status_foreach calls |fn| for every record (in no order) until it
+ * returns 0; used to refresh responses before nextUpdate and to write
+ * snapshots. */
+void pkid_status_foreach(const pkid_status *st,
+                         int (*fn)(void *ctx, const pkid_cert_record *rec), void *ctx);
+
+#endif /* PKID_SERVER_STATUS_H */

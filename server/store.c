@@ -1,0 +1,415 @@
+#include "server/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bytestring.h>
+#include <openssl/mem.h>
+
+#define RECORD_VERSION 1
+#define SNAPSHOT_VERSION 1
+#define NO_CA 0xff
+#define NO_SERVICE 0xffff
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint8_t ca_index(const pkid_cas *cas, const uint8_t *name, size_t len) {
+  for (size_t i = 0; i < cas->num_cas && i < NO_CA; i++) {
+    const char *n = cas->cas[i].def->name;
+    if (strlen(n) == len && memcmp(n, name, len) == 0) return (uint8_t)i;
+  }
+  return NO_CA;
+}
+
+static uint16_t service_index(const pki_catalog *cat, const uint8_t *name, size_t len) {
+  for (size_t i = 0; i < cat->num_services && i < NO_SERVICE; i++) {
+    const char *n = cat->services[i].name;
+    if (strlen(n) == len && memcmp(n, name, len) == 0) return (uint16_t)i;
+  }
+  return NO_SERVICE;
+}
+
+static int add_u8_str(CBB *cbb, const char *s) {
+  CBB child;
+  return CBB_add_u8_length_prefixed(cbb, &child) &&
+         CBB_add_bytes(&child, (const uint8_t *)s, strlen(s)) && CBB_flush(cbb);
+}
+
+static int add_u16_str(CBB *cbb, const char *s) {
+  CBB child;
+  return CBB_add_u16_length_prefixed(cbb, &child) &&
+         CBB_add_bytes(&child, (const uint8_t *)s, strlen(s)) && CBB_flush(cbb);
+}
+
+static int get_serial(CBS *cbs, pki_serial *out) {
+  CBS s;
+  if (!CBS_get_u8_length_prefixed(cbs, &s) || CBS_len(&s) == 0 ||
+      CBS_len(&s) > PKI_SERIAL_MAX) {
+    return 0;
+  }
+  memset(out, 0, sizeof(*out));
+  memcpy(out->bytes, CBS_data(&s), CBS_len(&s));
+  out->len = CBS_len(&s);
+  return 1;
+}
+
+/* --- applying records ------------------------------------------------------ */
+
+static int apply_issue(pkid_store *st, const pkid_cert_record *rec) {
+  st->issued++;
+  return pkid_status_put(st->status, rec);
+}
+
+static int apply_revoke(pkid_store *st, const pki_serial *serial, uint8_t reason,
+                        int64_t revoked_at) {
+  pkid_cert_record rec;
+  st->revoked++;
+  if (!pkid_status_get(st->status, serial->bytes, serial->len, &rec)) return 1;
+  if (rec.revoked) return 1; /* the first revocation stands */
+  rec.revoked = 1;
+  rec.reason = reason;
+  rec.revoked_at = revoked_at;
+  return pkid_status_put(st->status, &rec);
+}
+
+static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
+  pkid_store *st = ctx;
+  CBS cbs;
+  uint8_t version;
+  CBS_init(&cbs, r->payload, r->len);
+  st->replayed++;
+  if (!CBS_get_u8(&cbs, &version) || version != RECORD_VERSION) goto bad;
+  switch (r->type) {
+    case PKID_REC_SERIAL_BLOCK: {
+      uint16_t node;
+      uint64_t first, count;
+      if (!CBS_get_u16(&cbs, &node) || !CBS_get_u64(&cbs, &first) ||
+          !CBS_get_u64(&cbs, &count) || CBS_len(&cbs) != 0) {
+        goto bad;
+      }
+      if (node == st->node && first + count > st->reserved_end) st->reserved_end = first + count;
+      return 1;
+    }
+    case PKID_REC_ISSUE: {
+      pkid_cert_record rec;
+      CBS ca, service, identity, cert;
+      uint8_t usage;
+      uint64_t nb, na;
+      memset(&rec, 0, sizeof(rec));
+      if (!get_serial(&cbs, &rec.serial) || !CBS_get_u8_length_prefixed(&cbs, &ca) ||
+          !CBS_get_u8_length_prefixed(&cbs, &service) ||
+          !CBS_get_u16_length_prefixed(&cbs, &identity) || !CBS_get_u8(&cbs, &usage) ||
+          !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_skip(&cbs, 32) ||
+          !CBS_get_u24_length_prefixed(&cbs, &cert) || CBS_len(&cbs) != 0) {
+        goto bad;
+      }
+      rec.ca = ca_index(st->cas, CBS_data(&ca), CBS_len(&ca));
+      rec.service = service_index(st->cat, CBS_data(&service), CBS_len(&service));
+      rec.usage = usage;
+      rec.not_before = (int64_t)nb;
+      rec.not_after = (int64_t)na;
+      if (!apply_issue(st, &rec)) goto oom;
+      return 1;
+    }
+    case PKID_REC_REVOKE: {
+      pki_serial serial;
+      uint8_t reason;
+      uint64_t at;
+      CBS by;
+      if (!get_serial(&cbs, &serial) || !CBS_get_u8(&cbs, &reason) ||
+          !CBS_get_u64(&cbs, &at) || !CBS_get_u16_length_prefixed(&cbs, &by) ||
+          CBS_len(&cbs) != 0) {
+        goto bad;
+      }
+      if (!apply_revoke(st, &serial, reason, (int64_t)at)) goto oom;
+      return 1;
+    }
+    default:
+      /* A newer pkid's record: refuse rather than silently drop state. */
+      PKI_ERR(err, PKI_ERR_UNSUPPORTED, "journal record %llu has unknown type %u",
+              (unsigned long long)r->seq, r->type);
+      return 0;
+  }
+bad:
+  PKI_ERR(err, PKI_ERR_INVALID, "journal record %llu (type %u) is malformed",
+          (unsigned long long)r->seq, r->type);
+  return 0;
+oom:
+  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory replaying the journal");
+  return 0;
+}
+
+/* --- snapshots --------------------------------------------------------------
+ *
+ * u8 version=1, u16 node, u64 reserved_end,
+ * u16 count + u8-len CA names, u16 count + u8-len service names,
+ * u64 records, each: u8-len serial, u8 CA (index into the names, 0xff
+ * none), u16 service (index, 0xffff none), u8 usage, u8 revoked, u8 reason,
+ * u64 notBefore, u64 notAfter, u64 revokedAt.
+ * Names are stored so that a catalogue reordered between runs still maps. */
+
+typedef struct snap_writer {
+  CBB *cbb;
+  int ok;
+} snap_writer;
+
+static int write_record(void *ctx, const pkid_cert_record *rec) {
+  snap_writer *w = ctx;
+  CBB serial;
+  w->ok = CBB_add_u8_length_prefixed(w->cbb, &serial) &&
+          CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(w->cbb) &&
+          CBB_add_u8(w->cbb, rec->ca) && CBB_add_u16(w->cbb, rec->service) &&
+          CBB_add_u8(w->cbb, rec->usage) && CBB_add_u8(w->cbb, rec->revoked) &&
+          CBB_add_u8(w->cbb, rec->reason) && CBB_add_u64(w->cbb, (uint64_t)rec->not_before) &&
+          CBB_add_u64(w->cbb, (uint64_t)rec->not_after) &&
+          CBB_add_u64(w->cbb, (uint64_t)rec->revoked_at);
+  return w->ok;
+}
+
+int pkid_store_snapshot(pkid_store *st, pki_err *err) {
+  CBB cbb;
+  uint8_t *state = NULL;
+  size_t len;
+  if (!CBB_init(&cbb, 64 + pkid_status_count(st->status) * 48) ||
+      !CBB_add_u8(&cbb, SNAPSHOT_VERSION) || !CBB_add_u16(&cbb, st->node) ||
+      !CBB_add_u64(&cbb, st->reserved_end) || !CBB_add_u16(&cbb, (uint16_t)st->cas->num_cas)) {
+    goto oom;
+  }
+  for (size_t i = 0; i < st->cas->num_cas; i++) {
+    if (!add_u8_str(&cbb, st->cas->cas[i].def->name)) goto oom;
+  }
+  if (!CBB_add_u16(&cbb, (uint16_t)st->cat->num_services)) goto oom;
+  for (size_t i = 0; i < st->cat->num_services; i++) {
+    if (!add_u8_str(&cbb, st->cat->services[i].name)) goto oom;
+  }
+  if (!CBB_add_u64(&cbb, pkid_status_count(st->status))) goto oom;
+  snap_writer w = {&cbb, 1};
+  pkid_status_foreach(st->status, write_record, &w);
+  if (!w.ok || !CBB_finish(&cbb, &state, &len)) goto oom;
+  int ok = pki_journal_snapshot(st->journal, state, len, err);
+  OPENSSL_free(state);
+  return ok;
+oom:
+  CBB_cleanup(&cbb);
+  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory writing a snapshot");
+  return 0;
+}
+
+static int load_names(CBS *cbs, CBS *names, uint16_t *num) {
+  if (!CBS_get_u16(cbs, num) || *num > 4096) return 0;
+  for (uint16_t i = 0; i < *num; i++) {
+    if (!CBS_get_u8_length_prefixed(cbs, &names[i])) return 0;
+  }
+  return 1;
+}
+
+static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t len,
+                         pki_err *err) {
+  pkid_store *st = ctx;
+  (void)seq;
+  CBS cbs, *ca_names = NULL, *svc_names = NULL;
+  uint8_t version;
+  uint16_t node, num_ca, num_svc;
+  uint64_t reserved_end, count;
+  int ok = 0;
+  CBS_init(&cbs, state, len);
+  ca_names = calloc(4096, sizeof(CBS));
+  svc_names = calloc(4096, sizeof(CBS));
+  if (ca_names == NULL || svc_names == NULL) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    goto out;
+  }
+  if (!CBS_get_u8(&cbs, &version) || version != SNAPSHOT_VERSION ||
+      !CBS_get_u16(&cbs, &node) || !CBS_get_u64(&cbs, &reserved_end) ||
+      !load_names(&cbs, ca_names, &num_ca) || !load_names(&cbs, svc_names, &num_svc) ||
+      !CBS_get_u64(&cbs, &count)) {
+    goto bad;
+  }
+  if (node == st->node) st->reserved_end = reserved_end;
+  for (uint64_t i = 0; i < count; i++) {
+    pkid_cert_record rec;
+    uint8_t ca, usage, revoked, reason;
+    uint16_t svc;
+    uint64_t nb, na, at;
+    memset(&rec, 0, sizeof(rec));
+    if (!get_serial(&cbs, &rec.serial) || !CBS_get_u8(&cbs, &ca) ||
+        !CBS_get_u16(&cbs, &svc) || !CBS_get_u8(&cbs, &usage) ||
+        !CBS_get_u8(&cbs, &revoked) || !CBS_get_u8(&cbs, &reason) ||
+        !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_get_u64(&cbs, &at)) {
+      goto bad;
+    }
+    rec.ca = ca < num_ca ? ca_index(st->cas, CBS_data(&ca_names[ca]), CBS_len(&ca_names[ca]))
+                         : NO_CA;
+    rec.service = svc < num_svc ? service_index(st->cat, CBS_data(&svc_names[svc]),
+                                                CBS_len(&svc_names[svc]))
+                                : NO_SERVICE;
+    rec.usage = usage;
+    rec.revoked = revoked != 0;
+    rec.reason = reason;
+    rec.not_before = (int64_t)nb;
+    rec.not_after = (int64_t)na;
+    rec.revoked_at = (int64_t)at;
+    if (!pkid_status_put(st->status, &rec)) {
+      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory loading the snapshot");
+      goto out;
+    }
+  }
+  if (CBS_len(&cbs) != 0) goto bad;
+  ok = 1;
+  goto out;
+bad:
+  PKI_ERR(err, PKI_ERR_INVALID, "snapshot state is malformed");
+out:
+  free(ca_names);
+  free(svc_names);
+  return ok;
+}
+
+/* --- open, reserve, commit --------------------------------------------------- */
+
+int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
+                    const pkid_cas *cas, pkid_status *status, uint16_t node, pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  out->cat = cat;
+  out->cas = cas;
+  out->status = status;
+  out->node = node;
+  pki_journal_options opts = {.on_snapshot = load_snapshot};
+  out->journal = pki_journal_open(dir, &opts, replay_record, out, err);
+  if (out->journal == NULL) {
+    pki_err_prefix(err, "journal %s: ", dir);
+    return 0;
+  }
+  return 1;
+}
+
+static int append_one(pkid_store *st, uint8_t type, CBB *cbb, pki_err *err) {
+  uint8_t *payload;
+  size_t len;
+  if (!CBB_finish(cbb, &payload, &len)) {
+    CBB_cleanup(cbb);
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    return 0;
+  }
+  pki_journal_entry e = {.type = type, .time = now_ms(), .payload = payload, .len = len};
+  int ok = pki_journal_append(st->journal, &e, 1, err);
+  OPENSSL_free(payload);
+  return ok;
+}
+
+int pkid_store_reserve(pkid_store *st, uint64_t count, uint64_t *out_first, pki_err *err) {
+  uint64_t first = st->reserved_end > 0 ? st->reserved_end : 1;
+  CBB cbb;
+  if (!CBB_init(&cbb, 32) || !CBB_add_u8(&cbb, RECORD_VERSION) ||
+      !CBB_add_u16(&cbb, st->node) || !CBB_add_u64(&cbb, first) ||
+      !CBB_add_u64(&cbb, count) || !append_one(st, PKID_REC_SERIAL_BLOCK, &cbb, err)) {
+    return 0;
+  }
+  st->reserved_end = first + count;
+  *out_first = first;
+  return 1;
+}
+
+/* encode_job writes the record of one job into |cbb| and its type. */
+static int encode_job(CBB *cbb, const pkid_store *st, const pkid_job *job, uint8_t *out_type) {
+  CBB serial, cert;
+  if (!CBB_add_u8(cbb, RECORD_VERSION)) return 0;
+  switch (job->kind) {
+    case PKID_JOB_RESERVE:
+      *out_type = PKID_REC_SERIAL_BLOCK;
+      return CBB_add_u16(cbb, st->node) && CBB_add_u64(cbb, job->block_first) &&
+             CBB_add_u64(cbb, job->block_count);
+    case PKID_JOB_ISSUE:
+      *out_type = PKID_REC_ISSUE;
+      return CBB_add_u8_length_prefixed(cbb, &serial) &&
+             CBB_add_bytes(&serial, job->serial.bytes, job->serial.len) && CBB_flush(cbb) &&
+             add_u8_str(cbb, job->ca->def->name) && add_u8_str(cbb, job->svc->name) &&
+             add_u16_str(cbb, job->identity) && CBB_add_u8(cbb, (uint8_t)job->usage) &&
+             CBB_add_u64(cbb, (uint64_t)job->not_before) &&
+             CBB_add_u64(cbb, (uint64_t)job->not_after) &&
+             CBB_add_bytes(cbb, job->key_hash, sizeof(job->key_hash)) &&
+             CBB_add_u24_length_prefixed(cbb, &cert) &&
+             CBB_add_bytes(&cert, job->cert, job->cert_len) && CBB_flush(cbb);
+    case PKID_JOB_REVOKE:
+      *out_type = PKID_REC_REVOKE;
+      return CBB_add_u8_length_prefixed(cbb, &serial) &&
+             CBB_add_bytes(&serial, job->serial.bytes, job->serial.len) && CBB_flush(cbb) &&
+             CBB_add_u8(cbb, job->reason) && CBB_add_u64(cbb, (uint64_t)job->now) &&
+             add_u16_str(cbb, job->identity);
+  }
+  return 0;
+}
+
+int pkid_store_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
+  pkid_store *st = ctx;
+  pki_journal_entry *entries = calloc(n, sizeof(*entries));
+  uint8_t **payloads = calloc(n, sizeof(*payloads));
+  size_t num = 0;
+  int ok = 0;
+  if (entries == NULL || payloads == NULL) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    goto out;
+  }
+  uint64_t t = now_ms();
+  for (size_t i = 0; i < n; i++) {
+    /* A request that failed (bad CSR, outside its profile) left nothing to
+     * record: nothing was issued. */
+    if (!jobs[i]->ok) continue;
+    CBB cbb;
+    size_t len;
+    if (!CBB_init(&cbb, 256 + jobs[i]->cert_len) ||
+        !encode_job(&cbb, st, jobs[i], &entries[num].type) ||
+        !CBB_finish(&cbb, &payloads[num], &len)) {
+      CBB_cleanup(&cbb);
+      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a record");
+      goto out;
+    }
+    entries[num].time = t;
+    entries[num].payload = payloads[num];
+    entries[num].len = len;
+    num++;
+  }
+  ok = num == 0 || pki_journal_append(st->journal, entries, num, err);
+out:
+  for (size_t i = 0; payloads != NULL && i < num; i++) OPENSSL_free(payloads[i]);
+  free(payloads);
+  free(entries);
+  return ok;
+}
+
+void pkid_store_apply(pkid_store *st, const pkid_job *job) {
+  if (!job->ok) return;
+  switch (job->kind) {
+    case PKID_JOB_ISSUE: {
+      pkid_cert_record rec;
+      memset(&rec, 0, sizeof(rec));
+      rec.serial = job->serial;
+      rec.ca = (uint8_t)(job->ca - st->cas->cas);
+      rec.service = (uint16_t)(job->svc - st->cat->services);
+      rec.usage = (uint8_t)job->usage;
+      rec.not_before = job->not_before;
+      rec.not_after = job->not_after;
+      apply_issue(st, &rec);
+      break;
+    }
+    case PKID_JOB_REVOKE:
+      apply_revoke(st, &job->serial, job->reason, job->now);
+      break;
+    case PKID_JOB_RESERVE:
+      if (job->block_first + job->block_count > st->reserved_end) {
+        st->reserved_end = job->block_first + job->block_count;
+      }
+      break;
+  }
+}
+
+void pkid_store_close(pkid_store *st) {
+  if (st == NULL) return;
+  pki_journal_close(st->journal);
+  st->journal = NULL;
+}
