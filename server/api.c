@@ -240,8 +240,15 @@ refuse:
 
 void pkid_api_on_done(void *ctx, pkid_job *job) {
   pkid_api *api = ctx;
-  /* Durable now: the index learns of it before anyone hears of it. */
+  /* Durable now: the index learns of it before anyone hears of it, and
+   * the responder has its first OCSP response. */
   pkid_store_apply(api->store, job);
+  if (job->ok && job->ocsp != NULL) {
+    pkid_status_set_response(api->status, job->serial.bytes, job->serial.len,
+                             PKI_OCSP_HASH_SHA1, job->ocsp, job->ocsp_len,
+                             job->ocsp_next_update);
+    job->ocsp = NULL; /* the index owns it now */
+  }
   if (job->kind == PKID_JOB_RESERVE) {
     api->reserving = 0;
     if (job->ok) api->seq_end = job->block_first + job->block_count;
@@ -420,6 +427,12 @@ static void on_revoke(pkid_call *call, const uint8_t *msg, size_t len) {
     goto out;
   }
   job->kind = PKID_JOB_REVOKE;
+  job->ca = rec.ca < api->cas->num_cas ? &api->cas->cas[rec.ca] : NULL;
+  if (job->ca == NULL) {
+    free(job);
+    pkid_call_finish(call, GRPC_FAILED_PRECONDITION, "the CA of %s is not loaded", req->serial);
+    goto out;
+  }
   job->serial = serial;
   job->reason = (uint8_t)req->reason;
   job->now = (int64_t)time(NULL);

@@ -18,7 +18,10 @@ static int load_one(pkid_ca *out, const pki_catalog *cat, const char *dir,
                     const pki_catalog_ca *def, const uint8_t *secret, size_t secret_len,
                     pki_err *err) {
   out->def = def;
-  if (!pki_tree_load_issuer(&out->issuer, dir, def, secret, secret_len, err)) return 0;
+  if (!pki_tree_load_issuer(&out->issuer, dir, def, secret, secret_len, err) ||
+      !pki_ocsp_signer_init(&out->ocsp, &out->issuer, err)) {
+    return 0;
+  }
   /* Walk up to the root: the chain is everything below it. */
   for (const pki_catalog_ca *ca = def; ca != NULL;
        ca = ca->parent != NULL ? pki_catalog_find_ca(cat, ca->parent) : NULL) {

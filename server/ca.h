@@ -13,12 +13,14 @@
 #include "lib/catalog.h"
 #include "lib/cert.h"
 #include "lib/err.h"
+#include "lib/ocsp.h"
 
 #define PKID_MAX_CHAIN 8
 
 typedef struct pkid_ca {
   const pki_catalog_ca *def;
   pki_issuer issuer;
+  pki_ocsp_signer ocsp; /* signs OCSP responses about what it issued */
   uint8_t *chain[PKID_MAX_CHAIN]; /* DER: this CA first, then its parents, root excluded */
   size_t chain_len[PKID_MAX_CHAIN];
   size_t num_chain;

@@ -14,7 +14,10 @@
 
 
 /* pkid_issue_run does the work of an issue job and sets ok, err and the
- * outputs. */
+ * outputs: the certificate and its first OCSP response ("good"). */
 void pkid_issue_run(pkid_job *job);
+
+/* pkid_revoke_run signs the OCSP response ("revoked") of a revoke job. */
+void pkid_revoke_run(pkid_job *job);
 
 #endif /* PKID_SERVER_ISSUE_H */

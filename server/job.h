@@ -51,6 +51,11 @@ typedef struct pkid_job {
   size_t cert_len;
   int64_t not_before, not_after;
   uint8_t key_hash[32]; /* SHA-256 of the subject's SPKI */
+  /* The first OCSP response (SHA-1 CertID), signed with the certificate or
+   * the revocation, so the responder has it before anyone can ask. */
+  uint8_t *ocsp; /* owned, DER */
+  size_t ocsp_len;
+  int64_t ocsp_next_update;
 } pkid_job;
 
 /* pkid_job_free frees a job and what it owns (NULL is fine). */

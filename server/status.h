@@ -17,6 +17,10 @@
 #include "lib/ocsp.h"
 #include "lib/serial.h"
 
+/* How long a pre-signed OCSP response is valid (its nextUpdate - thisUpdate);
+ * responses are signed again when less than half of it remains. */
+#define PKID_OCSP_VALIDITY_S (24 * 3600)
+
 typedef struct pkid_cert_record {
   pki_serial serial;
   uint8_t ca;        /* index into pkid_cas.cas */

@@ -61,9 +61,11 @@ static void *worker_main(void *arg) {
   while ((n = take(w, &w->jobs, &w->jobs_ready, batch, PKID_WORKER_BATCH)) > 0) {
     for (size_t i = 0; i < n; i++) {
       pkid_job *job = batch[i];
-      /* Only issuance has work before the journal; the rest just commits. */
+      /* Signing happens here; a reservation only needs the journal. */
       if (job->kind == PKID_JOB_ISSUE) {
         pkid_issue_run(job);
+      } else if (job->kind == PKID_JOB_REVOKE) {
+        pkid_revoke_run(job);
       } else {
         job->ok = 1;
       }
