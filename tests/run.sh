@@ -3,7 +3,8 @@
 #
 # It prepares the machine (deploy/setup.sh), then runs the whole Bazel test
 # suite twice, optimized and under AddressSanitizer + UndefinedBehavior-
-# Sanitizer, builds each libFuzzer target and runs it briefly on its
+# Sanitizer, runs the concurrent parts (tests tagged "tsan") under
+# ThreadSanitizer, builds each libFuzzer target and runs it briefly on its
 # corpus, and ends with one line "N passed, N failed" counted from the
 # JUnit results of every case (tests/count_results.py).
 #
@@ -35,8 +36,9 @@ PY
 # bazel_tests CONFIG: run the suite in one configuration, keep its results.
 bazel_tests() {
   local config=$1
-  echo "=== bazel test --config=$config //..."
-  bazel test --config="$config" //...
+  shift
+  echo "=== bazel test --config=$config $* //..."
+  bazel test --config="$config" "$@" //...
   local rc=$?
   # 0: all passed; 3: built, some tests failed (their XML says which).
   if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then
@@ -51,6 +53,8 @@ bazel_tests() {
 
 bazel_tests opt
 bazel_tests asan
+# The concurrent parts (tests tagged "tsan") under ThreadSanitizer.
+bazel_tests tsan --test_tag_filters=tsan --build_tests_only
 
 # Fuzz targets: each parser's, built with libFuzzer + ASan + UBSan.
 echo "=== fuzz targets, ${fuzz_seconds}s each"
