@@ -130,31 +130,42 @@ void pkid_call_headers_done(pkid_call *call) {
   }
 }
 
-/* next_message takes one complete message off the front of the request
- * body. It returns 1 with the message, 0 when more bytes are needed, and
- * -1 after finishing the call with an error. */
+int pkid_grpc_next_frame(const uint8_t *buf, size_t len, const uint8_t **msg,
+                         size_t *msg_len, size_t *consumed) {
+  if (len < FRAME_HEADER) return 0;
+  uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
+  *msg_len = n;
+  /* pkid advertises no grpc-accept-encoding, so nothing may be compressed. */
+  if (buf[0] != 0) return PKID_GRPC_FRAME_COMPRESSED;
+  if (n > PKID_GRPC_MAX_MESSAGE) return PKID_GRPC_FRAME_TOO_LARGE;
+  if (len - FRAME_HEADER < n) return 0;
+  *msg = buf + FRAME_HEADER;
+  *consumed = FRAME_HEADER + n;
+  return 1;
+}
+
+/* next_message takes one complete message off the request body at
+ * |*consumed|. It returns 1 with the message, 0 when more bytes are
+ * needed, and -1 after finishing the call with an error. */
 static int next_message(pkid_call *call, const uint8_t **out, size_t *out_len,
                         size_t *consumed) {
-  size_t avail = call->in_len - *consumed;
-  const uint8_t *p = call->in + *consumed;
-  if (avail < FRAME_HEADER) return 0;
-  uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
-  if (p[0] != 0) {
-    /* pkid advertises no grpc-accept-encoding, so nothing may be compressed. */
+  size_t used = 0;
+  /* No body yet means no buffer: no pointer arithmetic on NULL. */
+  if (call->in_len - *consumed < FRAME_HEADER) return 0;
+  int r = pkid_grpc_next_frame(call->in + *consumed, call->in_len - *consumed, out, out_len,
+                               &used);
+  if (r == PKID_GRPC_FRAME_COMPRESSED) {
     pkid_call_finish(call, GRPC_UNIMPLEMENTED, "compressed messages are not supported");
     return -1;
   }
-  if (len > PKID_GRPC_MAX_MESSAGE) {
+  if (r == PKID_GRPC_FRAME_TOO_LARGE) {
     pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
-                     "request message of %u bytes exceeds the limit of %d", len,
+                     "request message of %zu bytes exceeds the limit of %d", *out_len,
                      PKID_GRPC_MAX_MESSAGE);
     return -1;
   }
-  if (avail - FRAME_HEADER < len) return 0;
-  *out = p + FRAME_HEADER;
-  *out_len = len;
-  *consumed += FRAME_HEADER + len;
-  return 1;
+  *consumed += used;
+  return r;
 }
 
 /* dispatch_streaming hands every complete message to a streaming method. */
@@ -170,8 +181,10 @@ static void dispatch_streaming(pkid_call *call) {
     call->in_len = 0;
     return;
   }
-  memmove(call->in, call->in + consumed, call->in_len - consumed);
-  call->in_len -= consumed;
+  if (consumed > 0) {
+    memmove(call->in, call->in + consumed, call->in_len - consumed);
+    call->in_len -= consumed;
+  }
 }
 
 void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {

@@ -99,6 +99,17 @@ const char *pkid_grpc_status_name(pkid_grpc_status status);
  * milliseconds; 0 if malformed. */
 uint64_t pkid_grpc_parse_timeout(const char *value, size_t len);
 
+/* pkid_grpc_next_frame reads one length-prefixed message from the front of
+ * |buf|. It returns 1 with the message in |*msg| and |*consumed| bytes
+ * used, 0 when more bytes are needed, or a negative error:
+ * PKID_GRPC_FRAME_COMPRESSED (flag set; pkid takes no compression) or
+ * PKID_GRPC_FRAME_TOO_LARGE (over PKID_GRPC_MAX_MESSAGE, |*msg_len| says
+ * how large). A pure function: the fuzz target calls it directly. */
+#define PKID_GRPC_FRAME_COMPRESSED (-1)
+#define PKID_GRPC_FRAME_TOO_LARGE (-2)
+int pkid_grpc_next_frame(const uint8_t *buf, size_t len, const uint8_t **msg,
+                         size_t *msg_len, size_t *consumed);
+
 /* Called by conn.c as the stream progresses. */
 pkid_call *pkid_call_new(struct pkid_conn *conn, int32_t stream_id);
 void pkid_call_header(pkid_call *call, const uint8_t *name, size_t name_len,

@@ -1,0 +1,620 @@
+/* pkiclient.c: libpkiclient's methods: keys and CSRs made locally, the
+ * pki.v1 messages, and the files results are written to. */
+#include "client/pkiclient.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/base64.h>
+#include <openssl/evp.h>
+
+#include "client/pkiclient_call.h"
+#include "lib/csr.h"
+#include "lib/file.h"
+#include "lib/key.h"
+#include "proto/pki/v1/pki.pb-c.h"
+
+#define METHOD(name) "/pki.v1.Pki/" name
+
+static void err_clear(pkc_error *err) {
+  if (err == NULL) return;
+  memset(err, 0, sizeof(*err));
+}
+
+/* Callers may pass a NULL pkc_error; the functions below then use one of
+ * their own. */
+#define ERR_OR_LOCAL(err) \
+  pkc_error err##_local;  \
+  if ((err) == NULL) (err) = &err##_local; \
+  err_clear(err)
+
+const char *pkc_status_name(int status) {
+  static const char *const kNames[] = {
+      "OK",
+      "CANCELLED",
+      "UNKNOWN",
+      "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED",
+      "NOT_FOUND",
+      "ALREADY_EXISTS",
+      "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED",
+      "FAILED_PRECONDITION",
+      "ABORTED",
+      "OUT_OF_RANGE",
+      "UNIMPLEMENTED",
+      "INTERNAL",
+      "UNAVAILABLE",
+      "DATA_LOSS",
+      "UNAUTHENTICATED",
+  };
+  if (status < 0 || (size_t)status >= sizeof(kNames) / sizeof(kNames[0])) return "UNKNOWN";
+  return kNames[status];
+}
+
+int pkc_error_retryable(const pkc_error *err) {
+  if (err == NULL || err->local) return 0;
+  return err->status == PKC_STATUS_UNAVAILABLE || err->status == PKC_STATUS_RESOURCE_EXHAUSTED ||
+         err->status == PKC_STATUS_DEADLINE_EXCEEDED;
+}
+
+/* --- keys and CSRs --- */
+
+static const struct {
+  pkc_key_type type;
+  const char *name;
+  pki_key_type lib_type;
+  unsigned bits;
+} kKeyTypes[] = {
+    {PKC_KEY_ECDSA_P256, "ecdsa-p256", PKI_KEY_ECDSA_P256, 256},
+    {PKC_KEY_ECDSA_P384, "ecdsa-p384", PKI_KEY_ECDSA_P384, 384},
+    {PKC_KEY_ED25519, "ed25519", PKI_KEY_ED25519, 256},
+    {PKC_KEY_RSA_2048, "rsa-2048", PKI_KEY_RSA, 2048},
+    {PKC_KEY_RSA_3072, "rsa-3072", PKI_KEY_RSA, 3072},
+    {PKC_KEY_RSA_4096, "rsa-4096", PKI_KEY_RSA, 4096},
+};
+#define NUM_KEY_TYPES (sizeof(kKeyTypes) / sizeof(kKeyTypes[0]))
+
+int pkc_key_type_parse(pkc_key_type *out, const char *text, pkc_error *err) {
+  for (size_t i = 0; i < NUM_KEY_TYPES; i++) {
+    if (text != NULL && strcmp(text, kKeyTypes[i].name) == 0) {
+      *out = kKeyTypes[i].type;
+      return 1;
+    }
+  }
+  pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1,
+              "unknown key type '%s' (ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, "
+              "rsa-4096)",
+              text != NULL ? text : "");
+  return 0;
+}
+
+/* A request's key and CSR, ready to send. */
+typedef struct prepared {
+  EVP_PKEY *key;   /* owned reference, or NULL for a caller's CSR */
+  uint8_t *csr;    /* owned when |own_csr| */
+  size_t csr_len;
+  int own_csr;
+} prepared;
+
+static void prepared_cleanup(prepared *p) {
+  EVP_PKEY_free(p->key);
+  if (p->own_csr) free(p->csr);
+  memset(p, 0, sizeof(*p));
+}
+
+static int prepare(prepared *out, const pkc_issue_params *params, pkc_error *err) {
+  memset(out, 0, sizeof(*out));
+  if (params->csr != NULL) {
+    out->csr = (uint8_t *)params->csr;
+    out->csr_len = params->csr_len;
+    return 1;
+  }
+  pki_err e;
+  if (params->key != NULL) {
+    EVP_PKEY_up_ref(params->key);
+    out->key = params->key;
+  } else {
+    size_t i = 0;
+    while (i < NUM_KEY_TYPES && kKeyTypes[i].type != params->key_type) i++;
+    if (i == NUM_KEY_TYPES) {
+      pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "unknown key type %d",
+                  (int)params->key_type);
+      return 0;
+    }
+    out->key = pki_key_generate(kKeyTypes[i].lib_type, kKeyTypes[i].bits, &e);
+    if (out->key == NULL) {
+      pkc_err_from_pki(err, &e);
+      return 0;
+    }
+  }
+  if (!pki_csr_build(&out->csr, &out->csr_len, out->key, params->common_name, NULL, 0, &e)) {
+    pkc_err_from_pki(err, &e);
+    prepared_cleanup(out);
+    return 0;
+  }
+  out->own_csr = 1;
+  return 1;
+}
+
+/* --- results --- */
+
+static int copy_der(pkc_der *out, const ProtobufCBinaryData *in, pkc_error *err) {
+  out->data = malloc(in->len > 0 ? in->len : 1);
+  if (out->data == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+    return 0;
+  }
+  if (in->len > 0) memcpy(out->data, in->data, in->len);
+  out->len = in->len;
+  return 1;
+}
+
+static int copy_ders(pkc_der **out, size_t *out_num, ProtobufCBinaryData *in, size_t num,
+                     pkc_error *err) {
+  *out = calloc(num > 0 ? num : 1, sizeof(pkc_der));
+  *out_num = 0;
+  if (*out == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+    return 0;
+  }
+  for (size_t i = 0; i < num; i++) {
+    if (!copy_der(&(*out)[i], &in[i], err)) return 0;
+    (*out_num)++;
+  }
+  return 1;
+}
+
+static void free_ders(pkc_der *ders, size_t num) {
+  for (size_t i = 0; i < num; i++) free(ders[i].data);
+  free(ders);
+}
+
+void pkc_issued_cleanup(pkc_issued *issued) {
+  if (issued == NULL) return;
+  EVP_PKEY_free(issued->key);
+  free(issued->cert.data);
+  free_ders(issued->chain, issued->num_chain);
+  memset(issued, 0, sizeof(*issued));
+}
+
+/* fill_issued takes a successful response; |*key| moves into |out|. */
+static int fill_issued(pkc_issued *out, const Pki__V1__IssueResponse *resp, EVP_PKEY **key,
+                       pkc_error *err) {
+  if (resp->certificate.len == 0) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 0, "pkid answered with no certificate");
+    return 0;
+  }
+  if (!copy_der(&out->cert, &resp->certificate, err) ||
+      !copy_ders(&out->chain, &out->num_chain, resp->chain, resp->n_chain, err)) {
+    return 0;
+  }
+  snprintf(out->serial, sizeof(out->serial), "%s", resp->serial != NULL ? resp->serial : "");
+  out->not_after = resp->not_after;
+  out->key = *key;
+  *key = NULL;
+  return 1;
+}
+
+static Pki__V1__Usage usage_to_proto(pkc_usage usage) {
+  switch (usage) {
+    case PKC_USAGE_SERVER: return PKI__V1__USAGE__USAGE_SERVER;
+    case PKC_USAGE_CLIENT: return PKI__V1__USAGE__USAGE_CLIENT;
+    default: return PKI__V1__USAGE__USAGE_UNSPECIFIED;
+  }
+}
+
+/* unary_issue_like sends a packed request to |method| and reads an
+ * IssueResponse into |out|. */
+static int unary_issue_like(pkc_client *client, const char *method, const uint8_t *req,
+                            size_t req_len, prepared *prep, pkc_issued *out,
+                            pkc_error *err) {
+  uint8_t *resp_buf;
+  size_t resp_len;
+  if (!pkc_call_unary(client, method, req, req_len, &resp_buf, &resp_len, err)) return 0;
+  Pki__V1__IssueResponse *resp = pki__v1__issue_response__unpack(NULL, resp_len, resp_buf);
+  free(resp_buf);
+  if (resp == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid's IssueResponse does not parse");
+    return 0;
+  }
+  int ok = fill_issued(out, resp, &prep->key, err);
+  pki__v1__issue_response__free_unpacked(resp, NULL);
+  if (!ok) pkc_issued_cleanup(out);
+  return ok;
+}
+
+static uint8_t *pack_issue_request(size_t *out_len, const pkc_issue_params *p,
+                                   const prepared *prep, uint64_t request_id) {
+  Pki__V1__IssueRequest req = PKI__V1__ISSUE_REQUEST__INIT;
+  req.csr.data = prep->csr;
+  req.csr.len = prep->csr_len;
+  req.service = (char *)(p->service != NULL ? p->service : "");
+  req.usage = usage_to_proto(p->usage);
+  req.bootstrap_token = (char *)(p->bootstrap_token != NULL ? p->bootstrap_token : "");
+  req.validity_seconds = p->validity_seconds;
+  req.request_id = request_id;
+  size_t len = pki__v1__issue_request__get_packed_size(&req);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  if (buf == NULL) return NULL;
+  pki__v1__issue_request__pack(&req, buf);
+  *out_len = len;
+  return buf;
+}
+
+int pkc_issue(pkc_client *client, const pkc_issue_params *params, pkc_issued *out,
+              pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  memset(out, 0, sizeof(*out));
+  prepared prep;
+  if (!prepare(&prep, params, err)) return 0;
+  size_t len;
+  uint8_t *req = pack_issue_request(&len, params, &prep, 0);
+  int ok = 0;
+  if (req == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+  } else {
+    ok = unary_issue_like(client, METHOD("Issue"), req, len, &prep, out, err);
+  }
+  free(req);
+  prepared_cleanup(&prep);
+  return ok;
+}
+
+int pkc_renew(pkc_client *client, const pkc_issue_params *params, pkc_issued *out,
+              pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  memset(out, 0, sizeof(*out));
+  prepared prep;
+  if (!prepare(&prep, params, err)) return 0;
+  Pki__V1__RenewRequest req = PKI__V1__RENEW_REQUEST__INIT;
+  req.csr.data = prep.csr;
+  req.csr.len = prep.csr_len;
+  req.validity_seconds = params->validity_seconds;
+  size_t len = pki__v1__renew_request__get_packed_size(&req);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  int ok = 0;
+  if (buf == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+  } else {
+    pki__v1__renew_request__pack(&req, buf);
+    ok = unary_issue_like(client, METHOD("Renew"), buf, len, &prep, out, err);
+  }
+  free(buf);
+  prepared_cleanup(&prep);
+  return ok;
+}
+
+/* --- the stream --- */
+
+typedef struct stream_ctx {
+  pkc_issued *out;
+  prepared *preps;
+  uint8_t *answered;
+  size_t num, num_answered;
+} stream_ctx;
+
+static int on_stream_response(void *arg, const uint8_t *msg, size_t len, pkc_error *err) {
+  stream_ctx *ctx = arg;
+  Pki__V1__IssueResponse *resp = pki__v1__issue_response__unpack(NULL, len, msg);
+  if (resp == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "an IssueResponse on the stream does not parse");
+    return 0;
+  }
+  int ok = 1;
+  uint64_t id = resp->request_id;
+  if (id >= ctx->num || ctx->answered[id]) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid answered request_id %llu, %s",
+                (unsigned long long)id, id >= ctx->num ? "never asked" : "twice");
+    ok = 0;
+  } else {
+    pkc_issued *o = &ctx->out[id];
+    ctx->answered[id] = 1;
+    ctx->num_answered++;
+    if (resp->status_code != 0) {
+      pkc_err_set(&o->error, resp->status_code, 0, "%s",
+                  resp->status_message != NULL ? resp->status_message : "");
+    } else if (fill_issued(o, resp, &ctx->preps[id].key, &o->error)) {
+      err_clear(&o->error);
+    }
+  }
+  pki__v1__issue_response__free_unpacked(resp, NULL);
+  return ok;
+}
+
+static void prefix_request(pkc_error *err, size_t i) {
+  char msg[sizeof(err->message)];
+  snprintf(msg, sizeof(msg), "request %zu: %s", i, err->message);
+  memcpy(err->message, msg, sizeof(msg));
+}
+
+int pkc_issue_stream(pkc_client *client, const pkc_issue_params *params, size_t num,
+                     pkc_issued *out, pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  if (num > 0) memset(out, 0, num * sizeof(*out));
+  prepared *preps = calloc(num > 0 ? num : 1, sizeof(prepared));
+  pkc_der *reqs = calloc(num > 0 ? num : 1, sizeof(pkc_der));
+  uint8_t *answered = calloc(num > 0 ? num : 1, 1);
+  int ok = 0;
+  size_t i;
+  if (preps == NULL || reqs == NULL || answered == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+    goto out;
+  }
+  for (i = 0; i < num; i++) {
+    if (!prepare(&preps[i], &params[i], err)) {
+      prefix_request(err, i);
+      goto out;
+    }
+    reqs[i].data = pack_issue_request(&reqs[i].len, &params[i], &preps[i], i);
+    if (reqs[i].data == NULL) {
+      pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "request %zu: out of memory", i);
+      goto out;
+    }
+  }
+  stream_ctx ctx = {.out = out, .preps = preps, .answered = answered, .num = num};
+  ok = pkc_call_stream(client, METHOD("IssueStream"), reqs, num, on_stream_response, &ctx,
+                       err);
+  if (ok && ctx.num_answered != num) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 0, "pkid ended the stream after answering %zu of %zu",
+                ctx.num_answered, num);
+    ok = 0;
+  }
+  for (i = 0; i < num; i++) {
+    if (!answered[i]) {
+      out[i].error = *err;
+      if (out[i].error.status == PKC_STATUS_OK) {
+        pkc_err_set(&out[i].error, PKC_STATUS_INTERNAL, 1, "not answered");
+      }
+    }
+  }
+out:
+  for (i = 0; preps != NULL && i < num; i++) prepared_cleanup(&preps[i]);
+  for (i = 0; reqs != NULL && i < num; i++) free(reqs[i].data);
+  free(preps);
+  free(reqs);
+  free(answered);
+  if (!ok && err->status == PKC_STATUS_OK) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "the stream failed");
+  }
+  return ok;
+}
+
+/* --- revoke and status --- */
+
+static int check_serial(const char *serial_hex, pkc_error *err) {
+  if (serial_hex == NULL || serial_hex[0] == '\0') {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "a serial number is required");
+    return 0;
+  }
+  return 1;
+}
+
+int pkc_revoke(pkc_client *client, const char *serial_hex, pkc_revocation_reason reason,
+               int64_t *out_revoked_at, pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  if (!check_serial(serial_hex, err)) return 0;
+  Pki__V1__RevokeRequest req = PKI__V1__REVOKE_REQUEST__INIT;
+  req.serial = (char *)serial_hex;
+  req.reason = (Pki__V1__RevocationReason)reason;
+  uint8_t buf[256], *resp_buf;
+  size_t resp_len;
+  if (pki__v1__revoke_request__get_packed_size(&req) > sizeof(buf)) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "serial '%.40s...' is too long",
+                serial_hex);
+    return 0;
+  }
+  size_t len = pki__v1__revoke_request__pack(&req, buf);
+  if (!pkc_call_unary(client, METHOD("Revoke"), buf, len, &resp_buf, &resp_len, err)) {
+    return 0;
+  }
+  Pki__V1__RevokeResponse *resp = pki__v1__revoke_response__unpack(NULL, resp_len, resp_buf);
+  free(resp_buf);
+  if (resp == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid's RevokeResponse does not parse");
+    return 0;
+  }
+  if (out_revoked_at != NULL) *out_revoked_at = resp->revoked_at;
+  pki__v1__revoke_response__free_unpacked(resp, NULL);
+  return 1;
+}
+
+int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,
+               pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  memset(out, 0, sizeof(*out));
+  if (!check_serial(serial_hex, err)) return 0;
+  Pki__V1__GetStatusRequest req = PKI__V1__GET_STATUS_REQUEST__INIT;
+  req.serial = (char *)serial_hex;
+  uint8_t buf[256], *resp_buf;
+  size_t resp_len;
+  if (pki__v1__get_status_request__get_packed_size(&req) > sizeof(buf)) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "serial '%.40s...' is too long",
+                serial_hex);
+    return 0;
+  }
+  size_t len = pki__v1__get_status_request__pack(&req, buf);
+  if (!pkc_call_unary(client, METHOD("GetStatus"), buf, len, &resp_buf, &resp_len, err)) {
+    return 0;
+  }
+  Pki__V1__CertificateStatus *st = pki__v1__certificate_status__unpack(NULL, resp_len, resp_buf);
+  free(resp_buf);
+  if (st == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid's CertificateStatus does not parse");
+    return 0;
+  }
+  snprintf(out->serial, sizeof(out->serial), "%s", st->serial != NULL ? st->serial : "");
+  out->state = (pkc_cert_state)st->state;
+  snprintf(out->service, sizeof(out->service), "%s", st->service != NULL ? st->service : "");
+  snprintf(out->identity, sizeof(out->identity), "%s",
+           st->identity != NULL ? st->identity : "");
+  out->usage = st->usage == PKI__V1__USAGE__USAGE_SERVER   ? PKC_USAGE_SERVER
+               : st->usage == PKI__V1__USAGE__USAGE_CLIENT ? PKC_USAGE_CLIENT
+                                                           : 0;
+  snprintf(out->issuer, sizeof(out->issuer), "%s", st->issuer != NULL ? st->issuer : "");
+  out->not_before = st->not_before;
+  out->not_after = st->not_after;
+  out->revoked_at = st->revoked_at;
+  out->revocation_reason = (pkc_revocation_reason)st->revocation_reason;
+  pki__v1__certificate_status__free_unpacked(st, NULL);
+  return 1;
+}
+
+/* --- the trust bundle --- */
+
+void pkc_trust_bundle_cleanup(pkc_trust_bundle *bundle) {
+  if (bundle == NULL) return;
+  free(bundle->root.data);
+  for (size_t i = 0; i < bundle->num_stores; i++) {
+    pkc_trust_store *s = &bundle->stores[i];
+    free(s->ca);
+    free(s->cert.data);
+    free_ders(s->chain, s->num_chain);
+    free(s->pem);
+  }
+  free(bundle->stores);
+  memset(bundle, 0, sizeof(*bundle));
+}
+
+static int copy_string(char **out, const char *in, pkc_error *err) {
+  *out = strdup(in != NULL ? in : "");
+  if (*out == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+    return 0;
+  }
+  return 1;
+}
+
+int pkc_trust_bundle_get(pkc_client *client, const char *ca_name, pkc_trust_bundle *out,
+                         pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  memset(out, 0, sizeof(*out));
+  Pki__V1__GetTrustBundleRequest req = PKI__V1__GET_TRUST_BUNDLE_REQUEST__INIT;
+  req.ca = (char *)(ca_name != NULL ? ca_name : "");
+  size_t len = pki__v1__get_trust_bundle_request__get_packed_size(&req);
+  uint8_t *buf = malloc(len > 0 ? len : 1), *resp_buf = NULL;
+  size_t resp_len;
+  if (buf == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+    return 0;
+  }
+  pki__v1__get_trust_bundle_request__pack(&req, buf);
+  int ok = pkc_call_unary(client, METHOD("GetTrustBundle"), buf, len, &resp_buf, &resp_len, err);
+  free(buf);
+  if (!ok) return 0;
+  Pki__V1__TrustBundle *tb = pki__v1__trust_bundle__unpack(NULL, resp_len, resp_buf);
+  free(resp_buf);
+  if (tb == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid's TrustBundle does not parse");
+    return 0;
+  }
+  ok = copy_der(&out->root, &tb->root, err) &&
+       (out->stores = calloc(tb->n_stores > 0 ? tb->n_stores : 1, sizeof(pkc_trust_store))) !=
+           NULL;
+  if (ok) {
+    for (size_t i = 0; i < tb->n_stores && ok; i++) {
+      const Pki__V1__TrustBundle__Store *in = tb->stores[i];
+      pkc_trust_store *s = &out->stores[i];
+      out->num_stores++;
+      ok = copy_string(&s->ca, in->ca, err) && copy_der(&s->cert, &in->certificate, err) &&
+           copy_ders(&s->chain, &s->num_chain, in->chain, in->n_chain, err) &&
+           copy_string(&s->pem, in->pem, err);
+    }
+  } else if (out->root.data != NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+  }
+  pki__v1__trust_bundle__free_unpacked(tb, NULL);
+  if (!ok) pkc_trust_bundle_cleanup(out);
+  return ok;
+}
+
+/* --- files --- */
+
+/* pem_append adds one PEM block of |der| to the growing text |*buf|. */
+static int pem_append(char **buf, size_t *len, const char *label, const pkc_der *der) {
+  size_t b64_len;
+  if (!EVP_EncodedLength(&b64_len, der->len)) return 0;
+  size_t lines = (der->len + 47) / 48;
+  size_t need = *len + 2 * (strlen(label) + 32) + b64_len + lines + 1;
+  char *grown = realloc(*buf, need);
+  if (grown == NULL) return 0;
+  *buf = grown;
+  size_t n = *len;
+  n += (size_t)sprintf(grown + n, "-----BEGIN %s-----\n", label);
+  for (size_t off = 0; off < der->len; off += 48) {
+    size_t chunk = der->len - off < 48 ? der->len - off : 48;
+    n += EVP_EncodeBlock((uint8_t *)grown + n, der->data + off, chunk);
+    grown[n++] = '\n';
+  }
+  n += (size_t)sprintf(grown + n, "-----END %s-----\n", label);
+  *len = n;
+  return 1;
+}
+
+static int write_file(const char *path, const void *data, size_t len, mode_t mode,
+                      pkc_error *err) {
+  pki_err e;
+  if (!pki_file_write_atomic(path, data, len, mode, &e)) {
+    pkc_err_from_pki(err, &e);
+    return 0;
+  }
+  return 1;
+}
+
+int pkc_issued_write(const pkc_issued *issued, const char *key_path, const char *cert_path,
+                     const char *chain_path, pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  if (cert_path == NULL || issued->cert.len == 0) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "no certificate or no path for it");
+    return 0;
+  }
+  char *cert = NULL, *chain = NULL;
+  size_t cert_len = 0, chain_len = 0;
+  int ok = pem_append(&cert, &cert_len, "CERTIFICATE", &issued->cert);
+  for (size_t i = 0; ok && i < issued->num_chain; i++) {
+    ok = chain_path == NULL ? pem_append(&cert, &cert_len, "CERTIFICATE", &issued->chain[i])
+                            : pem_append(&chain, &chain_len, "CERTIFICATE", &issued->chain[i]);
+  }
+  if (!ok) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+  } else if (key_path != NULL && issued->key != NULL) {
+    pki_err e;
+    if (!pki_key_write_pem(key_path, issued->key, &e)) {
+      pkc_err_from_pki(err, &e);
+      ok = 0;
+    }
+  }
+  if (ok && chain_path != NULL) {
+    ok = write_file(chain_path, chain != NULL ? chain : "", chain_len, 0644, err);
+  }
+  if (ok) ok = write_file(cert_path, cert, cert_len, 0644, err);
+  free(cert);
+  free(chain);
+  return ok;
+}
+
+int pkc_trust_bundle_write(const pkc_trust_bundle *bundle, const char *ca_name,
+                           const char *path, pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  if (ca_name == NULL) {
+    char *pem = NULL;
+    size_t len = 0;
+    if (bundle->root.len == 0 || !pem_append(&pem, &len, "CERTIFICATE", &bundle->root)) {
+      free(pem);
+      pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "the bundle has no root certificate");
+      return 0;
+    }
+    int ok = write_file(path, pem, len, 0644, err);
+    free(pem);
+    return ok;
+  }
+  for (size_t i = 0; i < bundle->num_stores; i++) {
+    const pkc_trust_store *s = &bundle->stores[i];
+    if (strcmp(s->ca, ca_name) == 0) {
+      return write_file(path, s->pem, strlen(s->pem), 0644, err);
+    }
+  }
+  pkc_err_set(err, PKC_STATUS_NOT_FOUND, 1, "the bundle has no store for CA '%s'", ca_name);
+  return 0;
+}
