@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# run.sh: pkid's main job on its embedded defaults.
+# run.sh: pkid on its embedded defaults.
 #
-# For now that is the offline side: build pkictl and, with the catalogue
-# built into it (deploy/catalog.yaml), create the demo hierarchy and every
-# seed service's certificates in ./pki (or $1). The root is split 3-of-5
-# among custodian shares; the intermediates' keys are sealed under a random
-# passphrase kept in pki/ca-passphrase (0600). An existing tree is kept.
+# Builds pkid and pkictl, makes the demo hierarchy and every seed service's
+# certificates in ./pki if it is not there yet (the root split 3-of-5, the
+# intermediates' keys sealed under a random passphrase in pki/ca-passphrase),
+# then runs pkid in the foreground: gRPC with mutual TLS on 127.0.0.1:8443,
+# the journal in pki/journal. Ctrl-C (SIGINT) or SIGTERM drains and stops it.
+#
+#   deploy/run.sh [PKI_DIR] [pkid flags...]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$top/pki}
+out=$top/pki
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+  out=$1
+  shift
+fi
 "$top/deploy/setup.sh"
 cd "$top"
-bazel build --config=opt //client:pkictl
-pkictl="$top/bazel-bin/client/pkictl"
+bazel build --config=opt //client:pkictl //server:pkid
+bin=$top/bazel-bin  # points at the optimized build just made
 if [ -e "$out/root-ca/certs/root-ca.crt" ]; then
-  echo "$out already holds a hierarchy; keeping it (remove it to start over)."
+  echo "Using the hierarchy in $out (remove it to start over)."
 else
-  "$pkictl" ceremony demo --out "$out"
+  "$bin/client/pkictl" ceremony demo --out "$out"
 fi
-echo
-"$pkictl" inspect "$out/service-certificates/load-balancer/active/lb-current.crt"
-echo
-echo "Inspect any certificate with: $pkictl inspect FILE"
+agent=$out/service-certificates/agents/pki-agent/pki-agent-client
+cat <<TXT
+
+pkid is starting. Call it as the pki-agent service, for example with
+Python's grpcio or any gRPC client:
+  target         127.0.0.1:8443 (TLS server name pki-ca.cybersec-framework.local)
+  trust anchor   $out/root-ca/certs/root-ca.crt
+  client cert    $agent.crt + $agent-chain.crt
+  client key     $agent.key
+  methods        /pki.v1.Pki/Issue, IssueStream, Renew, Revoke, GetStatus,
+                 GetTrustBundle (proto/pki/v1/pki.proto)
+Inspect a certificate:  $bin/client/pkictl inspect FILE
+Check the journal:      $bin/client/pkictl journal verify $out/journal
+
+TXT
+exec "$bin/server/pkid" --pki "$out" "$@"
