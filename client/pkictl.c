@@ -6,6 +6,7 @@
  *   pkictl issue --offline        sign a service's certificates with its CA key
  *   pkictl inspect FILE           summarise a certificate or CSR
  *   pkictl journal verify DIR     check a journal's records and hash chain
+ *   pkictl token create           a one-time bootstrap token for a service
  *
  * Exit status: 0 on success, 1 on failure (the message says why), 2 on a
  * usage error. */
@@ -13,12 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client/ceremony.h"
 #include "client/inspect.h"
 #include "client/journal_cmd.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
+#include "lib/token.h"
 
 #define ENV_CA_PASSPHRASE "PKID_CA_PASSPHRASE"
 #define ENV_ROOT_PASSPHRASE "PKID_ROOT_PASSPHRASE"
@@ -43,6 +46,12 @@ static const char kUsage[] =
     "  issue --offline --out DIR --service NAME [--usage server|client]\n"
     "      [--csr FILE] [--passphrase-file F]\n"
     "      Sign a service's certificates with its intermediate's key.\n"
+    "\n"
+    "Enrollment:\n"
+    "  token create --out DIR --service NAME [--ttl 1h]\n"
+    "      Print a one-time bootstrap token: a service with no certificate yet\n"
+    "      presents it to pkid once, for its first certificate. The token key is\n"
+    "      DIR/bootstrap/token.key (made if missing; pkid reads it at start).\n"
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
@@ -75,6 +84,7 @@ typedef struct options {
   const char *service;
   const char *usage;
   const char *csr;
+  const char *ttl;
   const char *shares[MAX_SHARES];
   size_t num_shares;
   int offline;
@@ -92,6 +102,7 @@ enum {
   OPT_CSR,
   OPT_SHARE,
   OPT_OFFLINE,
+  OPT_TTL,
 };
 
 static const struct option kOptions[] = {
@@ -106,6 +117,7 @@ static const struct option kOptions[] = {
     {"csr", required_argument, NULL, OPT_CSR},
     {"share", required_argument, NULL, OPT_SHARE},
     {"offline", no_argument, NULL, OPT_OFFLINE},
+    {"ttl", required_argument, NULL, OPT_TTL},
     {NULL, 0, NULL, 0},
 };
 
@@ -126,6 +138,7 @@ static int parse_options(options *o, int argc, char **argv) {
       case OPT_USAGE: o->usage = optarg; break;
       case OPT_CSR: o->csr = optarg; break;
       case OPT_OFFLINE: o->offline = 1; break;
+      case OPT_TTL: o->ttl = optarg; break;
       case OPT_SHARE:
         if (o->num_shares == MAX_SHARES) return usage_error("too many shares%s", "");
         o->shares[o->num_shares++] = optarg;
@@ -237,6 +250,24 @@ static int cmd_issue(const options *o, const pki_catalog *cat, pki_err *err) {
   return ok;
 }
 
+static int cmd_token_create(const options *o, const pki_catalog *cat, pki_err *err) {
+  if (o->service == NULL || pki_catalog_find_service(cat, o->service) == NULL) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "--service must name a catalogue service");
+    return 0;
+  }
+  uint32_t ttl = 3600;
+  if (o->ttl != NULL && !pki_duration_parse(&ttl, o->ttl, err)) return 0;
+  char key_path[1100], token[PKI_TOKEN_MAX_TEXT];
+  uint8_t key[PKI_TOKEN_KEY_LEN];
+  snprintf(key_path, sizeof(key_path), "%s/bootstrap/token.key", o->out);
+  if (!pki_token_key_load(key, key_path, 1, err) ||
+      !pki_token_make(token, sizeof(token), key, o->service, (int64_t)time(NULL) + ttl, err)) {
+    return 0;
+  }
+  printf("%s\n", token);
+  return 1;
+}
+
 typedef int (*command_fn)(const options *o, const pki_catalog *cat, pki_err *err);
 
 static int run(command_fn fn, int argc, char **argv) {
@@ -272,6 +303,12 @@ int main(int argc, char **argv) {
     pki_err err;
     pki_err_clear(&err);
     return inspect_file(stdout, argv[2], &err) ? 0 : fail(&err);
+  }
+  if (strcmp(cmd, "token") == 0) {
+    if (argc < 3 || strcmp(argv[2], "create") != 0) {
+      return usage_error("token takes: create --out DIR --service NAME [--ttl 1h]%s", "");
+    }
+    return run(cmd_token_create, argc - 2, argv + 2);
   }
   if (strcmp(cmd, "journal") == 0) {
     if (argc != 4 || strcmp(argv[2], "verify") != 0) {

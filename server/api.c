@@ -6,6 +6,7 @@
 
 #include "lib/cert_info.h"
 #include "lib/serial.h"
+#include "lib/token.h"
 #include "proto/pki/v1/pki.pb-c.h"
 #include "server/conn.h"
 #include "server/issue.h"
@@ -182,23 +183,65 @@ static void send_issue_response(pkid_call *call, const Pki__V1__IssueResponse *r
 }
 
 /* issue_one authorizes and runs one IssueRequest. */
+/* bootstrap_service checks a bootstrap token presented without a client
+ * certificate and takes it (marks it used); it returns the service the
+ * token is for, or NULL having set |err|. */
+static const pki_catalog_service *bootstrap_service(pkid_call *call,
+                                                    const Pki__V1__IssueRequest *req,
+                                                    pki_token *tok, pki_err *err) {
+  pkid_api *api = api_of(call);
+  if (!api->bootstrap) {
+    PKI_ERR(err, PKI_ERR_AUTH, "bootstrap enrollment is not enabled on this pkid");
+    return NULL;
+  }
+  if (!pki_token_check(tok, req->bootstrap_token, strlen(req->bootstrap_token),
+                       api->token_key, (int64_t)time(NULL), err)) {
+    return NULL;
+  }
+  const pki_catalog_service *svc = pki_catalog_find_service(api->cat, tok->service);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_DENIED, "the token's service '%s' is not in the catalogue",
+            tok->service);
+    return NULL;
+  }
+  if (req->service[0] != '\0' && strcmp(req->service, svc->name) != 0) {
+    PKI_ERR(err, PKI_ERR_DENIED, "the token is for service '%s', not '%s'", svc->name,
+            req->service);
+    return NULL;
+  }
+  if (!pkid_store_token_take(api->store, tok->id)) {
+    PKI_ERR(err, PKI_ERR_AUTH, "bootstrap token already used");
+    return NULL;
+  }
+  return svc;
+}
+
 static void issue_one(pkid_call *call, const Pki__V1__IssueRequest *req, int streaming) {
   pki_err err;
   pki_err_clear(&err);
-  const pki_catalog_service *caller = caller_service(call);
-  if (caller == NULL) return;
-  const pki_catalog_service *svc = caller;
-  if (req->service[0] != '\0' && strcmp(req->service, caller->name) != 0) {
-    svc = pki_catalog_find_service(api_of(call)->cat, req->service);
-    if (svc == NULL) {
-      PKI_ERR(&err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", req->service);
-      goto refuse;
-    }
-    /* Only admin identities issue for others. */
-    if (!(caller->permissions & PKI_PERM_ADMIN)) {
-      PKI_ERR(&err, PKI_ERR_DENIED, "%s may not issue for service '%s'", caller->identity,
-              svc->name);
-      goto refuse;
+  pki_token tok;
+  const pki_catalog_service *svc = NULL;
+  int bootstrap = call->conn->identity[0] == '\0' && req->bootstrap_token[0] != '\0';
+  if (bootstrap) {
+    /* First enrollment: no certificate yet, a one-time token instead. */
+    svc = bootstrap_service(call, req, &tok, &err);
+    if (svc == NULL) goto refuse;
+  } else {
+    const pki_catalog_service *caller = caller_service(call);
+    if (caller == NULL) return;
+    svc = caller;
+    if (req->service[0] != '\0' && strcmp(req->service, caller->name) != 0) {
+      svc = pki_catalog_find_service(api_of(call)->cat, req->service);
+      if (svc == NULL) {
+        PKI_ERR(&err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", req->service);
+        goto refuse;
+      }
+      /* Only admin identities issue for others. */
+      if (!(caller->permissions & PKI_PERM_ADMIN)) {
+        PKI_ERR(&err, PKI_ERR_DENIED, "%s may not issue for service '%s'", caller->identity,
+                svc->name);
+        goto refuse;
+      }
     }
   }
   pki_usage usage;
@@ -215,9 +258,15 @@ static void issue_one(pkid_call *call, const Pki__V1__IssueRequest *req, int str
       job_for(call, svc, usage, &req->csr, req->validity_seconds, req->request_id, &err);
   if (job == NULL) goto refuse;
   job->streaming = streaming;
+  if (bootstrap) {
+    job->has_token = 1;
+    memcpy(job->token_id, tok.id, sizeof(job->token_id));
+    snprintf(job->identity, sizeof(job->identity), "bootstrap:%s", svc->name);
+  }
   pkid_call_track(call, &job->pending);
   if (!pkid_workers_submit(api_of(call)->workers, job)) {
     pkid_call_untrack(&job->pending);
+    if (bootstrap) pkid_store_token_release(api_of(call)->store, tok.id);
     pkid_job_free(job);
     if (!streaming) {
       pkid_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "pkid is at capacity; retry later");
@@ -229,6 +278,7 @@ static void issue_one(pkid_call *call, const Pki__V1__IssueRequest *req, int str
   }
   return;
 refuse:
+  if (bootstrap && svc != NULL) pkid_store_token_release(api_of(call)->store, tok.id);
   pkid_log("info", "refused", "identity", call->conn->identity, "reason", err.msg, NULL);
   if (!streaming) {
     pkid_call_fail_err(call, &err);
@@ -260,6 +310,8 @@ void pkid_api_on_done(void *ctx, pkid_job *job) {
     pkid_job_free(job);
     return;
   }
+  /* A token whose issuance failed may be used again. */
+  if (job->has_token && !job->ok) pkid_store_token_release(api->store, job->token_id);
   pkid_call *call = job->pending.call;
   if (call != NULL) {
     pkid_call_untrack(&job->pending);

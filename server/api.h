@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "lib/catalog.h"
+#include "lib/token.h"
 #include "server/ca.h"
 #include "server/grpc.h"
 #include "server/issue.h"
@@ -32,6 +33,8 @@ typedef struct pkid_api {
   struct pkid_workers *workers;
   struct pkid_store *store;
   struct pkid_status *status;
+  int bootstrap; /* bootstrap tokens accepted (a token key was found) */
+  uint8_t token_key[PKI_TOKEN_KEY_LEN];
 } pkid_api;
 
 /* pkid_api_on_done answers the call of a finished job and frees the job;

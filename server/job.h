@@ -40,6 +40,8 @@ typedef struct pkid_job {
   pki_serial serial; /* issue: the new serial; revoke: the one revoked */
   uint8_t *csr; /* owned */
   size_t csr_len;
+  int has_token;        /* issued on a bootstrap token... */
+  uint8_t token_id[32]; /* ...with this id, journaled as used */
   /* Revoke inputs. */
   uint8_t reason; /* CRLReason */
   /* Reserve inputs: sequence numbers [block_first, block_first + block_count). */

@@ -13,12 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/mem.h>
 #include <uv.h>
 
 #include "client/ceremony.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
 #include "lib/pki_tree.h"
+#include "lib/token.h"
 #include "server/api.h"
 #include "server/ca.h"
 #include "server/conn.h"
@@ -219,7 +221,15 @@ static int run(const options *o) {
                         &err)) {
     goto fail;
   }
-  g_server.ssl_ctx = pkid_tls_ctx_new(crt, chain, key, root, 1, &err);
+  /* Bootstrap enrollment is on when pkictl has made a token key: then a
+   * client may connect without a certificate, to present a token. */
+  uint8_t token_key[PKI_TOKEN_KEY_LEN];
+  char token_path[PKI_PATH_MAX];
+  snprintf(token_path, sizeof(token_path), "%s/bootstrap/token.key", o->pki);
+  int bootstrap = pki_token_key_load(token_key, token_path, 0, &err);
+  if (!bootstrap && err.code != PKI_ERR_NOT_FOUND) goto fail;
+  pki_err_clear(&err);
+  g_server.ssl_ctx = pkid_tls_ctx_new(crt, chain, key, root, !bootstrap, &err);
   if (g_server.ssl_ctx == NULL) goto fail;
 
   /* The store: replay the journal into the status index, then reserve the
@@ -250,6 +260,9 @@ static int run(const options *o) {
                   .store = &store, .status = status};
   if (!pkid_store_reserve(&store, PKID_SERIAL_BLOCK, &api.next_seq, &err)) goto fail;
   api.seq_end = api.next_seq + PKID_SERIAL_BLOCK;
+  api.bootstrap = bootstrap;
+  memcpy(api.token_key, token_key, sizeof(token_key));
+  OPENSSL_cleanse(token_key, sizeof(token_key));
   g_server.api = &api;
   g_server.loop = uv_default_loop();
   g_server.methods = pkid_api_methods(&g_server.num_methods);

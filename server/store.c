@@ -58,6 +58,79 @@ static int get_serial(CBS *cbs, pki_serial *out) {
   return 1;
 }
 
+/* --- bootstrap tokens used --------------------------------------------------
+ * An open-addressing set of 32-octet ids; the ids are SHA-256 outputs, so
+ * their first octets are a fine hash. An all-zero id never occurs. */
+
+static int token_slot(const pkid_store *st, const uint8_t id[32], size_t *out) {
+  uint64_t h;
+  memcpy(&h, id, sizeof(h));
+  size_t i = (size_t)h & st->tokens_mask;
+  static const uint8_t kZero[32];
+  for (;;) {
+    if (memcmp(st->tokens[i], id, 32) == 0) {
+      *out = i;
+      return 1;
+    }
+    if (memcmp(st->tokens[i], kZero, 32) == 0) {
+      *out = i;
+      return 0;
+    }
+    i = (i + 1) & st->tokens_mask;
+  }
+}
+
+static int token_grow(pkid_store *st) {
+  size_t old_cap = st->tokens == NULL ? 0 : st->tokens_mask + 1;
+  size_t cap = old_cap == 0 ? 64 : old_cap * 2;
+  uint8_t(*old)[32] = st->tokens;
+  st->tokens = calloc(cap, 32);
+  if (st->tokens == NULL) {
+    st->tokens = old;
+    return 0;
+  }
+  st->tokens_mask = cap - 1;
+  static const uint8_t kZero[32];
+  for (size_t i = 0; i < old_cap; i++) {
+    if (memcmp(old[i], kZero, 32) == 0) continue;
+    size_t slot;
+    token_slot(st, old[i], &slot);
+    memcpy(st->tokens[slot], old[i], 32);
+  }
+  free(old);
+  return 1;
+}
+
+int pkid_store_token_take(pkid_store *st, const uint8_t id[32]) {
+  if ((st->tokens == NULL || (st->num_tokens + 1) * 2 > st->tokens_mask + 1) &&
+      !token_grow(st)) {
+    return 0;
+  }
+  size_t slot;
+  if (token_slot(st, id, &slot)) return 0;
+  memcpy(st->tokens[slot], id, 32);
+  st->num_tokens++;
+  return 1;
+}
+
+void pkid_store_token_release(pkid_store *st, const uint8_t id[32]) {
+  size_t slot;
+  if (st->tokens == NULL || !token_slot(st, id, &slot)) return;
+  /* Re-insert the run after the freed slot so probes still find it. */
+  memset(st->tokens[slot], 0, 32);
+  st->num_tokens--;
+  static const uint8_t kZero[32];
+  for (size_t i = (slot + 1) & st->tokens_mask; memcmp(st->tokens[i], kZero, 32) != 0;
+       i = (i + 1) & st->tokens_mask) {
+    uint8_t moved[32];
+    memcpy(moved, st->tokens[i], 32);
+    memset(st->tokens[i], 0, 32);
+    size_t to;
+    token_slot(st, moved, &to);
+    memcpy(st->tokens[to], moved, 32);
+  }
+}
+
 /* --- applying records ------------------------------------------------------ */
 
 static int apply_issue(pkid_store *st, const pkid_cert_record *rec) {
@@ -116,6 +189,17 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
       if (!apply_issue(st, &rec)) goto oom;
       return 1;
     }
+    case PKID_REC_TOKEN: {
+      CBS id;
+      if (!CBS_get_bytes(&cbs, &id, 32) || CBS_len(&cbs) != 0) goto bad;
+      if (!pkid_store_token_take(st, CBS_data(&id))) {
+        /* Already there: a token is recorded once, so this is damage. */
+        PKI_ERR(err, PKI_ERR_INVALID, "journal record %llu: a bootstrap token used twice",
+                (unsigned long long)r->seq);
+        return 0;
+      }
+      return 1;
+    }
     case PKID_REC_REVOKE: {
       pki_serial serial;
       uint8_t reason;
@@ -150,7 +234,8 @@ oom:
  * u16 count + u8-len CA names, u16 count + u8-len service names,
  * u64 records, each: u8-len serial, u8 CA (index into the names, 0xff
  * none), u16 service (index, 0xffff none), u8 usage, u8 revoked, u8 reason,
- * u64 notBefore, u64 notAfter, u64 revokedAt.
+ * u64 notBefore, u64 notAfter, u64 revokedAt;
+ * u64 tokens used, each 32 octets.
  * Names are stored so that a catalogue reordered between runs still maps. */
 
 typedef struct snap_writer {
@@ -190,7 +275,14 @@ int pkid_store_snapshot(pkid_store *st, pki_err *err) {
   if (!CBB_add_u64(&cbb, pkid_status_count(st->status))) goto oom;
   snap_writer w = {&cbb, 1};
   pkid_status_foreach(st->status, write_record, &w);
-  if (!w.ok || !CBB_finish(&cbb, &state, &len)) goto oom;
+  if (!w.ok || !CBB_add_u64(&cbb, st->num_tokens)) goto oom;
+  static const uint8_t kZero[32];
+  for (size_t i = 0; st->tokens != NULL && i <= st->tokens_mask; i++) {
+    if (memcmp(st->tokens[i], kZero, 32) != 0 && !CBB_add_bytes(&cbb, st->tokens[i], 32)) {
+      goto oom;
+    }
+  }
+  if (!CBB_finish(&cbb, &state, &len)) goto oom;
   int ok = pki_journal_snapshot(st->journal, state, len, err);
   OPENSSL_free(state);
   return ok;
@@ -258,6 +350,13 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
       PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory loading the snapshot");
       goto out;
     }
+  }
+  uint64_t num_tokens;
+  if (!CBS_get_u64(&cbs, &num_tokens)) goto bad;
+  for (uint64_t i = 0; i < num_tokens; i++) {
+    CBS id;
+    if (!CBS_get_bytes(&cbs, &id, 32)) goto bad;
+    if (!pkid_store_token_take(st, CBS_data(&id))) goto bad;
   }
   if (CBS_len(&cbs) != 0) goto bad;
   ok = 1;
@@ -347,8 +446,9 @@ static int encode_job(CBB *cbb, const pkid_store *st, const pkid_job *job, uint8
 
 int pkid_store_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
   pkid_store *st = ctx;
-  pki_journal_entry *entries = calloc(n, sizeof(*entries));
-  uint8_t **payloads = calloc(n, sizeof(*payloads));
+  /* At most two records per job: a used token, then the issuance. */
+  pki_journal_entry *entries = calloc(2 * n, sizeof(*entries));
+  uint8_t **payloads = calloc(2 * n, sizeof(*payloads));
   size_t num = 0;
   int ok = 0;
   if (entries == NULL || payloads == NULL) {
@@ -362,6 +462,20 @@ int pkid_store_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
     if (!jobs[i]->ok) continue;
     CBB cbb;
     size_t len;
+    if (jobs[i]->has_token) {
+      if (!CBB_init(&cbb, 40) || !CBB_add_u8(&cbb, RECORD_VERSION) ||
+          !CBB_add_bytes(&cbb, jobs[i]->token_id, 32) ||
+          !CBB_finish(&cbb, &payloads[num], &len)) {
+        CBB_cleanup(&cbb);
+        PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a record");
+        goto out;
+      }
+      entries[num].type = PKID_REC_TOKEN;
+      entries[num].time = t;
+      entries[num].payload = payloads[num];
+      entries[num].len = len;
+      num++;
+    }
     if (!CBB_init(&cbb, 256 + jobs[i]->cert_len) ||
         !encode_job(&cbb, st, jobs[i], &entries[num].type) ||
         !CBB_finish(&cbb, &payloads[num], &len)) {
@@ -412,4 +526,6 @@ void pkid_store_close(pkid_store *st) {
   if (st == NULL) return;
   pki_journal_close(st->journal);
   st->journal = NULL;
+  free(st->tokens);
+  st->tokens = NULL;
 }

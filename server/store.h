@@ -12,6 +12,9 @@
  *                   subject public key, u24-len certificate DER
  *   3 REVOKE        u8 version=1, u8-len serial, u8 reason, u64 revokedAt,
  *                   u16-len identity (who revoked)
+ *   4 TOKEN         u8 version=1, 32-octet id (SHA-256 of a bootstrap token):
+ *                   the token is used; written in the same group commit as,
+ *                   and before, the ISSUE record it authorized
  * Record times are Unix milliseconds. A snapshot holds the status index and
  * the highest reserved sequence number (see store.c for its layout).
  *
@@ -35,6 +38,7 @@ enum {
   PKID_REC_SERIAL_BLOCK = 1,
   PKID_REC_ISSUE = 2,
   PKID_REC_REVOKE = 3,
+  PKID_REC_TOKEN = 4,
 };
 
 typedef struct pkid_store {
@@ -46,6 +50,9 @@ typedef struct pkid_store {
   uint64_t reserved_end; /* this node's sequence numbers below it are taken */
   uint64_t replayed;     /* records replayed at open */
   uint64_t issued, revoked; /* records of each kind seen (replayed and new) */
+  /* Bootstrap tokens used, or in use by a job in flight: a set of ids. */
+  uint8_t (*tokens)[32];
+  size_t tokens_mask, num_tokens;
 } pkid_store;
 
 /* pkid_store_open opens the journal in |dir|, loads the newest snapshot and
@@ -69,6 +76,12 @@ void pkid_store_apply(pkid_store *st, const pkid_job *job);
 /* pkid_store_snapshot saves the status index so the next start replays
  * only what follows. No job may be in flight. */
 int pkid_store_snapshot(pkid_store *st, pki_err *err);
+
+/* pkid_store_token_take marks a bootstrap token as used; 0 if it already
+ * was (or out of memory). pkid_store_token_release gives it back when the
+ * issuance it authorized failed. Loop thread. */
+int pkid_store_token_take(pkid_store *st, const uint8_t id[32]);
+void pkid_store_token_release(pkid_store *st, const uint8_t id[32]);
 
 void pkid_store_close(pkid_store *st);
 
