@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# loadgen_smoke_test: bench/run.sh --short against the built binaries. It
+# asserts only that the results are present and sane (every phase issued
+# certificates, nothing failed, the numbers are positive and ordered),
+# never that they are fast: speed is measured by bench/run.sh, not by tests.
+#
+# Usage: loadgen_smoke_test.sh RUN_SH TESTLIB PKID PKICTL LOADGEN ECDSA_SPEED
+RUN_SH=$(realpath "$1")
+# shellcheck source=/dev/null
+. "$2"
+PKID=$(realpath "$3")
+PKICTL=$(realpath "$4")
+LOADGEN=$(realpath "$5")
+ECDSA_SPEED=$(realpath "$6")
+
+test_short_run() {
+  t_check timeout 120 "$RUN_SH" --short --work "$T_DIR/work" --out "$T_DIR/results.json" \
+    --pkid "$PKID" --pkictl "$PKICTL" --loadgen "$LOADGEN" --ecdsa-speed "$ECDSA_SPEED" ||
+    return 1
+  t_check /usr/bin/python3 - "$T_DIR/results.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+floor = r["crypto_floor"]
+assert floor["ecdsa_p256_sign_per_s"] > 0 and floor["ecdsa_p256_verify_per_s"] > 0, floor
+for name in ("unary_closed", "stream_closed", "open_half_peak"):
+    p = r["phases"][name]
+    lat = p["latency_us"]
+    assert p["successes"] > 0, (name, p)
+    assert p["errors_total"] == 0 and p["errors"] == {}, (name, p["errors"])
+    assert p["requests"] == p["successes"], (name, p)
+    assert p["throughput_per_s"] > 0, (name, p)
+    assert lat["count"] == p["successes"], (name, lat)
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"], (name, lat)
+    assert p["server_cpu_us_per_success"] is not None and p["server_cpu_us_per_success"] > 0, (name, p)
+    assert p["client_cpu_us_per_request"] is not None and p["client_cpu_us_per_request"] > 0, (name, p)
+    assert p["client_failed"] is False, (name, p)
+assert r["phases"]["open_half_peak"]["offered_rate_per_s"] > 0
+s = r["summary"]
+assert s["unary_certificates_per_s"] > 0 and s["stream_certificates_per_s"] > 0, s
+print("sane:", json.dumps(s))
+PY
+  # run.sh stopped the pkid it started.
+  local pid
+  pid=$(cat "$T_DIR/work/pkid.pid") || return 1
+  if kill -0 "$pid" 2>/dev/null; then
+    t_log "pkid $pid still running after run.sh"
+    kill -TERM "$pid"
+    return 1
+  fi
+}
+
+t_run short_run test_short_run
+t_finish
