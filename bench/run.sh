@@ -129,7 +129,7 @@ if [ "$SECONDS_PER_PHASE" = 3 ]; then FLOOR_SECS=0.5; else FLOOR_SECS=2; fi
 
 echo "== starting pkid" >&2
 "$PKID" --pki "$WORK/pki" --journal "$WORK/journal" --listen 127.0.0.1:0 \
-  2>"$WORK/pkid.log" &
+  --ocsp-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 2>"$WORK/pkid.log" &
 PKID_PID=$!
 echo "$PKID_PID" >"$WORK/pkid.pid"
 PORT=""

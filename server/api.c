@@ -11,6 +11,7 @@
 #include "server/conn.h"
 #include "server/issue.h"
 #include "server/log.h"
+#include "server/metrics.h"
 #include "server/server.h"
 #include "server/status.h"
 #include "server/store.h"
@@ -293,6 +294,8 @@ void pkid_api_on_done(void *ctx, pkid_job *job) {
   /* Durable now: the index learns of it before anyone hears of it, and
    * the responder has its first OCSP response. */
   pkid_store_apply(api->store, job);
+  if (job->ok && job->kind == PKID_JOB_ISSUE) pkid_counter_add(pkid_m.issued, 1);
+  if (job->ok && job->kind == PKID_JOB_REVOKE) pkid_counter_add(pkid_m.revoked, 1);
   if (job->ok && job->ocsp != NULL) {
     pkid_status_set_response(api->status, job->serial.bytes, job->serial.len,
                              PKI_OCSP_HASH_SHA1, job->ocsp, job->ocsp_len,

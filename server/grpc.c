@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server/conn.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 #define FRAME_HEADER 5 /* compressed flag, then a 4-octet big-endian length */
@@ -107,6 +108,7 @@ static void send_http_error(pkid_call *call, const char *http) {
 }
 
 void pkid_call_headers_done(pkid_call *call) {
+  call->start_ns = uv_hrtime();
   if (!call->is_post) {
     send_http_error(call, "405");
     return;
@@ -323,10 +325,29 @@ static size_t status_fields(pkid_call *call, nghttp2_nv *nva, char *code, char *
   return 2;
 }
 
+/* count_call adds a finished call to the request metrics. The method label
+ * is one of pkid's own methods or "unknown": never a client's path, which
+ * would let clients grow the label set without bound. */
+static void count_call(const pkid_call *call, pkid_grpc_status status) {
+  const char *method = "unknown";
+  if (call->method != NULL) {
+    const char *slash = strrchr(call->method->path, '/');
+    method = slash != NULL ? slash + 1 : call->method->path;
+  }
+  const char *labels[] = {method, pkid_grpc_status_name(status)};
+  pkid_counter_add(pkid_metric_child(pkid_m.grpc_requests, labels), 1);
+  if (call->start_ns != 0) {
+    const char *by_method[] = {method};
+    pkid_histogram_observe(pkid_metric_child(pkid_m.grpc_request_duration, by_method),
+                           (double)(uv_hrtime() - call->start_ns) / 1e9);
+  }
+}
+
 void pkid_call_finish(pkid_call *call, pkid_grpc_status status, const char *fmt, ...) {
   if (call->finished) return;
   call->finished = 1;
   call->status = status;
+  count_call(call, status);
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(call->message, sizeof(call->message), fmt, ap);

@@ -72,6 +72,7 @@ typedef struct pkid_call {
   char path[128];
   int is_post, grpc_content_type, te_trailers, bad_header;
   uint64_t deadline_ms; /* on the loop's clock; 0 when none */
+  uint64_t start_ns;    /* when the request headers arrived, for metrics */
   /* Request body: bytes not yet split into messages. */
   uint8_t *in;
   size_t in_len, in_cap;

@@ -18,13 +18,17 @@
 
 #include "client/ceremony.h"
 #include "lib/catalog.h"
+#include "lib/cert_info.h"
 #include "lib/err.h"
 #include "lib/pki_tree.h"
 #include "lib/token.h"
 #include "server/api.h"
 #include "server/ca.h"
 #include "server/conn.h"
+#include "server/admin.h"
 #include "server/log.h"
+#include "server/metrics.h"
+#include "server/ocsp_http.h"
 #include "server/server.h"
 #include "server/status.h"
 #include "server/store.h"
@@ -34,6 +38,8 @@
 typedef struct options {
   const char *pki;
   const char *listen;
+  const char *ocsp_listen;
+  const char *admin_listen;
   const char *passphrase_file;
   const char *catalog;
   const char *journal;
@@ -46,6 +52,11 @@ static const char kUsage[] =
     "            [--catalog FILE] [--node N]\n"
     "  --pki DIR            the pki/ tree with the online CAs (default ./pki)\n"
     "  --listen HOST:PORT   gRPC endpoint (default 127.0.0.1:8443)\n"
+    "  --ocsp-listen HOST:PORT[/PATH/]\n"
+    "                       OCSP responder (default 127.0.0.1:8081, the\n"
+    "                       catalogue's ocsp_url)\n"
+    "  --admin-listen HOST:PORT\n"
+    "                       /metrics, /healthz, /readyz (default 127.0.0.1:9090)\n"
     "  --passphrase-file F  CA passphrase (default DIR/ca-passphrase, or\n"
     "                       $PKID_CA_PASSPHRASE)\n"
     "  --catalog FILE       service catalogue (default: built in)\n"
@@ -60,6 +71,8 @@ static int parse_options(options *o, int argc, char **argv) {
   static const struct option kOptions[] = {
       {"pki", required_argument, NULL, 'p'},
       {"listen", required_argument, NULL, 'l'},
+      {"ocsp-listen", required_argument, NULL, 'o'},
+      {"admin-listen", required_argument, NULL, 'a'},
       {"passphrase-file", required_argument, NULL, 'f'},
       {"catalog", required_argument, NULL, 'c'},
       {"journal", required_argument, NULL, 'j'},
@@ -70,12 +83,16 @@ static int parse_options(options *o, int argc, char **argv) {
   };
   o->pki = "pki";
   o->listen = "127.0.0.1:8443";
+  o->ocsp_listen = "127.0.0.1:8081";
+  o->admin_listen = "127.0.0.1:9090";
   o->node = 1;
   int c;
   while ((c = getopt_long(argc, argv, "", kOptions, NULL)) != -1) {
     switch (c) {
       case 'p': o->pki = optarg; break;
       case 'l': o->listen = optarg; break;
+      case 'o': o->ocsp_listen = optarg; break;
+      case 'a': o->admin_listen = optarg; break;
       case 'f': o->passphrase_file = optarg; break;
       case 'c': o->catalog = optarg; break;
       case 'j': o->journal = optarg; break;
@@ -137,16 +154,25 @@ static void on_connection(uv_stream_t *listener, int status) {
  * grace period ends. */
 static uv_signal_t g_sigterm, g_sigint;
 static uv_timer_t g_drain_timer;
+static pkid_ocsp_http *g_ocsp;
+static pkid_admin *g_admin;
+static int g_http_stopped; /* OCSP and admin listeners done (counts to 2) */
+
+static void on_http_stopped(void *arg) {
+  (void)arg;
+  g_http_stopped++;
+}
 
 static void on_drain_timeout(uv_timer_t *timer) {
   (void)timer;
   pkid_log("warn", "drain_timeout", NULL);
   while (g_server.conns != NULL) pkid_conn_close(g_server.conns);
-  uv_stop(g_server.loop);
+  /* The HTTP listeners give up within their own grace periods (5 s); the
+   * check goes on until they have. */
 }
 
 static void on_drain_check(uv_timer_t *timer) {
-  if (g_server.conns == NULL) {
+  if (g_server.conns == NULL && g_http_stopped == 2) {
     uv_timer_stop(timer);
     uv_stop(g_server.loop);
   }
@@ -160,6 +186,9 @@ static void on_signal(uv_signal_t *sig, int signum) {
   g_server.draining = 1;
   pkid_log("info", "draining", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
   uv_close((uv_handle_t *)&g_server.grpc_listener, NULL);
+  pkid_admin_set_ready(g_admin, 0);
+  pkid_ocsp_http_stop(g_ocsp, on_http_stopped, NULL);
+  pkid_admin_stop(g_admin, on_http_stopped, NULL);
   for (pkid_conn *c = g_server.conns; c != NULL;) {
     pkid_conn *next = c->next;
     pkid_conn_goaway(c);
@@ -173,6 +202,10 @@ static void on_signal(uv_signal_t *sig, int signum) {
 static void on_tick(uv_timer_t *timer) {
   uint64_t now = pkid_server_now_ms(&g_server);
   (void)timer;
+  pkid_workers_stats stats;
+  pkid_workers_stats_get(((pkid_api *)g_server.api)->workers, &stats);
+  pkid_gauge_set(pkid_m.queue_depth, (double)stats.depth);
+  pkid_gauge_set(pkid_m.connections, (double)g_server.num_conns);
   for (pkid_conn *c = g_server.conns; c != NULL; c = c->next) {
     for (pkid_call *call = c->calls; call != NULL; call = call->next) {
       if (call->deadline_ms != 0 && !call->finished && now >= call->deadline_ms) {
@@ -265,6 +298,24 @@ static int run(const options *o) {
   OPENSSL_cleanse(token_key, sizeof(token_key));
   g_server.api = &api;
   g_server.loop = uv_default_loop();
+  if (!pkid_metrics_init()) {
+    PKI_ERR(&err, PKI_ERR_INTERNAL, "out of memory");
+    goto fail;
+  }
+  /* The seed's alert rules watch cert_expiry_timestamp{cert_name=...}. */
+  for (size_t i = 0; i < cas.num_cas; i++) {
+    pkid_metrics_cert_expiry(cas.cas[i].def->name, cas.cas[i].issuer.not_after);
+  }
+  uint8_t *own = NULL;
+  size_t own_len;
+  pki_cert_info own_info;
+  if (pki_tree_read_cert(&own, &own_len, crt, &err) &&
+      pki_cert_info_parse(&own_info, own, own_len, &err)) {
+    pkid_metrics_cert_expiry("pki-ca-server", own_info.not_after);
+    pki_cert_info_cleanup(&own_info);
+  }
+  free(own);
+  pki_err_clear(&err);
   g_server.methods = pkid_api_methods(&g_server.num_methods);
   unsigned num_workers = o->workers;
   if (num_workers == 0) {
@@ -319,6 +370,11 @@ static int run(const options *o) {
     snprintf(where, sizeof(where), "%s:%d", host, ntohs(((struct sockaddr_in *)&bound)->sin_port));
   }
   pkid_log("info", "listening", "grpc", where, "pki", o->pki, NULL);
+  g_ocsp = pkid_ocsp_http_start(g_server.loop, o->ocsp_listen, &cas, status, &err);
+  if (g_ocsp == NULL) goto fail;
+  g_admin = pkid_admin_start(g_server.loop, o->admin_listen, pkid_m.reg, &err);
+  if (g_admin == NULL) goto fail;
+  pkid_admin_set_ready(g_admin, 1);
   uv_run(g_server.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
   pkid_workers_free(api.workers);

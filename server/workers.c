@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "server/metrics.h"
 #include "server/queue.h"
 
 #define MAX_THREADS 64
@@ -71,6 +72,7 @@ static void *worker_main(void *arg) {
       }
     }
     atomic_fetch_add(&w->worker_batches, 1);
+    pkid_histogram_observe(pkid_m.worker_batch_size, (double)n);
     for (size_t i = 0; i < n; i++) {
       pkid_queue_push_mpmc(&w->commits, batch[i]);
       sem_post(&w->commits_ready);
@@ -95,8 +97,11 @@ static void *committer_main(void *arg) {
       pki_err_clear(&err);
       uint64_t start = now_ns();
       int ok = w->commit(w->commit_ctx, (pkid_job **)batch, n, &err);
-      atomic_fetch_add(&w->commit_ns_total, now_ns() - start);
+      uint64_t took = now_ns() - start;
+      atomic_fetch_add(&w->commit_ns_total, took);
       atomic_fetch_add(&w->commit_batches, 1);
+      pkid_histogram_observe(pkid_m.commit_batch_size, (double)n);
+      pkid_histogram_observe(pkid_m.fsync_duration, (double)took / 1e9);
       if (!ok) {
         /* Not durable: not issued. */
         for (size_t i = 0; i < n; i++) {

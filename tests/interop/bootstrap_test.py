@@ -51,7 +51,8 @@ TOKENS["redis"] = token("redis")
 
 def start_pkid():
     log = open(os.path.join(TMP, "pkid.log"), "a+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0"], stderr=log)
+    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0",
+                             "--ocsp-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], stderr=log)
     deadline = time.time() + 15
     while time.time() < deadline:
         log.seek(0)

@@ -58,7 +58,8 @@ CSR = x509.CertificateSigningRequestBuilder().subject_name(
 
 def start_pkid(log_name):
     log = open(os.path.join(TMP, log_name), "w+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--journal", JOURNAL, "--listen",
+    proc = subprocess.Popen([PKID, "--pki", PKI, "--journal", JOURNAL, "--ocsp-listen", "127.0.0.1:0",
+                             "--admin-listen", "127.0.0.1:0", "--listen",
                              "127.0.0.1:0"], stderr=log)
     deadline = time.time() + 15
     while time.time() < deadline:
@@ -226,7 +227,8 @@ def test_corruption_in_the_middle_stops_startup():
         f.seek(size // 2)
         f.write(bytes([b[0] ^ 0x40]))
     log = open(os.path.join(TMP, "corrupt.log"), "w+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--journal", JOURNAL, "--listen",
+    proc = subprocess.Popen([PKID, "--pki", PKI, "--journal", JOURNAL, "--ocsp-listen", "127.0.0.1:0",
+                             "--admin-listen", "127.0.0.1:0", "--listen",
                              "127.0.0.1:0"], stderr=log)
     try:
         rc = proc.wait(timeout=15)

@@ -96,7 +96,9 @@ TEST(pkid_starts) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 2, g_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  char *argv[] = {(char *)g_pkid, "--pki", g_pki, "--listen", "127.0.0.1:0", NULL};
+  char *argv[] = {(char *)g_pkid,      "--pki",         g_pki,       "--listen",
+                  "127.0.0.1:0",       "--ocsp-listen", "127.0.0.1:0", "--admin-listen",
+                  "127.0.0.1:0",       NULL};
   int rc = posix_spawn(&g_pkid_pid, g_pkid, &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   REQUIRE(rc == 0);

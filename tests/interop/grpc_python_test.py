@@ -39,7 +39,8 @@ from pki.v1 import pki_pb2  # noqa: E402
 
 def start_pkid():
     log = open(os.path.join(TMP, "pkid.log"), "w+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0"], stderr=log)
+    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0",
+                             "--ocsp-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], stderr=log)
     deadline = time.time() + 10
     while time.time() < deadline:
         log.seek(0)
