@@ -96,7 +96,23 @@ static void flush_h2(pkid_conn *conn) {
 }
 
 void pkid_conn_kick(pkid_conn *conn) {
-  if (!conn->in_recv) flush_h2(conn);
+  /* Writes wait for the loop's check phase, once per iteration: answers
+   * that complete together (a batch from the workers, several requests in
+   * one read) leave in one TLS record run and one write(2). */
+  if (conn->dirty || conn->closing) return;
+  conn->dirty = 1;
+  conn->next_dirty = conn->server->dirty;
+  conn->server->dirty = conn;
+}
+
+void pkid_conn_flush_dirty(pkid_server *server) {
+  while (server->dirty != NULL) {
+    pkid_conn *conn = server->dirty;
+    server->dirty = conn->next_dirty;
+    conn->dirty = 0;
+    conn->next_dirty = NULL;
+    flush_h2(conn);
+  }
 }
 
 /* --- HTTP/2 callbacks --------------------------------------------------- */
@@ -338,7 +354,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     pkid_conn_close(conn);
     return;
   }
-  flush_h2(conn);
+  pkid_conn_kick(conn);
 }
 
 /* --- life ------------------------------------------------------------------ */
@@ -443,6 +459,14 @@ static void on_closed(uv_handle_t *handle) {
 void pkid_conn_close(pkid_conn *conn) {
   if (conn->closing) return;
   conn->closing = 1;
+  /* Out of the list of connections waiting to write. */
+  for (pkid_conn **p = &conn->server->dirty; *p != NULL; p = &(*p)->next_dirty) {
+    if (*p == conn) {
+      *p = conn->next_dirty;
+      break;
+    }
+  }
+  conn->dirty = 0;
   /* Calls still open: their pending work is detached, not cancelled. */
   pkid_call *call = conn->calls;
   while (call != NULL) {

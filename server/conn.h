@@ -30,6 +30,8 @@ typedef struct pkid_conn {
   int in_recv;  /* inside nghttp2_session_mem_recv: flush afterwards */
   int closing;
   int handles_open; /* counted down by close callbacks; freed at 0 */
+  int dirty;        /* has output waiting for the check phase */
+  struct pkid_conn *next_dirty;
   /* The verified client identity: the leaf's URI SAN, "" when none. */
   char identity[512];
   uint8_t *peer_leaf; /* the client's leaf certificate, DER */
@@ -43,9 +45,14 @@ typedef struct pkid_conn {
 /* pkid_conn_accept accepts a pending connection on |listener|. */
 void pkid_conn_accept(struct pkid_server *server, uv_stream_t *listener);
 
-/* pkid_conn_kick writes out whatever HTTP/2 has to send, now or, inside a
- * callback of the HTTP/2 session, as soon as it returns. */
+/* pkid_conn_kick schedules writing out whatever HTTP/2 has to send: it
+ * happens in the loop's check phase (pkid_conn_flush_dirty), once per
+ * iteration whatever the number of kicks. */
 void pkid_conn_kick(pkid_conn *conn);
+
+/* pkid_conn_flush_dirty writes out every kicked connection; the server's
+ * uv_check callback. */
+void pkid_conn_flush_dirty(struct pkid_server *server);
 
 /* pkid_conn_submit_response and pkid_conn_resume are how a call hands
  * headers and body to HTTP/2. */

@@ -198,6 +198,11 @@ static void on_signal(uv_signal_t *sig, int signum) {
   uv_timer_start(&g_drain_check, on_drain_check, 0, 20);
 }
 
+static void on_flush(uv_check_t *check) {
+  (void)check;
+  pkid_conn_flush_dirty(&g_server);
+}
+
 /* on_tick ends calls whose grpc-timeout has passed. */
 static void on_tick(uv_timer_t *timer) {
   uint64_t now = pkid_server_now_ms(&g_server);
@@ -354,6 +359,8 @@ static int run(const options *o) {
   uv_signal_start(&g_sigint, on_signal, SIGINT);
   uv_timer_init(g_server.loop, &g_drain_timer);
   uv_timer_init(g_server.loop, &g_drain_check);
+  uv_check_init(g_server.loop, &g_server.flush);
+  uv_check_start(&g_server.flush, on_flush);
   uv_timer_init(g_server.loop, &g_server.tick);
   uv_timer_start(&g_server.tick, on_tick, 50, 50);
   /* With port 0 the kernel picks one; say which, for tests and scripts. */

@@ -31,6 +31,8 @@ typedef struct pkid_server {
   struct pkid_api *api;
   struct pkid_conn *conns;
   unsigned num_conns;
+  struct pkid_conn *dirty; /* connections with output to write */
+  uv_check_t flush;        /* writes them once per loop iteration */
   int draining;
   uv_timer_t tick; /* deadlines */
 } pkid_server;
