@@ -203,6 +203,88 @@ static void on_flush(uv_check_t *check) {
   pkid_conn_flush_dirty(&g_server);
 }
 
+/* Reload on SIGHUP: the server's certificate (new connections get the new
+ * one; open ones keep theirs) and the catalogue. The CA hierarchy itself
+ * is fixed for the life of the process: a catalogue that changes it is
+ * refused and the old one kept. */
+typedef struct reload_state {
+  const options *o;
+  pkid_api *api;
+  pkid_store *store;
+  pkid_status *status;
+  char crt[PKI_PATH_MAX], key[PKI_PATH_MAX], chain[PKI_PATH_MAX], root[PKI_PATH_MAX];
+  int bootstrap;
+  pki_catalog *retired[64]; /* jobs in flight may point into them */
+  size_t num_retired;
+} reload_state;
+
+static reload_state g_reload;
+static uv_signal_t g_sighup;
+
+static int same_hierarchy(const pki_catalog *a, const pki_catalog *b) {
+  if (a->num_cas != b->num_cas) return 0;
+  for (size_t i = 0; i < a->num_cas; i++) {
+    const pki_catalog_ca *x = &a->cas[i], *y = &b->cas[i];
+    if (strcmp(x->name, y->name) != 0 ||
+        (x->parent == NULL) != (y->parent == NULL) ||
+        (x->parent != NULL && strcmp(x->parent, y->parent) != 0)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static void reload_catalog(reload_state *r) {
+  pki_err err;
+  pki_err_clear(&err);
+  pki_catalog *next = pki_catalog_load_file(r->o->catalog, &err);
+  if (next == NULL) {
+    pkid_log("error", "reload_refused", "what", "catalogue", "reason", err.msg, NULL);
+    return;
+  }
+  const pki_catalog *cur = r->api->cat;
+  if (!same_hierarchy(cur, next) || r->num_retired == sizeof(r->retired) / sizeof(r->retired[0])) {
+    pkid_log("error", "reload_refused", "what", "catalogue", "reason",
+             "the CA hierarchy changed (restart pkid for that)", NULL);
+    pki_catalog_free(next);
+    return;
+  }
+  /* The status index keeps services by index: carry them over by name. */
+  uint16_t *map = calloc(cur->num_services > 0 ? cur->num_services : 1, sizeof(uint16_t));
+  if (map == NULL) {
+    pki_catalog_free(next);
+    return;
+  }
+  for (size_t i = 0; i < cur->num_services; i++) {
+    const pki_catalog_service *s = pki_catalog_find_service(next, cur->services[i].name);
+    map[i] = s != NULL ? (uint16_t)(s - next->services) : 0xffff;
+  }
+  pkid_status_remap_services(r->status, map, cur->num_services);
+  free(map);
+  r->retired[r->num_retired++] = (pki_catalog *)cur;
+  r->api->cat = next;
+  r->store->cat = next;
+  pkid_log("info", "reloaded", "what", "catalogue", "file", r->o->catalog, NULL);
+}
+
+static void on_sighup(uv_signal_t *sig, int signum) {
+  (void)sig;
+  (void)signum;
+  reload_state *r = &g_reload;
+  pki_err err;
+  pki_err_clear(&err);
+  SSL_CTX *ctx = pkid_tls_ctx_new(r->crt, r->chain, r->key, r->root, !r->bootstrap, &err);
+  if (ctx == NULL) {
+    pkid_log("error", "reload_refused", "what", "certificate", "reason", err.msg, NULL);
+  } else {
+    /* Each open connection holds a reference to the context it began with. */
+    SSL_CTX_free(g_server.ssl_ctx);
+    g_server.ssl_ctx = ctx;
+    pkid_log("info", "reloaded", "what", "certificate", "file", r->crt, NULL);
+  }
+  if (r->o->catalog != NULL) reload_catalog(r);
+}
+
 /* on_tick ends calls whose grpc-timeout has passed. */
 static void on_tick(uv_timer_t *timer) {
   uint64_t now = pkid_server_now_ms(&g_server);
@@ -355,6 +437,17 @@ static int run(const options *o) {
   signal(SIGPIPE, SIG_IGN);
   uv_signal_init(g_server.loop, &g_sigterm);
   uv_signal_init(g_server.loop, &g_sigint);
+  uv_signal_init(g_server.loop, &g_sighup);
+  g_reload.o = o;
+  g_reload.api = &api;
+  g_reload.store = &store;
+  g_reload.status = status;
+  g_reload.bootstrap = bootstrap;
+  memcpy(g_reload.crt, crt, sizeof(crt));
+  memcpy(g_reload.key, key, sizeof(key));
+  memcpy(g_reload.chain, chain, sizeof(chain));
+  memcpy(g_reload.root, root, sizeof(root));
+  uv_signal_start(&g_sighup, on_sighup, SIGHUP);
   uv_signal_start(&g_sigterm, on_signal, SIGTERM);
   uv_signal_start(&g_sigint, on_signal, SIGINT);
   uv_timer_init(g_server.loop, &g_drain_timer);
@@ -398,7 +491,9 @@ static int run(const options *o) {
   pkid_log("info", "stopped", NULL);
   SSL_CTX_free(g_server.ssl_ctx);
   pkid_cas_cleanup(&cas);
-  pki_catalog_free(cat);
+  /* |cat| may have been retired by a reload: free the current and the old. */
+  pki_catalog_free((pki_catalog *)api.cat);
+  for (size_t i = 0; i < g_reload.num_retired; i++) pki_catalog_free(g_reload.retired[i]);
   return 0;
 fail:
   fprintf(stderr, "pkid: %s: %s\n", pki_err_code_name(err.code), err.msg);

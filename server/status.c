@@ -181,6 +181,14 @@ const uint8_t *pkid_status_response(const pkid_status *st, const uint8_t *serial
   return s->responses[hash]->der;
 }
 
+void pkid_status_remap_services(pkid_status *st, const uint16_t *map, size_t map_len) {
+  for (size_t i = 0; i <= st->mask; i++) {
+    slot *s = &st->slots[i];
+    if (s->serial_len == 0) continue;
+    s->service = s->service < map_len ? map[s->service] : 0xffff;
+  }
+}
+
 void pkid_status_foreach(const pkid_status *st,
                          int (*fn)(void *ctx, const pkid_cert_record *rec), void *ctx) {
   for (size_t i = 0; i <= st->mask; i++) {

@@ -66,6 +66,12 @@ const uint8_t *pkid_status_response(const pkid_status *st, const uint8_t *serial
                                     size_t serial_len, pki_ocsp_hash hash, size_t *out_len,
                                     int64_t *out_next_update);
 
+/* pkid_status_remap_services rewrites every record's service index
+ * through |map| (old index -> new, 0xffff for a service that is gone):
+ * after the catalogue is reloaded with services added, removed or
+ * reordered. */
+void pkid_status_remap_services(pkid_status *st, const uint16_t *map, size_t map_len);
+
 /* pkid_status_foreach calls |fn| for every record (in no order) until it
  * returns 0; used to refresh responses before nextUpdate and to write
  * snapshots. */

@@ -504,7 +504,9 @@ void pkid_store_apply(pkid_store *st, const pkid_job *job) {
       memset(&rec, 0, sizeof(rec));
       rec.serial = job->serial;
       rec.ca = (uint8_t)(job->ca - st->cas->cas);
-      rec.service = (uint16_t)(job->svc - st->cat->services);
+      /* By name: the catalogue may have been reloaded since the job began. */
+      rec.service = service_index(st->cat, (const uint8_t *)job->svc->name,
+                                  strlen(job->svc->name));
       rec.usage = (uint8_t)job->usage;
       rec.not_before = job->not_before;
       rec.not_after = job->not_after;
