@@ -22,7 +22,7 @@ packages=(
   protobuf-c-compiler libgrpc-dev libjemalloc-dev libyaml-dev libck-dev
   # interop peers used by the tests
   openssl python3-cryptography python3-grpcio python3-protobuf
-  protobuf-compiler nghttp2-client
+  protobuf-compiler nghttp2-client python3-h2
 )
 
 sudo_cmd=()

@@ -45,6 +45,7 @@ typedef struct options {
   const char *journal;
   unsigned node;
   unsigned workers;
+  pkid_limits limits;
 } options;
 
 static const char kUsage[] =
@@ -63,7 +64,13 @@ static const char kUsage[] =
     "  --journal DIR        the journal: pkid's store and audit trail\n"
     "                       (default DIR/journal under --pki)\n"
     "  --node N             this node's serial prefix, 1-32767 (default 1)\n"
-    "  --workers N          signing threads (default: one per CPU)\n";
+    "  --workers N          signing threads (default: one per CPU)\n"
+    "  --max-conns N        gRPC connections at once (default 4096)\n"
+    "  --max-streams N      concurrent calls per connection (default 256)\n"
+    "  --idle-timeout-ms N  close a connection idle this long (default 300000)\n"
+    "  --handshake-timeout-ms N\n"
+    "                       close a connection not through TLS by then\n"
+    "                       (default 10000)\n";
 
 static pkid_server g_server;
 
@@ -78,6 +85,10 @@ static int parse_options(options *o, int argc, char **argv) {
       {"journal", required_argument, NULL, 'j'},
       {"node", required_argument, NULL, 'n'},
       {"workers", required_argument, NULL, 'w'},
+      {"max-conns", required_argument, NULL, 'C'},
+      {"max-streams", required_argument, NULL, 'S'},
+      {"idle-timeout-ms", required_argument, NULL, 'I'},
+      {"handshake-timeout-ms", required_argument, NULL, 'H'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -86,6 +97,13 @@ static int parse_options(options *o, int argc, char **argv) {
   o->ocsp_listen = "127.0.0.1:8081";
   o->admin_listen = "127.0.0.1:9090";
   o->node = 1;
+  o->limits = (pkid_limits){
+      .max_conns = 4096,
+      .max_streams = 256,
+      .max_header_bytes = 16384,
+      .idle_timeout_ms = 300000,
+      .handshake_timeout_ms = 10000,
+  };
   int c;
   while ((c = getopt_long(argc, argv, "", kOptions, NULL)) != -1) {
     switch (c) {
@@ -114,6 +132,22 @@ static int parse_options(options *o, int argc, char **argv) {
           return 0;
         }
         o->workers = (unsigned)v;
+        break;
+      }
+      case 'C':
+      case 'S':
+      case 'I':
+      case 'H': {
+        char *end;
+        unsigned long v = strtoul(optarg, &end, 10);
+        if (*end != '\0' || v < 1 || v > 100000000) {
+          fprintf(stderr, "pkid: %s must be a positive number\n", argv[optind - 1]);
+          return 0;
+        }
+        if (c == 'C') o->limits.max_conns = (unsigned)v;
+        if (c == 'S') o->limits.max_streams = (unsigned)v;
+        if (c == 'I') o->limits.idle_timeout_ms = (unsigned)v;
+        if (c == 'H') o->limits.handshake_timeout_ms = (unsigned)v;
         break;
       }
       case 'h': fputs(kUsage, stdout); exit(0);
@@ -414,13 +448,7 @@ static int run(const options *o) {
   api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, pkid_store_commit,
                                  &store, pkid_api_on_done, &api, &err);
   if (api.workers == NULL) goto fail;
-  g_server.limits = (pkid_limits){
-      .max_conns = 4096,
-      .max_streams = 256,
-      .max_header_bytes = 16384,
-      .idle_timeout_ms = 300000,
-      .handshake_timeout_ms = 10000,
-  };
+  g_server.limits = o->limits;
 
   struct sockaddr_storage addr;
   if (!parse_listen(&addr, o->listen)) {
