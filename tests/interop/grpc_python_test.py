@@ -373,6 +373,26 @@ def test_revoked_certificate_refused():
             grpc.StatusCode.UNAUTHENTICATED, "revoked")
 
 
+def test_expired_certificate_refused():
+    # A client certificate that lives two seconds, used after it expired.
+    key = ec.generate_private_key(ec.SECP256R1())
+    with channel() as ch:
+        r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(key), usage=pki_pb2.USAGE_CLIENT,
+                                                validity_seconds=2), timeout=10)
+    c = x509.load_der_x509_certificate(r.certificate)
+    assert (c.not_valid_after - c.not_valid_before).total_seconds() <= 2 + 300
+    pem = serialization.Encoding.PEM
+    kc = (key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()),
+          c.public_bytes(pem) + b"".join(
+              x509.load_der_x509_certificate(d).public_bytes(pem) for d in r.chain))
+    time.sleep(3.5)
+    with channel(key_and_chain=kc) as ch:
+        expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
+            csr=make_csr(), usage=pki_pb2.USAGE_CLIENT), timeout=5),
+            grpc.StatusCode.UNAVAILABLE)
+
+
 def test_graceful_shutdown():
     PROC.terminate()
     assert PROC.wait(timeout=15) == 0
@@ -400,6 +420,7 @@ try:
     run("status_and_revoke", test_status_and_revoke)
     run("revoke_someone_elses_denied", test_revoke_someone_elses_denied)
     run("revoked_certificate_refused", test_revoked_certificate_refused)
+    run("expired_certificate_refused", test_expired_certificate_refused)
     run("graceful_shutdown", test_graceful_shutdown)
 finally:
     if PROC.poll() is None:
