@@ -24,6 +24,7 @@
 #include "lib/token.h"
 #include "server/api.h"
 #include "server/ca.h"
+#include "server/config.h"
 #include "server/conn.h"
 #include "server/admin.h"
 #include "server/log.h"
@@ -49,8 +50,10 @@ typedef struct options {
 } options;
 
 static const char kUsage[] =
-    "usage: pkid [--pki DIR] [--listen HOST:PORT] [--passphrase-file F]\n"
-    "            [--catalog FILE] [--node N]\n"
+    "usage: pkid [--config FILE] [--pki DIR] [--listen HOST:PORT] [--passphrase-file F]\n"
+    "            [--catalog FILE] [--node N] ...\n"
+    "  --config FILE        a YAML file of these settings (see server/config.h);\n"
+    "                       flags win over it\n"
     "  --pki DIR            the pki/ tree with the online CAs (default ./pki)\n"
     "  --listen HOST:PORT   gRPC endpoint (default 127.0.0.1:8443)\n"
     "  --ocsp-listen HOST:PORT[/PATH/]\n"
@@ -73,9 +76,47 @@ static const char kUsage[] =
     "                       (default 10000)\n";
 
 static pkid_server g_server;
+static pkid_config g_config; /* strings in |options| may point into it */
+
+/* apply_config takes the settings of --config FILE as defaults. */
+static int apply_config(options *o, int argc, char **argv) {
+  const char *path = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) path = argv[i + 1];
+    if (strncmp(argv[i], "--config=", 9) == 0) path = argv[i] + 9;
+  }
+  if (path == NULL) return 1;
+  pki_err err;
+  if (!pkid_config_load(&g_config, path, &err)) {
+    fprintf(stderr, "pkid: %s\n", err.msg);
+    return 0;
+  }
+  const pkid_config *c = &g_config;
+  if (c->pki != NULL) o->pki = c->pki;
+  if (c->journal != NULL) o->journal = c->journal;
+  if (c->listen != NULL) o->listen = c->listen;
+  if (c->ocsp_listen != NULL) o->ocsp_listen = c->ocsp_listen;
+  if (c->admin_listen != NULL) o->admin_listen = c->admin_listen;
+  if (c->passphrase_file != NULL) o->passphrase_file = c->passphrase_file;
+  if (c->catalog != NULL) o->catalog = c->catalog;
+  if (c->node > 32767 || (c->workers > 64)) {
+    fprintf(stderr, "pkid: %s: node must be 1 to 32767 and workers 1 to 64\n", path);
+    return 0;
+  }
+  if (c->node != 0) o->node = (unsigned)c->node;
+  if (c->workers != 0) o->workers = (unsigned)c->workers;
+  if (c->max_conns != 0) o->limits.max_conns = (unsigned)c->max_conns;
+  if (c->max_streams != 0) o->limits.max_streams = (unsigned)c->max_streams;
+  if (c->idle_timeout_ms != 0) o->limits.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+  if (c->handshake_timeout_ms != 0) {
+    o->limits.handshake_timeout_ms = (unsigned)c->handshake_timeout_ms;
+  }
+  return 1;
+}
 
 static int parse_options(options *o, int argc, char **argv) {
   static const struct option kOptions[] = {
+      {"config", required_argument, NULL, 'F'},
       {"pki", required_argument, NULL, 'p'},
       {"listen", required_argument, NULL, 'l'},
       {"ocsp-listen", required_argument, NULL, 'o'},
@@ -104,9 +145,11 @@ static int parse_options(options *o, int argc, char **argv) {
       .idle_timeout_ms = 300000,
       .handshake_timeout_ms = 10000,
   };
+  if (!apply_config(o, argc, argv)) return 0;
   int c;
   while ((c = getopt_long(argc, argv, "", kOptions, NULL)) != -1) {
     switch (c) {
+      case 'F': break; /* read first, by apply_config */
       case 'p': o->pki = optarg; break;
       case 'l': o->listen = optarg; break;
       case 'o': o->ocsp_listen = optarg; break;
@@ -531,5 +574,7 @@ fail:
 int main(int argc, char **argv) {
   options o = {0};
   if (!parse_options(&o, argc, argv)) return 2;
-  return run(&o);
+  int rc = run(&o);
+  pkid_config_cleanup(&g_config);
+  return rc;
 }

@@ -1,0 +1,36 @@
+/* config.h: pkid's configuration file.
+ *
+ * A YAML mapping whose keys are the long flags without dashes, dashes as
+ * underscores, limits grouped:
+ *
+ *   pki: /var/lib/pkid/pki
+ *   journal: /var/lib/pkid/journal
+ *   listen: 127.0.0.1:8443
+ *   ocsp_listen: 127.0.0.1:8081
+ *   admin_listen: 127.0.0.1:9090
+ *   passphrase_file: /etc/pkid/ca-passphrase
+ *   catalog: /etc/pkid/catalog.yaml
+ *   node: 1
+ *   workers: 2
+ *   limits: {max_conns: 4096, max_streams: 256, idle_timeout_ms: 300000,
+ *            handshake_timeout_ms: 10000}
+ *
+ * Every key is optional; flags given on the command line win over the file.
+ * Unknown keys and values of the wrong kind are errors with file and line. */
+#ifndef PKID_SERVER_CONFIG_H
+#define PKID_SERVER_CONFIG_H
+
+#include "lib/err.h"
+
+typedef struct pkid_config {
+  char *pki, *journal, *listen, *ocsp_listen, *admin_listen, *passphrase_file, *catalog;
+  unsigned long node, workers; /* 0: not set */
+  unsigned long max_conns, max_streams, idle_timeout_ms, handshake_timeout_ms;
+} pkid_config;
+
+/* pkid_config_load reads |path| into |out| (zeroed first). */
+int pkid_config_load(pkid_config *out, const char *path, pki_err *err);
+
+void pkid_config_cleanup(pkid_config *cfg);
+
+#endif /* PKID_SERVER_CONFIG_H */
