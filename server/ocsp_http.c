@@ -23,7 +23,7 @@ struct pkid_ocsp_http {
   pki_ocsp_signer *signers; /* one per CA, same order as cas->cas */
   char prefix[256];         /* the responder URL's path, "/" by default */
   uv_timer_t refresh;
-  size_t refresh_cursor; /* records the next refresh scan skips */
+  size_t refresh_cursor; /* where the next refresh scan starts */
   /* Token bucket for signing on demand what is not stored. */
   double rate, tokens;
   uint64_t tokens_ms;
@@ -295,8 +295,6 @@ typedef struct due_response {
 typedef struct refresh_scan {
   const pkid_ocsp_http *o;
   int64_t now;
-  size_t skip, seen;
-  int stopped;
   size_t num_due;
   due_response due[PKID_OCSP_REFRESH_BATCH];
 } refresh_scan;
@@ -305,11 +303,6 @@ typedef struct refresh_scan {
  * with less than PKID_OCSP_REFRESH_BEFORE_S left, and a missing SHA-1 one. */
 static int scan_record(void *ctx, const pkid_cert_record *rec) {
   refresh_scan *s = ctx;
-  if (s->skip > 0) {
-    s->skip--;
-    return 1;
-  }
-  s->seen++;
   if (rec->not_after > s->now && rec->ca < s->o->cas->num_cas) {
     for (int h = 0; h < PKI_OCSP_NUM_HASHES; h++) {
       size_t len;
@@ -325,11 +318,7 @@ static int scan_record(void *ctx, const pkid_cert_record *rec) {
       }
     }
   }
-  if (s->num_due >= PKID_OCSP_REFRESH_BATCH || s->seen >= PKID_OCSP_REFRESH_SCAN) {
-    s->stopped = 1;
-    return 0;
-  }
-  return 1;
+  return s->num_due < PKID_OCSP_REFRESH_BATCH;
 }
 
 static void on_refresh(uv_timer_t *t) {
@@ -338,14 +327,11 @@ static void on_refresh(uv_timer_t *t) {
   if (s == NULL) return;
   s->o = o;
   s->now = (int64_t)time(NULL);
-  s->skip = o->refresh_cursor;
-  s->seen = 0;
-  s->stopped = 0;
   s->num_due = 0;
-  /* pkid_status_foreach has no cursor: the records before the cursor are
-   * skipped, cheaply, and the walk wraps when it reaches the end. */
-  pkid_status_foreach(o->status, scan_record, s);
-  o->refresh_cursor = s->stopped ? o->refresh_cursor + s->seen : 0;
+  /* A bounded slice per tick, resumed at the cursor: the loop never waits
+   * on a walk of the whole index. */
+  pkid_status_foreach_from(o->status, &o->refresh_cursor, PKID_OCSP_REFRESH_SCAN, scan_record,
+                           s);
   for (size_t i = 0; i < s->num_due; i++) {
     pki_err err;
     if (!sign_and_store(o, &s->due[i].rec, s->due[i].hash, s->now, &err)) {

@@ -181,6 +181,22 @@ const uint8_t *pkid_status_response(const pkid_status *st, const uint8_t *serial
   return s->responses[hash]->der;
 }
 
+void pkid_status_foreach_from(const pkid_status *st, size_t *cursor, size_t max,
+                              int (*fn)(void *ctx, const pkid_cert_record *rec), void *ctx) {
+  size_t i = *cursor, seen = 0;
+  for (; i <= st->mask && seen < max; i++) {
+    if (st->slots[i].serial_len == 0) continue;
+    seen++;
+    pkid_cert_record rec;
+    to_record(&st->slots[i], &rec);
+    if (!fn(ctx, &rec)) {
+      i++;
+      break;
+    }
+  }
+  *cursor = i > st->mask ? 0 : i;
+}
+
 void pkid_status_remap_services(pkid_status *st, const uint16_t *map, size_t map_len) {
   for (size_t i = 0; i <= st->mask; i++) {
     slot *s = &st->slots[i];

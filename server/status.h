@@ -66,6 +66,14 @@ const uint8_t *pkid_status_response(const pkid_status *st, const uint8_t *serial
                                     size_t serial_len, pki_ocsp_hash hash, size_t *out_len,
                                     int64_t *out_next_update);
 
+/* pkid_status_foreach_from visits at most |max| records from the position
+ * |*cursor| (0 to begin), updating the cursor; it wraps to 0 after the last
+ * record. Table growth between calls may revisit or skip a few records,
+ * which suits its use: background sweeps such as OCSP refresh, whose cost
+ * per call must not grow with the index. */
+void pkid_status_foreach_from(const pkid_status *st, size_t *cursor, size_t max,
+                              int (*fn)(void *ctx, const pkid_cert_record *rec), void *ctx);
+
 /* pkid_status_remap_services rewrites every record's service index
  * through |map| (old index -> new, 0xffff for a service that is gone):
  * after the catalogue is reloaded with services added, removed or
