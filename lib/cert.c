@@ -340,10 +340,10 @@ fail:
 }
 
 int pki_cert_sign(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
-                  const uint8_t *tbs, size_t tbs_len, pki_err *err) {
+                  const pki_signer *signer, const uint8_t *tbs, size_t tbs_len, pki_err *err) {
   uint8_t *sig = NULL;
   size_t sig_len;
-  if (!pki_sig_sign(&sig, &sig_len, issuer->key, tbs, tbs_len, err)) return 0;
+  if (!pki_signer_sign(signer, issuer->key, &sig, &sig_len, tbs, tbs_len, err)) return 0;
   CBB cbb, cert, bits;
   if (!CBB_init(&cbb, tbs_len + sig_len + 32) ||
       !CBB_add_asn1(&cbb, &cert, CBS_ASN1_SEQUENCE) ||
@@ -360,13 +360,18 @@ int pki_cert_sign(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
   return 1;
 }
 
-int pki_cert_issue(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
-                   const pki_issue_request *req, pki_err *err) {
+int pki_cert_issue_with(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
+                        const pki_signer *signer, const pki_issue_request *req, pki_err *err) {
   uint8_t *tbs = NULL;
   size_t tbs_len;
   if (!pki_cert_build_tbs(&tbs, &tbs_len, issuer, req, err)) return 0;
   int ok = pki_lint_tbs(tbs, tbs_len, req->profile, issuer, err) &&
-           pki_cert_sign(out, out_len, issuer, tbs, tbs_len, err);
+           pki_cert_sign(out, out_len, issuer, signer, tbs, tbs_len, err);
   free(tbs);
   return ok;
+}
+
+int pki_cert_issue(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
+                   const pki_issue_request *req, pki_err *err) {
+  return pki_cert_issue_with(out, out_len, issuer, NULL, req, err);
 }

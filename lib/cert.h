@@ -27,6 +27,7 @@
 #include "lib/names.h"
 #include "lib/profile.h"
 #include "lib/serial.h"
+#include "lib/sig.h"
 
 /* A CA as a signer: its key and what certificates it signs must agree with. */
 typedef struct pki_issuer {
@@ -85,13 +86,18 @@ void pki_validity(int64_t *out_not_before, int64_t *out_not_after,
 int pki_cert_build_tbs(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
                        const pki_issue_request *req, pki_err *err);
 
-/* pki_cert_sign wraps a TBSCertificate into a signed Certificate. */
+/* pki_cert_sign wraps a TBSCertificate into a signed Certificate, signed
+ * by |signer| (NULL: the issuer's key, directly). */
 int pki_cert_sign(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
-                  const uint8_t *tbs, size_t tbs_len, pki_err *err);
+                  const pki_signer *signer, const uint8_t *tbs, size_t tbs_len, pki_err *err);
 
 /* pki_cert_issue builds, lints and signs; the DER certificate is malloc'd.
  * A request outside the profile fails with PKI_ERR_DENIED and the reason. */
 int pki_cert_issue(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
                    const pki_issue_request *req, pki_err *err);
+
+/* pki_cert_issue_with is pki_cert_issue signing through |signer|. */
+int pki_cert_issue_with(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
+                        const pki_signer *signer, const pki_issue_request *req, pki_err *err);
 
 #endif /* PKID_LIB_CERT_H */

@@ -407,6 +407,12 @@ static const uint8_t kSuccessful[] = {CBS_ASN1_ENUMERATED, 0x01, PKI_OCSP_SUCCES
 
 int pki_ocsp_signer_sign(const pki_ocsp_signer *signer, uint8_t **out, size_t *out_len,
                          const pki_ocsp_single *singles, size_t num, pki_err *err) {
+  return pki_ocsp_signer_sign_with(signer, NULL, out, out_len, singles, num, err);
+}
+
+int pki_ocsp_signer_sign_with(const pki_ocsp_signer *signer, const pki_signer *with,
+                              uint8_t **out, size_t *out_len, const pki_ocsp_single *singles,
+                              size_t num, pki_err *err) {
   if (num == 0 || num > PKI_OCSP_MAX_REQUESTS) {
     PKI_ERR(err, PKI_ERR_INVALID, "OCSP response: 1 to %d certificates, not %zu",
             PKI_OCSP_MAX_REQUESTS, num);
@@ -432,7 +438,7 @@ int pki_ocsp_signer_sign(const pki_ocsp_signer *signer, uint8_t **out, size_t *o
 
   uint8_t *sig = NULL;
   size_t sig_len;
-  if (!pki_sig_sign(&sig, &sig_len, signer->ca->key, tbs_buf, tbs_len, err)) return 0;
+  if (!pki_signer_sign(with, signer->ca->key, &sig, &sig_len, tbs_buf, tbs_len, err)) return 0;
 
   uint8_t resp_buf[RESP_MAX];
   CBB resp, bytes_el, bytes, oct, basic, bits;

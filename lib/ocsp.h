@@ -156,6 +156,12 @@ int pki_ocsp_signer_init(pki_ocsp_signer *out, const pki_issuer *ca, pki_err *er
 int pki_ocsp_signer_sign(const pki_ocsp_signer *signer, uint8_t **out, size_t *out_len,
                          const pki_ocsp_single *singles, size_t num, pki_err *err);
 
+/* pki_ocsp_signer_sign_with is pki_ocsp_signer_sign with the signature made
+ * through |with| (NULL: the CA's key, directly). */
+int pki_ocsp_signer_sign_with(const pki_ocsp_signer *signer, const pki_signer *with,
+                              uint8_t **out, size_t *out_len, const pki_ocsp_single *singles,
+                              size_t num, pki_err *err);
+
 /* pki_ocsp_signer_sign_each signs |num| responses, one per single: the
  * refresh of a whole CA's pre-produced responses. outs[i] and out_lens[i]
  * receive malloc'd DER; on failure none is left allocated. */

@@ -25,6 +25,22 @@ int pki_sig_add_alg(CBB *cbb, pki_key_type type, pki_err *err);
 int pki_sig_sign(uint8_t **out, size_t *out_len, EVP_PKEY *key,
                  const uint8_t *data, size_t data_len, pki_err *err);
 
+/* A pki_signer signs with a CA key some other way than pki_sig_sign: the
+ * worker pool's batched ECDSA, from nonces prepared ahead. |sign| has
+ * pki_sig_sign's contract (it signs the data, not a digest) and must give
+ * a signature that verifies under the CA's public key. */
+typedef struct pki_signer {
+  int (*sign)(void *ctx, uint8_t **out, size_t *out_len, const uint8_t *data,
+              size_t data_len, pki_err *err);
+  void *ctx;
+} pki_signer;
+
+/* pki_signer_sign signs with |signer|, or with pki_sig_sign and |key| when
+ * |signer| is NULL: the one place certificates and OCSP responses are
+ * signed. */
+int pki_signer_sign(const pki_signer *signer, EVP_PKEY *key, uint8_t **out, size_t *out_len,
+                    const uint8_t *data, size_t data_len, pki_err *err);
+
 /* pki_sig_verify checks |sig| over |data| under |key|, with the algorithm
  * named by the AlgorithmIdentifier element |alg|, which must suit the key.
  * A bad signature fails with PKI_ERR_AUTH, an algorithm pkid does not take

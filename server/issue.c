@@ -23,8 +23,8 @@ static int sign_ocsp(pkid_job *job, pki_ocsp_cert_status status) {
   single.this_update = job->now;
   single.next_update = job->now + PKID_OCSP_VALIDITY_S;
   job->ocsp_next_update = single.next_update;
-  return pki_ocsp_signer_sign(&job->ca->ocsp, &job->ocsp, &job->ocsp_len, &single, 1,
-                              &job->err);
+  return pki_ocsp_signer_sign_with(&job->ca->ocsp, job->signer, &job->ocsp, &job->ocsp_len,
+                                   &single, 1, &job->err);
 }
 
 void pkid_issue_run(pkid_job *job) {
@@ -51,7 +51,8 @@ void pkid_issue_run(pkid_job *job) {
   pki_validity(&req.not_before, &req.not_after, &job->ca->issuer, lifetime, job->now);
   job->not_before = req.not_before;
   SHA256(CBS_data(&csr.spki), CBS_len(&csr.spki), job->key_hash);
-  if (pki_cert_issue(&job->cert, &job->cert_len, &job->ca->issuer, &req, &job->err)) {
+  if (pki_cert_issue_with(&job->cert, &job->cert_len, &job->ca->issuer, job->signer, &req,
+                          &job->err)) {
     job->not_after = req.not_after;
     job->ok = sign_ocsp(job, PKI_OCSP_GOOD);
   }

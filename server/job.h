@@ -14,6 +14,7 @@
 #include "lib/catalog.h"
 #include "lib/err.h"
 #include "lib/serial.h"
+#include "lib/sig.h"
 #include "lib/usage.h"
 #include "server/ca.h"
 #include "server/grpc.h"
@@ -42,6 +43,9 @@ typedef struct pkid_job {
   size_t csr_len;
   int has_token;        /* issued on a bootstrap token... */
   uint8_t token_id[32]; /* ...with this id, journaled as used */
+  /* How the worker signs for |ca| (its batched ECDSA), NULL: directly.
+   * Set by the worker that runs the job. */
+  const pki_signer *signer;
   /* Revoke inputs. */
   uint8_t reason; /* CRLReason */
   /* Reserve inputs: sequence numbers [block_first, block_first + block_count). */

@@ -488,7 +488,7 @@ static int run(const options *o) {
     if (uv_cpu_info(&cpus, &num_cpus) == 0) uv_free_cpu_info(cpus, num_cpus);
     num_workers = num_cpus > 0 ? (unsigned)num_cpus : 1;
   }
-  api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, pkid_store_commit,
+  api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, &cas, pkid_store_commit,
                                  &store, pkid_api_on_done, &api, &err);
   if (api.workers == NULL) goto fail;
   g_server.limits = o->limits;

@@ -11,7 +11,31 @@
 #include "server/metrics.h"
 #include "server/queue.h"
 
+#include <openssl/digest.h>
+#include <openssl/mem.h>
+#include <openssl/sha.h>
+
+#include "lib/ecdsa_batch.h"
+
 #define MAX_THREADS 64
+#define MAX_CAS 16
+/* Nonces each worker keeps ready per CA, and how many it prepares at a
+ * time while idle (so a new job waits at most one small refill). */
+#define POOL_CAPACITY 512
+#define REFILL_STEP 16
+
+/* A worker's own signing state: one ECDSA pool per P-256 CA. Only its
+ * thread touches it. */
+typedef struct pool_signer {
+  pki_ecdsa_pool *pool;
+  EVP_PKEY *key; /* the CA's, for when the pool has run dry */
+} pool_signer;
+
+typedef struct worker_state {
+  pki_ecdsa_pool *pools[MAX_CAS];
+  pool_signer ctxs[MAX_CAS];
+  pki_signer signers[MAX_CAS];
+} worker_state;
 
 struct pkid_workers {
   /* Each queue holds at most |capacity| jobs, since no more are in flight:
@@ -20,7 +44,9 @@ struct pkid_workers {
   sem_t jobs_ready, commits_ready;
   uv_async_t async;
   pthread_t threads[MAX_THREADS];
+  worker_state states[MAX_THREADS];
   unsigned num_threads;
+  const pkid_cas *cas;
   pthread_t committer;
   atomic_int stopping;
   size_t capacity;
@@ -55,13 +81,60 @@ static size_t take(pkid_workers *w, pkid_queue *q, sem_t *ready, void **out, siz
   }
 }
 
+/* pool_sign is a pki_signer over an ECDSA pool: SHA-256, then a prepared
+ * nonce. Under sustained load the pool runs dry; BoringSSL's own signing is
+ * then faster than preparing a nonce inline, so it signs directly. */
+static int pool_sign(void *ctx, uint8_t **out, size_t *out_len, const uint8_t *data,
+                     size_t data_len, pki_err *err) {
+  pool_signer *ps = ctx;
+  if (pki_ecdsa_pool_available(ps->pool) == 0) {
+    return pki_sig_sign(out, out_len, ps->key, data, data_len, err);
+  }
+  uint8_t digest[SHA256_DIGEST_LENGTH], sig[PKI_ECDSA_P256_SIG_MAX];
+  size_t sig_len;
+  SHA256(data, data_len, digest);
+  if (!pki_ecdsa_pool_sign(ps->pool, sig, &sig_len, sizeof(sig), digest, err)) return 0;
+  *out = malloc(sig_len);
+  if (*out == NULL) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    return 0;
+  }
+  memcpy(*out, sig, sig_len);
+  *out_len = sig_len;
+  return 1;
+}
+
+typedef struct worker_arg {
+  pkid_workers *w;
+  worker_state *state;
+} worker_arg;
+
+/* refill_while_idle prepares nonces in small steps for as long as no job
+ * waits: the work moves off the request path into idle time. */
+static void refill_while_idle(pkid_workers *w, worker_state *st) {
+  for (size_t i = 0; w->cas != NULL && i < w->cas->num_cas && i < MAX_CAS; i++) {
+    pki_ecdsa_pool *pool = st->pools[i];
+    while (pool != NULL && pki_ecdsa_pool_available(pool) < POOL_CAPACITY &&
+           pkid_queue_depth_approx(&w->jobs) == 0 && !atomic_load(&w->stopping)) {
+      pki_err err;
+      if (!pki_ecdsa_pool_refill(pool, REFILL_STEP, &err)) break;
+    }
+  }
+}
+
 static void *worker_main(void *arg) {
-  pkid_workers *w = arg;
+  pkid_workers *w = ((worker_arg *)arg)->w;
+  worker_state *st = ((worker_arg *)arg)->state;
+  free(arg);
   void *batch[PKID_WORKER_BATCH];
   size_t n;
-  while ((n = take(w, &w->jobs, &w->jobs_ready, batch, PKID_WORKER_BATCH)) > 0) {
+  for (;;) {
+    if (pkid_queue_depth_approx(&w->jobs) == 0) refill_while_idle(w, st);
+    if ((n = take(w, &w->jobs, &w->jobs_ready, batch, PKID_WORKER_BATCH)) == 0) break;
     for (size_t i = 0; i < n; i++) {
       pkid_job *job = batch[i];
+      size_t ca = job->ca != NULL && w->cas != NULL ? (size_t)(job->ca - w->cas->cas) : MAX_CAS;
+      job->signer = ca < MAX_CAS && st->pools[ca] != NULL ? &st->signers[ca] : NULL;
       /* Signing happens here; a reservation only needs the journal. */
       if (job->kind == PKID_JOB_ISSUE) {
         pkid_issue_run(job);
@@ -131,8 +204,8 @@ static void on_async(uv_async_t *async) {
 }
 
 pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t capacity,
-                               pkid_commit_fn commit, void *commit_ctx, pkid_done_fn done,
-                               void *done_ctx, pki_err *err) {
+                               const pkid_cas *cas, pkid_commit_fn commit, void *commit_ctx,
+                               pkid_done_fn done, void *done_ctx, pki_err *err) {
   if (num_threads == 0 || num_threads > MAX_THREADS) {
     PKI_ERR(err, PKI_ERR_INVALID, "workers must be 1 to %d", MAX_THREADS);
     return NULL;
@@ -151,6 +224,17 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
     goto oom;
   }
   w->capacity = capacity;
+  w->cas = cas;
+  /* Each worker's pools, made here so a failure is reported, not hidden. */
+  for (unsigned t = 0; t < num_threads; t++) {
+    for (size_t i = 0; cas != NULL && i < cas->num_cas && i < MAX_CAS; i++) {
+      if (cas->cas[i].issuer.key_type != PKI_KEY_ECDSA_P256) continue;
+      w->states[t].pools[i] = pki_ecdsa_pool_new(cas->cas[i].issuer.key, POOL_CAPACITY, err);
+      if (w->states[t].pools[i] == NULL) goto fail_pools;
+      w->states[t].ctxs[i] = (pool_signer){w->states[t].pools[i], cas->cas[i].issuer.key};
+      w->states[t].signers[i] = (pki_signer){pool_sign, &w->states[t].ctxs[i]};
+    }
+  }
   w->commit = commit;
   w->commit_ctx = commit_ctx;
   w->on_done = done;
@@ -161,10 +245,23 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
   w->async.data = w;
   pthread_create(&w->committer, NULL, committer_main, w);
   for (unsigned i = 0; i < num_threads; i++) {
-    pthread_create(&w->threads[i], NULL, worker_main, w);
+    worker_arg *a = malloc(sizeof(*a));
+    if (a == NULL) abort(); /* tiny; at start-up only */
+    a->w = w;
+    a->state = &w->states[i];
+    pthread_create(&w->threads[i], NULL, worker_main, a);
   }
   w->num_threads = num_threads;
   return w;
+fail_pools:
+  for (unsigned t = 0; t < num_threads; t++) {
+    for (size_t i = 0; i < MAX_CAS; i++) pki_ecdsa_pool_free(w->states[t].pools[i]);
+  }
+  pkid_queue_cleanup(&w->jobs);
+  pkid_queue_cleanup(&w->commits);
+  pkid_queue_cleanup(&w->done);
+  free(w);
+  return NULL;
 oom:
   PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
   return NULL;
@@ -190,6 +287,9 @@ void pkid_workers_stats_get(pkid_workers *w, pkid_workers_stats *out) {
 /* on_async_closed frees the pool once libuv is done with its handle. */
 static void on_async_closed(uv_handle_t *handle) {
   pkid_workers *w = handle->data;
+  for (unsigned t = 0; t < w->num_threads; t++) {
+    for (size_t i = 0; i < MAX_CAS; i++) pki_ecdsa_pool_free(w->states[t].pools[i]);
+  }
   pkid_queue_cleanup(&w->jobs);
   pkid_queue_cleanup(&w->commits);
   pkid_queue_cleanup(&w->done);

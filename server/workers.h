@@ -9,6 +9,10 @@
  * one uv_async_send wakes the loop, which hands each job to |done|. No
  * client hears "issued" before |commit| returned.
  *
+ * Each worker signs with its own batched ECDSA pools (lib/ecdsa_batch.h),
+ * one per P-256 CA: while its queue is empty it prepares nonces and their
+ * inverses, so a signature on the request path costs two multiplications.
+ *
  * All queues are the lock-free MPMC ring of queue.h; threads sleep on
  * semaphores when idle. Submission never blocks: when the pool holds
  * |capacity| jobs, pkid_workers_submit returns 0 and the caller answers
@@ -47,10 +51,11 @@ typedef struct pkid_workers_stats {
   size_t in_flight;         /* jobs submitted and not yet done */
 } pkid_workers_stats;
 
-/* pkid_workers_new starts |num_threads| workers and the committer. */
+/* pkid_workers_new starts |num_threads| workers and the committer. |cas|
+ * (may be NULL) are the CAs the workers prepare ECDSA nonces for. */
 pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t capacity,
-                               pkid_commit_fn commit, void *commit_ctx, pkid_done_fn done,
-                               void *done_ctx, pki_err *err);
+                               const pkid_cas *cas, pkid_commit_fn commit, void *commit_ctx,
+                               pkid_done_fn done, void *done_ctx, pki_err *err);
 
 /* pkid_workers_submit hands |job| to the pool; 0 when full (the job stays
  * the caller's). Loop thread only. */

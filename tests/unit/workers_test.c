@@ -78,8 +78,8 @@ TEST(jobs_round_trip_through_journal) {
   g.store = &store;
   uv_loop_t loop;
   uv_loop_init(&loop);
-  g.workers = pkid_workers_new(&loop, 2, CAPACITY, pkid_store_commit, &store, on_done, NULL,
-                               &err);
+  g.workers = pkid_workers_new(&loop, 2, CAPACITY, &cas, pkid_store_commit, &store, on_done,
+                               NULL, &err);
   REQUIRE(g.workers != NULL);
   uv_idle_t idle;
   uv_idle_init(&loop, &idle);
