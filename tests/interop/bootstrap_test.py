@@ -10,7 +10,6 @@ connection without a certificate can do nothing else.
 Usage: bootstrap_test.py PKICTL PKID PROTO
 """
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,14 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, method  # noqa: E402
+from pkidtest import expect_status as expect  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
-PKI = os.path.join(TMP, "pki")
-
-subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI], check=True, stdout=subprocess.DEVNULL)
-gen = os.path.join(TMP, "gen")
-os.makedirs(gen, exist_ok=True)
-subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
-                "--python_out=" + gen, PROTO], check=True)
-sys.path.insert(0, gen)
-from pki.v1 import pki_pb2  # noqa: E402
+PKI = demo_tree(PKICTL, TMP)
+pki_pb2 = load_proto(PROTO, TMP)
 
 
 def token(service, ttl="10m"):
@@ -49,33 +43,11 @@ TOKENS["short"] = token("vault", "1s")
 TOKENS["redis"] = token("redis")
 
 
-def start_pkid():
-    log = open(os.path.join(TMP, "pkid.log"), "a+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0",
-                             "--ocsp-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], stderr=log)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        log.seek(0)
-        ports = re.findall(r'"event":"listening","grpc":"127\.0\.0\.1:(\d+)"', log.read())
-        if len(ports) > start_pkid.count:
-            start_pkid.count += 1
-            return proc, int(ports[-1])
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("pkid did not start")
-
-
-start_pkid.count = 0
-PROC, PORT = start_pkid()
-ROOT = open(os.path.join(PKI, "root-ca/certs/root-ca.crt"), "rb").read()
+SERVER = Pkid(PKID, PKI, TMP).start()
 
 
 def anonymous():
-    creds = grpc.ssl_channel_credentials(root_certificates=ROOT)
-    return grpc.secure_channel("127.0.0.1:%d" % PORT, creds, options=[
-        ("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")])
+    return channel(SERVER, PKI, anonymous=True)
 
 
 def csr(valid=True):
@@ -89,21 +61,9 @@ def csr(valid=True):
 
 def issue(tok, service="", valid=True):
     with anonymous() as ch:
-        call = ch.unary_unary("/pki.v1.Pki/Issue",
-                              request_serializer=pki_pb2.IssueRequest.SerializeToString,
-                              response_deserializer=pki_pb2.IssueResponse.FromString)
+        call = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
         return call(pki_pb2.IssueRequest(csr=csr(valid), usage=pki_pb2.USAGE_SERVER,
                                          bootstrap_token=tok, service=service), timeout=10)
-
-
-def expect(fn, code, words=""):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, "got %s %s, want %s" % (e.code(), e.details(), code)
-        assert words in (e.details() or ""), "%r lacks %r" % (e.details(), words)
-        return
-    raise AssertionError("call succeeded, want %s" % code)
 
 
 def test_token_enrolls_once():
@@ -132,32 +92,28 @@ def test_refusals():
 def test_no_certificate_can_do_nothing_else():
     with anonymous() as ch:
         # CA certificates are public: a new service may fetch its trust store.
-        bundle = ch.unary_unary("/pki.v1.Pki/GetTrustBundle",
-                                request_serializer=pki_pb2.GetTrustBundleRequest.SerializeToString,
-                                response_deserializer=pki_pb2.TrustBundle.FromString)
+        bundle = method(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest,
+                        pki_pb2.TrustBundle)
         assert len(bundle(pki_pb2.GetTrustBundleRequest(), timeout=10).stores) == 4
-        for method, req_cls, req in (
+        for name, req_cls, req in (
                 ("GetStatus", pki_pb2.GetStatusRequest, pki_pb2.GetStatusRequest(serial="01")),
                 ("Revoke", pki_pb2.RevokeRequest, pki_pb2.RevokeRequest(serial="01")),
                 ("Renew", pki_pb2.RenewRequest, pki_pb2.RenewRequest(csr=csr()))):
-            call = ch.unary_unary("/pki.v1.Pki/" + method,
+            call = ch.unary_unary("/pki.v1.Pki/" + name,
                                   request_serializer=req_cls.SerializeToString,
                                   response_deserializer=lambda b: b)
             expect(lambda: call(req, timeout=10), grpc.StatusCode.UNAUTHENTICATED)
 
 
 def test_use_survives_restart():
-    global PROC, PORT
     issue(TOKENS["restart"])
-    PROC.kill()  # no clean shutdown: the journal alone must remember
-    PROC.wait()
-    PROC, PORT = start_pkid()
+    SERVER.kill()  # no clean shutdown: the journal alone must remember
+    SERVER.start()
     expect(lambda: issue(TOKENS["restart"]), grpc.StatusCode.UNAUTHENTICATED, "already used")
     expect(lambda: issue(TOKENS["first"]), grpc.StatusCode.UNAUTHENTICATED, "already used")
     # A clean stop writes a snapshot; the tokens are in it too.
-    PROC.terminate()
-    assert PROC.wait(timeout=15) == 0
-    PROC, PORT = start_pkid()
+    assert SERVER.stop() == 0
+    SERVER.start()
     expect(lambda: issue(TOKENS["first"]), grpc.StatusCode.UNAUTHENTICATED, "already used")
 
 
@@ -168,7 +124,5 @@ try:
     run("no_certificate_can_do_nothing_else", test_no_certificate_can_do_nothing_else)
     run("use_survives_restart", test_use_survives_restart)
 finally:
-    if PROC.poll() is None:
-        PROC.terminate()
-        PROC.wait(timeout=15)
+    SERVER.stop()
 finish()

@@ -16,7 +16,6 @@ import hashlib
 import os
 import random
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -30,26 +29,16 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, method  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
-PKI = os.path.join(TMP, "pki")
+PKI = demo_tree(PKICTL, TMP)
+pki_pb2 = load_proto(PROTO, TMP)
 JOURNAL = os.path.join(TMP, "journal")
 ROUNDS = 10
 
-subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI], check=True, stdout=subprocess.DEVNULL)
-gen = os.path.join(TMP, "gen")
-os.makedirs(gen, exist_ok=True)
-subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
-                "--python_out=" + gen, PROTO], check=True)
-sys.path.insert(0, gen)
-from pki.v1 import pki_pb2  # noqa: E402
-
-ROOT = open(os.path.join(PKI, "root-ca/certs/root-ca.crt"), "rb").read()
-BASE = os.path.join(PKI, "service-certificates/agents/pki-agent/pki-agent-client")
-KEY = open(BASE + ".key", "rb").read()
-CHAIN = open(BASE + ".crt", "rb").read() + open(BASE + "-chain.crt", "rb").read()
 CSR = x509.CertificateSigningRequestBuilder().subject_name(
     x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(
     ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(
@@ -57,43 +46,18 @@ CSR = x509.CertificateSigningRequestBuilder().subject_name(
 
 
 def start_pkid(log_name):
-    log = open(os.path.join(TMP, log_name), "w+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--journal", JOURNAL, "--ocsp-listen", "127.0.0.1:0",
-                             "--admin-listen", "127.0.0.1:0", "--listen",
-                             "127.0.0.1:0"], stderr=log)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        log.seek(0)
-        text = log.read()
-        m = re.search(r'"event":"listening","grpc":"127\.0\.0\.1:(\d+)"', text)
-        if m:
-            return proc, int(m.group(1)), log
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    log.seek(0)
-    raise RuntimeError("pkid did not start: " + log.read())
-
-
-def channel(port):
-    creds = grpc.ssl_channel_credentials(root_certificates=ROOT, private_key=KEY,
-                                         certificate_chain=CHAIN)
-    return grpc.secure_channel("127.0.0.1:%d" % port, creds, options=[
-        ("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")])
+    return Pkid(PKID, PKI, TMP, args=["--journal", JOURNAL], log_name=log_name).start()
 
 
 received = []
 received_lock = threading.Lock()
 
 
-def issue_until_gone(port, stop):
+def issue_until_gone(server, stop):
     """Issues in streams of 16 until pkid dies; keeps every serial received."""
-    with channel(port) as ch:
-        call = ch.stream_stream("/pki.v1.Pki/IssueStream",
-                                request_serializer=pki_pb2.IssueRequest.SerializeToString,
-                                response_deserializer=pki_pb2.IssueResponse.FromString)
+    with channel(server, PKI) as ch:
+        call = method(ch, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
+                      streaming=True)
         while not stop.is_set():
             reqs = [pki_pb2.IssueRequest(csr=CSR, usage=pki_pb2.USAGE_CLIENT, request_id=i)
                     for i in range(16)]
@@ -144,14 +108,14 @@ def issued_serials(records):
 def test_kill9_rounds():
     random.seed(1234)
     for rnd in range(ROUNDS):
-        proc, port, _ = start_pkid("round%d.log" % rnd)
+        server = start_pkid("round%d.log" % rnd)
         stop = threading.Event()
-        threads = [threading.Thread(target=issue_until_gone, args=(port, stop)) for _ in range(3)]
+        threads = [threading.Thread(target=issue_until_gone, args=(server, stop))
+                   for _ in range(3)]
         for t in threads:
             t.start()
         time.sleep(random.uniform(0.4, 1.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        server.kill()
         stop.set()
         for t in threads:
             t.join(timeout=20)
@@ -161,18 +125,15 @@ def test_kill9_rounds():
 
 
 def test_every_received_certificate_is_known():
-    proc, port, log = start_pkid("after.log")
+    server = start_pkid("after.log")
     try:
-        with channel(port) as ch:
-            status = ch.unary_unary("/pki.v1.Pki/GetStatus",
-                                    request_serializer=pki_pb2.GetStatusRequest.SerializeToString,
-                                    response_deserializer=pki_pb2.CertificateStatus.FromString)
+        with channel(server, PKI) as ch:
+            status = method(ch, "GetStatus", pki_pb2.GetStatusRequest, pki_pb2.CertificateStatus)
             for s in received:
                 st = status(pki_pb2.GetStatusRequest(serial=s), timeout=10)
                 assert st.state == pki_pb2.CertificateStatus.STATE_GOOD, (s, st)
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=15) == 0
+        assert server.stop() == 0
 
 
 def test_journal_chain_and_no_duplicates():
@@ -191,24 +152,21 @@ def last_segment():
 
 def test_torn_tail_is_cut():
     # Issue a little more without a clean shutdown, then tear the last record.
-    proc, port, _ = start_pkid("torn1.log")
+    server = start_pkid("torn1.log")
     stop = threading.Event()
-    t = threading.Thread(target=issue_until_gone, args=(port, stop))
+    t = threading.Thread(target=issue_until_gone, args=(server, stop))
     t.start()
     time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    server.kill()
     stop.set()
     t.join(timeout=20)
     seg = last_segment()
     size = os.path.getsize(seg)
     with open(seg, "r+b") as f:
         f.truncate(size - 7)
-    proc, port, log = start_pkid("torn2.log")
-    proc.terminate()
-    assert proc.wait(timeout=15) == 0
-    log.seek(0)
-    m = re.search(r'"truncated_bytes":"(\d+)"', log.read())
+    server = start_pkid("torn2.log")
+    assert server.stop() == 0
+    m = re.search(r'"truncated_bytes":"(\d+)"', server.log())
     assert m and int(m.group(1)) > 0, "no torn tail reported"
     out = subprocess.run([PKICTL, "journal", "verify", JOURNAL], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

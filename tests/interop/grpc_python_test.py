@@ -9,8 +9,6 @@ methods are called through grpcio's generic unary_unary/stream_stream.
 Usage: grpc_python_test.py PKICTL PKID PROTO
 """
 import os
-import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,65 +20,26 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from pkidtest import (AGENT, Pkid, channel, demo_tree, expect_status, load_proto,  # noqa: E402
+                      method, service_files)
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
-PKI = os.path.join(TMP, "pki")
-
-subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI], check=True, stdout=subprocess.DEVNULL)
-gen = os.path.join(TMP, "gen")
-os.makedirs(gen, exist_ok=True)
-subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
-                "--python_out=" + gen, PROTO], check=True)
-sys.path.insert(0, gen)
-from pki.v1 import pki_pb2  # noqa: E402
-
-
-def start_pkid():
-    log = open(os.path.join(TMP, "pkid.log"), "w+")
-    proc = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0",
-                             "--ocsp-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], stderr=log)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        log.seek(0)
-        m = re.search(r'"event":"listening","grpc":"127\.0\.0\.1:(\d+)"', log.read())
-        if m:
-            return proc, int(m.group(1)), log
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    log.seek(0)
-    raise RuntimeError("pkid did not start: " + log.read())
-
-
-PROC, PORT, LOG = start_pkid()
+PKI = demo_tree(PKICTL, TMP)
+pki_pb2 = load_proto(PROTO, TMP)
+SERVER = Pkid(PKID, PKI, TMP).start()
 ROOT = open(os.path.join(PKI, "root-ca/certs/root-ca.crt"), "rb").read()
+SECURITY_AGENT = "agents/security-agent/security-agent-client"
 
 
-def svc_files(path):
-    base = os.path.join(PKI, "service-certificates", path)
-    return (open(base + ".key", "rb").read(),
-            open(base + ".crt", "rb").read() + open(base + "-chain.crt", "rb").read())
-
-
-def channel(cert_path="agents/pki-agent/pki-agent-client", key_and_chain=None):
-    key, chain = key_and_chain or (svc_files(cert_path) if cert_path else (None, None))
-    creds = grpc.ssl_channel_credentials(root_certificates=ROOT, private_key=key,
-                                         certificate_chain=chain)
-    return grpc.secure_channel("127.0.0.1:%d" % PORT, creds, options=[
-        ("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")])
-
-
-def stub(ch, method, req_cls, resp_cls, streaming=False):
-    make = ch.stream_stream if streaming else ch.unary_unary
-    return make("/pki.v1.Pki/" + method, request_serializer=req_cls.SerializeToString,
-                response_deserializer=resp_cls.FromString)
+def connect(**kw):
+    """A channel to SERVER (see pkidtest.channel for |kw|)."""
+    return channel(SERVER, PKI, **kw)
 
 
 def issue_stub(ch):
-    return stub(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
+    return method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
 
 
 def make_csr(key=None, names=()):
@@ -91,16 +50,6 @@ def make_csr(key=None, names=()):
         b = b.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
     algo = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return b.sign(key, algo).public_bytes(serialization.Encoding.DER)
-
-
-def expect_status(fn, code, words=""):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, "got %s %s, want %s" % (e.code(), e.details(), code)
-        assert words in (e.details() or ""), "%r lacks %r" % (e.details(), words)
-        return
-    raise AssertionError("call succeeded, want %s" % code)
 
 
 def verify_chain(resp, ca_name):
@@ -121,7 +70,7 @@ def verify_chain(resp, ca_name):
 
 
 def test_issue_own_service():
-    with channel() as ch:
+    with connect() as ch:
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), usage=pki_pb2.USAGE_SERVER),
                            timeout=10)
     c = x509.load_der_x509_certificate(r.certificate)
@@ -136,7 +85,7 @@ def test_issue_own_service():
 def test_issue_every_key_type():
     keys = [ec.generate_private_key(ec.SECP384R1()), ed25519.Ed25519PrivateKey.generate(),
             rsa.generate_private_key(65537, 2048)]
-    with channel() as ch:
+    with connect() as ch:
         for k in keys:
             r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(k), usage=pki_pb2.USAGE_CLIENT),
                                timeout=10)
@@ -149,7 +98,7 @@ def test_issue_every_key_type():
 
 def test_admin_issues_for_others():
     # pki-agent holds the admin permission in the catalogue.
-    with channel() as ch:
+    with connect() as ch:
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), service="vault",
                                                 usage=pki_pb2.USAGE_SERVER), timeout=10)
     c = x509.load_der_x509_certificate(r.certificate)
@@ -158,14 +107,14 @@ def test_admin_issues_for_others():
 
 
 def test_non_admin_denied_for_others():
-    with channel("agents/security-agent/security-agent-client") as ch:
+    with connect(path=SECURITY_AGENT) as ch:
         expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
             csr=make_csr(), service="vault", usage=pki_pb2.USAGE_SERVER), timeout=10),
             grpc.StatusCode.PERMISSION_DENIED, "may not issue")
 
 
 def test_names_outside_grant_denied():
-    with channel() as ch:
+    with connect() as ch:
         expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
             csr=make_csr(names=[x509.DNSName("evil.example.com")]),
             usage=pki_pb2.USAGE_SERVER), timeout=10),
@@ -173,7 +122,7 @@ def test_names_outside_grant_denied():
 
 
 def test_bad_csr_invalid_argument():
-    with channel() as ch:
+    with connect() as ch:
         expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
             csr=b"\x30\x03\x02\x01\x00", usage=pki_pb2.USAGE_SERVER), timeout=10),
             grpc.StatusCode.INVALID_ARGUMENT, "CSR")
@@ -183,7 +132,7 @@ def test_bad_csr_invalid_argument():
 
 
 def test_malformed_protobuf():
-    with channel() as ch:
+    with connect() as ch:
         raw = ch.unary_unary("/pki.v1.Pki/Issue", request_serializer=lambda b: b,
                              response_deserializer=lambda b: b)
         expect_status(lambda: raw(b"\xff\xff\xff\xff", timeout=10),
@@ -191,7 +140,7 @@ def test_malformed_protobuf():
 
 
 def test_oversize_message():
-    with channel() as ch:
+    with connect() as ch:
         raw = ch.unary_unary("/pki.v1.Pki/Issue", request_serializer=lambda b: b,
                              response_deserializer=lambda b: b)
         expect_status(lambda: raw(b"\x0a" + b"\x00" * 70000, timeout=10),
@@ -199,14 +148,14 @@ def test_oversize_message():
 
 
 def test_unknown_method():
-    with channel() as ch:
+    with connect() as ch:
         raw = ch.unary_unary("/pki.v1.Pki/Frobnicate", request_serializer=lambda b: b,
                              response_deserializer=lambda b: b)
         expect_status(lambda: raw(b"", timeout=10), grpc.StatusCode.UNIMPLEMENTED)
 
 
 def test_no_client_certificate_refused():
-    with channel(cert_path=None) as ch:
+    with connect(anonymous=True) as ch:
         expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
             csr=make_csr(), usage=pki_pb2.USAGE_SERVER), timeout=5),
             grpc.StatusCode.UNAVAILABLE)
@@ -238,7 +187,7 @@ def test_untrusted_ca_refused():
     pem = serialization.Encoding.PEM
     kc = (key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
           leaf.public_bytes(pem) + ca.public_bytes(pem))
-    with channel(key_and_chain=kc) as ch:
+    with connect(key_and_chain=kc) as ch:
         expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
             csr=make_csr(), usage=pki_pb2.USAGE_SERVER), timeout=5),
             grpc.StatusCode.UNAVAILABLE)
@@ -250,9 +199,9 @@ def test_issue_stream():
     for i in range(40):
         csr = good if i != 17 else b"garbage"
         reqs.append(pki_pb2.IssueRequest(csr=csr, usage=pki_pb2.USAGE_CLIENT, request_id=1000 + i))
-    with channel() as ch:
-        out = list(stub(ch, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
-                        streaming=True)(iter(reqs), timeout=20))
+    with connect() as ch:
+        out = list(method(ch, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
+                          streaming=True)(iter(reqs), timeout=20))
     assert sorted(r.request_id for r in out) == [1000 + i for i in range(40)]
     bad = [r for r in out if r.status_code != 0]
     assert len(bad) == 1 and bad[0].request_id == 1017, bad
@@ -262,8 +211,8 @@ def test_issue_stream():
 
 
 def test_renew_with_own_certificate():
-    with channel() as ch:
-        r = stub(ch, "Renew", pki_pb2.RenewRequest, pki_pb2.IssueResponse)(
+    with connect() as ch:
+        r = method(ch, "Renew", pki_pb2.RenewRequest, pki_pb2.IssueResponse)(
             pki_pb2.RenewRequest(csr=make_csr()), timeout=10)
     c = x509.load_der_x509_certificate(r.certificate)
     san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -274,13 +223,13 @@ def test_renew_with_own_certificate():
 
 
 def test_trust_bundle():
-    with channel() as ch:
-        b = stub(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
+    with connect() as ch:
+        b = method(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
             pki_pb2.GetTrustBundleRequest(), timeout=10)
-        one = stub(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
+        one = method(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
             pki_pb2.GetTrustBundleRequest(ca="agents-ca"), timeout=10)
-        expect_status(lambda: stub(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest,
-                                   pki_pb2.TrustBundle)(
+        expect_status(lambda: method(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest,
+                                     pki_pb2.TrustBundle)(
             pki_pb2.GetTrustBundleRequest(ca="nope"), timeout=10), grpc.StatusCode.NOT_FOUND)
     assert b.root == x509.load_pem_x509_certificate(ROOT).public_bytes(serialization.Encoding.DER)
     assert sorted(s.ca for s in b.stores) == sorted(
@@ -295,27 +244,27 @@ def test_wrong_content_type():
     key = os.path.join(PKI, "service-certificates/agents/pki-agent/pki-agent-client.key")
     crt = os.path.join(TMP, "client-fullchain.crt")
     with open(crt, "wb") as f:
-        f.write(b"".join(svc_files("agents/pki-agent/pki-agent-client")[1:]))
+        f.write(b"".join(service_files(PKI, AGENT)[1:]))
     body = os.path.join(TMP, "body")
     with open(body, "wb") as f:
         f.write(b"hello")
     out = subprocess.run(["nghttp", "-v", "--key=" + key, "--cert=" + crt, "-d", body,
                           "-H", "content-type: text/plain",
-                          "https://127.0.0.1:%d/pki.v1.Pki/Issue" % PORT],
+                          "https://127.0.0.1:%d/pki.v1.Pki/Issue" % SERVER.grpc],
                          capture_output=True, text=True, timeout=20)
     assert ":status: 415" in out.stdout, out.stdout + out.stderr
 
 
 def status_stub(ch):
-    return stub(ch, "GetStatus", pki_pb2.GetStatusRequest, pki_pb2.CertificateStatus)
+    return method(ch, "GetStatus", pki_pb2.GetStatusRequest, pki_pb2.CertificateStatus)
 
 
 def revoke_stub(ch):
-    return stub(ch, "Revoke", pki_pb2.RevokeRequest, pki_pb2.RevokeResponse)
+    return method(ch, "Revoke", pki_pb2.RevokeRequest, pki_pb2.RevokeResponse)
 
 
 def test_status_and_revoke():
-    with channel() as ch:
+    with connect() as ch:
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), usage=pki_pb2.USAGE_SERVER),
                            timeout=10)
         st = status_stub(ch)(pki_pb2.GetStatusRequest(serial=r.serial), timeout=10)
@@ -341,11 +290,11 @@ def test_status_and_revoke():
 
 
 def test_revoke_someone_elses_denied():
-    with channel() as ch:  # admin issues a vault certificate...
+    with connect() as ch:  # admin issues a vault certificate...
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), service="vault",
                                                 usage=pki_pb2.USAGE_SERVER), timeout=10)
     # ...which security-agent (not admin, not vault) may not revoke.
-    with channel("agents/security-agent/security-agent-client") as ch:
+    with connect(path=SECURITY_AGENT) as ch:
         expect_status(lambda: revoke_stub(ch)(pki_pb2.RevokeRequest(serial=r.serial),
                                               timeout=10),
                       grpc.StatusCode.PERMISSION_DENIED, "may not revoke")
@@ -355,7 +304,7 @@ def test_revoked_certificate_refused():
     # An agent gets a client certificate, it is revoked, and calls made with
     # it are refused even on a new connection.
     key = ec.generate_private_key(ec.SECP256R1())
-    with channel() as ch:
+    with connect() as ch:
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(key), usage=pki_pb2.USAGE_CLIENT),
                            timeout=10)
     pem = serialization.Encoding.PEM
@@ -363,7 +312,7 @@ def test_revoked_certificate_refused():
         x509.load_der_x509_certificate(c).public_bytes(pem) for c in r.chain)
     kc = (key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()), chain)
-    with channel(key_and_chain=kc) as ch:
+    with connect(key_and_chain=kc) as ch:
         # Valid before the revocation...
         status_stub(ch)(pki_pb2.GetStatusRequest(serial=r.serial), timeout=10)
         revoke_stub(ch)(pki_pb2.RevokeRequest(serial=r.serial), timeout=10)
@@ -376,7 +325,7 @@ def test_revoked_certificate_refused():
 def test_expired_certificate_refused():
     # A client certificate that lives two seconds, used after it expired.
     key = ec.generate_private_key(ec.SECP256R1())
-    with channel() as ch:
+    with connect() as ch:
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(key), usage=pki_pb2.USAGE_CLIENT,
                                                 validity_seconds=2), timeout=10)
     c = x509.load_der_x509_certificate(r.certificate)
@@ -387,17 +336,15 @@ def test_expired_certificate_refused():
           c.public_bytes(pem) + b"".join(
               x509.load_der_x509_certificate(d).public_bytes(pem) for d in r.chain))
     time.sleep(3.5)
-    with channel(key_and_chain=kc) as ch:
+    with connect(key_and_chain=kc) as ch:
         expect_status(lambda: issue_stub(ch)(pki_pb2.IssueRequest(
             csr=make_csr(), usage=pki_pb2.USAGE_CLIENT), timeout=5),
             grpc.StatusCode.UNAVAILABLE)
 
 
 def test_graceful_shutdown():
-    PROC.terminate()
-    assert PROC.wait(timeout=15) == 0
-    LOG.seek(0)
-    text = LOG.read()
+    assert SERVER.stop() == 0
+    text = SERVER.log()
     assert '"event":"draining"' in text and '"event":"stopped"' in text, text
 
 
@@ -423,7 +370,5 @@ try:
     run("expired_certificate_refused", test_expired_certificate_refused)
     run("graceful_shutdown", test_graceful_shutdown)
 finally:
-    if PROC.poll() is None:
-        PROC.kill()
-        PROC.wait()
+    SERVER.kill()
 finish()

@@ -14,62 +14,25 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-import grpc  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, method  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
-PKI = os.path.join(TMP, "pki")
-subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI], check=True, stdout=subprocess.DEVNULL)
-gen = os.path.join(TMP, "gen")
-os.makedirs(gen, exist_ok=True)
-subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
-                "--python_out=" + gen, PROTO], check=True)
-sys.path.insert(0, gen)
-from pki.v1 import pki_pb2  # noqa: E402
-
-LOG = open(os.path.join(TMP, "pkid.log"), "w+")
-PROC = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0", "--ocsp-listen",
-                         "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], stderr=LOG)
-
-
-def wait_ports():
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        LOG.seek(0)
-        text = LOG.read()
-        g = re.search(r'"listening","grpc":"127\.0\.0\.1:(\d+)"', text)
-        o = re.search(r'"listening","ocsp":"127\.0\.0\.1:(\d+)"', text)
-        a = re.search(r'"listening","admin":"127\.0\.0\.1:(\d+)"', text)
-        if g and o and a:
-            return int(g.group(1)), int(o.group(1)), int(a.group(1))
-        if PROC.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("pkid did not start: " + text)
-
-
-GRPC, OCSP, ADMIN = wait_ports()
+PKI = demo_tree(PKICTL, TMP)
+pki_pb2 = load_proto(PROTO, TMP)
+SERVER = Pkid(PKID, PKI, TMP).start()
+OCSP, ADMIN = SERVER.ocsp, SERVER.admin
 ROOT = os.path.join(PKI, "root-ca/certs/root-ca.crt")
 AGENTS_CA = os.path.join(PKI, "intermediate-ca/agents-ca/certs/agents-ca.crt")
-BASE = os.path.join(PKI, "service-certificates/agents/pki-agent/pki-agent-client")
-
-
-def channel():
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=open(ROOT, "rb").read(), private_key=open(BASE + ".key", "rb").read(),
-        certificate_chain=open(BASE + ".crt", "rb").read() + open(BASE + "-chain.crt", "rb").read())
-    return grpc.secure_channel("127.0.0.1:%d" % GRPC, creds, options=[
-        ("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")])
 
 
 def issue():
@@ -77,10 +40,8 @@ def issue():
     csr = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pki-agent")])).sign(
         k, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-    with channel() as ch:
-        r = ch.unary_unary("/pki.v1.Pki/Issue",
-                           request_serializer=pki_pb2.IssueRequest.SerializeToString,
-                           response_deserializer=pki_pb2.IssueResponse.FromString)(
+    with channel(SERVER, PKI) as ch:
+        r = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)(
             pki_pb2.IssueRequest(csr=csr, usage=pki_pb2.USAGE_SERVER), timeout=10)
     path = os.path.join(TMP, "leaf-%s.pem" % r.serial)
     with open(path, "wb") as f:
@@ -103,10 +64,8 @@ def test_good_then_revoked():
     r, leaf = issue()
     text = openssl_ocsp("-cert", leaf)
     assert "Response verify OK" in text and ": good" in text, text
-    with channel() as ch:
-        ch.unary_unary("/pki.v1.Pki/Revoke",
-                       request_serializer=pki_pb2.RevokeRequest.SerializeToString,
-                       response_deserializer=pki_pb2.RevokeResponse.FromString)(
+    with channel(SERVER, PKI) as ch:
+        method(ch, "Revoke", pki_pb2.RevokeRequest, pki_pb2.RevokeResponse)(
             pki_pb2.RevokeRequest(serial=r.serial,
                                   reason=pki_pb2.REVOCATION_REASON_KEY_COMPROMISE), timeout=10)
     text = openssl_ocsp("-cert", leaf)
@@ -173,6 +132,5 @@ try:
     run("malformed_request", test_malformed_request)
     run("metrics_health_ready", test_metrics_health_ready)
 finally:
-    PROC.terminate()
-    PROC.wait(timeout=15)
+    SERVER.stop()
 finish()

@@ -26,51 +26,32 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from pkidtest import AGENT, Pkid, channel, demo_tree, load_proto, method  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO, CATALOG_SRC = (os.path.abspath(p) for p in sys.argv[1:5])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
-PKI = os.path.join(TMP, "pki")
 CATALOG = os.path.join(TMP, "catalog.yaml")
 shutil.copy(CATALOG_SRC, CATALOG)
 os.chmod(CATALOG, 0o644)
-subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI, "--catalog", CATALOG], check=True,
-               stdout=subprocess.DEVNULL)
-gen = os.path.join(TMP, "gen")
-os.makedirs(gen, exist_ok=True)
-subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
-                "--python_out=" + gen, PROTO], check=True)
-sys.path.insert(0, gen)
-from pki.v1 import pki_pb2  # noqa: E402
-
-LOG = open(os.path.join(TMP, "pkid.log"), "w+")
-PROC = subprocess.Popen([PKID, "--pki", PKI, "--catalog", CATALOG, "--listen", "127.0.0.1:0",
-                         "--ocsp-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-                        stderr=LOG)
-
-
-def log_text():
-    LOG.seek(0)
-    return LOG.read()
+PKI = demo_tree(PKICTL, TMP, catalog=CATALOG)
+pki_pb2 = load_proto(PROTO, TMP)
+SERVER = Pkid(PKID, PKI, TMP, args=["--catalog", CATALOG]).start()
 
 
 def wait_for(pattern, count=1, timeout=15):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = re.findall(pattern, log_text())
+        found = re.findall(pattern, SERVER.log())
         if len(found) >= count:
             return found
         time.sleep(0.05)
-    raise AssertionError("no %r in log:\n%s" % (pattern, log_text()))
+    raise AssertionError("no %r in log:\n%s" % (pattern, SERVER.log()))
 
 
-PORT = int(wait_for(r'"listening","grpc":"127\.0\.0\.1:(\d+)"')[0])
-ROOT = open(os.path.join(PKI, "root-ca/certs/root-ca.crt"), "rb").read()
-BASE = os.path.join(PKI, "service-certificates/agents/pki-agent/pki-agent-client")
-CHANNEL = grpc.secure_channel("127.0.0.1:%d" % PORT, grpc.ssl_channel_credentials(
-    root_certificates=ROOT, private_key=open(BASE + ".key", "rb").read(),
-    certificate_chain=open(BASE + ".crt", "rb").read() + open(BASE + "-chain.crt", "rb").read()),
-    options=[("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")])
+PORT = SERVER.grpc
+BASE = os.path.join(PKI, "service-certificates", AGENT)
+CHANNEL = channel(SERVER, PKI)
 NEW_NAME = "vault-next.cybersec-framework.local"
 
 
@@ -92,8 +73,8 @@ def request(i, names=()):
 def sighup_and_wait(what):
     """Sends SIGHUP and waits until pkid has logged the outcome for |what|."""
     pattern = r'"event":"(?:reloaded|reload_refused)","what":"%s"' % what
-    before = len(re.findall(pattern, log_text()))
-    PROC.send_signal(signal.SIGHUP)
+    before = len(re.findall(pattern, SERVER.log()))
+    SERVER.signal(signal.SIGHUP)
     wait_for(pattern, before + 1)
 
 
@@ -101,9 +82,8 @@ def test_catalogue_reload_keeps_stream():
     # A stream opened before the reload...
     sent = queue.Queue()
     answers = []
-    call = CHANNEL.stream_stream("/pki.v1.Pki/IssueStream",
-                                 request_serializer=pki_pb2.IssueRequest.SerializeToString,
-                                 response_deserializer=pki_pb2.IssueResponse.FromString)
+    call = method(CHANNEL, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
+                  streaming=True)
 
     def requests():
         while True:
@@ -163,9 +143,7 @@ def test_server_certificate_reload():
     sighup_and_wait("certificate")
     assert server_cert_serial() == new.serial_number
     # The old channel still works.
-    r = CHANNEL.unary_unary("/pki.v1.Pki/GetTrustBundle",
-                            request_serializer=pki_pb2.GetTrustBundleRequest.SerializeToString,
-                            response_deserializer=pki_pb2.TrustBundle.FromString)(
+    r = method(CHANNEL, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
         pki_pb2.GetTrustBundleRequest(), timeout=10)
     assert len(r.stores) == 4
 
@@ -174,10 +152,8 @@ def test_hierarchy_change_refused():
     text = open(CATALOG).read().replace("name: external-ca", "name: partners-ca", 1)
     open(CATALOG, "w").write(text)
     sighup_and_wait("catalogue")
-    assert "the CA hierarchy changed" in log_text()
-    r = CHANNEL.unary_unary("/pki.v1.Pki/Issue",
-                            request_serializer=pki_pb2.IssueRequest.SerializeToString,
-                            response_deserializer=pki_pb2.IssueResponse.FromString)(
+    assert "the CA hierarchy changed" in SERVER.log()
+    r = method(CHANNEL, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)(
         request(3, [NEW_NAME]), timeout=10)
     assert r.serial
 
@@ -188,6 +164,5 @@ try:
     run("hierarchy_change_refused", test_hierarchy_change_refused)
 finally:
     CHANNEL.close()
-    PROC.terminate()
-    PROC.wait(timeout=15)
+    SERVER.stop()
 finish()

@@ -11,11 +11,9 @@ still served.
 Usage: robustness_test.py PKICTL PKID PROTO
 """
 import os
-import re
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,39 +23,25 @@ import grpc  # noqa: E402
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
+from pkidtest import (AGENT, Pkid, channel, demo_tree, load_proto, method,  # noqa: E402
+                      service_files)
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
-PKI = os.path.join(TMP, "pki")
-subprocess.run([PKICTL, "ceremony", "demo", "--out", PKI], check=True, stdout=subprocess.DEVNULL)
-gen = os.path.join(TMP, "gen")
-os.makedirs(gen, exist_ok=True)
-subprocess.run(["protoc", "--proto_path=" + os.path.dirname(os.path.dirname(os.path.dirname(PROTO))),
-                "--python_out=" + gen, PROTO], check=True)
-sys.path.insert(0, gen)
-from pki.v1 import pki_pb2  # noqa: E402
+PKI = demo_tree(PKICTL, TMP)
+pki_pb2 = load_proto(PROTO, TMP)
 
 MAX_CONNS = 64
-LOG = open(os.path.join(TMP, "pkid.log"), "w+")
-PROC = subprocess.Popen([PKID, "--pki", PKI, "--listen", "127.0.0.1:0", "--ocsp-listen",
-                         "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                         "--max-conns", str(MAX_CONNS), "--idle-timeout-ms", "1000",
-                         "--handshake-timeout-ms", "500"], stderr=LOG)
-deadline = time.time() + 15
-PORT = None
-while PORT is None and time.time() < deadline:
-    LOG.seek(0)
-    m = re.search(r'"listening","grpc":"127\.0\.0\.1:(\d+)"', LOG.read())
-    PORT = int(m.group(1)) if m else None
-    time.sleep(0.05)
-assert PORT, "pkid did not start"
+SERVER = Pkid(PKID, PKI, TMP, args=["--max-conns", str(MAX_CONNS), "--idle-timeout-ms", "1000",
+                                    "--handshake-timeout-ms", "500"]).start()
+PORT = SERVER.grpc
 
 ROOT_PATH = os.path.join(PKI, "root-ca/certs/root-ca.crt")
-BASE = os.path.join(PKI, "service-certificates/agents/pki-agent/pki-agent-client")
+BASE = os.path.join(PKI, "service-certificates", AGENT)
 FULLCHAIN = os.path.join(TMP, "client-fullchain.pem")
 with open(FULLCHAIN, "wb") as f:
-    f.write(open(BASE + ".crt", "rb").read() + open(BASE + "-chain.crt", "rb").read())
+    f.write(service_files(PKI, AGENT)[1])
 
 
 def tls_socket():
@@ -87,14 +71,8 @@ def closed_within(sock, seconds):
 
 def healthy():
     """A well-behaved gRPC client is served."""
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=open(ROOT_PATH, "rb").read(),
-        private_key=open(BASE + ".key", "rb").read(), certificate_chain=open(FULLCHAIN, "rb").read())
-    with grpc.secure_channel("127.0.0.1:%d" % PORT, creds, options=[
-            ("grpc.ssl_target_name_override", "pki-ca.cybersec-framework.local")]) as ch:
-        b = ch.unary_unary("/pki.v1.Pki/GetTrustBundle",
-                           request_serializer=pki_pb2.GetTrustBundleRequest.SerializeToString,
-                           response_deserializer=pki_pb2.TrustBundle.FromString)(
+    with channel(SERVER, PKI) as ch:
+        b = method(ch, "GetTrustBundle", pki_pb2.GetTrustBundleRequest, pki_pb2.TrustBundle)(
             pki_pb2.GetTrustBundleRequest(), timeout=10)
     assert len(b.stores) == 4
 
@@ -215,7 +193,7 @@ def test_connection_flood():
 
 def test_still_running():
     healthy()
-    assert PROC.poll() is None, "pkid exited"
+    assert SERVER.proc.poll() is None, "pkid exited"
 
 
 try:
@@ -227,6 +205,5 @@ try:
     run("connection_flood", test_connection_flood)
     run("still_running", test_still_running)
 finally:
-    PROC.terminate()
-    PROC.wait(timeout=15)
+    SERVER.stop()
 finish()

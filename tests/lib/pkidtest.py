@@ -1,0 +1,130 @@
+"""pkidtest.py: what the Python tests of pkid share.
+
+    from pkidtest import Pkid, demo_tree, load_proto, channel
+    pki = demo_tree(pkictl, tmp)            # pkictl ceremony demo
+    pki_pb2 = load_proto(proto, tmp)        # message classes, by Debian's protoc
+    server = Pkid(pkid, pki, tmp).start()   # on 127.0.0.1, ports picked by the kernel
+    with channel(server, pki) as ch: ...    # grpcio, as pki-agent, mutual TLS
+    server.stop()                           # SIGTERM; returns the exit status
+
+Every pkid a test starts, it stops: Pkid.stop (or kill) in a finally."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+
+AGENT = "agents/pki-agent/pki-agent-client"
+SERVER_NAME = "pki-ca.cybersec-framework.local"
+
+
+def demo_tree(pkictl, tmp, catalog=None):
+    pki = os.path.join(tmp, "pki")
+    args = [pkictl, "ceremony", "demo", "--out", pki]
+    if catalog is not None:
+        args += ["--catalog", catalog]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    return pki
+
+
+def load_proto(proto, tmp):
+    """Generates pki_pb2 from proto/pki/v1/pki.proto and imports it."""
+    gen = os.path.join(tmp, "gen")
+    os.makedirs(gen, exist_ok=True)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(proto)))
+    subprocess.run(["protoc", "--proto_path=" + root, "--python_out=" + gen, proto], check=True)
+    sys.path.insert(0, gen)
+    from pki.v1 import pki_pb2  # noqa: E402
+    return pki_pb2
+
+
+def service_files(pki, path):
+    """(key PEM, certificate + chain PEM) of a service certificate."""
+    base = os.path.join(pki, "service-certificates", path)
+    return (open(base + ".key", "rb").read(),
+            open(base + ".crt", "rb").read() + open(base + "-chain.crt", "rb").read())
+
+
+class Pkid:
+    """One pkid process on loopback; its log is a file the test can read."""
+
+    def __init__(self, binary, pki, tmp, args=(), log_name="pkid.log"):
+        self.binary, self.pki, self.args = binary, pki, list(args)
+        self.log_path = os.path.join(tmp, log_name)
+        self.proc = None
+        self.grpc = self.ocsp = self.admin = None
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def start(self, timeout=15):
+        """Starts pkid and waits for its three listeners to report ports."""
+        log = open(self.log_path, "a")
+        starts = self.log().count('"listening","grpc"') if os.path.exists(self.log_path) else 0
+        self.proc = subprocess.Popen(
+            [self.binary, "--pki", self.pki, "--listen", "127.0.0.1:0", "--ocsp-listen",
+             "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + self.args, stderr=log)
+        log.close()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = self.log()
+            ports = {k: re.findall(r'"listening","%s":"127\.0\.0\.1:(\d+)"' % k, text)
+                     for k in ("grpc", "ocsp", "admin")}
+            if all(len(v) > starts for v in ports.values()):
+                self.grpc, self.ocsp, self.admin = (int(ports[k][-1])
+                                                    for k in ("grpc", "ocsp", "admin"))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("pkid did not start:\n" + self.log())
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=15):
+        """SIGTERM, then the exit status (pkid drains first)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def channel(server, pki, path=AGENT, key_and_chain=None, anonymous=False):
+    """A grpcio channel to |server| with a client certificate (a service's,
+    or |key_and_chain|), or none when |anonymous|."""
+    root = open(os.path.join(pki, "root-ca/certs/root-ca.crt"), "rb").read()
+    key, chain = (None, None) if anonymous else (key_and_chain or service_files(pki, path))
+    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key,
+                                         certificate_chain=chain)
+    return grpc.secure_channel("127.0.0.1:%d" % server.grpc, creds,
+                               options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+
+
+def method(ch, name, req_cls, resp_cls, streaming=False):
+    """A callable for /pki.v1.Pki/|name|."""
+    make = ch.stream_stream if streaming else ch.unary_unary
+    return make("/pki.v1.Pki/" + name, request_serializer=req_cls.SerializeToString,
+                response_deserializer=resp_cls.FromString)
+
+
+def expect_status(fn, code, words=""):
+    """Runs |fn|, which must fail with gRPC status |code| and |words| in its
+    message."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, "got %s %s, want %s" % (e.code(), e.details(), code)
+        assert words in (e.details() or ""), "%r lacks %r" % (e.details(), words)
+        return
+    raise AssertionError("call succeeded, want %s" % code)
