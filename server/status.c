@@ -71,6 +71,13 @@ static int grow(pkid_status *st) {
   return 1;
 }
 
+int pkid_status_reserve(pkid_status *st, size_t n) {
+  while (n > (st->mask + 1) / 8 * 7) {
+    if (!grow(st)) return 0;
+  }
+  return 1;
+}
+
 pkid_status *pkid_status_new(size_t expected) {
   pkid_status *st = calloc(1, sizeof(*st));
   if (st == NULL) return NULL;

@@ -39,6 +39,11 @@ typedef struct pkid_status pkid_status;
 pkid_status *pkid_status_new(size_t expected);
 void pkid_status_free(pkid_status *st);
 
+/* pkid_status_reserve grows the table for |n| records at once. Loading many
+ * records (a snapshot) must reserve first: inserted in another table's slot
+ * order into a growing table, they would pile into long probe runs. */
+int pkid_status_reserve(pkid_status *st, size_t n);
+
 /* pkid_status_put inserts or replaces the record of |rec->serial|. Replacing
  * keeps the stored responses unless the status changed (revocation drops
  * them: they would say "good"). Returns 0 only when out of memory. */

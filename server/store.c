@@ -323,6 +323,11 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     goto bad;
   }
   if (node == st->node) st->reserved_end = reserved_end;
+  /* Each record is at least 32 bytes: a count beyond that is damage. */
+  if (count > CBS_len(&cbs) / 32 ||
+      !pkid_status_reserve(st->status, pkid_status_count(st->status) + (size_t)count)) {
+    goto bad;
+  }
   for (uint64_t i = 0; i < count; i++) {
     pkid_cert_record rec;
     uint8_t ca, usage, revoked, reason;
