@@ -8,6 +8,15 @@
  *   pkictl journal verify DIR     check a journal's records and hash chain
  *   pkictl token create           a one-time bootstrap token for a service
  *
+ * Online, through pkid's gRPC API (libpkiclient, mutual TLS):
+ *
+ *   pkictl bootstrap              a first certificate, for a bootstrap token
+ *   pkictl issue                  a certificate for a service (key made here)
+ *   pkictl renew                  replace the certificate the client holds
+ *   pkictl revoke                 revoke a certificate by serial
+ *   pkictl status                 what pkid knows of a certificate
+ *   pkictl bundle                 a trust store (a CA and its parents) or the root
+ *
  * Exit status: 0 on success, 1 on failure (the message says why), 2 on a
  * usage error. */
 #include <getopt.h>
@@ -19,13 +28,17 @@
 #include "client/ceremony.h"
 #include "client/inspect.h"
 #include "client/journal_cmd.h"
+#include "client/pkiclient.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
+#include "lib/pki_tree.h"
 #include "lib/token.h"
 
 #define ENV_CA_PASSPHRASE "PKID_CA_PASSPHRASE"
 #define ENV_ROOT_PASSPHRASE "PKID_ROOT_PASSPHRASE"
 #define MAX_SHARES 255
+#define DEFAULT_SERVER "127.0.0.1:8443"
+#define DEFAULT_SERVER_NAME "pki-ca.cybersec-framework.local"
 
 static const char kUsage[] =
     "usage: pkictl COMMAND [options]\n"
@@ -52,6 +65,40 @@ static const char kUsage[] =
     "      Print a one-time bootstrap token: a service with no certificate yet\n"
     "      presents it to pkid once, for its first certificate. The token key is\n"
     "      DIR/bootstrap/token.key (made if missing; pkid reads it at start).\n"
+    "\n"
+    "Online, through pkid (errors name the gRPC status; exit 1):\n"
+    "  bootstrap --token TOKEN --service NAME --usage server|client\n"
+    "      --out-cert F --out-key F [--out-chain F] [--key-type T] [--validity 1h]\n"
+    "      A first certificate without a client certificate, for a token from\n"
+    "      'token create'. The key is made here and never sent.\n"
+    "  issue --service NAME --usage server|client --out-cert F --out-key F\n"
+    "      [--out-chain F] [--key-type ecdsa-p256|ecdsa-p384|ed25519|rsa-2048|\n"
+    "      rsa-3072|rsa-4096] [--validity 1h]\n"
+    "      A certificate for NAME (another service's needs an admin identity).\n"
+    "  renew --out-cert F --out-key F [--out-chain F] [--key-type T]\n"
+    "      Replace the certificate given by --cert/--key (or --as): same service\n"
+    "      and usage, a new key.\n"
+    "  revoke --serial HEX [--reason key-compromise|ca-compromise|\n"
+    "      affiliation-changed|superseded|cessation-of-operation|unspecified]\n"
+    "  status --serial HEX\n"
+    "      Print the certificate's state, service, usage, issuer, validity and\n"
+    "      revocation.\n"
+    "  bundle [--ca NAME] --out FILE\n"
+    "      Write NAME's trust store PEM (the CA, its parents, the root), or the\n"
+    "      root certificate alone.\n"
+    "  Files are replaced atomically; keys get mode 0600. Without --out-chain,\n"
+    "  the chain follows the certificate in --out-cert.\n"
+    "  Connection options:\n"
+    "    --server HOST:PORT     pkid's gRPC address (default " DEFAULT_SERVER ")\n"
+    "    --root FILE            the root certificate that vouches for pkid\n"
+    "    --cert FILE --key FILE the client certificate (optionally followed by\n"
+    "                           its chain, or with --chain FILE) and its key\n"
+    "    --server-name NAME     the name pkid's certificate carries\n"
+    "                           (default " DEFAULT_SERVER_NAME ")\n"
+    "    --timeout-ms N         deadline of each attempt (default 30000)\n"
+    "    --pki DIR [--as SERVICE[:server|client]]\n"
+    "                           take --root (and SERVICE's certificate, client by\n"
+    "                           default, with its key and chain) from a demo tree\n"
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
@@ -88,6 +135,24 @@ typedef struct options {
   const char *shares[MAX_SHARES];
   size_t num_shares;
   int offline;
+  /* Online commands. */
+  const char *server;
+  const char *root;
+  const char *cert;
+  const char *chain;
+  const char *key;
+  const char *server_name;
+  const char *timeout_ms;
+  const char *pki;
+  const char *as;
+  const char *token;
+  const char *out_cert;
+  const char *out_key;
+  const char *out_chain;
+  const char *key_type;
+  const char *validity;
+  const char *serial;
+  const char *reason;
 } options;
 
 enum {
@@ -103,6 +168,23 @@ enum {
   OPT_SHARE,
   OPT_OFFLINE,
   OPT_TTL,
+  OPT_SERVER,
+  OPT_ROOT,
+  OPT_CERT,
+  OPT_CHAIN,
+  OPT_KEY,
+  OPT_SERVER_NAME,
+  OPT_TIMEOUT_MS,
+  OPT_PKI,
+  OPT_AS,
+  OPT_TOKEN,
+  OPT_OUT_CERT,
+  OPT_OUT_KEY,
+  OPT_OUT_CHAIN,
+  OPT_KEY_TYPE,
+  OPT_VALIDITY,
+  OPT_SERIAL,
+  OPT_REASON,
 };
 
 static const struct option kOptions[] = {
@@ -118,10 +200,34 @@ static const struct option kOptions[] = {
     {"share", required_argument, NULL, OPT_SHARE},
     {"offline", no_argument, NULL, OPT_OFFLINE},
     {"ttl", required_argument, NULL, OPT_TTL},
+    {"server", required_argument, NULL, OPT_SERVER},
+    {"root", required_argument, NULL, OPT_ROOT},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"chain", required_argument, NULL, OPT_CHAIN},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"server-name", required_argument, NULL, OPT_SERVER_NAME},
+    {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
+    {"pki", required_argument, NULL, OPT_PKI},
+    {"as", required_argument, NULL, OPT_AS},
+    {"token", required_argument, NULL, OPT_TOKEN},
+    {"out-cert", required_argument, NULL, OPT_OUT_CERT},
+    {"out-key", required_argument, NULL, OPT_OUT_KEY},
+    {"out-chain", required_argument, NULL, OPT_OUT_CHAIN},
+    {"key-type", required_argument, NULL, OPT_KEY_TYPE},
+    {"validity", required_argument, NULL, OPT_VALIDITY},
+    {"serial", required_argument, NULL, OPT_SERIAL},
+    {"reason", required_argument, NULL, OPT_REASON},
     {NULL, 0, NULL, 0},
 };
 
-static int parse_options(options *o, int argc, char **argv) {
+/* When --out is required. */
+typedef enum out_rule {
+  OUT_REQUIRED,
+  OUT_IF_OFFLINE, /* issue: --offline --out DIR; online issue writes --out-cert */
+  OUT_OPTIONAL,
+} out_rule;
+
+static int parse_options(options *o, int argc, char **argv, out_rule rule) {
   memset(o, 0, sizeof(*o));
   optind = 1;
   opterr = 0;
@@ -139,6 +245,23 @@ static int parse_options(options *o, int argc, char **argv) {
       case OPT_CSR: o->csr = optarg; break;
       case OPT_OFFLINE: o->offline = 1; break;
       case OPT_TTL: o->ttl = optarg; break;
+      case OPT_SERVER: o->server = optarg; break;
+      case OPT_ROOT: o->root = optarg; break;
+      case OPT_CERT: o->cert = optarg; break;
+      case OPT_CHAIN: o->chain = optarg; break;
+      case OPT_KEY: o->key = optarg; break;
+      case OPT_SERVER_NAME: o->server_name = optarg; break;
+      case OPT_TIMEOUT_MS: o->timeout_ms = optarg; break;
+      case OPT_PKI: o->pki = optarg; break;
+      case OPT_AS: o->as = optarg; break;
+      case OPT_TOKEN: o->token = optarg; break;
+      case OPT_OUT_CERT: o->out_cert = optarg; break;
+      case OPT_OUT_KEY: o->out_key = optarg; break;
+      case OPT_OUT_CHAIN: o->out_chain = optarg; break;
+      case OPT_KEY_TYPE: o->key_type = optarg; break;
+      case OPT_VALIDITY: o->validity = optarg; break;
+      case OPT_SERIAL: o->serial = optarg; break;
+      case OPT_REASON: o->reason = optarg; break;
       case OPT_SHARE:
         if (o->num_shares == MAX_SHARES) return usage_error("too many shares%s", "");
         o->shares[o->num_shares++] = optarg;
@@ -148,7 +271,9 @@ static int parse_options(options *o, int argc, char **argv) {
     }
   }
   if (optind != argc) return usage_error("unexpected argument '%s'", argv[optind]);
-  if (o->out == NULL) return usage_error("--out DIR is required%s", "");
+  if (o->out == NULL && (rule == OUT_REQUIRED || (rule == OUT_IF_OFFLINE && o->offline))) {
+    return usage_error("--out DIR is required%s", "");
+  }
   return 0;
 }
 
@@ -222,12 +347,9 @@ static int cmd_demo(const options *o, const pki_catalog *cat, pki_err *err) {
   return ok;
 }
 
+/* cmd_issue is `issue --offline`: main sends the online form to
+ * cmd_issue_online. */
 static int cmd_issue(const options *o, const pki_catalog *cat, pki_err *err) {
-  if (!o->offline) {
-    PKI_ERR(err, PKI_ERR_UNSUPPORTED,
-            "online issuance goes through pkid; use --offline to sign with a CA key here");
-    return 0;
-  }
   if (o->service == NULL) {
     PKI_ERR(err, PKI_ERR_INVALID, "--service NAME is required");
     return 0;
@@ -272,7 +394,7 @@ typedef int (*command_fn)(const options *o, const pki_catalog *cat, pki_err *err
 
 static int run(command_fn fn, int argc, char **argv) {
   options o;
-  int rc = parse_options(&o, argc, argv);
+  int rc = parse_options(&o, argc, argv, OUT_REQUIRED);
   if (rc != 0) return rc;
   pki_err err;
   pki_err_clear(&err);
@@ -281,6 +403,408 @@ static int run(command_fn fn, int argc, char **argv) {
   int ok = fn(&o, cat, &err);
   pki_catalog_free(cat);
   return ok ? 0 : fail(&err);
+}
+
+/* Online commands: libpkiclient calls to pkid. Their errors carry a gRPC
+ * status, printed by name: "pkictl: UNAVAILABLE: ...". */
+
+static int fail_client(const pkc_error *err) {
+  if (!err->local && err->attempts > 1) {
+    fprintf(stderr, "pkictl: %s: %s (after %u attempts)\n", pkc_status_name(err->status),
+            err->message, err->attempts);
+  } else {
+    fprintf(stderr, "pkictl: %s: %s\n", pkc_status_name(err->status), err->message);
+  }
+  return 1;
+}
+
+/* local_error fills |err| with a problem found here, before any call. */
+static int local_error(pkc_error *err, int status, const char *fmt, const char *arg) {
+  memset(err, 0, sizeof(*err));
+  err->status = status;
+  err->local = 1;
+  snprintf(err->message, sizeof(err->message), fmt, arg);
+  return 0;
+}
+
+static int from_pki_err(pkc_error *out, const pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  out->status = PKC_STATUS_INVALID_ARGUMENT;
+  out->local = 1;
+  snprintf(out->message, sizeof(out->message), "%s", err->msg);
+  return 0;
+}
+
+/* Files named by --pki/--as, resolved from the demo tree. */
+typedef struct tree_files {
+  char root[PKI_PATH_MAX];
+  char cert[PKI_PATH_MAX];
+  char chain[PKI_PATH_MAX];
+  char key[PKI_PATH_MAX];
+  int have_root, have_service;
+} tree_files;
+
+/* resolve_tree finds --pki DIR's root and --as SERVICE[:server|client]'s
+ * certificate files (client usage unless said). */
+static int resolve_tree(tree_files *t, const options *o, const pki_catalog *cat,
+                        pki_err *err) {
+  memset(t, 0, sizeof(*t));
+  if (o->as != NULL && o->pki == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "--as SERVICE needs --pki DIR");
+    return 0;
+  }
+  if (o->pki == NULL) return 1;
+  if (!pki_tree_ca_path(t->root, sizeof(t->root), o->pki, pki_catalog_root(cat),
+                        PKI_TREE_CA_CERT, err)) {
+    return 0;
+  }
+  t->have_root = 1;
+  if (o->as == NULL) return 1;
+  char name[256];
+  snprintf(name, sizeof(name), "%s", o->as);
+  pki_usage usage = PKI_USAGE_CLIENT;
+  char *colon = strchr(name, ':');
+  if (colon != NULL) {
+    *colon = '\0';
+    if (strcmp(colon + 1, "server") == 0) {
+      usage = PKI_USAGE_SERVER;
+    } else if (strcmp(colon + 1, "client") != 0) {
+      PKI_ERR(err, PKI_ERR_INVALID, "--as SERVICE[:server|client], not '%s'", o->as);
+      return 0;
+    }
+  }
+  const pki_catalog_service *svc = pki_catalog_find_service(cat, name);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", name);
+    return 0;
+  }
+  const pki_catalog_cert *cert = NULL;
+  for (size_t i = 0; i < svc->num_certs && cert == NULL; i++) {
+    if (svc->certs[i].usage == usage) cert = &svc->certs[i];
+  }
+  if (cert == NULL) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "service '%s' has no %s certificate", name,
+            usage == PKI_USAGE_SERVER ? "server" : "client");
+    return 0;
+  }
+  if (!pki_tree_service_path(t->cert, sizeof(t->cert), o->pki, svc, cert, ".crt", err) ||
+      !pki_tree_service_path(t->key, sizeof(t->key), o->pki, svc, cert, ".key", err) ||
+      !pki_tree_service_path(t->chain, sizeof(t->chain), o->pki, svc, cert, "-chain.crt",
+                             err)) {
+    return 0;
+  }
+  t->have_service = 1;
+  return 1;
+}
+
+/* client_options fills the connection from the options (explicit files
+ * first, then --pki/--as). |anonymous|: no client certificate (bootstrap). */
+static int client_options(pkc_options *po, const options *o, const tree_files *t,
+                          int anonymous, pki_err *err) {
+  memset(po, 0, sizeof(*po));
+  po->target = o->server != NULL ? o->server : DEFAULT_SERVER;
+  po->server_name_override = o->server_name != NULL ? o->server_name : DEFAULT_SERVER_NAME;
+  po->root_pem_file = o->root != NULL ? o->root : (t->have_root ? t->root : NULL);
+  if (po->root_pem_file == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "--root FILE (or --pki DIR) is required");
+    return 0;
+  }
+  if (!anonymous) {
+    if (o->cert != NULL || o->key != NULL) {
+      if (o->cert == NULL || o->key == NULL) {
+        PKI_ERR(err, PKI_ERR_INVALID, "--cert FILE and --key FILE go together");
+        return 0;
+      }
+      po->cert_pem_file = o->cert;
+      po->key_pem_file = o->key;
+      po->chain_pem_file = o->chain;
+    } else if (t->have_service) {
+      po->cert_pem_file = t->cert;
+      po->key_pem_file = t->key;
+      po->chain_pem_file = o->chain != NULL ? o->chain : t->chain;
+    } else {
+      PKI_ERR(err, PKI_ERR_INVALID,
+              "a client certificate is required: --cert FILE --key FILE, or --pki DIR "
+              "--as SERVICE");
+      return 0;
+    }
+  }
+  if (o->timeout_ms != NULL) {
+    char *end = NULL;
+    unsigned long long ms = strtoull(o->timeout_ms, &end, 10);
+    if (end == o->timeout_ms || *end != '\0' || ms == 0 || ms > 86400000ULL) {
+      PKI_ERR(err, PKI_ERR_INVALID, "--timeout-ms wants 1..86400000, not '%s'",
+              o->timeout_ms);
+      return 0;
+    }
+    po->deadline_us = (uint64_t)ms * 1000;
+  }
+  return 1;
+}
+
+static int parse_usage(pkc_usage *out, const char *text, pkc_error *err) {
+  if (text == NULL) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT, "--usage server|client is required%s",
+                       "");
+  }
+  if (strcmp(text, "server") == 0) {
+    *out = PKC_USAGE_SERVER;
+  } else if (strcmp(text, "client") == 0) {
+    *out = PKC_USAGE_CLIENT;
+  } else {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT, "--usage is server or client, not '%s'",
+                       text);
+  }
+  return 1;
+}
+
+/* issue_params reads --key-type and --validity. */
+static int issue_params(pkc_issue_params *p, const options *o, pkc_error *err) {
+  memset(p, 0, sizeof(*p));
+  p->key_type = PKC_KEY_ECDSA_P256;
+  if (o->key_type != NULL && !pkc_key_type_parse(&p->key_type, o->key_type, err)) return 0;
+  if (o->validity != NULL) {
+    pki_err perr;
+    pki_err_clear(&perr);
+    if (!pki_duration_parse(&p->validity_seconds, o->validity, &perr)) {
+      return from_pki_err(err, &perr);
+    }
+  }
+  return 1;
+}
+
+static int need_out_files(const options *o, pkc_error *err) {
+  if (o->out_cert == NULL || o->out_key == NULL) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                       "--out-cert FILE and --out-key FILE are required%s", "");
+  }
+  return 1;
+}
+
+static void format_time(char *out, size_t out_size, int64_t t) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if (t == 0 || gmtime_r(&tt, &tm) == NULL) {
+    snprintf(out, out_size, "-");
+    return;
+  }
+  strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* write_issued writes the files and says what was issued. */
+static int write_issued(const pkc_issued *issued, const options *o, pkc_error *err) {
+  if (!pkc_issued_write(issued, o->out_key, o->out_cert, o->out_chain, err)) return 0;
+  char until[64];
+  format_time(until, sizeof(until), issued->not_after);
+  printf("serial:    %s\n"
+         "not after: %s\n"
+         "cert:      %s\n"
+         "key:       %s\n",
+         issued->serial, until, o->out_cert, o->out_key);
+  if (o->out_chain != NULL) printf("chain:     %s\n", o->out_chain);
+  return 1;
+}
+
+typedef int (*online_fn)(const options *o, pkc_client *client, pkc_error *err);
+
+/* issue_or_bootstrap: Issue, with a token (bootstrap) or the client's
+ * certificate. */
+static int issue_or_bootstrap(const options *o, pkc_client *client, int bootstrap,
+                              pkc_error *err) {
+  pkc_issue_params p;
+  if (!need_out_files(o, err) || !issue_params(&p, o, err) ||
+      !parse_usage(&p.usage, o->usage, err)) {
+    return 0;
+  }
+  if (bootstrap) {
+    if (o->token == NULL || o->service == NULL) {
+      return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                         "--token TOKEN and --service NAME are required%s", "");
+    }
+    p.bootstrap_token = o->token;
+  } else if (o->token != NULL) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                       "--token belongs to 'pkictl bootstrap'%s", "");
+  }
+  p.service = o->service;
+  pkc_issued issued;
+  memset(&issued, 0, sizeof(issued));
+  int ok = pkc_issue(client, &p, &issued, err) && write_issued(&issued, o, err);
+  pkc_issued_cleanup(&issued);
+  return ok;
+}
+
+static int cmd_bootstrap(const options *o, pkc_client *client, pkc_error *err) {
+  return issue_or_bootstrap(o, client, 1, err);
+}
+
+static int cmd_issue_online(const options *o, pkc_client *client, pkc_error *err) {
+  return issue_or_bootstrap(o, client, 0, err);
+}
+
+static int cmd_renew(const options *o, pkc_client *client, pkc_error *err) {
+  pkc_issue_params p;
+  if (!need_out_files(o, err) || !issue_params(&p, o, err)) return 0;
+  if (o->service != NULL || o->usage != NULL) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                       "renew keeps the certificate's service and usage; drop "
+                       "--service/--usage%s",
+                       "");
+  }
+  pkc_issued issued;
+  memset(&issued, 0, sizeof(issued));
+  int ok = pkc_renew(client, &p, &issued, err) && write_issued(&issued, o, err);
+  pkc_issued_cleanup(&issued);
+  return ok;
+}
+
+static const struct {
+  const char *name;
+  pkc_revocation_reason reason;
+} kReasons[] = {
+    {"unspecified", PKC_REVOKE_UNSPECIFIED},
+    {"key-compromise", PKC_REVOKE_KEY_COMPROMISE},
+    {"ca-compromise", PKC_REVOKE_CA_COMPROMISE},
+    {"affiliation-changed", PKC_REVOKE_AFFILIATION_CHANGED},
+    {"superseded", PKC_REVOKE_SUPERSEDED},
+    {"cessation-of-operation", PKC_REVOKE_CESSATION_OF_OPERATION},
+};
+
+static const char *reason_name(pkc_revocation_reason r) {
+  for (size_t i = 0; i < sizeof(kReasons) / sizeof(kReasons[0]); i++) {
+    if (kReasons[i].reason == r) return kReasons[i].name;
+  }
+  return "unknown";
+}
+
+/* serial_arg copies --serial, lower-cased, without a "0x" prefix. */
+static int serial_arg(char *out, size_t out_size, const options *o, pkc_error *err) {
+  if (o->serial == NULL || o->serial[0] == '\0') {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT, "--serial HEX is required%s", "");
+  }
+  const char *s = o->serial;
+  if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s += 2;
+  size_t n = strlen(s);
+  if (n == 0 || n >= out_size) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT, "--serial '%s' is not a serial",
+                       o->serial);
+  }
+  for (size_t i = 0; i <= n; i++) {
+    char c = s[i];
+    out[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+  }
+  return 1;
+}
+
+static int cmd_revoke(const options *o, pkc_client *client, pkc_error *err) {
+  char serial[128];
+  if (!serial_arg(serial, sizeof(serial), o, err)) return 0;
+  pkc_revocation_reason reason = PKC_REVOKE_UNSPECIFIED;
+  if (o->reason != NULL) {
+    size_t i = 0, n = sizeof(kReasons) / sizeof(kReasons[0]);
+    while (i < n && strcmp(kReasons[i].name, o->reason) != 0) i++;
+    if (i == n) {
+      return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                         "--reason is key-compromise, ca-compromise, affiliation-changed, "
+                         "superseded, cessation-of-operation or unspecified, not '%s'",
+                         o->reason);
+    }
+    reason = kReasons[i].reason;
+  }
+  int64_t at = 0;
+  if (!pkc_revoke(client, serial, reason, &at, err)) return 0;
+  char when[64];
+  format_time(when, sizeof(when), at);
+  printf("revoked %s at %s (%s)\n", serial, when, reason_name(reason));
+  return 1;
+}
+
+static const char *state_name(pkc_cert_state s) {
+  switch (s) {
+    case PKC_CERT_GOOD: return "GOOD";
+    case PKC_CERT_REVOKED: return "REVOKED";
+    case PKC_CERT_EXPIRED: return "EXPIRED";
+    default: return "UNSPECIFIED";
+  }
+}
+
+static const char *or_dash(const char *s) { return s[0] != '\0' ? s : "-"; }
+
+static int cmd_status(const options *o, pkc_client *client, pkc_error *err) {
+  char serial[128];
+  if (!serial_arg(serial, sizeof(serial), o, err)) return 0;
+  pkc_cert_status st;
+  memset(&st, 0, sizeof(st));
+  if (!pkc_status(client, serial, &st, err)) return 0;
+  char from[64], until[64];
+  format_time(from, sizeof(from), st.not_before);
+  format_time(until, sizeof(until), st.not_after);
+  printf("serial:     %s\n"
+         "state:      %s\n"
+         "service:    %s\n"
+         "identity:   %s\n"
+         "usage:      %s\n"
+         "issuer:     %s\n"
+         "not before: %s\n"
+         "not after:  %s\n",
+         st.serial[0] != '\0' ? st.serial : serial, state_name(st.state), or_dash(st.service),
+         or_dash(st.identity),
+         st.usage == PKC_USAGE_SERVER ? "server" : st.usage == PKC_USAGE_CLIENT ? "client" : "-",
+         or_dash(st.issuer), from, until);
+  if (st.state == PKC_CERT_REVOKED || st.revoked_at != 0) {
+    char when[64];
+    format_time(when, sizeof(when), st.revoked_at);
+    printf("revoked at: %s\n"
+           "reason:     %s\n",
+           when, reason_name(st.revocation_reason));
+  }
+  return 1;
+}
+
+static int cmd_bundle(const options *o, pkc_client *client, pkc_error *err) {
+  if (o->out == NULL) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT, "--out FILE is required%s", "");
+  }
+  pkc_trust_bundle bundle;
+  memset(&bundle, 0, sizeof(bundle));
+  int ok = pkc_trust_bundle_get(client, o->ca, &bundle, err) &&
+           pkc_trust_bundle_write(&bundle, o->ca, o->out, err);
+  pkc_trust_bundle_cleanup(&bundle);
+  if (ok) printf("%s written to %s\n", o->ca != NULL ? o->ca : "root", o->out);
+  return ok;
+}
+
+/* run_online parses the options, connects (with a client certificate
+ * unless |anonymous|) and runs |fn|. */
+static int run_online(online_fn fn, int anonymous, int argc, char **argv) {
+  options o;
+  int rc = parse_options(&o, argc, argv, OUT_OPTIONAL);
+  if (rc != 0) return rc;
+  pki_err err;
+  pki_err_clear(&err);
+  pki_catalog *cat = load_catalog(&o, &err);
+  if (cat == NULL) return fail(&err);
+  tree_files tree;
+  pkc_options po;
+  int ok = resolve_tree(&tree, &o, cat, &err) && client_options(&po, &o, &tree, anonymous, &err);
+  pki_catalog_free(cat);
+  if (!ok) return fail(&err);
+  pkc_error perr;
+  memset(&perr, 0, sizeof(perr));
+  pkc_client *client = pkc_client_new(&po, &perr);
+  if (client == NULL) return fail_client(&perr);
+  ok = fn(&o, client, &perr);
+  pkc_client_free(client);
+  return ok ? 0 : fail_client(&perr);
+}
+
+/* has_offline reports whether --offline is among the arguments. */
+static int has_offline(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strcmp(argv[i], "--offline") == 0) return 1;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -297,7 +821,15 @@ int main(int argc, char **argv) {
     if (strcmp(step, "demo") == 0) return run(cmd_demo, argc - 2, argv + 2);
     return usage_error("unknown ceremony '%s'", step);
   }
-  if (strcmp(cmd, "issue") == 0) return run(cmd_issue, argc - 1, argv + 1);
+  if (strcmp(cmd, "issue") == 0) {
+    if (has_offline(argc - 1, argv + 1)) return run(cmd_issue, argc - 1, argv + 1);
+    return run_online(cmd_issue_online, 0, argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "bootstrap") == 0) return run_online(cmd_bootstrap, 1, argc - 1, argv + 1);
+  if (strcmp(cmd, "renew") == 0) return run_online(cmd_renew, 0, argc - 1, argv + 1);
+  if (strcmp(cmd, "revoke") == 0) return run_online(cmd_revoke, 0, argc - 1, argv + 1);
+  if (strcmp(cmd, "status") == 0) return run_online(cmd_status, 0, argc - 1, argv + 1);
+  if (strcmp(cmd, "bundle") == 0) return run_online(cmd_bundle, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "inspect") == 0) {
     if (argc != 3) return usage_error("inspect takes one FILE%s", "");
     pki_err err;
