@@ -16,6 +16,7 @@
  *   pkictl revoke                 revoke a certificate by serial
  *   pkictl status                 what pkid knows of a certificate
  *   pkictl bundle                 a trust store (a CA and its parents) or the root
+ *   pkictl agent                  keep a service's certificates renewed (daemon)
  *
  * Exit status: 0 on success, 1 on failure (the message says why), 2 on a
  * usage error. */
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "client/agent.h"
 #include "client/ceremony.h"
 #include "client/inspect.h"
 #include "client/journal_cmd.h"
@@ -99,6 +101,12 @@ static const char kUsage[] =
     "    --pki DIR [--as SERVICE[:server|client]]\n"
     "                           take --root (and SERVICE's certificate, client by\n"
     "                           default, with its key and chain) from a demo tree\n"
+    "  agent --pki DIR --as SERVICE[:server|client] [--certs server,client] [--once]\n"
+    "      [--metrics-file F] [--reload-signal SIG --reload-pid PID | --reload-command CMD]\n"
+    "      [--jitter PCT] [--check-interval-ms N] [--min-backoff-ms N --max-backoff-ms N]\n"
+    "      Renew the service's certificates when due (renew_before, rotation or 2/3\n"
+    "      of the lifetime, with jitter), replace the files, run the reload hook;\n"
+    "      retry with backoff while pkid is down. Metrics go to --metrics-file.\n"
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
@@ -830,6 +838,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "revoke") == 0) return run_online(cmd_revoke, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "status") == 0) return run_online(cmd_status, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "bundle") == 0) return run_online(cmd_bundle, 0, argc - 1, argv + 1);
+  if (strcmp(cmd, "agent") == 0) return agent_main(argc - 1, argv + 1);
   if (strcmp(cmd, "inspect") == 0) {
     if (argc != 3) return usage_error("inspect takes one FILE%s", "");
     pki_err err;
