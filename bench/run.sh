@@ -15,13 +15,30 @@
 #   2. unary Issue, closed loop (--concurrency calls in flight);
 #   3. IssueStream, closed loop (streams of K requests, several in flight);
 #   4. unary Issue, open loop at half the peak of phase 2: latency measured
-#      from each request's scheduled time.
-# Then it stops pkid (SIGTERM, waits), prints a table and writes every
-# number to FILE (default bench/results.json) as one JSON object.
+#      from each request's scheduled time;
+#   5. an open-loop sweep at 25, 50, 75 and 100% of that peak (the plot);
+#   6. pkid's OCSP responder (bench/ocsp_load, keep-alive, POST) asked about
+#      a certificate pkid issued online (pkictl issue).
+# Then it stops pkid (SIGTERM, waits) and measures the peers on the same
+# machine, one at a time, all on 127.0.0.1:
+#   7. CFSSL (Debian's golang-cfssl): `cfssl serve` with a P-256 CA, its
+#      sign API (POST /api/v1/cfssl/sign) loaded by bench/http_load with 16
+#      connections and pre-made CSRs;
+#   8. `openssl ocsp` as a responder (-multi: one process per core),
+#      loaded by bench/http_load (it closes every connection).
+# It prints a table, writes every number (phases, sweep, peers, ratios of
+# pkid to each peer) to FILE (default bench/results.json) as one JSON
+# object, and plots throughput and p50/p99 latency against offered load to
+# FILE's .png twin with bench/plot.py (Debian's python3-matplotlib).
 #
 # --seconds S   measured seconds per phase (default 20)
 # --warmup S    seconds before each phase's window (default 2)
-# --short       3 s phases, 1 s warm-up: the smoke test's mode
+# --short       3 s phases, 1 s warm-up, short sweep and peers: the smoke
+#               test's mode
+# --no-peers    skip CFSSL and `openssl ocsp` (and pkid's OCSP phase).
+#               Peers are also skipped when the four binaries are given
+#               without --http-load and --ocsp-load (nothing is built then)
+# --no-plot     no PNG
 # --work DIR    scratch folder (default bench/.work/run-PID); removed at
 #               the end unless --keep
 # Traffic goes only to 127.0.0.1. Every process started here is stopped.
@@ -36,7 +53,13 @@ WARMUP=2
 OUT=""
 WORK=""
 KEEP=0
-PKID="" PKICTL="" LOADGEN="" ECDSA_SPEED=""
+PKID="" PKICTL="" LOADGEN="" ECDSA_SPEED="" HTTP_LOAD="" OCSP_LOAD=""
+SHORT=0
+PEERS=1
+PLOT=1
+# Connections on the peers (PRODUCT.md quotes cfssl serve with 16 clients)
+# and on both OCSP responders.
+PEER_CONNS=${BENCH_PEER_CONNS:-16}
 # The load: closed-loop unary calls in flight, streams and their length,
 # connections, client threads (one: the server gets the other core).
 CONCURRENCY=${BENCH_CONCURRENCY:-64}
@@ -53,7 +76,11 @@ while [ $# -gt 0 ]; do
   case $1 in
     --seconds) SECONDS_PER_PHASE=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
-    --short) SECONDS_PER_PHASE=3; WARMUP=1; shift ;;
+    --short) SECONDS_PER_PHASE=3; WARMUP=1; SHORT=1; shift ;;
+    --no-peers) PEERS=0; shift ;;
+    --no-plot) PLOT=0; shift ;;
+    --http-load) HTTP_LOAD=$2; shift 2 ;;
+    --ocsp-load) OCSP_LOAD=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
@@ -68,20 +95,38 @@ done
 [[ $SECONDS_PER_PHASE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--seconds wants a number"
 [[ $WARMUP =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--warmup wants a number"
 OUT=${OUT:-$REPO/bench/results.json}
+PNG=${OUT%.json}.png
 
 if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ] || [ -z "$ECDSA_SPEED" ]; then
-  (cd "$REPO" && bazel build --config=opt //server:pkid //client:pkictl //bench:loadgen \
-    //bench:ecdsa_speed) || die "build failed"
+  targets=(//server:pkid //client:pkictl //bench:loadgen //bench:ecdsa_speed)
+  [ "$PEERS" = 1 ] && targets+=(//bench:http_load //bench:ocsp_load)
+  (cd "$REPO" && bazel build --config=opt "${targets[@]}") || die "build failed"
   # Not the bazel-bin symlink: another build may have pointed it elsewhere.
   BIN=$(cd "$REPO" && bazel info --config=opt bazel-bin 2>/dev/null)
   PKID=${PKID:-$BIN/server/pkid}
   PKICTL=${PKICTL:-$BIN/client/pkictl}
   LOADGEN=${LOADGEN:-$BIN/bench/loadgen}
   ECDSA_SPEED=${ECDSA_SPEED:-$BIN/bench/ecdsa_speed}
+  if [ "$PEERS" = 1 ]; then
+    HTTP_LOAD=${HTTP_LOAD:-$BIN/bench/http_load}
+    OCSP_LOAD=${OCSP_LOAD:-$BIN/bench/ocsp_load}
+  fi
+fi
+PEERS_SKIPPED=""
+if [ "$PEERS" = 0 ]; then
+  PEERS_SKIPPED="--no-peers"
+elif [ -z "$HTTP_LOAD" ] || [ -z "$OCSP_LOAD" ]; then
+  PEERS=0
+  PEERS_SKIPPED="no --http-load/--ocsp-load binaries given"
 fi
 for b in "$PKID" "$PKICTL" "$LOADGEN" "$ECDSA_SPEED"; do
   [ -x "$b" ] || die "not an executable: $b"
 done
+if [ "$PEERS" = 1 ]; then
+  for b in "$HTTP_LOAD" "$OCSP_LOAD"; do
+    [ -x "$b" ] || die "not an executable: $b"
+  done
+fi
 
 if [ -z "$WORK" ]; then
   WORK=$REPO/bench/.work/run-$$
@@ -112,8 +157,35 @@ stop_pkid() {
     PKID_PID=""
   fi
 }
+# stop_peer PID: SIGTERM to a peer server and its children (`openssl ocsp
+# -multi` waits for a child to exit before it notices SIGTERM), then
+# SIGKILL after 5 s.
+PEER_PID=""
+stop_peer() {
+  local pid=$PEER_PID kids i
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kids=$(pgrep -P "$pid" || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    # shellcheck disable=SC2086
+    [ -z "$kids" ] || kill -TERM $kids 2>/dev/null || true
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kids=$(pgrep -P "$pid" || true)
+      kill -KILL "$pid" 2>/dev/null || true
+      # shellcheck disable=SC2086
+      [ -z "$kids" ] || kill -KILL $kids 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+  PEER_PID=""
+}
 cleanup() {
   stop_pkid
+  stop_peer
   if [ "$CLEAN_WORK" = 1 ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -124,7 +196,7 @@ echo "== demo PKI in $WORK/pki" >&2
   { cat "$WORK/ceremony.log" >&2; die "pkictl ceremony demo failed"; }
 
 echo "== crypto floor (ecdsa_speed)" >&2
-if [ "$SECONDS_PER_PHASE" = 3 ]; then FLOOR_SECS=0.5; else FLOOR_SECS=2; fi
+if [ "$SHORT" = 1 ]; then FLOOR_SECS=0.5; else FLOOR_SECS=2; fi
 "$ECDSA_SPEED" "$FLOOR_SECS" >"$WORK/ecdsa_speed.json"
 
 echo "== starting pkid" >&2
@@ -132,7 +204,7 @@ echo "== starting pkid" >&2
   --ocsp-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 2>"$WORK/pkid.log" &
 PKID_PID=$!
 echo "$PKID_PID" >"$WORK/pkid.pid"
-PORT=""
+PORT="" OCSP_PORT="" OCSP_PATH="/"
 for _ in $(seq 1 150); do
   PORT=$(sed -n 's/.*"event":"listening","grpc":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
     "$WORK/pkid.log" | head -n 1)
@@ -144,7 +216,12 @@ if [ -z "$PORT" ]; then
   cat "$WORK/pkid.log" >&2
   die "pkid did not start"
 fi
-echo "   pkid pid $PKID_PID on 127.0.0.1:$PORT" >&2
+OCSP_PORT=$(sed -n 's/.*"event":"listening","ocsp":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
+  "$WORK/pkid.log" | head -n 1)
+OCSP_PATH=$(sed -n 's/.*"event":"listening","ocsp":"[^"]*","path":"\([^"]*\)".*/\1/p' \
+  "$WORK/pkid.log" | head -n 1)
+OCSP_PATH=${OCSP_PATH:-/}
+echo "   pkid pid $PKID_PID on 127.0.0.1:$PORT (OCSP ${OCSP_PORT:-none})" >&2
 
 loadgen() {
   "$LOADGEN" --target "127.0.0.1:$PORT" --pki "$WORK/pki" --server-pid "$PKID_PID" \
@@ -165,10 +242,123 @@ HALF=$("$PY" -c 'import sys; print(max(1, round(float(sys.argv[1]) / 2)))' "$PEA
 echo "== unary Issue, open loop at half the peak: $HALF/s, ${SECONDS_PER_PHASE}s" >&2
 loadgen --label open_half_peak --rate "$HALF" >"$WORK/open_half_peak.json"
 
+# The sweep: open loop at fractions of the closed-loop unary peak.
+if [ "$SHORT" = 1 ]; then SWEEP_SECS=1.5; SWEEP_WARM=0.5; else
+  SWEEP_SECS=$("$PY" -c 'import sys; print(max(2, float(sys.argv[1]) / 2))' "$SECONDS_PER_PHASE")
+  SWEEP_WARM=1
+fi
+for pct in 25 50 75 100; do
+  RATE=$("$PY" -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' \
+    "$PEAK" "$pct")
+  echo "== sweep: open loop at $pct% of the peak, $RATE/s, ${SWEEP_SECS}s" >&2
+  loadgen --label "sweep_$pct" --rate "$RATE" --duration "$SWEEP_SECS" --warmup "$SWEEP_WARM" \
+    >"$WORK/sweep_$pct.json"
+done
+
+if [ "$SHORT" = 1 ]; then PEER_SECS=2; PEER_WARM=0.5; else
+  PEER_SECS=$SECONDS_PER_PHASE; PEER_WARM=$WARMUP
+fi
+# ocsp_json NAME LINE: ocsp_load's one line of key=value as JSON.
+ocsp_json() {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import json, re, sys
+kv = dict(re.findall(r"(\w+)=([^ ]+)", sys.argv[2]))
+num = lambda k: float(kv[k].rstrip("s/")) if k in kv else None
+print(json.dumps({"label": sys.argv[1], "tool": "ocsp_load", "connections": int(kv.get("conns", 0)),
+                  "duration_s": num("seconds"), "successes": int(kv.get("responses", 0)),
+                  "errors_total": int(kv.get("errors", 0)), "throughput_per_s": num("rate"),
+                  "server_cpu_us_per_success": num("server_cpu_us_per_response")}))
+PYEOF
+}
+
+if [ "$PEERS" = 1 ] && [ -n "$OCSP_PORT" ]; then
+  echo "== pkid OCSP: a certificate issued online, ocsp_load $PEER_CONNS connections, ${PEER_SECS}s" >&2
+  mkdir -p "$WORK/pkid-ocsp"
+  "$PKICTL" issue --pki "$WORK/pki" --as pki-agent --server "127.0.0.1:$PORT" \
+    --service pki-agent --usage server --out-cert "$WORK/pkid-ocsp/leaf.pem" \
+    --out-key "$WORK/pkid-ocsp/leaf.key" --out-chain "$WORK/pkid-ocsp/chain.pem" \
+    >"$WORK/pkid-ocsp/issue.log" 2>&1 || { cat "$WORK/pkid-ocsp/issue.log" >&2; die "pkictl issue failed"; }
+  # The issuer: the first certificate of the chain.
+  sed -n '1,/-----END CERTIFICATE-----/p' "$WORK/pkid-ocsp/chain.pem" >"$WORK/pkid-ocsp/issuer.pem"
+  openssl ocsp -issuer "$WORK/pkid-ocsp/issuer.pem" -cert "$WORK/pkid-ocsp/leaf.pem" \
+    -reqout "$WORK/pkid-ocsp/req.der" -no_nonce >/dev/null 2>&1 || die "openssl ocsp -reqout failed"
+  LINE=$("$OCSP_LOAD" --port "$OCSP_PORT" --path "$OCSP_PATH" --req "$WORK/pkid-ocsp/req.der" \
+    --conns "$PEER_CONNS" --seconds "$PEER_SECS" --pid "$PKID_PID") ||
+    { echo "$LINE" >&2; die "ocsp_load against pkid failed"; }
+  echo "   $LINE" >&2
+  ocsp_json pkid_ocsp "$LINE" >"$WORK/pkid_ocsp.json"
+fi
+
 stop_pkid
 
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
+wait_port() {
+  local i
+  for i in $(seq 1 100); do
+    if "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' \
+      "$1" 2>/dev/null; then return 0; fi
+    kill -0 "$PEER_PID" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+if [ "$PEERS" = 1 ]; then
+  P=$WORK/peers
+  mkdir -p "$P"
+  # One P-256 CA for both peers, its key unencrypted; a leaf for OCSP.
+  openssl ecparam -name prime256v1 -genkey -noout -out "$P/ca-key.pem" 2>/dev/null
+  openssl req -x509 -new -key "$P/ca-key.pem" -subj "/CN=bench peer CA" -days 2 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -out "$P/ca.pem" 2>/dev/null
+  CSRS=()
+  for i in $(seq 0 31); do
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout /dev/null \
+      -subj "/CN=svc$i.bench.local" -addext "subjectAltName=DNS:svc$i.bench.local" \
+      -out "$P/csr$i.pem" 2>/dev/null
+    CSRS+=(--csr "$P/csr$i.pem")
+  done
+  openssl x509 -req -in "$P/csr0.pem" -CA "$P/ca.pem" -CAkey "$P/ca-key.pem" -set_serial 0x1001 \
+    -days 1 -out "$P/leaf.pem" 2>/dev/null
+  EXP=$(date -u -d "$(openssl x509 -in "$P/leaf.pem" -noout -enddate | cut -d= -f2)" +%y%m%d%H%M%SZ)
+  printf 'V\t%s\t\t1001\tunknown\t/CN=svc0.bench.local\n' "$EXP" >"$P/index.txt"
+  openssl ocsp -issuer "$P/ca.pem" -cert "$P/leaf.pem" -reqout "$P/req.der" -no_nonce \
+    >/dev/null 2>&1 || die "openssl ocsp -reqout failed"
+
+  if command -v cfssl >/dev/null 2>&1; then
+    CPORT=$(free_port)
+    echo "== CFSSL: cfssl serve, sign API, $PEER_CONNS connections, ${PEER_SECS}s" >&2
+    cfssl serve -address 127.0.0.1 -port "$CPORT" -ca "$P/ca.pem" -ca-key "$P/ca-key.pem" \
+      -loglevel 3 >"$P/cfssl.log" 2>&1 &
+    PEER_PID=$!
+    wait_port "$CPORT" || { cat "$P/cfssl.log" >&2; die "cfssl serve did not start"; }
+    "$HTTP_LOAD" --port "$CPORT" "${CSRS[@]}" --conns "$PEER_CONNS" --seconds "$PEER_SECS" \
+      --warmup "$PEER_WARM" --pid "$PEER_PID" --label cfssl_sign >"$WORK/cfssl.json" ||
+      { cat "$WORK/cfssl.json" "$P/cfssl.log" >&2; die "http_load against cfssl failed"; }
+    stop_peer
+  else
+    echo "== CFSSL: skipped: no cfssl binary (Debian's golang-cfssl; deploy/setup.sh installs it)" >&2
+    echo '{"skipped": "no cfssl binary (golang-cfssl not installed)"}' >"$WORK/cfssl.json"
+  fi
+
+  MULTI=$(nproc)
+  OPORT=$(free_port)
+  echo "== openssl ocsp -multi $MULTI, $PEER_CONNS connections, ${PEER_SECS}s" >&2
+  # -port takes a number only: it listens on every address; the load
+  # goes to 127.0.0.1.
+  (cd "$P" && exec openssl ocsp -index index.txt -port "$OPORT" -rsigner ca.pem -rkey ca-key.pem \
+    -CA ca.pem -multi "$MULTI" -ignore_err >"$P/openssl-ocsp.log" 2>&1) &
+  PEER_PID=$!
+  wait_port "$OPORT" || { cat "$P/openssl-ocsp.log" >&2; die "openssl ocsp did not start"; }
+  "$HTTP_LOAD" --port "$OPORT" --ocsp "$P/req.der" --conns "$PEER_CONNS" --seconds "$PEER_SECS" \
+    --warmup "$PEER_WARM" --pid "$PEER_PID" --label openssl_ocsp >"$WORK/openssl_ocsp.json" ||
+    { cat "$WORK/openssl_ocsp.json" "$P/openssl-ocsp.log" >&2; die "http_load against openssl ocsp failed"; }
+  stop_peer
+fi
+
 mkdir -p "$(dirname "$OUT")"
-"$PY" - "$WORK" "$OUT" "$SECONDS_PER_PHASE" "$WARMUP" "$COMMAND" <<'EOF'
+"$PY" - "$WORK" "$OUT" "$SECONDS_PER_PHASE" "$WARMUP" "$COMMAND" "$PEERS_SKIPPED" <<'EOF'
 import json, os, platform, sys, time
 
 work, out, secs, warm = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
@@ -177,6 +367,13 @@ floor = load("ecdsa_speed")
 sign, verify = floor["ecdsa_p256_sign_per_s"], floor["ecdsa_p256_verify_per_s"]
 floor_us = 1e6 / verify + 2e6 / sign  # one CSR verify, two signatures
 phases = {n: load(n) for n in ("unary_closed", "stream_closed", "open_half_peak")}
+maybe = lambda n: load(n) if os.path.exists(os.path.join(work, n + ".json")) else None
+sweep = [dict(load("sweep_%d" % pct), percent_of_peak=pct) for pct in (25, 50, 75, 100)]
+skipped = sys.argv[6]
+pkid_ocsp = maybe("pkid_ocsp")
+cfssl, openssl_ocsp = maybe("cfssl"), maybe("openssl_ocsp")
+if skipped:
+    cfssl = openssl_ocsp = {"skipped": skipped}
 result = {
     "command": sys.argv[5],
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -186,6 +383,9 @@ result = {
     "crypto_floor": dict(floor, us_per_certificate=round(floor_us, 1),
                          note="1 ECDSA P-256 verify (CSR) + 2 signatures (certificate, OCSP)"),
     "phases": phases,
+    "sweep": sweep,
+    "pkid_ocsp": pkid_ocsp,
+    "peers": {"cfssl_sign": cfssl, "openssl_ocsp": openssl_ocsp},
     "targets": {"certificates_per_s": 10000, "server_cpu_us_per_certificate": 100,
                 "p99_ms_at_half_peak": 5},
 }
@@ -201,6 +401,25 @@ result["summary"] = {
     "half_peak_p99_ms": o["latency_us"]["p99"] / 1000,
     "client_cpu_us_per_request_unary": u.get("client_cpu_us_per_request"),
     "crypto_floor_us_per_certificate": round(floor_us, 1),
+}
+def ratio(a, b):
+    return round(a / b, 2) if a and b else None
+ok = lambda p: p is not None and "skipped" not in p
+result["ratios"] = {
+    "note": "pkid / peer for rates; peer / pkid for CPU per item (above 1: pkid is better)",
+    "unary_certificates_per_s_vs_cfssl":
+        ratio(u["throughput_per_s"], cfssl["throughput_per_s"]) if ok(cfssl) else None,
+    "peak_certificates_per_s_vs_cfssl":
+        ratio(result["summary"]["peak_certificates_per_s"], cfssl["throughput_per_s"]) if ok(cfssl) else None,
+    "cfssl_cpu_per_certificate_vs_pkid_unary":
+        ratio(cfssl.get("server_cpu_us_per_success"), u.get("server_cpu_us_per_success")) if ok(cfssl) else None,
+    "ocsp_responses_per_s_vs_openssl_ocsp":
+        ratio(pkid_ocsp["throughput_per_s"], openssl_ocsp["throughput_per_s"])
+        if ok(openssl_ocsp) and pkid_ocsp else None,
+    "openssl_ocsp_cpu_per_response_vs_pkid":
+        ratio(openssl_ocsp.get("server_cpu_us_per_success"), pkid_ocsp.get("server_cpu_us_per_success"))
+        if ok(openssl_ocsp) and pkid_ocsp else None,
+    "unary_certificates_per_s_vs_crypto_floor": ratio(u["throughput_per_s"], 1e6 / floor_us),
 }
 with open(out, "w") as f:
     json.dump(result, f, indent=2)
@@ -231,8 +450,49 @@ line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
 print(line(cols))
 for r in rows:
     print(line(r))
+print()
+print("open-loop sweep (offered -> achieved, p50 / p99 ms):")
+for p in sweep:
+    print("  %3d%%  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   errors %d"
+          % (p["percent_of_peak"], p["offered_rate_per_s"], p["throughput_per_s"],
+             p["latency_us"]["p50"] / 1000, p["latency_us"]["p99"] / 1000, p["errors_total"]))
+print()
+R = result["ratios"]
+rf = lambda v: "-" if v is None else "%.2fx" % v
+if ok(cfssl):
+    print("CFSSL cfssl serve, sign API, %d conns: %.0f certs/s, p50 %.2f ms, p99 %.2f ms, %s us CPU/cert"
+          % (cfssl["connections"], cfssl["throughput_per_s"], cfssl["latency_us"]["p50"] / 1000,
+             cfssl["latency_us"]["p99"] / 1000, fmt(cfssl.get("server_cpu_us_per_success"), 1, 0)))
+    print("  pkid/cfssl: unary %s, peak %s; CPU per cert cfssl/pkid %s"
+          % (rf(R["unary_certificates_per_s_vs_cfssl"]), rf(R["peak_certificates_per_s_vs_cfssl"]),
+             rf(R["cfssl_cpu_per_certificate_vs_pkid_unary"])))
+else:
+    print("CFSSL: skipped (%s)" % (cfssl or {}).get("skipped", "not run"))
+if pkid_ocsp:
+    print("pkid OCSP (ocsp_load, keep-alive, %d conns): %.0f responses/s, %s us CPU/response"
+          % (pkid_ocsp["connections"], pkid_ocsp["throughput_per_s"],
+             fmt(pkid_ocsp.get("server_cpu_us_per_success"), 1, 1)))
+if ok(openssl_ocsp):
+    print("openssl ocsp (-multi %d, a connection per request, %d conns): %.0f responses/s, "
+          "p50 %.2f ms, p99 %.2f ms, %s us CPU/response"
+          % (os.cpu_count(), openssl_ocsp["connections"], openssl_ocsp["throughput_per_s"],
+             openssl_ocsp["latency_us"]["p50"] / 1000, openssl_ocsp["latency_us"]["p99"] / 1000,
+             fmt(openssl_ocsp.get("server_cpu_us_per_success"), 1, 0)))
+    print("  pkid/openssl ocsp: %s responses/s; CPU per response openssl/pkid %s"
+          % (rf(R["ocsp_responses_per_s_vs_openssl_ocsp"]), rf(R["openssl_ocsp_cpu_per_response_vs_pkid"])))
+else:
+    print("openssl ocsp: skipped (%s)" % (openssl_ocsp or {}).get("skipped", "not run"))
 print("crypto floor: ECDSA P-256 sign %.0f/s, verify %.0f/s on one core: %.1f us per certificate"
       % (sign, verify, floor_us))
 print("targets (PRODUCT.md): >= 10000 certs/s; <= 100 us server CPU per cert; p99 <= 5 ms at half peak")
 print("results: %s" % out)
 EOF
+
+if [ "$PLOT" = 1 ]; then
+  if "$PY" -c 'import matplotlib' 2>/dev/null; then
+    "$PY" "$HERE/plot.py" "$OUT" "$PNG" || die "plot.py failed"
+    echo "plot: $PNG"
+  else
+    echo "plot: skipped (no python3-matplotlib; deploy/setup.sh installs it)"
+  fi
+fi

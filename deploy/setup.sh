@@ -23,6 +23,8 @@ packages=(
   # interop peers used by the tests
   openssl python3-cryptography python3-grpcio python3-protobuf
   protobuf-compiler nghttp2-client python3-h2
+  # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
+  golang-cfssl python3-matplotlib
 )
 
 sudo_cmd=()

@@ -1,0 +1,474 @@
+/* http_load: an HTTP/1.1 closed-loop load generator for the peers of
+ * bench/run.sh: CFSSL's sign API and OCSP responders.
+ *
+ *   http_load --port P (--csr FILE [--csr FILE ...] | --ocsp REQ.der)
+ *             [--host 127.0.0.1] [--path P] [--conns 16] [--seconds 10]
+ *             [--warmup 1] [--pid PID] [--label NAME]
+ *
+ * Keeps --conns connections busy, one request in flight on each. With
+ * --csr, every request is a POST to --path (default /api/v1/cfssl/sign)
+ * of {"certificate_request": PEM}, the PEM CSRs made ahead and used in
+ * turn; a success is HTTP 200 with "success":true. With --ocsp, every
+ * request is a POST of the DER OCSP request (application/ocsp-request, to
+ * --path, default /); a success is HTTP 200 with a successful
+ * OCSPResponse. Connections are kept alive while the server allows it;
+ * when it closes them (HTTP/1.0, "Connection: close": `openssl ocsp`),
+ * each request gets a new connection, and the connect time counts in its
+ * latency. Only completions inside the measured window (after --warmup,
+ * for --seconds) count: throughput, latency (from send to the response's
+ * last byte) and, with --pid, the server's CPU time over the window from
+ * /proc/PID/stat (the process and its reaped children), or from the sum
+ * of PID and its live child processes. Prints one JSON object on stdout,
+ * shaped like loadgen's. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF (256 * 1024)
+#define MAX_CSRS 1024
+#define MAX_SAMPLES (8u * 1024u * 1024u)
+
+typedef struct conn {
+  int fd;
+  int open;
+  double sent_at;
+  size_t rlen;
+  char *rbuf;
+} conn;
+
+static struct sockaddr_in g_addr;
+static char *g_reqs[MAX_CSRS];
+static size_t g_req_lens[MAX_CSRS];
+static int g_num_reqs;
+static int g_next_req;
+static int g_ocsp;
+
+static double *g_lat; /* microseconds, inside the window */
+static size_t g_num_lat;
+static unsigned long long g_ok, g_bad, g_io_errors, g_reconnects;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: http_load --port P (--csr FILE [--csr FILE ...] | --ocsp REQ.der)\n"
+          "                 [--host H] [--path P] [--conns N] [--seconds S] [--warmup S]\n"
+          "                 [--pid PID] [--label NAME]\n");
+  exit(2);
+}
+
+/* read_file returns the NUL-terminated contents of |path|, or NULL. */
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return NULL;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    size_t r = fread(buf + n, 1, cap - n - 1, f);
+    n += r;
+    if (r == 0) break;
+    if (cap - n - 1 == 0) {
+      cap *= 2;
+      buf = realloc(buf, cap);
+    }
+  }
+  fclose(f);
+  buf[n] = '\0';
+  *len = n;
+  return buf;
+}
+
+/* make_request builds the whole HTTP request for one PEM CSR. */
+static char *make_request(const char *host, const char *path, const char *pem, size_t *out_len) {
+  size_t pem_len = strlen(pem);
+  char *body = malloc(pem_len * 2 + 64), *b = body;
+  b += sprintf(b, "{\"certificate_request\":\"");
+  for (const char *p = pem; *p != '\0'; p++) {
+    if (*p == '\n') {
+      *b++ = '\\';
+      *b++ = 'n';
+    } else if (*p == '\r') {
+      continue;
+    } else if (*p == '"' || *p == '\\') {
+      *b++ = '\\';
+      *b++ = *p;
+    } else {
+      *b++ = *p;
+    }
+  }
+  b += sprintf(b, "\"}");
+  size_t body_len = (size_t)(b - body);
+  char *req = malloc(body_len + strlen(host) + strlen(path) + 256);
+  int head = sprintf(req,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     path, host, body_len);
+  memcpy(req + head, body, body_len);
+  free(body);
+  *out_len = (size_t)head + body_len;
+  return req;
+}
+
+static int conn_open(conn *c) {
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (c->fd < 0) return 0;
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(c->fd, (struct sockaddr *)&g_addr, sizeof(g_addr)) != 0) {
+    close(c->fd);
+    c->fd = -1;
+    return 0;
+  }
+  c->open = 1;
+  c->rlen = 0;
+  return 1;
+}
+
+static int send_request(conn *c) {
+  int i = g_next_req;
+  g_next_req = (g_next_req + 1) % g_num_reqs;
+  size_t off = 0;
+  c->sent_at = now_s();
+  while (off < g_req_lens[i]) {
+    ssize_t w = send(c->fd, g_reqs[i] + off, g_req_lens[i] - off, MSG_NOSIGNAL);
+    if (w <= 0) return 0;
+    off += (size_t)w;
+  }
+  return 1;
+}
+
+/* header_value finds |name| (case-insensitive) in the header block. */
+static const char *header_value(const char *head, size_t head_len, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = head; p + n < head + head_len; p++) {
+    if ((p == head || p[-1] == '\n') && strncasecmp(p, name, n) == 0 && p[n] == ':') {
+      p += n + 1;
+      while (*p == ' ') p++;
+      return p;
+    }
+  }
+  return NULL;
+}
+
+/* dechunk parses a chunked body at |body| (|avail| bytes). Returns the
+ * bytes the encoded body takes, 0 if incomplete, -1 if malformed; the
+ * decoded payload is copied to |out| (at most |out_cap| bytes). */
+static long dechunk(const char *body, size_t avail, char *out, size_t out_cap, size_t *out_len) {
+  size_t pos = 0;
+  *out_len = 0;
+  for (;;) {
+    const char *eol = memmem(body + pos, avail - pos, "\r\n", 2);
+    if (eol == NULL) return 0;
+    char *end;
+    unsigned long size = strtoul(body + pos, &end, 16);
+    if (end == body + pos) return -1;
+    pos = (size_t)(eol - body) + 2;
+    if (size == 0) {
+      /* No trailers expected: the final CRLF. */
+      if (avail - pos < 2) return 0;
+      return (long)(pos + 2);
+    }
+    if (avail - pos < size + 2) return 0;
+    size_t copy = size < out_cap - *out_len ? size : out_cap - *out_len;
+    memcpy(out + *out_len, body + pos, copy);
+    *out_len += copy;
+    pos += size + 2;
+  }
+}
+
+/* parse_response consumes one complete response if there is one: returns
+ * 1 (consumed; *ok set), 0 (incomplete), -1 (malformed). */
+static int parse_response(conn *c, int *ok, int *close_after) {
+  char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+  if (end == NULL) return 0;
+  size_t head = (size_t)(end - c->rbuf) + 4;
+  const char *cl = header_value(c->rbuf, head, "Content-Length");
+  const char *te = header_value(c->rbuf, head, "Transfer-Encoding");
+  const char *cn = header_value(c->rbuf, head, "Connection");
+  int http10 = c->rlen >= 8 && memcmp(c->rbuf, "HTTP/1.0", 8) == 0;
+  if (http10) *close_after = cn == NULL || strncasecmp(cn, "keep-alive", 10) != 0;
+  else *close_after = cn != NULL && strncasecmp(cn, "close", 5) == 0;
+  int status_ok = c->rlen >= 12 && (memcmp(c->rbuf, "HTTP/1.1 200", 12) == 0 ||
+                                    memcmp(c->rbuf, "HTTP/1.0 200", 12) == 0);
+  static char payload[RBUF];
+  size_t payload_len = 0, total;
+  if (cl != NULL) {
+    size_t body = strtoul(cl, NULL, 10);
+    if (c->rlen < head + body) return 0;
+    payload_len = body < sizeof(payload) ? body : sizeof(payload);
+    memcpy(payload, c->rbuf + head, payload_len);
+    total = head + body;
+  } else if (te != NULL && strncasecmp(te, "chunked", 7) == 0) {
+    long used = dechunk(c->rbuf + head, c->rlen - head, payload, sizeof(payload), &payload_len);
+    if (used < 0) return -1;
+    if (used == 0) return 0;
+    total = head + (size_t)used;
+  } else {
+    return -1;
+  }
+  if (g_ocsp) {
+    /* OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED (0), ... } */
+    *ok = status_ok && payload_len > 8 && (unsigned char)payload[0] == 0x30 &&
+          memmem(payload, 8, "\x0a\x01\x00", 3) != NULL;
+  } else {
+    *ok = status_ok && memmem(payload, payload_len, "\"success\":true", 14) != NULL;
+  }
+  memmove(c->rbuf, c->rbuf + total, c->rlen - total);
+  c->rlen -= total;
+  return 1;
+}
+
+/* one_cpu_s: utime + stime + cutime + cstime of |pid|, in seconds. */
+static double one_cpu_s(int pid) {
+  char path[64], buf[2048];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  if (p == NULL) return -1;
+  unsigned long ticks = 0;
+  int field = 2;
+  for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
+    field++;
+    if (field >= 14 && field <= 17) ticks += strtoul(tok, NULL, 10);
+    if (field == 17) break;
+  }
+  return (double)ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* proc_cpu_s: the CPU time of |pid| and of its live children (one level:
+ * `openssl ocsp -multi N` forks N responders), in seconds. */
+static double proc_cpu_s(int pid) {
+  double total = one_cpu_s(pid);
+  if (total < 0) return -1;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return total;
+  int child;
+  while (fscanf(f, "%d", &child) == 1) {
+    double c = one_cpu_s(child);
+    if (c > 0) total += c;
+  }
+  fclose(f);
+  return total;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct(double q) {
+  if (g_num_lat == 0) return 0;
+  /* The nearest rank: ceil(q * n) - 1. */
+  double rank = q * (double)g_num_lat;
+  size_t i = (size_t)rank;
+  if ((double)i < rank) i++;
+  if (i > 0) i--;
+  if (i >= g_num_lat) i = g_num_lat - 1;
+  return g_lat[i];
+}
+
+static double cpu_self_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+         (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int main(int argc, char **argv) {
+  const char *host = "127.0.0.1", *path = NULL, *label = NULL, *ocsp_file = NULL;
+  const char *csr_files[MAX_CSRS];
+  int num_csr_files = 0, port = 0, conns = 16, pid = 0;
+  double seconds = 10, warmup = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *o = argv[i];
+    if (i + 1 >= argc) usage();
+    const char *v = argv[++i];
+    if (strcmp(o, "--port") == 0) port = atoi(v);
+    else if (strcmp(o, "--host") == 0) host = v;
+    else if (strcmp(o, "--path") == 0) path = v;
+    else if (strcmp(o, "--csr") == 0 && num_csr_files < MAX_CSRS) csr_files[num_csr_files++] = v;
+    else if (strcmp(o, "--ocsp") == 0) ocsp_file = v;
+    else if (strcmp(o, "--conns") == 0) conns = atoi(v);
+    else if (strcmp(o, "--seconds") == 0) seconds = atof(v);
+    else if (strcmp(o, "--warmup") == 0) warmup = atof(v);
+    else if (strcmp(o, "--pid") == 0) pid = atoi(v);
+    else if (strcmp(o, "--label") == 0) label = v;
+    else usage();
+  }
+  if (port <= 0 || (num_csr_files == 0) == (ocsp_file == NULL) || conns < 1 || seconds <= 0 ||
+      warmup < 0) {
+    usage();
+  }
+  g_ocsp = ocsp_file != NULL;
+  if (path == NULL) path = g_ocsp ? "/" : "/api/v1/cfssl/sign";
+  if (label == NULL) label = g_ocsp ? "ocsp" : "cfssl_sign";
+  signal(SIGPIPE, SIG_IGN);
+  if (g_ocsp) {
+    size_t len;
+    char *der = read_file(ocsp_file, &len);
+    if (der == NULL || len == 0) {
+      fprintf(stderr, "http_load: %s: cannot read the OCSP request\n", ocsp_file);
+      return 1;
+    }
+    char *req = malloc(len + strlen(host) + strlen(path) + 256);
+    int head = sprintf(req,
+                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/ocsp-request\r\n"
+                       "Content-Length: %zu\r\n\r\n",
+                       path, host, len);
+    memcpy(req + head, der, len);
+    free(der);
+    g_reqs[0] = req;
+    g_req_lens[0] = (size_t)head + len;
+    g_num_reqs = 1;
+  }
+  for (int i = 0; i < num_csr_files; i++) {
+    size_t len;
+    char *pem = read_file(csr_files[i], &len);
+    if (pem == NULL || strstr(pem, "CERTIFICATE REQUEST") == NULL) {
+      fprintf(stderr, "http_load: %s: not a PEM certificate request\n", csr_files[i]);
+      return 1;
+    }
+    g_reqs[g_num_reqs] = make_request(host, path, pem, &g_req_lens[g_num_reqs]);
+    g_num_reqs++;
+    free(pem);
+  }
+  g_addr.sin_family = AF_INET;
+  g_addr.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &g_addr.sin_addr) != 1) usage();
+  g_lat = malloc(MAX_SAMPLES * sizeof(double));
+
+  int ep = epoll_create1(0);
+  conn *cs = calloc((size_t)conns, sizeof(conn));
+  for (int i = 0; i < conns; i++) {
+    cs[i].rbuf = malloc(RBUF);
+    if (!conn_open(&cs[i])) {
+      fprintf(stderr, "http_load: connect 127.0.0.1:%d: %s\n", port, strerror(errno));
+      return 1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &cs[i]};
+    epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+  }
+  double t0 = now_s();
+  double w0 = t0 + warmup, w1 = w0 + seconds;
+  for (int i = 0; i < conns; i++) {
+    if (!send_request(&cs[i])) g_io_errors++;
+  }
+  int in_window = 0;
+  double cpu0 = 0, self0 = 0, real0 = 0;
+  struct epoll_event evs[64];
+  for (;;) {
+    double t = now_s();
+    if (!in_window && t >= w0) {
+      in_window = 1;
+      cpu0 = pid > 0 ? proc_cpu_s(pid) : 0;
+      self0 = cpu_self_s();
+      real0 = t;
+    }
+    if (t >= w1) break;
+    int n = epoll_wait(ep, evs, 64, 50);
+    for (int i = 0; i < n; i++) {
+      conn *c = evs[i].data.ptr;
+      ssize_t r = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
+      int reopen = 0;
+      if (r <= 0) {
+        g_io_errors++;
+        reopen = 1;
+      } else {
+        c->rlen += (size_t)r;
+        int ok = 0, close_after = 0;
+        int done = parse_response(c, &ok, &close_after);
+        if (done < 0) {
+          g_io_errors++;
+          reopen = 1;
+        } else if (done > 0) {
+          double at = now_s();
+          if (at >= w0 && at < w1) {
+            if (ok) {
+              g_ok++;
+              if (g_num_lat < MAX_SAMPLES) g_lat[g_num_lat++] = (at - c->sent_at) * 1e6;
+            } else {
+              g_bad++;
+            }
+          }
+          if (close_after) {
+            reopen = 1;
+          } else if (!send_request(c)) {
+            g_io_errors++;
+            reopen = 1;
+          }
+        }
+      }
+      if (reopen) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->open = 0;
+        if (now_s() < w1 && conn_open(c)) {
+          g_reconnects++;
+          struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+          epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+          if (!send_request(c)) g_io_errors++;
+        }
+      }
+    }
+  }
+  double elapsed = now_s() - real0;
+  double cpu = pid > 0 ? proc_cpu_s(pid) - cpu0 : 0;
+  double self = cpu_self_s() - self0;
+  close(ep);
+  for (int i = 0; i < conns; i++) {
+    if (cs[i].open) close(cs[i].fd);
+    free(cs[i].rbuf);
+  }
+  free(cs);
+
+  qsort(g_lat, g_num_lat, sizeof(double), cmp_double);
+  unsigned long long errors = g_bad + g_io_errors;
+  printf("{\"label\":\"%s\",\"target\":\"%s:%d%s\",\"concurrency\":%d,\"connections\":%d,"
+         "\"duration_s\":%.3f,\"warmup_s\":%.3f,\"requests\":%llu,\"successes\":%llu,"
+         "\"errors_total\":%llu,\"errors\":{",
+         label, host, port, path, conns, conns, elapsed, warmup, g_ok + g_bad, g_ok, errors);
+  const char *sep = "";
+  if (g_bad > 0) {
+    printf("\"http_failure\":%llu", g_bad);
+    sep = ",";
+  }
+  if (g_io_errors > 0) printf("%s\"connection\":%llu", sep, g_io_errors);
+  printf("},\"reconnects\":%llu,\"throughput_per_s\":%.1f,", g_reconnects,
+         elapsed > 0 ? (double)g_ok / elapsed : 0.0);
+  printf("\"latency_us\":{\"count\":%zu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p99_9\":%.1f,"
+         "\"max\":%.1f},",
+         g_num_lat, pct(0.50), pct(0.90), pct(0.99), pct(0.999),
+         g_num_lat > 0 ? g_lat[g_num_lat - 1] : 0.0);
+  if (pid > 0 && g_ok > 0 && cpu >= 0) {
+    printf("\"server_cpu_s\":%.3f,\"server_cpu_cores\":%.3f,\"server_cpu_us_per_success\":%.1f,",
+           cpu, elapsed > 0 ? cpu / elapsed : 0.0, cpu * 1e6 / (double)g_ok);
+  } else {
+    printf("\"server_cpu_s\":null,\"server_cpu_cores\":null,\"server_cpu_us_per_success\":null,");
+  }
+  printf("\"client_cpu_us_per_request\":%.1f}\n", g_ok > 0 ? self * 1e6 / (double)g_ok : 0.0);
+  for (int i = 0; i < g_num_reqs; i++) free(g_reqs[i]);
+  free(g_lat);
+  return g_ok > 0 ? 0 : 1;
+}
