@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/proc_cpu.h"
+
 #define RBUF (256 * 1024)
 #define MAX_CSRS 1024
 #define MAX_SAMPLES (8u * 1024u * 1024u)
@@ -234,44 +236,7 @@ static int parse_response(conn *c, int *ok, int *close_after) {
   return 1;
 }
 
-/* one_cpu_s: utime + stime + cutime + cstime of |pid|, in seconds. */
-static double one_cpu_s(int pid) {
-  char path[64], buf[2048];
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return -1;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  if (p == NULL) return -1;
-  unsigned long ticks = 0;
-  int field = 2;
-  for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
-    field++;
-    if (field >= 14 && field <= 17) ticks += strtoul(tok, NULL, 10);
-    if (field == 17) break;
-  }
-  return (double)ticks / (double)sysconf(_SC_CLK_TCK);
-}
 
-/* proc_cpu_s: the CPU time of |pid| and of its live children (one level:
- * `openssl ocsp -multi N` forks N responders), in seconds. */
-static double proc_cpu_s(int pid) {
-  double total = one_cpu_s(pid);
-  if (total < 0) return -1;
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return total;
-  int child;
-  while (fscanf(f, "%d", &child) == 1) {
-    double c = one_cpu_s(child);
-    if (c > 0) total += c;
-  }
-  fclose(f);
-  return total;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -382,7 +347,7 @@ int main(int argc, char **argv) {
     double t = now_s();
     if (!in_window && t >= w0) {
       in_window = 1;
-      cpu0 = pid > 0 ? proc_cpu_s(pid) : 0;
+      cpu0 = pid > 0 ? bench_proc_cpu_s(pid, 1) : 0;
       self0 = cpu_self_s();
       real0 = t;
     }
@@ -434,7 +399,7 @@ int main(int argc, char **argv) {
     }
   }
   double elapsed = now_s() - real0;
-  double cpu = pid > 0 ? proc_cpu_s(pid) - cpu0 : 0;
+  double cpu = pid > 0 ? bench_proc_cpu_s(pid, 1) - cpu0 : 0;
   double self = cpu_self_s() - self0;
   close(ep);
   for (int i = 0; i < conns; i++) {

@@ -49,6 +49,7 @@
 
 #include <openssl/evp.h>
 
+#include "bench/proc_cpu.h"
 #include "lib/csr.h"
 #include "lib/err.h"
 #include "lib/key.h"
@@ -1059,29 +1060,6 @@ static void *worker_main(void *arg) {
 
 /* ---- CPU time ------------------------------------------------------------ */
 
-/* proc_cpu_us reads utime + stime of |pid| from /proc/PID/stat, in µs;
- * -1 when it cannot. */
-static double proc_cpu_us(long pid) {
-  char path[64], buf[2048];
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return -1;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  if (p == NULL) return -1;
-  /* After ')': field 3 (state) ... field 14 utime, field 15 stime. */
-  unsigned long long utime = 0, stime = 0;
-  if (sscanf(p + 1,
-             " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-             &utime, &stime) != 2) {
-    return -1;
-  }
-  long tck = sysconf(_SC_CLK_TCK);
-  if (tck <= 0) return -1;
-  return (double)(utime + stime) * 1e6 / (double)tck;
-}
 
 static double self_cpu_us(void) {
   struct rusage ru;
@@ -1167,11 +1145,11 @@ int main(int argc, char **argv) {
 
   sleep_until_ns(g_window_start_ns);
   uint64_t w0 = now_ns();
-  double srv0 = g_opt.server_pid > 0 ? proc_cpu_us(g_opt.server_pid) : -1;
+  double srv0 = g_opt.server_pid > 0 ? bench_proc_cpu_s((int)g_opt.server_pid, 0) * 1e6 : -1;
   double cli0 = self_cpu_us();
   sleep_until_ns(g_window_end_ns);
   uint64_t w1 = now_ns();
-  double srv1 = g_opt.server_pid > 0 ? proc_cpu_us(g_opt.server_pid) : -1;
+  double srv1 = g_opt.server_pid > 0 ? bench_proc_cpu_s((int)g_opt.server_pid, 0) * 1e6 : -1;
   double cli1 = self_cpu_us();
 
   for (unsigned i = 0; i < nt; i++) pthread_join(workers[i].thread, NULL);

@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/proc_cpu.h"
+
 #define BUF 65536
 
 typedef struct conn {
@@ -123,30 +125,6 @@ static void *run_worker(void *arg) {
   return NULL;
 }
 
-/* proc_cpu_s: utime + stime of |pid|, in seconds. */
-static double proc_cpu_s(int pid) {
-  char path[64], buf[2048];
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return -1;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  if (p == NULL) return -1;
-  unsigned long utime = 0, stime = 0;
-  /* Fields after ')': state(3) ... utime(14) stime(15). */
-  int field = 2;
-  for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
-    field++;
-    if (field == 14) utime = strtoul(tok, NULL, 10);
-    if (field == 15) {
-      stime = strtoul(tok, NULL, 10);
-      break;
-    }
-  }
-  return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
 
 static void usage(void) {
   fprintf(stderr,
@@ -244,7 +222,7 @@ int main(int argc, char **argv) {
     ws[t].conns = cs + from;
     ws[t].num_conns = to - from;
   }
-  double cpu0 = pid > 0 ? proc_cpu_s(pid) : 0;
+  double cpu0 = pid > 0 ? bench_proc_cpu_s(pid, 0) : 0;
   struct rusage ru0, ru1;
   getrusage(RUSAGE_SELF, &ru0);
   double t0 = now_s();
@@ -257,7 +235,7 @@ int main(int argc, char **argv) {
     errors += ws[t].errors;
   }
   double elapsed = now_s() - t0;
-  double cpu1 = pid > 0 ? proc_cpu_s(pid) : 0;
+  double cpu1 = pid > 0 ? bench_proc_cpu_s(pid, 0) : 0;
   getrusage(RUSAGE_SELF, &ru1);
   double self_cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
                     (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
