@@ -5,10 +5,10 @@
  * Ed25519.
  *
  * Files:
- *  - a plain private key is PKCS#8 in PEM ("BEGIN PRIVATE KEY"), mode 0600;
+ *  - a plain private key is PKCS#8 in PEM (label "PRIVATE KEY"), mode 0600;
  *  - a sealed private key (a CA key at rest) is PKCS#8 DER encrypted with
  *    an AEAD (AES-256-GCM) under a key derived from a secret by scrypt
- *    (RFC 7914), in PEM ("BEGIN PKID SEALED PRIVATE KEY"), mode 0600. The
+ *    (RFC 7914), in PEM (label "PKID SEALED PRIVATE KEY"), mode 0600. The
  *    scrypt parameters, salt and nonce are stored in the clear and bound to
  *    the ciphertext as additional data. A wrong secret fails to open with
  *    PKI_ERR_AUTH.
