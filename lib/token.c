@@ -39,8 +39,8 @@ static int b64url_value(char c) {
   return p != NULL ? (int)(p - kB64url) : -1;
 }
 
-/* b64url_decode reads unpadded base64url; 0 on any other character or a
- * length no encoder makes. */
+/* b64url_decode reads unpadded, canonical base64url; 0 on any other
+ * character, a length no encoder makes, or unused bits that are set. */
 static int b64url_decode(uint8_t *out, size_t out_size, size_t *out_len, const char *in,
                          size_t len) {
   if (len % 4 == 1) return 0;
@@ -54,6 +54,10 @@ static int b64url_decode(uint8_t *out, size_t out_size, size_t *out_len, const c
       v = v << 6 | (uint32_t)d;
     }
     size_t bytes = chunk - 1;
+    /* Canonical only: the bits past the last byte must be zero. Otherwise
+     * two texts would decode to one token and, hashed apart, both be
+     * "unused". */
+    if ((v & ((1u << (24 - 8 * bytes)) - 1)) != 0) return 0;
     if (n + bytes > out_size) return 0;
     for (size_t j = 0; j < bytes; j++) out[n++] = (uint8_t)(v >> (16 - 8 * j));
   }
