@@ -71,7 +71,7 @@ int ceremony_secret_from_shares(ceremony_secret *out, const char *const *files,
   memset(out, 0, sizeof(*out));
   pki_share *shares = calloc(num_files > 0 ? num_files : 1, sizeof(pki_share));
   if (shares == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   int ok = 0;
@@ -154,7 +154,7 @@ static int write_pem(const char *path, const uint8_t *const *ders, const size_t 
   return ok;
 oom:
   CBB_cleanup(&all);
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(err);
   return 0;
 }
 

@@ -8,7 +8,7 @@ int journal_cmd_verify(FILE *out, const char *dir, pki_err *err) {
   /* The result holds a count per type: too big to want on a small stack. */
   pki_journal_verify_result *res = calloc(1, sizeof(*res));
   if (res == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   int ok = pki_journal_verify_dir(dir, res, err);

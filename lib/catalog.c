@@ -83,7 +83,7 @@ static int prefix_at(parse_ctx *ctx, int line, const char *what) {
 }
 
 static int oom(parse_ctx *ctx) {
-  PKI_ERR(ctx->err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(ctx->err);
   return 0;
 }
 

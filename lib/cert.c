@@ -92,7 +92,7 @@ int pki_issuer_init(pki_issuer *out, const uint8_t *cert_der, size_t cert_len,
   out->path_len = info.path_len;
   out->cert = OPENSSL_malloc(cert_len);
   if (!CBS_stow(&info.subject, &out->name, &out->name_len) || out->cert == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     goto fail;
   }
   memcpy(out->cert, cert_der, cert_len);
@@ -130,7 +130,7 @@ int pki_issuer_init_self(pki_issuer *out, EVP_PKEY *key, const pki_profile *prof
       !pki_der_add_name(&cbb, profile->organization, profile->common_name) ||
       !CBB_finish(&cbb, &out->name, &out->name_len)) {
     CBB_cleanup(&cbb);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   out->not_before = not_before;
@@ -292,7 +292,7 @@ static int add_extensions(CBB *tbs, const pki_issuer *issuer, const pki_issue_re
   if (!CBB_flush(tbs)) goto oom;
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding extensions");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding extensions");
   return 0;
 }
 
@@ -333,7 +333,7 @@ int pki_cert_build_tbs(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
   if (!pki_der_finish(&cbb, out, out_len)) goto oom;
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a certificate");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a certificate");
 fail:
   CBB_cleanup(&cbb);
   return 0;
@@ -353,7 +353,7 @@ int pki_cert_sign(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
       !CBB_add_bytes(&bits, sig, sig_len) || !pki_der_finish(&cbb, out, out_len)) {
     CBB_cleanup(&cbb);
     free(sig);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a certificate");
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a certificate");
     return 0;
   }
   free(sig);

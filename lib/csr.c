@@ -242,7 +242,7 @@ int pki_csr_build(uint8_t **out, size_t *out_len, EVP_PKEY *key,
   free(sig);
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory building a CSR");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory building a CSR");
 fail:
   CBB_cleanup(&info);
   CBB_cleanup(&cbb);

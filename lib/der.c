@@ -183,7 +183,7 @@ int pki_der_add_general_name(CBB *cbb, const pki_name *name, pki_err *err) {
   }
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a name");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a name");
   return 0;
 }
 
@@ -259,7 +259,7 @@ int pki_der_add_subtree(CBB *cbb, const pki_name *subtree, pki_err *err) {
   if (!CBB_flush(cbb)) goto oom;
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a name constraint");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a name constraint");
   return 0;
 }
 
@@ -326,7 +326,7 @@ int pki_der_to_pem(char **out, size_t *out_len, const char *label,
   if (b64 == NULL || pem == NULL) {
     free(b64);
     free(pem);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   size_t n = EVP_EncodeBlock(b64, der, der_len);
@@ -359,7 +359,7 @@ int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
     /* No armour: binary DER. */
     *out = malloc(pem_len > 0 ? pem_len : 1);
     if (*out == NULL) {
-      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+      PKI_ERR_OOM(err);
       return 0;
     }
     memcpy(*out, pem, pem_len);
@@ -379,7 +379,7 @@ int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
   if (b64 == NULL || der == NULL) {
     free(b64);
     free(der);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   size_t n = 0;

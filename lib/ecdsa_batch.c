@@ -162,7 +162,7 @@ pki_ecdsa_pool *pki_ecdsa_pool_new(const EVP_PKEY *key, size_t capacity,
 oom:
   ERR_clear_error();
   pki_ecdsa_pool_free(pool);
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory setting up the ECDSA pool");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory setting up the ECDSA pool");
   return NULL;
 }
 
@@ -365,7 +365,7 @@ int pki_ecdsa_pool_sign(pki_ecdsa_pool *pool, uint8_t *out_der,
                         const uint8_t digest[32], pki_err *err) {
   if (!bits2int_mod_n(pool, digest, 32)) {
     ERR_clear_error();
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   for (;;) {

@@ -44,6 +44,8 @@ const char *pki_err_code_name(pki_err_code code) {
     case PKI_ERR_EXISTS: return "exists";
     case PKI_ERR_IO: return "io";
     case PKI_ERR_INTERNAL: return "internal";
+    case PKI_ERR_EXHAUSTED: return "exhausted";
+    case PKI_ERR_UNAVAILABLE: return "unavailable";
   }
   return "unknown";
 }

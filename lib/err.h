@@ -19,7 +19,10 @@ typedef enum pki_err_code {
   PKI_ERR_NOT_FOUND,   /* a named thing does not exist: service, CA, file */
   PKI_ERR_EXISTS,      /* refusing to overwrite something that exists */
   PKI_ERR_IO,          /* the file system or the OS failed */
-  PKI_ERR_INTERNAL,    /* a library failed where it should not, or out of memory */
+  PKI_ERR_INTERNAL,    /* a library failed where it should not */
+  PKI_ERR_EXHAUSTED,   /* out of memory, a queue full, a quota spent: retry later */
+  PKI_ERR_UNAVAILABLE, /* not possible now (shutting down, a resource being made
+                          ready): retry */
 } pki_err_code;
 
 typedef struct pki_err {
@@ -34,6 +37,10 @@ void pki_err_set_at(pki_err *err, pki_err_code code, const char *file, int line,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 #define PKI_ERR(err, code, ...) \
   pki_err_set_at((err), (code), __FILE__, __LINE__, __VA_ARGS__)
+
+/* PKI_ERR_OOM records an allocation failure: PKI_ERR_EXHAUSTED, since the
+ * same request may well succeed once memory is back. */
+#define PKI_ERR_OOM(err) PKI_ERR((err), PKI_ERR_EXHAUSTED, "out of memory")
 
 /* pki_err_prefix prepends context ("catalog.yaml:12: ") to the message of an
  * error already set, keeping its code and origin. */

@@ -164,7 +164,7 @@ int pki_file_read(uint8_t **out, size_t *out_len, const char *path,
   size_t len = 0;
   uint8_t *buf = malloc(cap);
   if (buf == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory reading %s", path);
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory reading %s", path);
     close(fd);
     return 0;
   }
@@ -188,7 +188,7 @@ int pki_file_read(uint8_t **out, size_t *out_len, const char *path,
       if (new_cap > limit || new_cap < cap) new_cap = limit;
       uint8_t *grown = realloc(buf, new_cap);
       if (grown == NULL) {
-        PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory reading %s", path);
+        PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory reading %s", path);
         goto fail;
       }
       buf = grown;

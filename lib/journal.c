@@ -382,7 +382,7 @@ static int list_dir(const char *dir, dir_list *out, int remove_temps,
     if (!ok) {
       closedir(d);
       dir_list_free(out);
-      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory listing %s", dir);
+      PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory listing %s", dir);
       return 0;
     }
   }
@@ -705,7 +705,7 @@ pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
   memset(&l, 0, sizeof(l));
   if (j == NULL || (j->dir = strdup(dir)) == NULL) {
     free(j);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory opening journal %s", dir);
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory opening journal %s", dir);
     return NULL;
   }
   j->fd = -1;
@@ -876,7 +876,7 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
     size_t cap = j->buf_cap * 2 > total ? j->buf_cap * 2 : total;
     uint8_t *grown = realloc(j->buf, cap);
     if (grown == NULL) {
-      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory appending to journal");
+      PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory appending to journal");
       return 0;
     }
     j->buf = grown;
@@ -949,7 +949,7 @@ int pki_journal_snapshot(pki_journal *j, const uint8_t *state, size_t len,
   size_t total = PKI_JOURNAL_SNAP_OVERHEAD + len;
   uint8_t *buf = malloc(total);
   if (buf == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory writing a snapshot");
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory writing a snapshot");
     return 0;
   }
   uint64_t seq = j->next_seq - 1;
@@ -1056,7 +1056,7 @@ static int verify_record(void *ctx, const pki_journal_record *rec,
 static int load_verify_snaps(verify_ctx *v, const dir_list *l, pki_err *err) {
   v->snaps = calloc(l->nsnaps > 0 ? l->nsnaps : 1, sizeof(verify_snap));
   if (v->snaps == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory verifying %s", v->dir);
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory verifying %s", v->dir);
     return 0;
   }
   for (size_t k = 0; k < l->nsnaps; k++) {

@@ -248,7 +248,7 @@ static int pem_encode(char **out, size_t *out_len, const char *name,
   size_t cap = 2 * (name_len + 17) + lines * 65 + 1;
   char *buf = malloc(cap);
   if (buf == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   size_t len = (size_t)snprintf(buf, cap, "-----BEGIN %s-----\n", name);
@@ -371,7 +371,7 @@ EVP_PKEY *pki_key_read_pem(const char *path, pki_err *err) {
   EVP_PKEY *pkey = NULL;
   BIO *bio = BIO_new_mem_buf(text, (int)text_len);
   if (bio == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory reading %s", path);
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory reading %s", path);
     goto done;
   }
   /* Skip blocks that are not a private key: "openssl ecparam -genkey"
@@ -501,7 +501,7 @@ int pki_key_seal(char **out, size_t *out_len, const EVP_PKEY *key,
 
   ct = malloc(pt_len + EVP_AEAD_max_overhead(aead));
   if (ct == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     goto done;
   }
   if (!EVP_AEAD_CTX_init(&ctx, aead, aead_key, sizeof(aead_key),
@@ -627,7 +627,7 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
 
   BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
   if (bio == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     goto done;
   }
   int r = pem_next(bio, &name, &der, &der_len);
@@ -649,7 +649,7 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
   }
   pt = malloc(parts.ct_len);
   if (pt == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     goto done;
   }
   if (!EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), aead_key,

@@ -597,6 +597,6 @@ int pki_names_push(pki_name **names, size_t *num, pki_name_type type,
   return 1;
 
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(err);
   return 0;
 }

@@ -312,7 +312,7 @@ int pki_ocsp_signer_init(pki_ocsp_signer *out, const pki_issuer *ca, pki_err *er
   return 1;
 oom:
   CBB_cleanup(&cbb);
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(err);
   return 0;
 }
 
@@ -459,7 +459,7 @@ int pki_ocsp_signer_sign_with(const pki_ocsp_signer *signer, const pki_signer *w
   if (!ok) goto enc;
   uint8_t *copy = malloc(resp_len);
   if (copy == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   memcpy(copy, resp_buf, resp_len);

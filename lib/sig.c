@@ -42,7 +42,7 @@ int pki_sig_add_alg(CBB *cbb, pki_key_type type, pki_err *err) {
   if (!ok || !CBB_flush(cbb)) goto oom;
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(err);
   return 0;
 }
 

@@ -47,7 +47,7 @@ pkid_admin *pkid_admin_start(uv_loop_t *loop, const char *listen, pkid_registry 
   pkid_admin *a = calloc(1, sizeof(*a));
   if (a == NULL || (a->http = pkid_http_new(loop, NULL)) == NULL) {
     free(a);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return NULL;
   }
   a->reg = reg;

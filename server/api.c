@@ -98,7 +98,7 @@ static pkid_job *job_for(pkid_call *call, const pki_catalog_service *svc,
   pkid_job *job = calloc(1, sizeof(*job));
   if (job == NULL || (job->csr = malloc(csr->len)) == NULL) {
     free(job);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return NULL;
   }
   job->kind = PKID_JOB_ISSUE;

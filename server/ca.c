@@ -56,7 +56,7 @@ static int load_one(pkid_ca *out, const pki_catalog *cat, const char *dir,
   out->truststore_pem = (char *)pem;
   return 1;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(err);
   return 0;
 }
 
@@ -65,7 +65,7 @@ int pkid_cas_load(pkid_cas *out, const pki_catalog *cat, const char *dir,
   memset(out, 0, sizeof(*out));
   out->cas = calloc(cat->num_cas, sizeof(pkid_ca));
   if (out->cas == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   if (!read_ca_cert(&out->root, &out->root_len, dir, pki_catalog_root(cat), err)) goto fail;

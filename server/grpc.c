@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/grpc_status.h"
 #include "server/conn.h"
 #include "server/metrics.h"
 #include "server/server.h"
@@ -12,27 +13,11 @@
 #define FRAME_HEADER 5 /* compressed flag, then a 4-octet big-endian length */
 
 pkid_grpc_status pkid_grpc_status_from_err(pki_err_code code) {
-  switch (code) {
-    case PKI_OK: return GRPC_OK;
-    case PKI_ERR_INVALID:
-    case PKI_ERR_UNSUPPORTED: return GRPC_INVALID_ARGUMENT;
-    case PKI_ERR_DENIED: return GRPC_PERMISSION_DENIED;
-    case PKI_ERR_AUTH: return GRPC_UNAUTHENTICATED;
-    case PKI_ERR_NOT_FOUND: return GRPC_NOT_FOUND;
-    case PKI_ERR_EXISTS: return GRPC_ALREADY_EXISTS;
-    case PKI_ERR_IO:
-    case PKI_ERR_INTERNAL: return GRPC_INTERNAL;
-  }
-  return GRPC_UNKNOWN;
+  return (pkid_grpc_status)pki_grpc_status_from_err(code);
 }
 
 const char *pkid_grpc_status_name(pkid_grpc_status status) {
-  static const char *const kNames[] = {
-      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-      "UNAUTHENTICATED"};
-  return (unsigned)status < sizeof(kNames) / sizeof(kNames[0]) ? kNames[status] : "?";
+  return pki_grpc_status_name((int)status);
 }
 
 uint64_t pkid_grpc_parse_timeout(const char *value, size_t len) {

@@ -437,7 +437,7 @@ static int run(const options *o) {
   pkid_status *status = pkid_status_new(1024);
   pkid_store store;
   if (status == NULL) {
-    PKI_ERR(&err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(&err);
     goto fail;
   }
   if (!pkid_store_open(&store, journal_dir, cat, &cas, status, (uint16_t)o->node, &err)) {
@@ -463,7 +463,7 @@ static int run(const options *o) {
   g_server.api = &api;
   g_server.loop = uv_default_loop();
   if (!pkid_metrics_init()) {
-    PKI_ERR(&err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(&err);
     goto fail;
   }
   /* The seed's alert rules watch cert_expiry_timestamp{cert_name=...}. */

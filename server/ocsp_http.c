@@ -374,7 +374,7 @@ pkid_ocsp_http *pkid_ocsp_http_start_with(uv_loop_t *loop, const char *listen,
   char host_port[256];
   pkid_ocsp_http *o = calloc(1, sizeof(*o));
   if (o == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return NULL;
   }
   o->loop = loop;
@@ -390,7 +390,7 @@ pkid_ocsp_http *pkid_ocsp_http_start_with(uv_loop_t *loop, const char *listen,
   }
   o->signers = calloc(cas->num_cas > 0 ? cas->num_cas : 1, sizeof(pki_ocsp_signer));
   if (o->signers == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     free_responder(o);
     return NULL;
   }
@@ -402,7 +402,7 @@ pkid_ocsp_http *pkid_ocsp_http_start_with(uv_loop_t *loop, const char *listen,
   }
   o->http = pkid_http_new(loop, limits);
   if (o->http == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     free_responder(o);
     return NULL;
   }

@@ -224,7 +224,7 @@ bad:
           (unsigned long long)r->seq, r->type);
   return 0;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory replaying the journal");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory replaying the journal");
   return 0;
 }
 
@@ -288,7 +288,7 @@ int pkid_store_snapshot(pkid_store *st, pki_err *err) {
   return ok;
 oom:
   CBB_cleanup(&cbb);
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory writing a snapshot");
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory writing a snapshot");
   return 0;
 }
 
@@ -313,7 +313,7 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
   ca_names = calloc(4096, sizeof(CBS));
   svc_names = calloc(4096, sizeof(CBS));
   if (ca_names == NULL || svc_names == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     goto out;
   }
   if (!CBS_get_u8(&cbs, &version) || version != SNAPSHOT_VERSION ||
@@ -352,7 +352,7 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     rec.not_after = (int64_t)na;
     rec.revoked_at = (int64_t)at;
     if (!pkid_status_put(st->status, &rec)) {
-      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory loading the snapshot");
+      PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory loading the snapshot");
       goto out;
     }
   }
@@ -397,7 +397,7 @@ static int append_one(pkid_store *st, uint8_t type, CBB *cbb, pki_err *err) {
   size_t len;
   if (!CBB_finish(cbb, &payload, &len)) {
     CBB_cleanup(cbb);
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   pki_journal_entry e = {.type = type, .time = now_ms(), .payload = payload, .len = len};
@@ -457,7 +457,7 @@ int pkid_store_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
   size_t num = 0;
   int ok = 0;
   if (entries == NULL || payloads == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     goto out;
   }
   uint64_t t = now_ms();
@@ -472,7 +472,7 @@ int pkid_store_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
           !CBB_add_bytes(&cbb, jobs[i]->token_id, 32) ||
           !CBB_finish(&cbb, &payloads[num], &len)) {
         CBB_cleanup(&cbb);
-        PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a record");
+        PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a record");
         goto out;
       }
       entries[num].type = PKID_REC_TOKEN;
@@ -485,7 +485,7 @@ int pkid_store_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
         !encode_job(&cbb, st, jobs[i], &entries[num].type) ||
         !CBB_finish(&cbb, &payloads[num], &len)) {
       CBB_cleanup(&cbb);
-      PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory encoding a record");
+      PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a record");
       goto out;
     }
     entries[num].time = t;

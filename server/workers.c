@@ -96,7 +96,7 @@ static int pool_sign(void *ctx, uint8_t **out, size_t *out_len, const uint8_t *d
   if (!pki_ecdsa_pool_sign(ps->pool, sig, &sig_len, sizeof(sig), digest, err)) return 0;
   *out = malloc(sig_len);
   if (*out == NULL) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+    PKI_ERR_OOM(err);
     return 0;
   }
   memcpy(*out, sig, sig_len);
@@ -263,7 +263,7 @@ fail_pools:
   free(w);
   return NULL;
 oom:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "out of memory");
+  PKI_ERR_OOM(err);
   return NULL;
 }
 

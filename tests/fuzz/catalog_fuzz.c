@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (cat == NULL) {
     /* Every failure is bad input (or out of memory) and says what is
      * wrong. */
-    if ((err.code != PKI_ERR_INVALID && err.code != PKI_ERR_INTERNAL) ||
+    if ((err.code != PKI_ERR_INVALID && err.code != PKI_ERR_INTERNAL && err.code != PKI_ERR_EXHAUSTED) ||
         err.msg[0] == '\0') {
       abort();
     }

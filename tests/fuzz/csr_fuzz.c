@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   pki_err_clear(&err);
   if (!pki_csr_parse(&csr, data, size, &err)) {
     if ((err.code != PKI_ERR_INVALID && err.code != PKI_ERR_UNSUPPORTED &&
-         err.code != PKI_ERR_AUTH && err.code != PKI_ERR_INTERNAL) ||
+         err.code != PKI_ERR_AUTH && err.code != PKI_ERR_INTERNAL && err.code != PKI_ERR_EXHAUSTED) ||
         err.msg[0] == '\0') {
       abort();
     }
