@@ -52,8 +52,10 @@
 #include "bench/proc_cpu.h"
 #include "lib/csr.h"
 #include "lib/err.h"
+#include "lib/file.h"
+#include "lib/grpc_status.h"
 #include "lib/key.h"
-#include "pki/v1/pki.pb-c.h"
+#include "proto/pki/v1/pki.pb-c.h"
 
 static const char kUsage[] =
     "usage: loadgen --target HOST:PORT (--pki DIR | --root F --cert F --key F)\n"
@@ -325,29 +327,37 @@ static uint64_t hist_percentile(const hist *h, double p) {
   return h->max;
 }
 
-/* ---- status names -------------------------------------------------------- */
+/* ---- outcomes --------------------------------------------------------------
+ * Results are counted by gRPC status (lib/grpc_status.h, the names pkid
+ * and libpkiclient use too), plus one outcome of loadgen's own after them:
+ * a status of OK whose message carries no certificate. */
 
-#define N_CODES 18 /* gRPC's 17 codes, then one of ours */
-#define CODE_BAD_RESPONSE 17
+#define CODE_BAD_RESPONSE PKI_GRPC_NUM_STATUSES
+#define N_CODES (PKI_GRPC_NUM_STATUSES + 1)
 
-static const char *const kCodeNames[N_CODES] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-    "BAD_RESPONSE", /* status OK but no certificate in the message */
-};
-
-static int clamp_code(int64_t code) {
-  return code >= 0 && code < 17 ? (int)code : GRPC_STATUS_UNKNOWN;
+static const char *code_name(int code) {
+  return code == CODE_BAD_RESPONSE ? "BAD_RESPONSE" : pki_grpc_status_name(code);
 }
 
-/* ---- requests made ahead -------------------------------------------------- */
+/* clamp_code maps a status from the wire to a counter: a peer may send a
+ * number gRPC does not define. */
+static int clamp_code(int64_t code) {
+  return code >= 0 && code < PKI_GRPC_NUM_STATUSES ? (int)code : PKI_GRPC_UNKNOWN;
+}
+
+/* ---- requests made ahead --------------------------------------------------
+ * Making a CSR costs a key generation and a signature, far more than a
+ * call: they are made once, before the run. Unary calls send the packed
+ * request as it is, without a copy; IssueStream requests differ only in
+ * request_id, so each is packed when sent, from the same CSR. */
 
 typedef struct payload {
-  uint8_t *data;
-  size_t len;
-  grpc_slice slice; /* static slice over data */
+  uint8_t *csr;
+  size_t csr_len;
+  Pki__V1__IssueRequest req; /* over csr, request_id 0 */
+  uint8_t *packed;           /* req, packed */
+  size_t packed_len;
+  grpc_slice slice; /* static slice over packed */
 } payload;
 
 static payload *g_payloads;
@@ -359,120 +369,52 @@ static int make_payloads(void) {
     pki_err err;
     pki_err_clear(&err);
     EVP_PKEY *key = pki_key_generate(PKI_KEY_ECDSA_P256, 256, &err);
-    uint8_t *der = NULL;
-    size_t der_len = 0;
+    payload *p = &g_payloads[i];
     char cn[64];
     snprintf(cn, sizeof(cn), "loadgen-%u", i);
-    if (key == NULL || !pki_csr_build(&der, &der_len, key, cn, NULL, 0, &err)) {
+    if (key == NULL || !pki_csr_build(&p->csr, &p->csr_len, key, cn, NULL, 0, &err)) {
       fprintf(stderr, "loadgen: making CSR %u: %s\n", i, err.msg);
       EVP_PKEY_free(key);
       return 0;
     }
     EVP_PKEY_free(key);
-    Pki__V1__IssueRequest req;
-    pki__v1__issue_request__init(&req);
-    req.csr.data = der;
-    req.csr.len = der_len;
-    req.service = (char *)g_opt.service;
-    req.usage = (Pki__V1__Usage)g_opt.usage;
-    size_t n = pki__v1__issue_request__get_packed_size(&req);
-    payload *p = &g_payloads[i];
-    p->data = malloc(n);
-    if (p->data == NULL) {
-      free(der);
-      return 0;
-    }
-    p->len = pki__v1__issue_request__pack(&req, p->data);
-    p->slice = grpc_slice_from_static_buffer(p->data, p->len);
-    free(der);
+    pki__v1__issue_request__init(&p->req);
+    p->req.csr.data = p->csr;
+    p->req.csr.len = p->csr_len;
+    p->req.service = (char *)g_opt.service;
+    p->req.usage = (Pki__V1__Usage)g_opt.usage;
+    p->packed = malloc(pki__v1__issue_request__get_packed_size(&p->req));
+    if (p->packed == NULL) return 0;
+    p->packed_len = pki__v1__issue_request__pack(&p->req, p->packed);
+    p->slice = grpc_slice_from_static_buffer(p->packed, p->packed_len);
   }
   return 1;
 }
 
-/* with_request_id returns a message: the payload with field 6
- * (request_id, varint) appended. Protobuf accepts fields in any order. */
-static grpc_byte_buffer *with_request_id(const payload *p, uint64_t id) {
-  size_t extra = 1;
-  for (uint64_t v = id; v >= 0x80; v >>= 7) extra++;
-  grpc_slice s = grpc_slice_malloc(p->len + 1 + extra);
-  uint8_t *out = GRPC_SLICE_START_PTR(s);
-  memcpy(out, p->data, p->len);
-  size_t n = p->len;
-  out[n++] = (6 << 3) | 0;
-  do {
-    uint8_t b = id & 0x7f;
-    id >>= 7;
-    out[n++] = id != 0 ? (uint8_t)(b | 0x80) : b;
-  } while (id != 0);
+/* stream_request returns |p|'s request with request_id |id|, packed. */
+static grpc_byte_buffer *stream_request(const payload *p, uint64_t id) {
+  Pki__V1__IssueRequest req = p->req;
+  req.request_id = id;
+  grpc_slice s = grpc_slice_malloc(pki__v1__issue_request__get_packed_size(&req));
+  pki__v1__issue_request__pack(&req, GRPC_SLICE_START_PTR(s));
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
   grpc_slice_unref(s);
   return bb;
 }
 
-/* ---- responses ------------------------------------------------------------
- * Only three fields of IssueResponse matter here; a wire-format scan finds
- * them without unpacking the certificate and chain. */
+/* ---- responses ------------------------------------------------------------ */
 
-typedef struct scanned {
-  uint64_t request_id;
-  int64_t status_code;
-  size_t cert_len;
-} scanned;
-
-static int read_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *out) {
-  uint64_t v = 0;
-  for (unsigned shift = 0; shift < 64; shift += 7) {
-    if (*i >= n) return 0;
-    uint8_t b = p[(*i)++];
-    v |= (uint64_t)(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) {
-      *out = v;
-      return 1;
-    }
-  }
-  return 0;
-}
-
-static int scan_response(const uint8_t *p, size_t n, scanned *out) {
-  memset(out, 0, sizeof(*out));
-  size_t i = 0;
-  while (i < n) {
-    uint64_t key, v;
-    if (!read_varint(p, n, &i, &key)) return 0;
-    unsigned field = (unsigned)(key >> 3);
-    switch (key & 7) {
-      case 0:
-        if (!read_varint(p, n, &i, &v)) return 0;
-        if (field == 1) out->request_id = v;
-        if (field == 6) out->status_code = (int32_t)(uint32_t)v;
-        break;
-      case 2:
-        if (!read_varint(p, n, &i, &v) || v > n - i) return 0;
-        if (field == 2) out->cert_len = (size_t)v;
-        i += (size_t)v;
-        break;
-      case 1:
-        if (n - i < 8) return 0;
-        i += 8;
-        break;
-      case 5:
-        if (n - i < 4) return 0;
-        i += 4;
-        break;
-      default: return 0;
-    }
-  }
-  return 1;
-}
-
-static int scan_byte_buffer(grpc_byte_buffer *bb, scanned *out) {
+/* unpack_response returns the IssueResponse in |bb| (free it with
+ * pki__v1__issue_response__free_unpacked), or NULL if it is not one. */
+static Pki__V1__IssueResponse *unpack_response(grpc_byte_buffer *bb) {
   grpc_byte_buffer_reader reader;
-  if (!grpc_byte_buffer_reader_init(&reader, bb)) return 0;
+  if (!grpc_byte_buffer_reader_init(&reader, bb)) return NULL;
   grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
   grpc_byte_buffer_reader_destroy(&reader);
-  int ok = scan_response(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), out);
+  Pki__V1__IssueResponse *r =
+      pki__v1__issue_response__unpack(NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
   grpc_slice_unref(all);
-  return ok;
+  return r;
 }
 
 /* ---- channels ------------------------------------------------------------ */
@@ -485,32 +427,18 @@ typedef struct channel {
 
 static channel *g_channels;
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) {
-    fprintf(stderr, "loadgen: %s: %s\n", path, strerror(errno));
+/* read_pem returns the NUL-terminated contents of |path|, or NULL after
+ * saying why. */
+static char *read_pem(const char *path) {
+  uint8_t *buf;
+  size_t len;
+  pki_err err;
+  pki_err_clear(&err);
+  if (!pki_file_read(&buf, &len, path, 1 << 20, &err)) {
+    fprintf(stderr, "loadgen: %s\n", err.msg);
     return NULL;
   }
-  size_t cap = 8192, len = 0;
-  char *buf = malloc(cap);
-  while (buf != NULL) {
-    size_t n = fread(buf + len, 1, cap - len - 1, f);
-    len += n;
-    if (n == 0) break;
-    if (cap - len - 1 == 0) {
-      char *bigger = realloc(buf, cap * 2);
-      if (bigger == NULL) {
-        free(buf);
-        buf = NULL;
-        break;
-      }
-      buf = bigger;
-      cap *= 2;
-    }
-  }
-  fclose(f);
-  if (buf != NULL) buf[len] = '\0';
-  return buf;
+  return (char *)buf;
 }
 
 static int wait_ready(grpc_channel *ch, double timeout_s) {
@@ -555,10 +483,10 @@ static int make_channels(void) {
       key = key_path;
     }
   }
-  char *root_pem = read_file(root);
-  char *cert_pem = read_file(cert);
-  char *key_pem = read_file(key);
-  char *chain_pem = chain != NULL ? read_file(chain) : NULL;
+  char *root_pem = read_pem(root);
+  char *cert_pem = read_pem(cert);
+  char *key_pem = read_pem(key);
+  char *chain_pem = chain != NULL ? read_pem(chain) : NULL;
   if (root_pem == NULL || cert_pem == NULL || key_pem == NULL ||
       (chain != NULL && chain_pem == NULL)) {
     return 0;
@@ -806,10 +734,9 @@ static void unary_done(worker *w, unary_call *u) {
   uint64_t now = now_ns();
   int code = clamp_code(u->status);
   if (code == GRPC_STATUS_OK) {
-    scanned s;
-    if (u->recv_bb == NULL || !scan_byte_buffer(u->recv_bb, &s) || s.cert_len == 0) {
-      code = CODE_BAD_RESPONSE;
-    }
+    Pki__V1__IssueResponse *r = u->recv_bb != NULL ? unpack_response(u->recv_bb) : NULL;
+    if (r == NULL || r->certificate.len == 0) code = CODE_BAD_RESPONSE;
+    pki__v1__issue_response__free_unpacked(r, NULL);
   }
   record(w, now, u->start_ns, code);
   live_remove(w, &u->node);
@@ -831,7 +758,7 @@ static void unary_done(worker *w, unary_call *u) {
 static int stream_send_next(worker *w, stream_call *s) {
   const payload *p = next_payload(w);
   unsigned id = s->sent;
-  s->send_bb = with_request_id(p, id);
+  s->send_bb = stream_request(p, id);
   grpc_op ops[3];
   memset(ops, 0, sizeof(ops));
   size_t n = 0;
@@ -936,21 +863,21 @@ static void stream_on_recv(worker *w, stream_call *s, int ok) {
   s->recv_busy = 0;
   if (ok && s->recv_bb != NULL) {
     uint64_t now = now_ns();
-    scanned r;
-    int parsed = scan_byte_buffer(s->recv_bb, &r);
+    Pki__V1__IssueResponse *r = unpack_response(s->recv_bb);
     grpc_byte_buffer_destroy(s->recv_bb);
     s->recv_bb = NULL;
-    if (parsed && r.request_id < s->k && !s->done[r.request_id]) {
-      uint64_t id = r.request_id;
-      int code = r.status_code != 0 ? clamp_code(r.status_code)
-                 : r.cert_len == 0  ? CODE_BAD_RESPONSE
-                                    : GRPC_STATUS_OK;
+    if (r != NULL && r->request_id < s->k && !s->done[r->request_id]) {
+      uint64_t id = r->request_id;
+      int code = r->status_code != 0      ? clamp_code(r->status_code)
+                 : r->certificate.len == 0 ? CODE_BAD_RESPONSE
+                                           : GRPC_STATUS_OK;
       s->done[id] = 1;
       s->answered++;
       record(w, now, s->send_ns[id], code);
     } else {
       record(w, now, now, CODE_BAD_RESPONSE);
     }
+    pki__v1__issue_response__free_unpacked(r, NULL);
     stream_recv_next(s);
   } else if (s->recv_bb != NULL) {
     grpc_byte_buffer_destroy(s->recv_bb);
@@ -1195,7 +1122,7 @@ int main(int argc, char **argv) {
   int first = 1;
   for (int c = 1; c < N_CODES; c++) {
     if (errors[c] == 0) continue;
-    printf("%s\"%s\": %" PRIu64, first ? "" : ", ", kCodeNames[c], errors[c]);
+    printf("%s\"%s\": %" PRIu64, first ? "" : ", ", code_name(c), errors[c]);
     first = 0;
   }
   printf("}");
@@ -1204,7 +1131,7 @@ int main(int argc, char **argv) {
     first = 1;
     for (int c = 1; c < N_CODES; c++) {
       if (stream_failures[c] == 0) continue;
-      printf("%s\"%s\": %" PRIu64, first ? "" : ", ", kCodeNames[c], stream_failures[c]);
+      printf("%s\"%s\": %" PRIu64, first ? "" : ", ", code_name(c), stream_failures[c]);
       first = 0;
     }
     printf("}");
@@ -1258,7 +1185,10 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < g_opt.connections; i++) grpc_channel_destroy(g_channels[i].channel);
   free(g_channels);
   grpc_shutdown();
-  for (unsigned i = 0; i < g_opt.csrs; i++) free(g_payloads[i].data);
+  for (unsigned i = 0; i < g_opt.csrs; i++) {
+    free(g_payloads[i].csr);
+    free(g_payloads[i].packed);
+  }
   free(g_payloads);
   return failed ? 1 : 0;
 }
