@@ -19,35 +19,50 @@
  * last byte) and, with --pid, the server's CPU time over the window from
  * /proc/PID/stat (the process and its reaped children), or from the sum
  * of PID and its live child processes. Prints one JSON object on stdout,
- * shaped like loadgen's. */
+ * shaped like loadgen's. Responses are read with http_parser, which
+ * handles what peers send (Content-Length or chunked bodies, HTTP/1.0,
+ * "Connection: close") as a client must. */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <http_parser.h>
+
 #include "bench/proc_cpu.h"
+#include "lib/err.h"
+#include "lib/file.h"
 
 #define RBUF (256 * 1024)
+/* The most of a response body kept for the success check: a CFSSL answer
+ * is a few kilobytes; the rest of a longer body is parsed but not kept. */
+#define BODY_MAX (64 * 1024)
 #define MAX_CSRS 1024
 #define MAX_SAMPLES (8u * 1024u * 1024u)
+#define MAX_FILE (1u << 20)
 
 typedef struct conn {
   int fd;
   int open;
   double sent_at;
-  size_t rlen;
-  char *rbuf;
+  http_parser parser; /* over this connection's bytes, since it opened */
+  unsigned status;    /* of the response being read */
+  size_t body_len;
+  char *body;         /* BODY_MAX bytes */
+  /* Set when a response has been read whole: */
+  int complete;
+  int ok;         /* 200, and the body says success */
+  int keep_alive; /* the server keeps the connection open after it */
 } conn;
 
 static struct sockaddr_in g_addr;
@@ -75,31 +90,39 @@ static void usage(void) {
   exit(2);
 }
 
-/* read_file returns the NUL-terminated contents of |path|, or NULL. */
+/* read_file returns the NUL-terminated contents of |path|, or NULL after
+ * saying why. */
 static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return NULL;
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  for (;;) {
-    size_t r = fread(buf + n, 1, cap - n - 1, f);
-    n += r;
-    if (r == 0) break;
-    if (cap - n - 1 == 0) {
-      cap *= 2;
-      buf = realloc(buf, cap);
-    }
+  uint8_t *buf;
+  pki_err err;
+  pki_err_clear(&err);
+  if (!pki_file_read(&buf, len, path, MAX_FILE, &err)) {
+    fprintf(stderr, "http_load: %s\n", err.msg);
+    return NULL;
   }
-  fclose(f);
-  buf[n] = '\0';
-  *len = n;
-  return buf;
+  return (char *)buf;
 }
 
-/* make_request builds the whole HTTP request for one PEM CSR. */
-static char *make_request(const char *host, const char *path, const char *pem, size_t *out_len) {
+/* make_post returns a whole HTTP/1.1 POST of |body| to |path|. */
+static char *make_post(const char *host, const char *path, const char *content_type,
+                       const char *body, size_t body_len, size_t *out_len) {
+  char *req = malloc(body_len + strlen(host) + strlen(path) + strlen(content_type) + 128);
+  if (req == NULL) return NULL;
+  int head = sprintf(req,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     path, host, content_type, body_len);
+  memcpy(req + head, body, body_len);
+  *out_len = (size_t)head + body_len;
+  return req;
+}
+
+/* make_sign_request builds CFSSL's sign request for one PEM CSR. */
+static char *make_sign_request(const char *host, const char *path, const char *pem,
+                               size_t *out_len) {
   size_t pem_len = strlen(pem);
   char *body = malloc(pem_len * 2 + 64), *b = body;
+  if (body == NULL) return NULL;
   b += sprintf(b, "{\"certificate_request\":\"");
   for (const char *p = pem; *p != '\0'; p++) {
     if (*p == '\n') {
@@ -115,15 +138,8 @@ static char *make_request(const char *host, const char *path, const char *pem, s
     }
   }
   b += sprintf(b, "\"}");
-  size_t body_len = (size_t)(b - body);
-  char *req = malloc(body_len + strlen(host) + strlen(path) + 256);
-  int head = sprintf(req,
-                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n",
-                     path, host, body_len);
-  memcpy(req + head, body, body_len);
+  char *req = make_post(host, path, "application/json", body, (size_t)(b - body), out_len);
   free(body);
-  *out_len = (size_t)head + body_len;
   return req;
 }
 
@@ -138,7 +154,9 @@ static int conn_open(conn *c) {
     return 0;
   }
   c->open = 1;
-  c->rlen = 0;
+  http_parser_init(&c->parser, HTTP_RESPONSE);
+  c->parser.data = c;
+  c->complete = 0;
   return 1;
 }
 
@@ -155,88 +173,49 @@ static int send_request(conn *c) {
   return 1;
 }
 
-/* header_value finds |name| (case-insensitive) in the header block. */
-static const char *header_value(const char *head, size_t head_len, const char *name) {
-  size_t n = strlen(name);
-  for (const char *p = head; p + n < head + head_len; p++) {
-    if ((p == head || p[-1] == '\n') && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-      p += n + 1;
-      while (*p == ' ') p++;
-      return p;
-    }
-  }
-  return NULL;
+/* The parser's callbacks: each response's status and body, kept until the
+ * response is complete and judged there. */
+
+static int on_headers_complete(http_parser *p) {
+  conn *c = p->data;
+  c->status = p->status_code;
+  c->body_len = 0;
+  return 0;
 }
 
-/* dechunk parses a chunked body at |body| (|avail| bytes). Returns the
- * bytes the encoded body takes, 0 if incomplete, -1 if malformed; the
- * decoded payload is copied to |out| (at most |out_cap| bytes). */
-static long dechunk(const char *body, size_t avail, char *out, size_t out_cap, size_t *out_len) {
-  size_t pos = 0;
-  *out_len = 0;
-  for (;;) {
-    const char *eol = memmem(body + pos, avail - pos, "\r\n", 2);
-    if (eol == NULL) return 0;
-    char *end;
-    unsigned long size = strtoul(body + pos, &end, 16);
-    if (end == body + pos) return -1;
-    pos = (size_t)(eol - body) + 2;
-    if (size == 0) {
-      /* No trailers expected: the final CRLF. */
-      if (avail - pos < 2) return 0;
-      return (long)(pos + 2);
-    }
-    if (avail - pos < size + 2) return 0;
-    size_t copy = size < out_cap - *out_len ? size : out_cap - *out_len;
-    memcpy(out + *out_len, body + pos, copy);
-    *out_len += copy;
-    pos += size + 2;
-  }
+static int on_body(http_parser *p, const char *at, size_t len) {
+  conn *c = p->data;
+  size_t room = BODY_MAX - c->body_len;
+  size_t keep = len < room ? len : room;
+  memcpy(c->body + c->body_len, at, keep);
+  c->body_len += keep;
+  return 0;
 }
 
-/* parse_response consumes one complete response if there is one: returns
- * 1 (consumed; *ok set), 0 (incomplete), -1 (malformed). */
-static int parse_response(conn *c, int *ok, int *close_after) {
-  char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
-  if (end == NULL) return 0;
-  size_t head = (size_t)(end - c->rbuf) + 4;
-  const char *cl = header_value(c->rbuf, head, "Content-Length");
-  const char *te = header_value(c->rbuf, head, "Transfer-Encoding");
-  const char *cn = header_value(c->rbuf, head, "Connection");
-  int http10 = c->rlen >= 8 && memcmp(c->rbuf, "HTTP/1.0", 8) == 0;
-  if (http10) *close_after = cn == NULL || strncasecmp(cn, "keep-alive", 10) != 0;
-  else *close_after = cn != NULL && strncasecmp(cn, "close", 5) == 0;
-  int status_ok = c->rlen >= 12 && (memcmp(c->rbuf, "HTTP/1.1 200", 12) == 0 ||
-                                    memcmp(c->rbuf, "HTTP/1.0 200", 12) == 0);
-  static char payload[RBUF];
-  size_t payload_len = 0, total;
-  if (cl != NULL) {
-    size_t body = strtoul(cl, NULL, 10);
-    if (c->rlen < head + body) return 0;
-    payload_len = body < sizeof(payload) ? body : sizeof(payload);
-    memcpy(payload, c->rbuf + head, payload_len);
-    total = head + body;
-  } else if (te != NULL && strncasecmp(te, "chunked", 7) == 0) {
-    long used = dechunk(c->rbuf + head, c->rlen - head, payload, sizeof(payload), &payload_len);
-    if (used < 0) return -1;
-    if (used == 0) return 0;
-    total = head + (size_t)used;
-  } else {
-    return -1;
-  }
+static int on_message_complete(http_parser *p) {
+  conn *c = p->data;
+  const char *b = c->body;
   if (g_ocsp) {
     /* OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED (0), ... } */
-    *ok = status_ok && payload_len > 8 && (unsigned char)payload[0] == 0x30 &&
-          memmem(payload, 8, "\x0a\x01\x00", 3) != NULL;
+    c->ok = c->status == 200 && c->body_len > 8 && (unsigned char)b[0] == 0x30 &&
+            memmem(b, 8, "\x0a\x01\x00", 3) != NULL;
   } else {
-    *ok = status_ok && memmem(payload, payload_len, "\"success\":true", 14) != NULL;
+    c->ok = c->status == 200 && memmem(b, c->body_len, "\"success\":true", 14) != NULL;
   }
-  memmove(c->rbuf, c->rbuf + total, c->rlen - total);
-  c->rlen -= total;
-  return 1;
+  c->keep_alive = http_should_keep_alive(p);
+  c->complete = 1;
+  return 0;
 }
 
+static http_parser_settings g_settings;
 
+/* conn_read parses |len| bytes received on |c| (0 at the end of the
+ * stream, which ends a body that runs to the close). Returns 0 if they are
+ * not a valid response. */
+static int conn_read(conn *c, const char *data, size_t len) {
+  size_t used = http_parser_execute(&c->parser, &g_settings, data, len);
+  return HTTP_PARSER_ERRNO(&c->parser) == HPE_OK && used == len;
+}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -293,41 +272,43 @@ int main(int argc, char **argv) {
   if (g_ocsp) {
     size_t len;
     char *der = read_file(ocsp_file, &len);
-    if (der == NULL || len == 0) {
-      fprintf(stderr, "http_load: %s: cannot read the OCSP request\n", ocsp_file);
+    if (der == NULL) return 1;
+    if (len == 0) {
+      fprintf(stderr, "http_load: %s: empty OCSP request\n", ocsp_file);
       return 1;
     }
-    char *req = malloc(len + strlen(host) + strlen(path) + 256);
-    int head = sprintf(req,
-                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/ocsp-request\r\n"
-                       "Content-Length: %zu\r\n\r\n",
-                       path, host, len);
-    memcpy(req + head, der, len);
+    g_reqs[0] = make_post(host, path, "application/ocsp-request", der, len, &g_req_lens[0]);
     free(der);
-    g_reqs[0] = req;
-    g_req_lens[0] = (size_t)head + len;
+    if (g_reqs[0] == NULL) return 1;
     g_num_reqs = 1;
   }
   for (int i = 0; i < num_csr_files; i++) {
     size_t len;
     char *pem = read_file(csr_files[i], &len);
-    if (pem == NULL || strstr(pem, "CERTIFICATE REQUEST") == NULL) {
+    if (pem == NULL) return 1;
+    if (strstr(pem, "CERTIFICATE REQUEST") == NULL) {
       fprintf(stderr, "http_load: %s: not a PEM certificate request\n", csr_files[i]);
       return 1;
     }
-    g_reqs[g_num_reqs] = make_request(host, path, pem, &g_req_lens[g_num_reqs]);
-    g_num_reqs++;
+    g_reqs[g_num_reqs] = make_sign_request(host, path, pem, &g_req_lens[g_num_reqs]);
     free(pem);
+    if (g_reqs[g_num_reqs] == NULL) return 1;
+    g_num_reqs++;
   }
+  g_settings.on_headers_complete = on_headers_complete;
+  g_settings.on_body = on_body;
+  g_settings.on_message_complete = on_message_complete;
   g_addr.sin_family = AF_INET;
   g_addr.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, host, &g_addr.sin_addr) != 1) usage();
   g_lat = malloc(MAX_SAMPLES * sizeof(double));
+  static char rbuf[RBUF];
 
   int ep = epoll_create1(0);
   conn *cs = calloc((size_t)conns, sizeof(conn));
   for (int i = 0; i < conns; i++) {
-    cs[i].rbuf = malloc(RBUF);
+    cs[i].body = malloc(BODY_MAX);
+    if (cs[i].body == NULL) return 1;
     if (!conn_open(&cs[i])) {
       fprintf(stderr, "http_load: connect 127.0.0.1:%d: %s\n", port, strerror(errno));
       return 1;
@@ -355,34 +336,29 @@ int main(int argc, char **argv) {
     int n = epoll_wait(ep, evs, 64, 50);
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
-      ssize_t r = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
+      ssize_t r = recv(c->fd, rbuf, sizeof(rbuf), 0);
       int reopen = 0;
-      if (r <= 0) {
+      /* The end of the stream is parsed too: it completes a body that
+       * runs to the close, and is an error anywhere else. */
+      if (r < 0 || !conn_read(c, rbuf, (size_t)(r > 0 ? r : 0)) || (r == 0 && !c->complete)) {
         g_io_errors++;
         reopen = 1;
-      } else {
-        c->rlen += (size_t)r;
-        int ok = 0, close_after = 0;
-        int done = parse_response(c, &ok, &close_after);
-        if (done < 0) {
+      } else if (c->complete) {
+        c->complete = 0;
+        double at = now_s();
+        if (at >= w0 && at < w1) {
+          if (c->ok) {
+            g_ok++;
+            if (g_num_lat < MAX_SAMPLES) g_lat[g_num_lat++] = (at - c->sent_at) * 1e6;
+          } else {
+            g_bad++;
+          }
+        }
+        if (!c->keep_alive || r == 0) {
+          reopen = 1;
+        } else if (!send_request(c)) {
           g_io_errors++;
           reopen = 1;
-        } else if (done > 0) {
-          double at = now_s();
-          if (at >= w0 && at < w1) {
-            if (ok) {
-              g_ok++;
-              if (g_num_lat < MAX_SAMPLES) g_lat[g_num_lat++] = (at - c->sent_at) * 1e6;
-            } else {
-              g_bad++;
-            }
-          }
-          if (close_after) {
-            reopen = 1;
-          } else if (!send_request(c)) {
-            g_io_errors++;
-            reopen = 1;
-          }
         }
       }
       if (reopen) {
@@ -404,7 +380,7 @@ int main(int argc, char **argv) {
   close(ep);
   for (int i = 0; i < conns; i++) {
     if (cs[i].open) close(cs[i].fd);
-    free(cs[i].rbuf);
+    free(cs[i].body);
   }
   free(cs);
 
