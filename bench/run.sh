@@ -28,8 +28,9 @@
 #      loaded by bench/http_load (it closes every connection).
 # It prints a table, writes every number (phases, sweep, peers, ratios of
 # pkid to each peer) to FILE (default bench/results.json) as one JSON
-# object, and plots throughput and p50/p99 latency against offered load to
-# FILE's .png twin with bench/plot.py (Debian's python3-matplotlib).
+# object (both with bench/report.py), and plots throughput and p50/p99
+# latency against offered load to FILE's .png twin with bench/plot.py
+# (Debian's python3-matplotlib).
 #
 # --seconds S   measured seconds per phase (default 20)
 # --warmup S    seconds before each phase's window (default 2)
@@ -259,17 +260,7 @@ if [ "$SHORT" = 1 ]; then PEER_SECS=2; PEER_WARM=0.5; else
   PEER_SECS=$SECONDS_PER_PHASE; PEER_WARM=$WARMUP
 fi
 # ocsp_json NAME LINE: ocsp_load's one line of key=value as JSON.
-ocsp_json() {
-  "$PY" - "$1" "$2" <<'PYEOF'
-import json, re, sys
-kv = dict(re.findall(r"(\w+)=([^ ]+)", sys.argv[2]))
-num = lambda k: float(kv[k].rstrip("s/")) if k in kv else None
-print(json.dumps({"label": sys.argv[1], "tool": "ocsp_load", "connections": int(kv.get("conns", 0)),
-                  "duration_s": num("seconds"), "successes": int(kv.get("responses", 0)),
-                  "errors_total": int(kv.get("errors", 0)), "throughput_per_s": num("rate"),
-                  "server_cpu_us_per_success": num("server_cpu_us_per_response")}))
-PYEOF
-}
+ocsp_json() { "$PY" "$HERE/ocsp_json.py" "$1" "$2"; }
 
 if [ "$PEERS" = 1 ] && [ -n "$OCSP_PORT" ]; then
   echo "== pkid OCSP: a certificate issued online, ocsp_load $PEER_CONNS connections, ${PEER_SECS}s" >&2
@@ -358,135 +349,8 @@ if [ "$PEERS" = 1 ]; then
 fi
 
 mkdir -p "$(dirname "$OUT")"
-"$PY" - "$WORK" "$OUT" "$SECONDS_PER_PHASE" "$WARMUP" "$COMMAND" "$PEERS_SKIPPED" <<'EOF'
-import json, os, platform, sys, time
-
-work, out, secs, warm = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-load = lambda n: json.load(open(os.path.join(work, n + ".json")))
-floor = load("ecdsa_speed")
-sign, verify = floor["ecdsa_p256_sign_per_s"], floor["ecdsa_p256_verify_per_s"]
-floor_us = 1e6 / verify + 2e6 / sign  # one CSR verify, two signatures
-phases = {n: load(n) for n in ("unary_closed", "stream_closed", "open_half_peak")}
-maybe = lambda n: load(n) if os.path.exists(os.path.join(work, n + ".json")) else None
-sweep = [dict(load("sweep_%d" % pct), percent_of_peak=pct) for pct in (25, 50, 75, 100)]
-skipped = sys.argv[6]
-pkid_ocsp = maybe("pkid_ocsp")
-cfssl, openssl_ocsp = maybe("cfssl"), maybe("openssl_ocsp")
-if skipped:
-    cfssl = openssl_ocsp = {"skipped": skipped}
-result = {
-    "command": sys.argv[5],
-    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
-    "seconds_per_phase": secs,
-    "warmup_s": warm,
-    "crypto_floor": dict(floor, us_per_certificate=round(floor_us, 1),
-                         note="1 ECDSA P-256 verify (CSR) + 2 signatures (certificate, OCSP)"),
-    "phases": phases,
-    "sweep": sweep,
-    "pkid_ocsp": pkid_ocsp,
-    "peers": {"cfssl_sign": cfssl, "openssl_ocsp": openssl_ocsp},
-    "targets": {"certificates_per_s": 10000, "server_cpu_us_per_certificate": 100,
-                "p99_ms_at_half_peak": 5},
-}
-u, s, o = phases["unary_closed"], phases["stream_closed"], phases["open_half_peak"]
-result["summary"] = {
-    "unary_certificates_per_s": u["throughput_per_s"],
-    "stream_certificates_per_s": s["throughput_per_s"],
-    "peak_certificates_per_s": max(u["throughput_per_s"], s["throughput_per_s"]),
-    "server_cpu_us_per_certificate_unary": u.get("server_cpu_us_per_success"),
-    "server_cpu_us_per_certificate_stream": s.get("server_cpu_us_per_success"),
-    "half_peak_rate_per_s": o["offered_rate_per_s"],
-    "half_peak_p50_ms": o["latency_us"]["p50"] / 1000,
-    "half_peak_p99_ms": o["latency_us"]["p99"] / 1000,
-    "client_cpu_us_per_request_unary": u.get("client_cpu_us_per_request"),
-    "crypto_floor_us_per_certificate": round(floor_us, 1),
-}
-def ratio(a, b):
-    return round(a / b, 2) if a and b else None
-ok = lambda p: p is not None and "skipped" not in p
-result["ratios"] = {
-    "note": "pkid / peer for rates; peer / pkid for CPU per item (above 1: pkid is better)",
-    "unary_certificates_per_s_vs_cfssl":
-        ratio(u["throughput_per_s"], cfssl["throughput_per_s"]) if ok(cfssl) else None,
-    "peak_certificates_per_s_vs_cfssl":
-        ratio(result["summary"]["peak_certificates_per_s"], cfssl["throughput_per_s"]) if ok(cfssl) else None,
-    "cfssl_cpu_per_certificate_vs_pkid_unary":
-        ratio(cfssl.get("server_cpu_us_per_success"), u.get("server_cpu_us_per_success")) if ok(cfssl) else None,
-    "ocsp_responses_per_s_vs_openssl_ocsp":
-        ratio(pkid_ocsp["throughput_per_s"], openssl_ocsp["throughput_per_s"])
-        if ok(openssl_ocsp) and pkid_ocsp else None,
-    "openssl_ocsp_cpu_per_response_vs_pkid":
-        ratio(openssl_ocsp.get("server_cpu_us_per_success"), pkid_ocsp.get("server_cpu_us_per_success"))
-        if ok(openssl_ocsp) and pkid_ocsp else None,
-    "unary_certificates_per_s_vs_crypto_floor": ratio(u["throughput_per_s"], 1e6 / floor_us),
-}
-with open(out, "w") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
-
-def fmt(v, scale=1.0, digits=0):
-    return "-" if v is None else "%.*f" % (digits, v / scale)
-
-print()
-print("pkid issuance benchmark: %d CPUs, %g s per phase after %g s warm-up"
-      % (os.cpu_count(), secs, warm))
-cols = ("phase", "certs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-        "srv us/cert", "srv cores", "cli us/req", "errors")
-rows = []
-names = {"unary_closed": "unary, %d in flight" % u.get("concurrency", 0),
-         "stream_closed": "stream, %dx%d" % (s.get("concurrency", 0), s.get("stream_requests", 0)),
-         "open_half_peak": "open loop %.0f/s" % o.get("offered_rate_per_s", 0)}
-for n, p in phases.items():
-    lat = p["latency_us"]
-    rows.append((names[n], fmt(p["throughput_per_s"]), fmt(lat["p50"], 1000, 2),
-                 fmt(lat["p90"], 1000, 2), fmt(lat["p99"], 1000, 2), fmt(lat["p99_9"], 1000, 2),
-                 fmt(lat["max"], 1000, 2), fmt(p.get("server_cpu_us_per_success"), 1, 1),
-                 fmt(p.get("server_cpu_cores"), 1, 2), fmt(p.get("client_cpu_us_per_request"), 1, 1),
-                 str(p["errors_total"]) + ("" if not p["errors"] else " " + json.dumps(p["errors"]))))
-widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
-line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths)))
-print(line(cols))
-for r in rows:
-    print(line(r))
-print()
-print("open-loop sweep (offered -> achieved, p50 / p99 ms):")
-for p in sweep:
-    print("  %3d%%  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   errors %d"
-          % (p["percent_of_peak"], p["offered_rate_per_s"], p["throughput_per_s"],
-             p["latency_us"]["p50"] / 1000, p["latency_us"]["p99"] / 1000, p["errors_total"]))
-print()
-R = result["ratios"]
-rf = lambda v: "-" if v is None else "%.2fx" % v
-if ok(cfssl):
-    print("CFSSL cfssl serve, sign API, %d conns: %.0f certs/s, p50 %.2f ms, p99 %.2f ms, %s us CPU/cert"
-          % (cfssl["connections"], cfssl["throughput_per_s"], cfssl["latency_us"]["p50"] / 1000,
-             cfssl["latency_us"]["p99"] / 1000, fmt(cfssl.get("server_cpu_us_per_success"), 1, 0)))
-    print("  pkid/cfssl: unary %s, peak %s; CPU per cert cfssl/pkid %s"
-          % (rf(R["unary_certificates_per_s_vs_cfssl"]), rf(R["peak_certificates_per_s_vs_cfssl"]),
-             rf(R["cfssl_cpu_per_certificate_vs_pkid_unary"])))
-else:
-    print("CFSSL: skipped (%s)" % (cfssl or {}).get("skipped", "not run"))
-if pkid_ocsp:
-    print("pkid OCSP (ocsp_load, keep-alive, %d conns): %.0f responses/s, %s us CPU/response"
-          % (pkid_ocsp["connections"], pkid_ocsp["throughput_per_s"],
-             fmt(pkid_ocsp.get("server_cpu_us_per_success"), 1, 1)))
-if ok(openssl_ocsp):
-    print("openssl ocsp (-multi %d, a connection per request, %d conns): %.0f responses/s, "
-          "p50 %.2f ms, p99 %.2f ms, %s us CPU/response"
-          % (os.cpu_count(), openssl_ocsp["connections"], openssl_ocsp["throughput_per_s"],
-             openssl_ocsp["latency_us"]["p50"] / 1000, openssl_ocsp["latency_us"]["p99"] / 1000,
-             fmt(openssl_ocsp.get("server_cpu_us_per_success"), 1, 0)))
-    print("  pkid/openssl ocsp: %s responses/s; CPU per response openssl/pkid %s"
-          % (rf(R["ocsp_responses_per_s_vs_openssl_ocsp"]), rf(R["openssl_ocsp_cpu_per_response_vs_pkid"])))
-else:
-    print("openssl ocsp: skipped (%s)" % (openssl_ocsp or {}).get("skipped", "not run"))
-print("crypto floor: ECDSA P-256 sign %.0f/s, verify %.0f/s on one core: %.1f us per certificate"
-      % (sign, verify, floor_us))
-print("targets (PRODUCT.md): >= 10000 certs/s; <= 100 us server CPU per cert; p99 <= 5 ms at half peak")
-print("results: %s" % out)
-EOF
+# The JSON file and the table, from what the phases left in $WORK.
+"$PY" "$HERE/report.py" "$WORK" "$OUT" "$SECONDS_PER_PHASE" "$WARMUP" "$COMMAND" "$PEERS_SKIPPED"
 
 if [ "$PLOT" = 1 ]; then
   if "$PY" -c 'import matplotlib' 2>/dev/null; then
