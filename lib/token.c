@@ -12,58 +12,13 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "lib/base64.h"
 #include "lib/file.h"
 
 static const char kPrefix[] = "pkid-bt1.";
-static const char kB64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* b64url_encode writes unpadded base64url (RFC 4648 5). */
-static size_t b64url_encode(char *out, const uint8_t *in, size_t len) {
-  size_t n = 0;
-  for (size_t i = 0; i < len; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    if (i + 1 < len) v |= (uint32_t)in[i + 1] << 8;
-    if (i + 2 < len) v |= in[i + 2];
-    out[n++] = kB64url[(v >> 18) & 63];
-    out[n++] = kB64url[(v >> 12) & 63];
-    if (i + 1 < len) out[n++] = kB64url[(v >> 6) & 63];
-    if (i + 2 < len) out[n++] = kB64url[v & 63];
-  }
-  out[n] = '\0';
-  return n;
-}
-
-static int b64url_value(char c) {
-  const char *p = c != '\0' ? strchr(kB64url, c) : NULL;
-  return p != NULL ? (int)(p - kB64url) : -1;
-}
-
-/* b64url_decode reads unpadded, canonical base64url; 0 on any other
- * character, a length no encoder makes, or unused bits that are set. */
-static int b64url_decode(uint8_t *out, size_t out_size, size_t *out_len, const char *in,
-                         size_t len) {
-  if (len % 4 == 1) return 0;
-  size_t n = 0;
-  for (size_t i = 0; i < len; i += 4) {
-    uint32_t v = 0;
-    size_t chunk = len - i < 4 ? len - i : 4;
-    for (size_t j = 0; j < 4; j++) {
-      int d = j < chunk ? b64url_value(in[i + j]) : 0;
-      if (d < 0) return 0;
-      v = v << 6 | (uint32_t)d;
-    }
-    size_t bytes = chunk - 1;
-    /* Canonical only: the bits past the last byte must be zero. Otherwise
-     * two texts would decode to one token and, hashed apart, both be
-     * "unused". */
-    if ((v & ((1u << (24 - 8 * bytes)) - 1)) != 0) return 0;
-    if (n + bytes > out_size) return 0;
-    for (size_t j = 0; j < bytes; j++) out[n++] = (uint8_t)(v >> (16 - 8 * j));
-  }
-  *out_len = n;
-  return 1;
-}
+/* Unpadded base64url (RFC 4648 section 5), the form tokens have always
+ * had: '.' delimits the parts, so padding would add nothing. */
+static const unsigned kTokenBase64 = PKI_BASE64_URL | PKI_BASE64_NO_PAD;
 
 int pki_token_make(char *out, size_t out_size, const uint8_t key[PKI_TOKEN_KEY_LEN],
                    const char *service, int64_t expires, pki_err *err) {
@@ -82,9 +37,13 @@ int pki_token_make(char *out, size_t out_size, const uint8_t key[PKI_TOKEN_KEY_L
   n += 16;
   unsigned mac_len = 0;
   HMAC(EVP_sha256(), key, PKI_TOKEN_KEY_LEN, payload, n, mac, &mac_len);
-  char p64[sizeof(payload) * 4 / 3 + 4], m64[64];
-  b64url_encode(p64, payload, n);
-  b64url_encode(m64, mac, mac_len);
+  char p64[PKI_BASE64_ENCODED_MAX(sizeof(payload)) + 1];
+  char m64[PKI_BASE64_ENCODED_MAX(sizeof(mac)) + 1];
+  size_t p64_len, m64_len;
+  if (!pki_base64_encode(p64, sizeof(p64), &p64_len, payload, n, kTokenBase64, err) ||
+      !pki_base64_encode(m64, sizeof(m64), &m64_len, mac, mac_len, kTokenBase64, err)) {
+    return 0;
+  }
   int w = snprintf(out, out_size, "%s%s.%s", kPrefix, p64, m64);
   if (w < 0 || (size_t)w >= out_size) {
     PKI_ERR(err, PKI_ERR_INVALID, "token buffer too small");
@@ -100,11 +59,15 @@ int pki_token_check(pki_token *out, const char *text, size_t len,
   const char *dot = len > prefix ? memchr(text + prefix, '.', len - prefix) : NULL;
   uint8_t payload[1 + 255 + 8 + 16], mac[64], want[SHA256_DIGEST_LENGTH];
   size_t payload_len, mac_len;
+  pki_err b64_err;
+  /* Canonical base64url only: two spellings of one token would hash to two
+   * ids, and the second would pass as unused. */
   if (len > PKI_TOKEN_MAX_TEXT || len <= prefix || memcmp(text, kPrefix, prefix) != 0 ||
       dot == NULL ||
-      !b64url_decode(payload, sizeof(payload), &payload_len, text + prefix,
-                     (size_t)(dot - (text + prefix))) ||
-      !b64url_decode(mac, sizeof(mac), &mac_len, dot + 1, len - (size_t)(dot + 1 - text))) {
+      !pki_base64_decode(payload, sizeof(payload), &payload_len, text + prefix,
+                         (size_t)(dot - (text + prefix)), kTokenBase64, &b64_err) ||
+      !pki_base64_decode(mac, sizeof(mac), &mac_len, dot + 1, len - (size_t)(dot + 1 - text),
+                         kTokenBase64, &b64_err)) {
     PKI_ERR(err, PKI_ERR_INVALID, "malformed bootstrap token");
     return 0;
   }
