@@ -13,9 +13,9 @@
 
 #include "lib/cert.h"
 #include "lib/csr.h"
-#include "lib/der.h"
 #include "lib/file.h"
 #include "lib/key.h"
+#include "lib/pem.h"
 #include "lib/pki_tree.h"
 #include "lib/profile.h"
 #include "lib/serial.h"
@@ -133,29 +133,15 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
 /* write_pem writes certificates (DER) as one PEM file, in the order given. */
 static int write_pem(const char *path, const uint8_t *const *ders, const size_t *lens,
                      size_t num, pki_err *err) {
-  CBB all;
-  uint8_t *data = NULL;
-  size_t data_len;
-  if (!CBB_init(&all, 4096)) goto oom;
-  for (size_t i = 0; i < num; i++) {
-    char *pem;
-    size_t pem_len;
-    if (!pki_der_to_pem(&pem, &pem_len, "CERTIFICATE", ders[i], lens[i], err)) {
-      CBB_cleanup(&all);
-      return 0;
-    }
-    int added = CBB_add_bytes(&all, (const uint8_t *)pem, pem_len);
-    free(pem);
-    if (!added) goto oom;
+  char *pem = NULL;
+  size_t pem_len = 0;
+  int ok = 1;
+  for (size_t i = 0; ok && i < num; i++) {
+    ok = pki_pem_append(&pem, &pem_len, "CERTIFICATE", ders[i], lens[i], err);
   }
-  if (!CBB_finish(&all, &data, &data_len)) goto oom;
-  int ok = write_file(path, data, data_len, 0644, err);
-  OPENSSL_free(data);
+  ok = ok && write_file(path, pem != NULL ? pem : "", pem_len, 0644, err);
+  free(pem);
   return ok;
-oom:
-  CBB_cleanup(&all);
-  PKI_ERR_OOM(err);
-  return 0;
 }
 
 /* ca_chain reads the certificates from |ca| up to, not including, the root:
@@ -461,12 +447,12 @@ static int issue_one(const pki_catalog *cat, const char *dir, const pki_issuer *
 
   if (!pki_profile_for_service(&profile, cat, svc, cert->usage, err)) goto out;
   if (csr_path != NULL) {
+    /* PEM under either label tools use (RFC 7468 section 7 and the older
+     * "NEW" one), or DER. */
+    static const char *const kCsrLabels[] = {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"};
     if (!pki_file_read(&csr_file, &csr_file_len, csr_path, PKI_CSR_MAX_LEN * 2, err) ||
-        !pki_pem_to_der(&csr_der, &csr_der_len,
-                        strstr((const char *)csr_file, "NEW CERTIFICATE REQUEST") != NULL
-                            ? "NEW CERTIFICATE REQUEST"
-                            : "CERTIFICATE REQUEST",
-                        csr_file, csr_file_len, err)) {
+        !pki_pem_decode(&csr_der, &csr_der_len, NULL, kCsrLabels, 2, csr_file, csr_file_len,
+                        PKI_PEM_OR_DER, err)) {
       pki_err_prefix(err, "%s: ", csr_path);
       goto out;
     }

@@ -15,6 +15,7 @@
 #include "lib/der.h"
 #include "lib/file.h"
 #include "lib/key.h"
+#include "lib/pem.h"
 
 static void print_hex(FILE *out, const uint8_t *p, size_t len, const char *sep) {
   for (size_t i = 0; i < len; i++) fprintf(out, "%s%02x", i > 0 ? sep : "", p[i]);
@@ -163,14 +164,18 @@ int inspect_file(FILE *out, const char *path, pki_err *err) {
   uint8_t *text = NULL, *der = NULL;
   size_t text_len, der_len;
   int ok = 0;
+  /* The first certificate or CSR of a PEM file; a DER file may be either. */
+  static const char *const kLabels[] = {"CERTIFICATE", "CERTIFICATE REQUEST",
+                                        "NEW CERTIFICATE REQUEST"};
+  const char *label;
   if (!pki_file_read(&text, &text_len, path, 1 << 20, err)) return 0;
-  const char *s = (const char *)text;
-  int pem = strstr(s, "-----BEGIN ") != NULL;
-  int is_csr = strstr(s, "CERTIFICATE REQUEST-----") != NULL;
-  const char *label = !is_csr ? "CERTIFICATE"
-                      : strstr(s, "NEW CERTIFICATE REQUEST") ? "NEW CERTIFICATE REQUEST"
-                                                             : "CERTIFICATE REQUEST";
-  if (!pki_pem_to_der(&der, &der_len, label, text, text_len, err)) goto out;
+  if (!pki_pem_decode(&der, &der_len, &label, kLabels, 3, text, text_len, PKI_PEM_OR_DER,
+                      err)) {
+    pki_err_prefix(err, "%s: ", path);
+    goto out;
+  }
+  int pem = label != NULL;
+  int is_csr = pem && label != kLabels[0];
 
   pki_cert_info info;
   pki_csr csr;

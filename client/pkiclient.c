@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/base64.h>
 #include <openssl/evp.h>
 
 #include "client/pkiclient_call.h"
 #include "lib/csr.h"
 #include "lib/file.h"
 #include "lib/key.h"
+#include "lib/pem.h"
 #include "proto/pki/v1/pki.pb-c.h"
 
 #define METHOD(name) "/pki.v1.Pki/" name
@@ -531,24 +531,13 @@ int pkc_trust_bundle_get(pkc_client *client, const char *ca_name, pkc_trust_bund
 
 /* --- files --- */
 
-/* pem_append adds one PEM block of |der| to the growing text |*buf|. */
-static int pem_append(char **buf, size_t *len, const char *label, const pkc_der *der) {
-  size_t b64_len;
-  if (!EVP_EncodedLength(&b64_len, der->len)) return 0;
-  size_t lines = (der->len + 47) / 48;
-  size_t need = *len + 2 * (strlen(label) + 32) + b64_len + lines + 1;
-  char *grown = realloc(*buf, need);
-  if (grown == NULL) return 0;
-  *buf = grown;
-  size_t n = *len;
-  n += (size_t)sprintf(grown + n, "-----BEGIN %s-----\n", label);
-  for (size_t off = 0; off < der->len; off += 48) {
-    size_t chunk = der->len - off < 48 ? der->len - off : 48;
-    n += EVP_EncodeBlock((uint8_t *)grown + n, der->data + off, chunk);
-    grown[n++] = '\n';
+/* pem_append adds one PEM certificate block of |der| to the text |*buf|. */
+static int pem_append(char **buf, size_t *len, const pkc_der *der, pkc_error *err) {
+  pki_err e;
+  if (!pki_pem_append(buf, len, "CERTIFICATE", der->data, der->len, &e)) {
+    pkc_err_from_pki(err, &e);
+    return 0;
   }
-  n += (size_t)sprintf(grown + n, "-----END %s-----\n", label);
-  *len = n;
   return 1;
 }
 
@@ -571,14 +560,12 @@ int pkc_issued_write(const pkc_issued *issued, const char *key_path, const char 
   }
   char *cert = NULL, *chain = NULL;
   size_t cert_len = 0, chain_len = 0;
-  int ok = pem_append(&cert, &cert_len, "CERTIFICATE", &issued->cert);
+  int ok = pem_append(&cert, &cert_len, &issued->cert, err);
   for (size_t i = 0; ok && i < issued->num_chain; i++) {
-    ok = chain_path == NULL ? pem_append(&cert, &cert_len, "CERTIFICATE", &issued->chain[i])
-                            : pem_append(&chain, &chain_len, "CERTIFICATE", &issued->chain[i]);
+    ok = chain_path == NULL ? pem_append(&cert, &cert_len, &issued->chain[i], err)
+                            : pem_append(&chain, &chain_len, &issued->chain[i], err);
   }
-  if (!ok) {
-    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
-  } else if (key_path != NULL && issued->key != NULL) {
+  if (ok && key_path != NULL && issued->key != NULL) {
     pki_err e;
     if (!pki_key_write_pem(key_path, issued->key, &e)) {
       pkc_err_from_pki(err, &e);
@@ -600,11 +587,11 @@ int pkc_trust_bundle_write(const pkc_trust_bundle *bundle, const char *ca_name,
   if (ca_name == NULL) {
     char *pem = NULL;
     size_t len = 0;
-    if (bundle->root.len == 0 || !pem_append(&pem, &len, "CERTIFICATE", &bundle->root)) {
-      free(pem);
+    if (bundle->root.len == 0) {
       pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "the bundle has no root certificate");
       return 0;
     }
+    if (!pem_append(&pem, &len, &bundle->root, err)) return 0;
     int ok = write_file(path, pem, len, 0644, err);
     free(pem);
     return ok;

@@ -5,7 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/base64.h>
 #include <openssl/mem.h>
 
 int pki_der_finish(CBB *cbb, uint8_t **out, size_t *out_len) {
@@ -310,94 +309,6 @@ int pki_der_get_subtree(CBS *cbs, pki_name **subtrees, size_t *num, pki_err *err
     PKI_ERR(err, PKI_ERR_UNSUPPORTED, "GeneralSubtree with minimum or maximum");
     return 0;
   }
-  return 1;
-}
-
-int pki_der_to_pem(char **out, size_t *out_len, const char *label,
-                   const uint8_t *der, size_t der_len, pki_err *err) {
-  size_t b64_len;
-  if (!EVP_EncodedLength(&b64_len, der_len)) {
-    PKI_ERR(err, PKI_ERR_INVALID, "too large to encode");
-    return 0;
-  }
-  uint8_t *b64 = malloc(b64_len);
-  size_t cap = b64_len + b64_len / 64 + 2 * strlen(label) + 64;
-  char *pem = malloc(cap);
-  if (b64 == NULL || pem == NULL) {
-    free(b64);
-    free(pem);
-    PKI_ERR_OOM(err);
-    return 0;
-  }
-  size_t n = EVP_EncodeBlock(b64, der, der_len);
-  size_t pos = (size_t)snprintf(pem, cap, "-----BEGIN %s-----\n", label);
-  for (size_t i = 0; i < n; i += 64) {
-    size_t chunk = n - i < 64 ? n - i : 64;
-    memcpy(pem + pos, b64 + i, chunk);
-    pos += chunk;
-    pem[pos++] = '\n';
-  }
-  pos += (size_t)snprintf(pem + pos, cap - pos, "-----END %s-----\n", label);
-  free(b64);
-  *out = pem;
-  *out_len = pos;
-  return 1;
-}
-
-int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
-                   const uint8_t *pem, size_t pem_len, pki_err *err) {
-  char begin[96], end[96];
-  snprintf(begin, sizeof(begin), "-----BEGIN %s-----", label);
-  snprintf(end, sizeof(end), "-----END %s-----", label);
-  const char *text = (const char *)pem;
-  const char *b = memmem(text, pem_len, begin, strlen(begin));
-  if (b == NULL) {
-    if (memmem(text, pem_len, "-----BEGIN ", 11) != NULL) {
-      PKI_ERR(err, PKI_ERR_INVALID, "no PEM block labelled '%s'", label);
-      return 0;
-    }
-    /* No armour: binary DER. */
-    *out = malloc(pem_len > 0 ? pem_len : 1);
-    if (*out == NULL) {
-      PKI_ERR_OOM(err);
-      return 0;
-    }
-    memcpy(*out, pem, pem_len);
-    *out_len = pem_len;
-    return 1;
-  }
-  b += strlen(begin);
-  const char *e = memmem(b, pem_len - (size_t)(b - text), end, strlen(end));
-  if (e == NULL) {
-    PKI_ERR(err, PKI_ERR_INVALID, "PEM block '%s' has no END line", label);
-    return 0;
-  }
-  /* Keep only base64 characters; line breaks are not part of the data. */
-  size_t span = (size_t)(e - b);
-  uint8_t *b64 = malloc(span + 1);
-  uint8_t *der = malloc(span + 1);
-  if (b64 == NULL || der == NULL) {
-    free(b64);
-    free(der);
-    PKI_ERR_OOM(err);
-    return 0;
-  }
-  size_t n = 0;
-  for (size_t i = 0; i < span; i++) {
-    char c = b[i];
-    if (c == '\n' || c == '\r' || c == ' ' || c == '\t') continue;
-    b64[n++] = (uint8_t)c;
-  }
-  size_t der_len;
-  if (!EVP_DecodeBase64(der, &der_len, span + 1, b64, n)) {
-    free(b64);
-    free(der);
-    PKI_ERR(err, PKI_ERR_INVALID, "PEM block '%s' is not valid base64", label);
-    return 0;
-  }
-  free(b64);
-  *out = der;
-  *out_len = der_len;
   return 1;
 }
 

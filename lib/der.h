@@ -96,17 +96,6 @@ int pki_der_add_subtree(CBB *cbb, const pki_name *subtree, pki_err *err);
  * RFC 5280 requires) into |*subtrees|. */
 int pki_der_get_subtree(CBS *cbs, pki_name **subtrees, size_t *num, pki_err *err);
 
-/* pki_der_to_pem wraps |der| in PEM armour with |label| ("CERTIFICATE").
- * The result is malloc'd and NUL-terminated. */
-int pki_der_to_pem(char **out, size_t *out_len, const char *label,
-                   const uint8_t *der, size_t der_len, pki_err *err);
-
-/* pki_pem_to_der finds the first PEM block labelled |label| in |pem| and
- * decodes it into a malloc'd buffer. If |pem| holds no armour at all it is
- * taken as DER and copied. */
-int pki_pem_to_der(uint8_t **out, size_t *out_len, const char *label,
-                   const uint8_t *pem, size_t pem_len, pki_err *err);
-
 /* pki_der_add_generalized_time writes |t| (seconds since the epoch, UTC) as
  * GeneralizedTime "YYYYMMDDHHMMSSZ" whatever the year (0000 to 9999), as
  * OCSP (RFC 6960 4.2.1) and CRLs past 2049 need. */

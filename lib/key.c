@@ -5,8 +5,6 @@
 #include <string.h>
 
 #include <openssl/aead.h>
-#include <openssl/base64.h>
-#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/bytestring.h>
 #include <openssl/ec.h>
@@ -15,12 +13,12 @@
 #include <openssl/mem.h>
 #include <openssl/nid.h>
 #include <openssl/obj.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
 #include "lib/file.h"
+#include "lib/pem.h"
 
 /* Largest key file we read: a PEM private key is a few KB, and a file that
  * also holds certificates stays well under this. */
@@ -237,63 +235,6 @@ int pki_key_describe(pki_key_type *out_type, unsigned *out_bits,
   return 0;
 }
 
-/* pem_encode armors |der| as one PEM block, 64 characters a line. */
-static int pem_encode(char **out, size_t *out_len, const char *name,
-                      const uint8_t *der, size_t der_len, pki_err *err) {
-  *out = NULL;
-  *out_len = 0;
-  size_t name_len = strlen(name);
-  size_t lines = (der_len + 47) / 48;
-  /* "-----BEGIN " name "-----\n", lines of 64 + "\n", "-----END ...", NUL */
-  size_t cap = 2 * (name_len + 17) + lines * 65 + 1;
-  char *buf = malloc(cap);
-  if (buf == NULL) {
-    PKI_ERR_OOM(err);
-    return 0;
-  }
-  size_t len = (size_t)snprintf(buf, cap, "-----BEGIN %s-----\n", name);
-  for (size_t off = 0; off < der_len; off += 48) {
-    size_t chunk = der_len - off < 48 ? der_len - off : 48;
-    len += EVP_EncodeBlock((uint8_t *)buf + len, der + off, chunk);
-    buf[len++] = '\n';
-  }
-  len += (size_t)snprintf(buf + len, cap - len, "-----END %s-----\n", name);
-  *out = buf;
-  *out_len = len;
-  return 1;
-}
-
-/* pem_next reads the next PEM block from |bio|. It returns 1 with a block
- * (free with OPENSSL_free), 0 at the end of the input, -1 on a malformed
- * block. */
-static int pem_next(BIO *bio, char **name, uint8_t **data, long *len) {
-  char *header = NULL;
-  *name = NULL;
-  *data = NULL;
-  if (!PEM_read_bio(bio, name, &header, data, len)) {
-    uint32_t e = ERR_peek_last_error();
-    ERR_clear_error();
-    if (ERR_GET_LIB(e) == ERR_LIB_PEM &&
-        ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
-      return 0;
-    }
-    return -1;
-  }
-  /* A header ("Proc-Type: 4,ENCRYPTED") means legacy PEM encryption, which
-   * pkid does not read; treat the block as unusable. */
-  int has_header = header != NULL && header[0] != '\0';
-  OPENSSL_free(header);
-  if (has_header) {
-    OPENSSL_free(*name);
-    OPENSSL_cleanse(*data, (size_t)*len);
-    OPENSSL_free(*data);
-    *name = NULL;
-    *data = NULL;
-    return -2;
-  }
-  return 1;
-}
-
 int pki_key_write_pem(const char *path, const EVP_PKEY *key, pki_err *err) {
   CBB cbb;
   uint8_t *der = NULL;
@@ -308,7 +249,7 @@ int pki_key_write_pem(const char *path, const EVP_PKEY *key, pki_err *err) {
   }
   char *pem = NULL;
   size_t pem_len = 0;
-  int ok = pem_encode(&pem, &pem_len, "PRIVATE KEY", der, der_len, err) &&
+  int ok = pki_pem_append(&pem, &pem_len, "PRIVATE KEY", der, der_len, err) &&
            pki_file_write_atomic(path, pem, pem_len, 0600, err);
   OPENSSL_cleanse(der, der_len);
   OPENSSL_free(der);
@@ -357,68 +298,52 @@ static EVP_PKEY *parse_private_key(const char *pem_name, const uint8_t *der,
   return pkey;
 }
 
-static int is_private_key_pem(const char *name) {
-  return strcmp(name, "PRIVATE KEY") == 0 ||
-         strcmp(name, "EC PRIVATE KEY") == 0 ||
-         strcmp(name, "RSA PRIVATE KEY") == 0;
-}
+/* The labels pki_key_read_pem stops at: the plain private keys it reads
+ * (kKeyLabels[0..NUM_PLAIN_LABELS)), then encrypted ones it refuses. */
+static const char *const kKeyLabels[] = {
+    "PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "ENCRYPTED PRIVATE KEY", SEALED_PEM_NAME,
+};
+#define NUM_PLAIN_LABELS 3
+#define NUM_KEY_LABELS (sizeof(kKeyLabels) / sizeof(kKeyLabels[0]))
 
 EVP_PKEY *pki_key_read_pem(const char *path, pki_err *err) {
-  uint8_t *text = NULL;
-  size_t text_len = 0;
+  uint8_t *text = NULL, *der = NULL;
+  size_t text_len = 0, der_len = 0;
   if (!pki_file_read(&text, &text_len, path, KEY_FILE_MAX, err)) return NULL;
 
+  /* Blocks with other labels are passed over: "openssl ecparam -genkey"
+   * writes "EC PARAMETERS" first, and a bundle may hold certificates. */
   EVP_PKEY *pkey = NULL;
-  BIO *bio = BIO_new_mem_buf(text, (int)text_len);
-  if (bio == NULL) {
-    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory reading %s", path);
+  const char *label = NULL;
+  if (!pki_pem_decode(&der, &der_len, &label, kKeyLabels, NUM_KEY_LABELS, text, text_len, 0,
+                      err)) {
+    if (err->code == PKI_ERR_NOT_FOUND) {
+      PKI_ERR(err, PKI_ERR_INVALID, "%s: no PEM private key found", path);
+    } else if (err->code == PKI_ERR_UNSUPPORTED) {
+      PKI_ERR(err, PKI_ERR_UNSUPPORTED,
+              "%s: the key is encrypted with legacy PEM encryption; decrypt it first "
+              "(openssl pkey -in %s)",
+              path, path);
+    } else {
+      pki_err_prefix(err, "%s: ", path);
+    }
     goto done;
   }
-  /* Skip blocks that are not a private key: "openssl ecparam -genkey"
-   * writes "EC PARAMETERS" first, and a bundle may hold certificates. */
-  for (;;) {
-    char *name;
-    uint8_t *data;
-    long len;
-    int r = pem_next(bio, &name, &data, &len);
-    if (r == 0) {
-      PKI_ERR(err, PKI_ERR_INVALID, "%s: no PEM private key found", path);
-      break;
-    }
-    if (r == -2) {
-      PKI_ERR(err, PKI_ERR_UNSUPPORTED,
-              "%s: the key is encrypted with legacy PEM encryption; decrypt it "
-              "first (openssl pkey -in %s)",
-              path, path);
-      break;
-    }
-    if (r < 0) {
-      PKI_ERR(err, PKI_ERR_INVALID, "%s: malformed PEM", path);
-      break;
-    }
-    if (strcmp(name, "ENCRYPTED PRIVATE KEY") == 0 ||
-        strcmp(name, SEALED_PEM_NAME) == 0) {
-      PKI_ERR(err, PKI_ERR_UNSUPPORTED,
-              "%s: the key is encrypted (%s), expected a plain private key",
-              path, name);
-    } else if (is_private_key_pem(name)) {
-      pkey = parse_private_key(name, data, (size_t)len);
-      if (pkey == NULL) {
-        PKI_ERR(err, PKI_ERR_INVALID, "%s: the %s block is not a valid key",
-                path, name);
-      }
-    }
-    int stop = is_private_key_pem(name) ||
-               strcmp(name, "ENCRYPTED PRIVATE KEY") == 0 ||
-               strcmp(name, SEALED_PEM_NAME) == 0;
-    OPENSSL_free(name);
-    OPENSSL_cleanse(data, (size_t)len);
-    OPENSSL_free(data);
-    if (stop) break;
+  int plain = 0;
+  for (size_t i = 0; i < NUM_PLAIN_LABELS; i++) plain |= label == kKeyLabels[i];
+  if (!plain) {
+    PKI_ERR(err, PKI_ERR_UNSUPPORTED,
+            "%s: the key is encrypted (%s), expected a plain private key", path, label);
+    goto done;
+  }
+  pkey = parse_private_key(label, der, der_len);
+  if (pkey == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s: the %s block is not a valid key", path, label);
   }
 
 done:
-  BIO_free(bio);
+  if (der != NULL) OPENSSL_cleanse(der, der_len);
+  free(der);
   OPENSSL_cleanse(text, text_len);
   free(text);
   return pkey;
@@ -521,7 +446,7 @@ int pki_key_seal(char **out, size_t *out_len, const EVP_PKEY *key,
     PKI_ERR(err, PKI_ERR_INTERNAL, "cannot encode the sealed key");
     goto done;
   }
-  ok = pem_encode(out, out_len, SEALED_PEM_NAME, der, der_len, err);
+  ok = pki_pem_append(out, out_len, SEALED_PEM_NAME, der, der_len, err);
 
 done:
   if (!ok) ERR_clear_error();
@@ -614,10 +539,8 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
   }
 
   EVP_PKEY *pkey = NULL;
-  char *name = NULL;
   uint8_t *der = NULL, *pt = NULL;
-  long der_len = 0;
-  size_t pt_len = 0;
+  size_t der_len = 0, pt_len = 0;
   sealed_parts parts;
   memset(&parts, 0, sizeof(parts));
   uint8_t aead_key[SEALED_KEY_LEN];
@@ -625,24 +548,16 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
   EVP_AEAD_CTX_zero(&ctx);
   CBS cbs;
 
-  BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
-  if (bio == NULL) {
-    PKI_ERR_OOM(err);
-    goto done;
-  }
-  int r = pem_next(bio, &name, &der, &der_len);
-  if (r != 1) {
-    PKI_ERR(err, PKI_ERR_INVALID, "not a sealed private key (%s)",
-            r == 0 ? "no PEM block" : "malformed PEM");
-    goto done;
-  }
-  if (strcmp(name, SEALED_PEM_NAME) != 0) {
-    PKI_ERR(err, PKI_ERR_INVALID,
-            "not a sealed private key (found a PEM block \"%.64s\")", name);
+  static const char *const kSealedLabel[] = {SEALED_PEM_NAME};
+  pki_err pem_err;
+  if (!pki_pem_decode(&der, &der_len, NULL, kSealedLabel, 1, (const uint8_t *)pem, pem_len, 0,
+                      &pem_err)) {
+    /* Whatever is wrong with the PEM, this is not a sealed key. */
+    PKI_ERR(err, PKI_ERR_INVALID, "not a sealed private key (%s)", pem_err.msg);
     goto done;
   }
 
-  if (!parse_sealed(&parts, der, (size_t)der_len, err) ||
+  if (!parse_sealed(&parts, der, der_len, err) ||
       !derive_key(aead_key, secret, secret_len, parts.salt, parts.log2n,
                   parts.r, parts.p, err)) {
     goto done;
@@ -677,15 +592,13 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
 
 done:
   ERR_clear_error();
-  BIO_free(bio);
   EVP_AEAD_CTX_cleanup(&ctx);
   OPENSSL_cleanse(aead_key, sizeof(aead_key));
   if (pt != NULL) {
     OPENSSL_cleanse(pt, parts.ct_len);
     free(pt);
   }
-  OPENSSL_free(name);
-  OPENSSL_free(der);
+  free(der);
   return pkey;
 }
 

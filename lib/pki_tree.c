@@ -7,9 +7,9 @@
 
 #include <openssl/mem.h>
 
-#include "lib/der.h"
 #include "lib/file.h"
 #include "lib/key.h"
+#include "lib/pem.h"
 
 static int path_fmt(char *out, size_t out_size, pki_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -77,7 +77,9 @@ int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err
   uint8_t *pem = NULL;
   size_t pem_len;
   if (!pki_file_read(&pem, &pem_len, path, 1 << 20, err)) return 0;
-  int ok = pki_pem_to_der(out, out_len, "CERTIFICATE", pem, pem_len, err);
+  /* A certificate file may be PEM or, as some tools write it, DER. */
+  static const char *const kLabels[] = {"CERTIFICATE"};
+  int ok = pki_pem_decode(out, out_len, NULL, kLabels, 1, pem, pem_len, PKI_PEM_OR_DER, err);
   free(pem);
   if (!ok) pki_err_prefix(err, "%s: ", path);
   return ok;
