@@ -11,6 +11,7 @@
 #include "client/pkiclient_call.h"
 #include "lib/csr.h"
 #include "lib/file.h"
+#include "lib/grpc_status.h"
 #include "lib/key.h"
 #include "lib/pem.h"
 #include "proto/pki/v1/pki.pb-c.h"
@@ -29,34 +30,18 @@ static void err_clear(pkc_error *err) {
   if ((err) == NULL) (err) = &err##_local; \
   err_clear(err)
 
-const char *pkc_status_name(int status) {
-  static const char *const kNames[] = {
-      "OK",
-      "CANCELLED",
-      "UNKNOWN",
-      "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED",
-      "NOT_FOUND",
-      "ALREADY_EXISTS",
-      "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION",
-      "ABORTED",
-      "OUT_OF_RANGE",
-      "UNIMPLEMENTED",
-      "INTERNAL",
-      "UNAVAILABLE",
-      "DATA_LOSS",
-      "UNAUTHENTICATED",
-  };
-  if (status < 0 || (size_t)status >= sizeof(kNames) / sizeof(kNames[0])) return "UNKNOWN";
-  return kNames[status];
-}
+/* PKC_STATUS_* are gRPC's numbers, as lib/grpc_status.h's are. */
+_Static_assert(PKC_STATUS_OK == PKI_GRPC_OK && PKC_STATUS_UNAVAILABLE == PKI_GRPC_UNAVAILABLE &&
+                   PKC_STATUS_UNAUTHENTICATED == PKI_GRPC_UNAUTHENTICATED,
+               "pkiclient.h and lib/grpc_status.h number gRPC statuses alike");
+
+const char *pkc_status_name(int status) { return pki_grpc_status_name(status); }
 
 int pkc_error_retryable(const pkc_error *err) {
   if (err == NULL || err->local) return 0;
-  return err->status == PKC_STATUS_UNAVAILABLE || err->status == PKC_STATUS_RESOURCE_EXHAUSTED ||
-         err->status == PKC_STATUS_DEADLINE_EXCEEDED;
+  /* DEADLINE_EXCEEDED as well: the call does not retry it itself (the
+   * caller chose the budget), but a caller may try again with a new one. */
+  return pki_grpc_status_retryable(err->status) || err->status == PKC_STATUS_DEADLINE_EXCEEDED;
 }
 
 /* --- keys and CSRs --- */

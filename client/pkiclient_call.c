@@ -22,6 +22,7 @@
 #include <openssl/rand.h>
 
 #include "lib/file.h"
+#include "lib/grpc_status.h"
 
 #define PEM_FILE_MAX (1u << 20)
 #define DEFAULT_DEADLINE_US (30ull * 1000 * 1000)
@@ -40,20 +41,7 @@ void pkc_err_set(pkc_error *err, int status, int local, const char *fmt, ...) {
 }
 
 void pkc_err_from_pki(pkc_error *err, const pki_err *e) {
-  int status;
-  switch (e->code) {
-    case PKI_OK: status = PKC_STATUS_OK; break;
-    case PKI_ERR_INVALID:
-    case PKI_ERR_UNSUPPORTED: status = PKC_STATUS_INVALID_ARGUMENT; break;
-    case PKI_ERR_DENIED: status = PKC_STATUS_PERMISSION_DENIED; break;
-    case PKI_ERR_AUTH: status = PKC_STATUS_UNAUTHENTICATED; break;
-    case PKI_ERR_NOT_FOUND: status = PKC_STATUS_NOT_FOUND; break;
-    case PKI_ERR_EXISTS: status = PKC_STATUS_ALREADY_EXISTS; break;
-    case PKI_ERR_IO:
-    case PKI_ERR_INTERNAL:
-    default: status = PKC_STATUS_INTERNAL; break;
-  }
-  pkc_err_set(err, status, 1, "%s", e->msg);
+  pkc_err_set(err, (int)pki_grpc_status_from_err(e->code), 1, "%s", e->msg);
 }
 
 /* --- the client --- */
@@ -480,8 +468,7 @@ static int stream_attempt(pkc_client *client, const char *method, const pkc_der 
 /* --- retries --- */
 
 static int should_retry(const pkc_error *err) {
-  return !err->local &&
-         (err->status == PKC_STATUS_UNAVAILABLE || err->status == PKC_STATUS_RESOURCE_EXHAUSTED);
+  return !err->local && pki_grpc_status_retryable(err->status);
 }
 
 /* backoff_sleep sleeps before retry number |retry| (1 for the first). */
