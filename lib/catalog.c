@@ -451,48 +451,27 @@ static int subtree_within(const pki_name *s, const pki_name *t) {
   return 0;
 }
 
-/* excluded_overlaps: a wildcard "*.b" stands for any "x.b", so it clashes
- * with an excluded subtree "x.b" that does not contain it as a whole. */
-static int excluded_overlaps(const pki_name *name, const pki_name *excluded) {
-  if (pki_name_in_subtree(name, excluded)) return 1;
-  if (name->type != PKI_NAME_DNS || strncmp(name->value, "*.", 2) != 0 ||
-      excluded->value[0] == '.') {
-    return 0;
-  }
-  const char *ev = excluded->value;
-  const char *base = name->value + 2;
-  if (!below_domain(ev, base)) return 0;
-  size_t prefix = strlen(ev) - strlen(base) - 1;
-  return memchr(ev, '.', prefix) == NULL; /* exactly one label in front */
-}
-
 /* check_name_fits checks a service's |name| against the name constraints
  * of its CA and of every CA above it. */
 static int check_name_fits(parse_ctx *ctx, const pki_catalog *cat,
                            const pki_catalog_ca *ca, const pki_name *name,
                            int line, const char *service) {
   for (; ca != NULL; ca = parent_of(cat, ca)) {
-    int constrained = 0, inside = 0;
-    for (size_t i = 0; i < ca->num_permitted; i++) {
-      if (ca->permitted[i].type != name->type) continue;
-      constrained = 1;
-      if (pki_name_in_subtree(name, &ca->permitted[i])) inside = 1;
-    }
-    if (constrained && !inside) {
-      return fail_at(ctx, line,
-                     "service '%s': %s name '%s' is outside the permitted "
-                     "name constraints of CA '%s'",
-                     service, pki_name_type_label(name->type), name->value,
-                     ca->name);
-    }
-    for (size_t i = 0; i < ca->num_excluded; i++) {
-      if (excluded_overlaps(name, &ca->excluded[i])) {
+    size_t ex = 0;
+    switch (pki_name_constraints_check(name, ca->permitted, ca->num_permitted, ca->excluded,
+                                       ca->num_excluded, &ex)) {
+      case PKI_NAME_ALLOWED: break;
+      case PKI_NAME_NOT_PERMITTED:
+        return fail_at(ctx, line,
+                       "service '%s': %s name '%s' is outside the permitted "
+                       "name constraints of CA '%s'",
+                       service, pki_name_type_label(name->type), name->value, ca->name);
+      case PKI_NAME_EXCLUDED:
         return fail_at(ctx, line,
                        "service '%s': %s name '%s' falls in excluded subtree "
                        "'%s' of CA '%s'",
                        service, pki_name_type_label(name->type), name->value,
-                       ca->excluded[i].value, ca->name);
-      }
+                       ca->excluded[ex].value, ca->name);
     }
   }
   return 1;

@@ -17,23 +17,6 @@
     goto out;                                 \
   } while (0)
 
-/* name_permitted applies the issuer's name constraints to one name: it must
- * lie within some permitted subtree of its type, if any are given for that
- * type, and within no excluded one (RFC 5280 4.2.1.10). */
-static int name_permitted(const pki_issuer *issuer, const pki_name *name) {
-  int have_type = 0, inside = 0;
-  for (size_t i = 0; i < issuer->num_permitted; i++) {
-    if (issuer->permitted[i].type != name->type) continue;
-    have_type = 1;
-    if (pki_name_in_subtree(name, &issuer->permitted[i])) inside = 1;
-  }
-  if (have_type && !inside) return 0;
-  for (size_t i = 0; i < issuer->num_excluded; i++) {
-    if (pki_name_in_subtree(name, &issuer->excluded[i])) return 0;
-  }
-  return 1;
-}
-
 static int check_names(const pki_cert_info *c, const pki_profile *profile,
                        const pki_issuer *issuer, pki_err *err) {
   if (!c->has_san || c->num_sans == 0) {
@@ -48,10 +31,22 @@ static int check_names(const pki_cert_info *c, const pki_profile *profile,
               pki_name_type_label(n->type), n->value, profile->name);
       return 0;
     }
-    if (!name_permitted(issuer, n)) {
-      PKI_ERR(err, PKI_ERR_DENIED, "%s name '%s' is outside the issuer's name constraints",
-              pki_name_type_label(n->type), n->value);
-      return 0;
+    /* The issuer's name constraints (RFC 5280 4.2.1.10), by the same rule
+     * the catalogue is checked with when it is loaded. */
+    size_t ex = 0;
+    switch (pki_name_constraints_check(n, issuer->permitted, issuer->num_permitted,
+                                       issuer->excluded, issuer->num_excluded, &ex)) {
+      case PKI_NAME_ALLOWED: break;
+      case PKI_NAME_NOT_PERMITTED:
+        PKI_ERR(err, PKI_ERR_DENIED, "%s name '%s' is outside the issuer's name constraints",
+                pki_name_type_label(n->type), n->value);
+        return 0;
+      case PKI_NAME_EXCLUDED:
+        PKI_ERR(err, PKI_ERR_DENIED,
+                "%s name '%s' is outside the issuer's name constraints: it falls in excluded "
+                "subtree '%s'",
+                pki_name_type_label(n->type), n->value, issuer->excluded[ex].value);
+        return 0;
     }
     for (size_t j = 0; j < i; j++) {
       if (c->sans[j].type == n->type && pki_name_equal(&c->sans[j], n)) {

@@ -17,7 +17,9 @@
  *    whose host is an IP address lies in no URI subtree.
  *  - email: "user@example.com" holds that mailbox; "example.com" holds every
  *    mailbox on that host; ".example.com" every mailbox on hosts below it.
- *  - IP: a CIDR block holds the addresses of the same family within it. */
+ *  - IP: a CIDR block holds the addresses of the same family within it.
+ * A wildcard DNS name ("*.example.com") lies within a subtree when every
+ * name it stands for does, and meets an excluded subtree when any does. */
 #include "lib/names.h"
 
 #include <arpa/inet.h>
@@ -561,6 +563,42 @@ int pki_name_in_subtree(const pki_name *name, const pki_name *subtree) {
     }
   }
   return 0;
+}
+
+/* wildcard_meets: a wildcard "*.b" stands for every "x.b" with x one label
+ * (RFC 6125 6.4.3), so it meets a subtree "x.b", which holds x.b, though
+ * not all of "*.b" lies within it. A subtree ".x.b" holds only names below
+ * x.b, which "*.b" does not stand for; deeper subtrees neither. */
+static int wildcard_meets(const char *name, const char *sub) {
+  if (strncmp(name, "*.", 2) != 0 || sub[0] == '.') return 0;
+  const char *base = name + 2;
+  size_t base_len = strlen(base), sub_len = strlen(sub);
+  if (sub_len <= base_len + 1 || sub[sub_len - base_len - 1] != '.' ||
+      !mem_case_equal(sub + sub_len - base_len, base, base_len)) {
+    return 0;
+  }
+  return memchr(sub, '.', sub_len - base_len - 1) == NULL; /* one label in front */
+}
+
+pki_name_verdict pki_name_constraints_check(const pki_name *name, const pki_name *permitted,
+                                            size_t num_permitted, const pki_name *excluded,
+                                            size_t num_excluded, size_t *out_excluded) {
+  int constrained = 0, inside = 0;
+  for (size_t i = 0; i < num_permitted; i++) {
+    if (permitted[i].type != name->type) continue;
+    constrained = 1;
+    if (pki_name_in_subtree(name, &permitted[i])) inside = 1;
+  }
+  if (constrained && !inside) return PKI_NAME_NOT_PERMITTED;
+  for (size_t i = 0; i < num_excluded; i++) {
+    if (pki_name_in_subtree(name, &excluded[i]) ||
+        (name->type == PKI_NAME_DNS && excluded[i].type == PKI_NAME_DNS &&
+         wildcard_meets(name->value, excluded[i].value))) {
+      if (out_excluded != NULL) *out_excluded = i;
+      return PKI_NAME_EXCLUDED;
+    }
+  }
+  return PKI_NAME_ALLOWED;
 }
 
 void pki_names_free(pki_name *names, size_t num) {

@@ -65,6 +65,26 @@ int pki_name_equal(const pki_name *a, const pki_name *b);
  * other than the subtree's are not within it. */
 int pki_name_in_subtree(const pki_name *name, const pki_name *subtree);
 
+/* What name constraints (RFC 5280 4.2.1.10) say about one name. */
+typedef enum pki_name_verdict {
+  PKI_NAME_ALLOWED = 0,
+  PKI_NAME_NOT_PERMITTED, /* permitted subtrees of its type exist, none holds it */
+  PKI_NAME_EXCLUDED,      /* it meets an excluded subtree */
+} pki_name_verdict;
+
+/* pki_name_constraints_check decides whether |name| is allowed by the
+ * |num_permitted| permitted and |num_excluded| excluded subtrees of a CA.
+ * When some permitted subtree has the name's type, one of them must hold
+ * it; names of a type no permitted subtree has are not constrained by
+ * them. No excluded subtree may meet it: hold it, or, for a wildcard DNS
+ * name, hold any name it stands for ("*.example.com" meets an excluded
+ * "bad.example.com" without lying within it). For PKI_NAME_EXCLUDED,
+ * |*out_excluded| (|out_excluded| may be NULL) is the index in |excluded|
+ * of the first subtree it meets. */
+pki_name_verdict pki_name_constraints_check(const pki_name *name, const pki_name *permitted,
+                                            size_t num_permitted, const pki_name *excluded,
+                                            size_t num_excluded, size_t *out_excluded);
+
 /* pki_names_free frees the values of |num| names and the array itself. */
 void pki_names_free(pki_name *names, size_t num);
 

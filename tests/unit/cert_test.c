@@ -778,6 +778,60 @@ TEST(lint_name_outside_constraints) {
   pki_profile_cleanup(&profile);
 }
 
+/* A wildcard stands for every name one label below it, so an issuer that
+ * excludes vault.cybersec-framework.local must not certify
+ * *.cybersec-framework.local, though the wildcard lies within the permitted
+ * subtree and not, as a whole, within the excluded one (RFC 5280
+ * 4.2.1.10; the catalogue refused such a service already). */
+TEST(lint_wildcard_meets_excluded_subtree) {
+  REQUIRE(g_ready);
+  pki_err err;
+  pki_err_clear(&err);
+  const pki_catalog_service *svc = pki_catalog_find_service(g_cat, "vault");
+  REQUIRE(svc != NULL);
+  static const char kWild[] = "*.cybersec-framework.local";
+  pki_profile profile;
+  REQUIRE(pki_profile_for_service(&profile, g_cat, svc, PKI_USAGE_SERVER, &err));
+  REQUIRE(pki_names_push(&profile.names, &profile.num_names, PKI_NAME_DNS, kWild,
+                         strlen(kWild), &err));
+  EVP_PKEY *key = pki_key_generate(PKI_KEY_ECDSA_P256, 256, &err);
+  REQUIRE(key != NULL);
+  int64_t nb, na;
+  pki_validity(&nb, &na, &g_infra.iss, profile.validity_s, g_now);
+  const pki_name wild[] = {{PKI_NAME_URI, svc->identity}, {PKI_NAME_DNS, (char *)kWild}};
+  uint8_t *der = NULL;
+  size_t len = 0;
+  int ok = issue(&der, &len, &g_infra.iss, &profile, key, nb, na, wild, 2, NULL, &err);
+  if (!ok) show("wildcard, nothing excluded", &err);
+  CHECK(ok);
+  free(der);
+
+  /* For this test only, infrastructure-ca excludes names below vault ... */
+  pki_issuer *iss = &g_infra.iss;
+  size_t saved = iss->num_excluded;
+  REQUIRE(pki_names_push(&iss->excluded, &iss->num_excluded, PKI_NAME_DNS,
+                         ".vault.cybersec-framework.local", 31, &err));
+  /* ... which the wildcard does not stand for ... */
+  der = NULL;
+  ok = issue(&der, &len, iss, &profile, key, nb, na, wild, 2, NULL, &err);
+  if (!ok) show("wildcard, names below vault excluded", &err);
+  CHECK(ok);
+  free(der);
+  /* ... and then vault itself, which it does. */
+  REQUIRE(pki_names_push(&iss->excluded, &iss->num_excluded, PKI_NAME_DNS,
+                         "vault.cybersec-framework.local", 30, &err));
+  CHECK(expect_denied(&g_infra, &profile, key, nb, na, wild, 2,
+                      "DNS name '*.cybersec-framework.local' is outside the issuer's name "
+                      "constraints: it falls in excluded subtree "
+                      "'vault.cybersec-framework.local'"));
+  const pki_name vault[] = {{PKI_NAME_URI, svc->identity},
+                            {PKI_NAME_DNS, "vault.cybersec-framework.local"}};
+  CHECK(expect_denied(&g_infra, &profile, key, nb, na, vault, 2, "excluded subtree"));
+  while (iss->num_excluded > saved) free(iss->excluded[--iss->num_excluded].value);
+  EVP_PKEY_free(key);
+  pki_profile_cleanup(&profile);
+}
+
 TEST(lint_validity) {
   REQUIRE(g_ready);
   pki_err err;
@@ -1250,6 +1304,7 @@ int main(void) {
   RUN(serial_top_bit_encoding);
   RUN(lint_name_not_in_profile);
   RUN(lint_name_outside_constraints);
+  RUN(lint_wildcard_meets_excluded_subtree);
   RUN(lint_validity);
   RUN(lint_ca_path_length);
   RUN(lint_rsa_ca_key);

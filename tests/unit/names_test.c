@@ -313,6 +313,87 @@ TEST(push_and_free) {
   pki_names_free(NULL, 0);
 }
 
+TEST(constraints_verdicts) {
+  /* Permitted: DNS example.com and IP 10.0.0.0/8. Excluded, by index: */
+  static const pki_name kPermitted[] = {{PKI_NAME_DNS, "example.com"},
+                                        {PKI_NAME_IP, "10.0.0.0/8"}};
+  static const pki_name kExcluded[] = {{PKI_NAME_DNS, "bad.example.com"},   /* 0 */
+                                       {PKI_NAME_DNS, ".deep.example.com"}, /* 1 */
+                                       {PKI_NAME_URI, "wild.example.com"},  /* 2 */
+                                       {PKI_NAME_IP, "10.9.0.0/16"}};       /* 3 */
+  static const struct {
+    pki_name_type type;
+    const char *name;
+    pki_name_verdict want;
+    size_t excluded; /* for PKI_NAME_EXCLUDED */
+  } kCases[] = {
+      {PKI_NAME_DNS, "example.com", PKI_NAME_ALLOWED, 0},
+      {PKI_NAME_DNS, "WWW.Example.COM", PKI_NAME_ALLOWED, 0},
+      {PKI_NAME_DNS, "*.ok.example.com", PKI_NAME_ALLOWED, 0},
+      {PKI_NAME_DNS, "example.org", PKI_NAME_NOT_PERMITTED, 0},
+      {PKI_NAME_DNS, "badexample.com", PKI_NAME_NOT_PERMITTED, 0},
+      /* A wildcard is within a subtree only when all it stands for is. */
+      {PKI_NAME_DNS, "*.com", PKI_NAME_NOT_PERMITTED, 0},
+      {PKI_NAME_IP, "10.1.2.3", PKI_NAME_ALLOWED, 0},
+      {PKI_NAME_IP, "11.1.2.3", PKI_NAME_NOT_PERMITTED, 0},
+      {PKI_NAME_IP, "::1", PKI_NAME_NOT_PERMITTED, 0},
+      /* No permitted subtree of its type: not constrained by them. */
+      {PKI_NAME_URI, "https://anything.org/", PKI_NAME_ALLOWED, 0},
+      {PKI_NAME_EMAIL, "a@example.org", PKI_NAME_ALLOWED, 0},
+      /* Excluded subtrees, with the one that matched. */
+      {PKI_NAME_DNS, "bad.example.com", PKI_NAME_EXCLUDED, 0},
+      {PKI_NAME_DNS, "x.BAD.example.com", PKI_NAME_EXCLUDED, 0},
+      {PKI_NAME_DNS, "a.deep.example.com", PKI_NAME_EXCLUDED, 1},
+      {PKI_NAME_DNS, "deep.example.com", PKI_NAME_ALLOWED, 0},
+      {PKI_NAME_URI, "https://wild.example.com:8443/x", PKI_NAME_EXCLUDED, 2},
+      {PKI_NAME_IP, "10.9.255.1", PKI_NAME_EXCLUDED, 3},
+      {PKI_NAME_IP, "10.10.0.1", PKI_NAME_ALLOWED, 0},
+      /* Outside both: reported outside the permitted subtrees. */
+      {PKI_NAME_IP, "192.168.0.1", PKI_NAME_NOT_PERMITTED, 0},
+      /* "*.example.com" stands for bad.example.com, though it does not lie
+       * within that subtree; "*.deep.example.com" lies within
+       * ".deep.example.com". */
+      {PKI_NAME_DNS, "*.example.com", PKI_NAME_EXCLUDED, 0},
+      {PKI_NAME_DNS, "*.deep.example.com", PKI_NAME_EXCLUDED, 1},
+      {PKI_NAME_DNS, "*.bad.example.com", PKI_NAME_EXCLUDED, 0},
+  };
+  for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
+    pki_name n = {kCases[i].type, (char *)kCases[i].name};
+    size_t ex = 99;
+    pki_name_verdict got = pki_name_constraints_check(&n, kPermitted, 2, kExcluded, 4, &ex);
+    int ok = got == kCases[i].want &&
+             ex == (got == PKI_NAME_EXCLUDED ? kCases[i].excluded : 99);
+    if (!ok) fprintf(stderr, "  %s: verdict %d, excluded %zu\n", kCases[i].name, got, ex);
+    CHECK(ok);
+  }
+}
+
+TEST(constraints_wildcards_meet_excluded) {
+  size_t ex;
+  static const pki_name kPermitted[] = {{PKI_NAME_DNS, "example.com"}};
+  static const pki_name kExcluded[] = {{PKI_NAME_URI, "x.example.com"},
+                                       {PKI_NAME_DNS, "a.b.example.com"},
+                                       {PKI_NAME_DNS, ".b.example.com"},
+                                       {PKI_NAME_DNS, "X.Example.com"}};
+  pki_name star = {PKI_NAME_DNS, "*.example.com"};
+  /* A URI subtree of the same host does not constrain DNS names; nor do
+   * subtrees two labels or more below the wildcard's base. */
+  CHECK(pki_name_constraints_check(&star, kPermitted, 1, kExcluded, 3, &ex) ==
+        PKI_NAME_ALLOWED);
+  CHECK(pki_name_constraints_check(&star, kPermitted, 1, kExcluded, 4, &ex) ==
+        PKI_NAME_EXCLUDED &&
+        ex == 3);
+  pki_name deeper = {PKI_NAME_DNS, "*.b.example.com"};
+  CHECK(pki_name_constraints_check(&deeper, kPermitted, 1, kExcluded, 4, &ex) ==
+        PKI_NAME_EXCLUDED &&
+        ex == 1);
+  /* The index may be left out. */
+  CHECK(pki_name_constraints_check(&star, kPermitted, 1, kExcluded, 4, NULL) ==
+        PKI_NAME_EXCLUDED);
+  /* No constraints at all: everything is allowed. */
+  CHECK(pki_name_constraints_check(&star, NULL, 0, NULL, 0, NULL) == PKI_NAME_ALLOWED);
+}
+
 int main(void) {
   RUN(labels);
   RUN(dns_good);
@@ -330,5 +411,7 @@ int main(void) {
   RUN(ip_subtrees);
   RUN(equal);
   RUN(push_and_free);
+  RUN(constraints_verdicts);
+  RUN(constraints_wildcards_meet_excluded);
   return test_finish();
 }
