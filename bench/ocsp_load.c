@@ -32,6 +32,7 @@
 #include <http_parser.h>
 
 #include "bench/proc_cpu.h"
+#include "lib/base64.h"
 #include "lib/err.h"
 #include "lib/file.h"
 
@@ -147,25 +148,29 @@ static void usage(void) {
   exit(2);
 }
 
+/* url_b64 is the GET form of a request (RFC 6960 A.1): base64 (lib/'s
+ * codec), then '+', '/' and '=' percent-encoded. */
 static char *url_b64(const unsigned char *der, size_t len) {
-  static const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  /* 4 characters per 3 bytes, each at most 3 once percent-encoded. */
-  char *out = malloc(4 * (len + 2) + 1), *o = out;
-  if (out == NULL) return NULL;
-  for (size_t i = 0; i < len; i += 3) {
-    unsigned v = (unsigned)der[i] << 16;
-    if (i + 1 < len) v |= (unsigned)der[i + 1] << 8;
-    if (i + 2 < len) v |= der[i + 2];
-    char q[4] = {kB64[v >> 18 & 63], kB64[v >> 12 & 63], i + 1 < len ? kB64[v >> 6 & 63] : '=',
-                 i + 2 < len ? kB64[v & 63] : '='};
-    for (int k = 0; k < 4; k++) {
-      if (q[k] == '+') o += sprintf(o, "%%2B");
-      else if (q[k] == '/') o += sprintf(o, "%%2F");
-      else if (q[k] == '=') o += sprintf(o, "%%3D");
-      else *o++ = q[k];
-    }
+  size_t b64_len;
+  pki_err err;
+  char *b64 = malloc(PKI_BASE64_ENCODED_MAX(len));
+  /* Each character is at most 3 once percent-encoded. */
+  char *out = malloc(3 * PKI_BASE64_ENCODED_MAX(len) + 1), *o = out;
+  if (b64 == NULL || out == NULL ||
+      !pki_base64_encode(b64, PKI_BASE64_ENCODED_MAX(len), &b64_len, der, len,
+                         PKI_BASE64_STD | PKI_BASE64_PAD_REQUIRED, &err)) {
+    free(b64);
+    free(out);
+    return NULL;
+  }
+  for (size_t i = 0; i < b64_len; i++) {
+    if (b64[i] == '+') o += sprintf(o, "%%2B");
+    else if (b64[i] == '/') o += sprintf(o, "%%2F");
+    else if (b64[i] == '=') o += sprintf(o, "%%3D");
+    else *o++ = b64[i];
   }
   *o = '\0';
+  free(b64);
   return out;
 }
 

@@ -41,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/queue.h"
+#include "server/pipeline/queue.h"
 
 #define CAPACITY 1024
 #define BATCH 32

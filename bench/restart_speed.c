@@ -10,9 +10,9 @@
 #include <time.h>
 
 #include "lib/catalog.h"
-#include "server/ca.h"
-#include "server/status.h"
-#include "server/store.h"
+#include "server/ca/ca.h"
+#include "server/store/status.h"
+#include "server/store/store.h"
 
 static double now_s(void) {
   struct timespec ts;

@@ -22,7 +22,7 @@
 #include "lib/file.h"
 #include "lib/pki_tree.h"
 #include "lib/profile.h"
-#include "server/log.h"
+#include "lib/log.h"
 
 extern char **environ;
 
@@ -342,7 +342,7 @@ static void refresh(agent *a, agent_cert *c) {
   memset(&info, 0, sizeof(info));
   if (!pki_tree_read_cert(&der, &len, c->crt, &err) ||
       !pki_cert_info_parse(&info, der, len, &err)) {
-    if (c->present) pkid_log("warn", "cert_unreadable", "cert", c->cc->file, "error", err.msg, NULL);
+    if (c->present) pki_log("warn", "cert_unreadable", "cert", c->cc->file, "error", err.msg, NULL);
     c->present = 0;
     c->serial[0] = '\0';
     pki_cert_info_cleanup(&info);
@@ -368,7 +368,7 @@ static void refresh(agent *a, agent_cert *c) {
     char na[32], at[32];
     fmt_time(na, sizeof(na), c->not_after);
     fmt_time(at, sizeof(at), c->due);
-    pkid_log("info", "cert_watched", "cert", c->cc->file, "serial", c->serial, "not_after", na,
+    pki_log("info", "cert_watched", "cert", c->cc->file, "serial", c->serial, "not_after", na,
              "renew_at", at, NULL);
   }
   c->present = 1;
@@ -528,9 +528,9 @@ static void run_hook(const agent *a) {
     snprintf(pid, sizeof(pid), "%ld", a->o.reload_pid);
     snprintf(sig, sizeof(sig), "%d", a->o.reload_signal);
     if (kill((pid_t)a->o.reload_pid, a->o.reload_signal) != 0) {
-      pkid_log("error", "reload_failed", "pid", pid, "signal", sig, "error", strerror(errno), NULL);
+      pki_log("error", "reload_failed", "pid", pid, "signal", sig, "error", strerror(errno), NULL);
     } else {
-      pkid_log("info", "reload", "pid", pid, "signal", sig, NULL);
+      pki_log("info", "reload", "pid", pid, "signal", sig, NULL);
     }
     return;
   }
@@ -539,7 +539,7 @@ static void run_hook(const agent *a) {
   pid_t pid;
   int rc = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ);
   if (rc != 0) {
-    pkid_log("error", "reload_failed", "command", a->o.reload_command, "error", strerror(rc),
+    pki_log("error", "reload_failed", "command", a->o.reload_command, "error", strerror(rc),
              NULL);
     return;
   }
@@ -553,18 +553,18 @@ static void run_hook(const agent *a) {
   if (done == 0) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-    pkid_log("error", "reload_failed", "command", a->o.reload_command, "error",
+    pki_log("error", "reload_failed", "command", a->o.reload_command, "error",
              "timed out after 30 s; killed", NULL);
     return;
   }
   char code[32];
   if (done > 0 && WIFEXITED(status)) {
     snprintf(code, sizeof(code), "%d", WEXITSTATUS(status));
-    pkid_log(WEXITSTATUS(status) == 0 ? "info" : "error", "reload", "command",
+    pki_log(WEXITSTATUS(status) == 0 ? "info" : "error", "reload", "command",
              a->o.reload_command, "exit_status", code, NULL);
   } else {
     snprintf(code, sizeof(code), "%d", done > 0 && WIFSIGNALED(status) ? WTERMSIG(status) : -1);
-    pkid_log("error", "reload_failed", "command", a->o.reload_command, "signal", code, NULL);
+    pki_log("error", "reload_failed", "command", a->o.reload_command, "signal", code, NULL);
   }
 }
 
@@ -616,13 +616,13 @@ static void write_metrics(const agent *a) {
                           (unsigned long long)c->error_total);
   }
   if (n >= sizeof(buf)) {
-    pkid_log("error", "metrics_failed", "file", a->o.metrics_file, "error", "too large", NULL);
+    pki_log("error", "metrics_failed", "file", a->o.metrics_file, "error", "too large", NULL);
     return;
   }
   pki_err err;
   pki_err_clear(&err);
   if (!pki_file_write_atomic(a->o.metrics_file, buf, n, 0644, &err)) {
-    pkid_log("error", "metrics_failed", "file", a->o.metrics_file, "error", err.msg, NULL);
+    pki_log("error", "metrics_failed", "file", a->o.metrics_file, "error", err.msg, NULL);
   }
 }
 
@@ -661,7 +661,7 @@ static size_t pass(agent *a, size_t *renewed, int *changed) {
       char na[32], at[32];
       fmt_time(na, sizeof(na), c->not_after);
       fmt_time(at, sizeof(at), c->due);
-      pkid_log("info", "renewed", "cert", c->cc->file, "method", method, "attempt", attempt,
+      pki_log("info", "renewed", "cert", c->cc->file, "method", method, "attempt", attempt,
                "serial", c->serial, "not_after", na, "renew_at", at, NULL);
       continue;
     }
@@ -677,7 +677,7 @@ static size_t pass(agent *a, size_t *renewed, int *changed) {
     c->next_try_ms = now_ms() + wait;
     char wait_text[32];
     fmt_u64(wait_text, sizeof(wait_text), wait);
-    pkid_log("warn", "renew_failed", "cert", c->cc->file, "method", method, "attempt", attempt,
+    pki_log("warn", "renew_failed", "cert", c->cc->file, "method", method, "attempt", attempt,
              "status", pkc_status_name(err.status), "message", err.message, "retryable",
              pkc_error_retryable(&err) ? "true" : "false", "retry_in_ms",
              a->o.once ? "-" : wait_text, NULL);
@@ -712,7 +712,7 @@ int agent_main(int argc, char **argv) {
 
   char count[16];
   snprintf(count, sizeof(count), "%zu", a.num_certs);
-  pkid_log("info", "agent_start", "service", a.svc->name, "certs", count, "server",
+  pki_log("info", "agent_start", "service", a.svc->name, "certs", count, "server",
            a.o.server != NULL ? a.o.server : DEFAULT_SERVER, "once", a.o.once ? "true" : "false",
            NULL);
   size_t failed = 0;
@@ -727,7 +727,7 @@ int agent_main(int argc, char **argv) {
     if (a.o.once) break;
     sleep_ms(a.o.check_ms);
   }
-  pkid_log("info", "agent_stop", "service", a.svc->name, NULL);
+  pki_log("info", "agent_stop", "service", a.svc->name, NULL);
   pki_catalog_free(cat);
   return a.o.once && failed > 0 ? 1 : 0;
 }

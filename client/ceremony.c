@@ -27,46 +27,7 @@
 /* The root's secret when split: 32 random bytes, never written whole. */
 #define SPLIT_SECRET_LEN 32
 
-int ceremony_secret_read(ceremony_secret *out, const char *file, const char *env,
-                         pki_err *err) {
-  memset(out, 0, sizeof(*out));
-  const char *text = NULL;
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  if (file != NULL) {
-    if (!pki_file_read(&buf, &len, file, 4096, err)) {
-      pki_err_prefix(err, "passphrase file: ");
-      return 0;
-    }
-    text = (const char *)buf;
-  } else {
-    text = env != NULL ? getenv(env) : NULL;
-    if (text == NULL) {
-      PKI_ERR(err, PKI_ERR_INVALID, "no passphrase: give a passphrase file or set %s",
-              env != NULL ? env : "a passphrase");
-      return 0;
-    }
-    len = strlen(text);
-  }
-  /* The first line is the passphrase; a trailing newline is not part of it. */
-  size_t n = 0;
-  while (n < len && text[n] != '\n' && text[n] != '\r') n++;
-  int ok = 1;
-  if (n == 0 || n > sizeof(out->bytes)) {
-    PKI_ERR(err, PKI_ERR_INVALID, "passphrase must be 1 to %zu bytes", sizeof(out->bytes));
-    ok = 0;
-  } else {
-    memcpy(out->bytes, text, n);
-    out->len = n;
-  }
-  if (buf != NULL) {
-    OPENSSL_cleanse(buf, len);
-    free(buf);
-  }
-  return ok;
-}
-
-int ceremony_secret_from_shares(ceremony_secret *out, const char *const *files,
+int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
                                 size_t num_files, pki_err *err) {
   memset(out, 0, sizeof(*out));
   pki_share *shares = calloc(num_files > 0 ? num_files : 1, sizeof(pki_share));
@@ -92,10 +53,6 @@ out:
   OPENSSL_cleanse(shares, (num_files > 0 ? num_files : 1) * sizeof(pki_share));
   free(shares);
   return ok;
-}
-
-void ceremony_secret_cleanup(ceremony_secret *secret) {
-  OPENSSL_cleanse(secret, sizeof(*secret));
 }
 
 static int write_file(const char *path, const void *data, size_t len, mode_t mode,
@@ -217,7 +174,7 @@ static int truststore_write(const pki_catalog *cat, const char *dir,
 }
 
 int ceremony_root(const pki_catalog *cat, const char *dir,
-                  const ceremony_secret *passphrase, unsigned split_m,
+                  const pki_secret *passphrase, unsigned split_m,
                   unsigned split_n, pki_err *err) {
   const pki_catalog_ca *root = pki_catalog_root(cat);
   char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX];
@@ -239,7 +196,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   pki_profile profile;
   pki_issue_request req;
   pki_share shares[255];
-  ceremony_secret split_secret;
+  pki_secret split_secret;
   uint8_t *spki = NULL, *der = NULL;
   size_t der_len;
   int ok = 0;
@@ -267,7 +224,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   req.spki = spki;
   if (!pki_cert_issue(&der, &der_len, &self, &req, err)) goto out;
 
-  const ceremony_secret *seal = passphrase;
+  const pki_secret *seal = passphrase;
   if (split_n > 0) {
     split_secret.len = SPLIT_SECRET_LEN;
     RAND_bytes(split_secret.bytes, split_secret.len);
@@ -303,7 +260,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   ok = 1;
 out:
   OPENSSL_cleanse(shares, sizeof(shares));
-  ceremony_secret_cleanup(&split_secret);
+  pki_secret_cleanup(&split_secret);
   pki_issuer_cleanup(&self);
   pki_profile_cleanup(&profile);
   EVP_PKEY_free(key);
@@ -315,7 +272,7 @@ out:
 /* sign_intermediate makes one intermediate below |parent|. */
 static int sign_intermediate(const pki_catalog *cat, const char *dir,
                              const pki_catalog_ca *ca, const pki_issuer *parent,
-                             const ceremony_secret *ca_passphrase, pki_err *err) {
+                             const pki_secret *ca_passphrase, pki_err *err) {
   char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX], chain_path[PKI_PATH_MAX];
   if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, ca, PKI_TREE_CA_CERT, err) ||
       !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err) ||
@@ -382,8 +339,8 @@ out:
 }
 
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
-                          const ceremony_secret *root_secret,
-                          const ceremony_secret *ca_passphrase, const char *only,
+                          const pki_secret *root_secret,
+                          const pki_secret *ca_passphrase, const char *only,
                           pki_err *err) {
   const pki_catalog_ca *root = pki_catalog_root(cat);
   if (only != NULL) {
@@ -507,7 +464,7 @@ out:
 }
 
 int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
-                           const ceremony_secret *ca_passphrase, const char *service,
+                           const pki_secret *ca_passphrase, const char *service,
                            unsigned usage, const char *csr_path, pki_err *err) {
   const pki_catalog_service *svc = pki_catalog_find_service(cat, service);
   if (svc == NULL) {
@@ -543,7 +500,7 @@ int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
 }
 
 int ceremony_demo(const pki_catalog *cat, const char *dir,
-                  const ceremony_secret *ca_passphrase, pki_err *err) {
+                  const pki_secret *ca_passphrase, pki_err *err) {
   if (!ceremony_root(cat, dir, NULL, 3, 5, err)) return 0;
   /* Custodians 1, 3 and 5 come to the intermediate ceremony. */
   char paths[3][PKI_PATH_MAX];
@@ -553,10 +510,10 @@ int ceremony_demo(const pki_catalog *cat, const char *dir,
     if (!pki_tree_share_path(paths[i], sizeof(paths[i]), dir, custodians[i], err)) return 0;
     files[i] = paths[i];
   }
-  ceremony_secret root_secret;
+  pki_secret root_secret;
   if (!ceremony_secret_from_shares(&root_secret, files, 3, err)) return 0;
   int ok = ceremony_intermediate(cat, dir, &root_secret, ca_passphrase, NULL, err);
-  ceremony_secret_cleanup(&root_secret);
+  pki_secret_cleanup(&root_secret);
   for (size_t i = 0; ok && i < cat->num_services; i++) {
     ok = ceremony_issue_offline(cat, dir, ca_passphrase, cat->services[i].name, 0, NULL,
                                 err);

@@ -11,26 +11,12 @@
 
 #include "lib/catalog.h"
 #include "lib/err.h"
+#include "lib/secret.h"
 #include "lib/usage.h"
 
-#define CEREMONY_SECRET_MAX 256
-
-/* A passphrase, or the random secret rebuilt from custodian shares. */
-typedef struct ceremony_secret {
-  uint8_t bytes[CEREMONY_SECRET_MAX];
-  size_t len;
-} ceremony_secret;
-
-/* ceremony_secret_read takes a passphrase from |file| (its first line) or,
- * when |file| is NULL, from the environment variable |env|. */
-int ceremony_secret_read(ceremony_secret *out, const char *file, const char *env,
-                         pki_err *err);
-
 /* ceremony_secret_from_shares rebuilds the root's secret from share files. */
-int ceremony_secret_from_shares(ceremony_secret *out, const char *const *files,
+int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
                                 size_t num_files, pki_err *err);
-
-void ceremony_secret_cleanup(ceremony_secret *secret);
 
 /* ceremony_make_passphrase_file writes a random passphrase (32 random bytes
  * in hex) to |path| with mode 0600, unless the file exists already. */
@@ -40,15 +26,15 @@ int ceremony_make_passphrase_file(const char *path, pki_err *err);
  * key is sealed under a random secret split |split_m|-of-|split_n| into
  * share files under |dir|/root-ca/shares; otherwise under |passphrase|. */
 int ceremony_root(const pki_catalog *cat, const char *dir,
-                  const ceremony_secret *passphrase, unsigned split_m,
+                  const pki_secret *passphrase, unsigned split_m,
                   unsigned split_n, pki_err *err);
 
 /* ceremony_intermediate has the root sign the intermediates (all when
  * |only| is NULL, in catalogue order so parents come first), each key
  * sealed under |ca_passphrase|. */
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
-                          const ceremony_secret *root_secret,
-                          const ceremony_secret *ca_passphrase, const char *only,
+                          const pki_secret *root_secret,
+                          const pki_secret *ca_passphrase, const char *only,
                           pki_err *err);
 
 /* ceremony_issue_offline signs |service|'s certificates (those of |usage|,
@@ -56,7 +42,7 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
  * the subject key comes from that CSR (one certificate only); otherwise a
  * key is made here and written beside the certificate (0600). */
 int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
-                           const ceremony_secret *ca_passphrase, const char *service,
+                           const pki_secret *ca_passphrase, const char *service,
                            unsigned usage, const char *csr_path, pki_err *err);
 
 /* ceremony_demo builds the whole hierarchy and every service's
@@ -64,6 +50,6 @@ int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
  * shares to sign the intermediates, whose keys are sealed under
  * |ca_passphrase|. */
 int ceremony_demo(const pki_catalog *cat, const char *dir,
-                  const ceremony_secret *ca_passphrase, pki_err *err);
+                  const pki_secret *ca_passphrase, pki_err *err);
 
 #endif /* PKID_CLIENT_CEREMONY_H */

@@ -292,8 +292,8 @@ static pki_catalog *load_catalog(const options *o, pki_err *err) {
 
 /* ca_passphrase reads the CA passphrase from --passphrase-file or the
  * environment. */
-static int ca_passphrase(ceremony_secret *out, const options *o, pki_err *err) {
-  return ceremony_secret_read(out, o->passphrase_file, ENV_CA_PASSPHRASE, err);
+static int ca_passphrase(pki_secret *out, const options *o, pki_err *err) {
+  return pki_secret_read(out, o->passphrase_file, ENV_CA_PASSPHRASE, err);
 }
 
 static int cmd_root(const options *o, const pki_catalog *cat, pki_err *err) {
@@ -307,33 +307,33 @@ static int cmd_root(const options *o, const pki_catalog *cat, pki_err *err) {
     }
     return ceremony_root(cat, o->out, NULL, m, n, err);
   }
-  ceremony_secret pass;
-  if (!ceremony_secret_read(&pass, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err)) {
+  pki_secret pass;
+  if (!pki_secret_read(&pass, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err)) {
     return 0;
   }
   int ok = ceremony_root(cat, o->out, &pass, 0, 0, err);
-  ceremony_secret_cleanup(&pass);
+  pki_secret_cleanup(&pass);
   return ok;
 }
 
 static int cmd_intermediate(const options *o, const pki_catalog *cat, pki_err *err) {
-  ceremony_secret root, pass;
+  pki_secret root, pass;
   int ok;
   if (o->num_shares > 0) {
     ok = ceremony_secret_from_shares(&root, o->shares, o->num_shares, err);
   } else {
-    ok = ceremony_secret_read(&root, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err);
+    ok = pki_secret_read(&root, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err);
   }
   if (!ok) return 0;
   ok = ca_passphrase(&pass, o, err) &&
        ceremony_intermediate(cat, o->out, &root, &pass, o->ca, err);
-  ceremony_secret_cleanup(&root);
-  ceremony_secret_cleanup(&pass);
+  pki_secret_cleanup(&root);
+  pki_secret_cleanup(&pass);
   return ok;
 }
 
 static int cmd_demo(const options *o, const pki_catalog *cat, pki_err *err) {
-  ceremony_secret pass;
+  pki_secret pass;
   char path[1100];
   const char *file = o->passphrase_file;
   if (file == NULL && getenv(ENV_CA_PASSPHRASE) == NULL) {
@@ -341,9 +341,9 @@ static int cmd_demo(const options *o, const pki_catalog *cat, pki_err *err) {
     file = path;
     if (!ceremony_make_passphrase_file(path, err)) return 0;
   }
-  int ok = ceremony_secret_read(&pass, file, ENV_CA_PASSPHRASE, err) &&
+  int ok = pki_secret_read(&pass, file, ENV_CA_PASSPHRASE, err) &&
            ceremony_demo(cat, o->out, &pass, err);
-  ceremony_secret_cleanup(&pass);
+  pki_secret_cleanup(&pass);
   if (ok) {
     printf("Demo hierarchy written to %s:\n"
            "  root CA          %s/root-ca/certs/root-ca.crt (key split 3-of-5 in root-ca/shares)\n"
@@ -373,10 +373,10 @@ static int cmd_issue(const options *o, const pki_catalog *cat, pki_err *err) {
       return 0;
     }
   }
-  ceremony_secret pass;
+  pki_secret pass;
   int ok = ca_passphrase(&pass, o, err) &&
            ceremony_issue_offline(cat, o->out, &pass, o->service, usage, o->csr, err);
-  ceremony_secret_cleanup(&pass);
+  pki_secret_cleanup(&pass);
   return ok;
 }
 

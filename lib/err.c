@@ -42,6 +42,7 @@ const char *pki_err_code_name(pki_err_code code) {
     case PKI_ERR_AUTH: return "auth";
     case PKI_ERR_NOT_FOUND: return "not-found";
     case PKI_ERR_EXISTS: return "exists";
+    case PKI_ERR_PRECONDITION: return "precondition";
     case PKI_ERR_IO: return "io";
     case PKI_ERR_INTERNAL: return "internal";
     case PKI_ERR_EXHAUSTED: return "exhausted";

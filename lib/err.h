@@ -18,6 +18,8 @@ typedef enum pki_err_code {
   PKI_ERR_AUTH,        /* a check of proof failed: signature, passphrase, shares */
   PKI_ERR_NOT_FOUND,   /* a named thing does not exist: service, CA, file */
   PKI_ERR_EXISTS,      /* refusing to overwrite something that exists */
+  PKI_ERR_PRECONDITION, /* the request is fine, the system is not in a state to
+                           do it (a CA not loaded here): not worth retrying */
   PKI_ERR_IO,          /* the file system or the OS failed */
   PKI_ERR_INTERNAL,    /* a library failed where it should not */
   PKI_ERR_EXHAUSTED,   /* out of memory, a queue full, a quota spent: retry later */

@@ -34,6 +34,7 @@ pki_grpc_status pki_grpc_status_from_err(pki_err_code code) {
     case PKI_ERR_AUTH: return PKI_GRPC_UNAUTHENTICATED;
     case PKI_ERR_NOT_FOUND: return PKI_GRPC_NOT_FOUND;
     case PKI_ERR_EXISTS: return PKI_GRPC_ALREADY_EXISTS;
+    case PKI_ERR_PRECONDITION: return PKI_GRPC_FAILED_PRECONDITION;
     case PKI_ERR_EXHAUSTED: return PKI_GRPC_RESOURCE_EXHAUSTED;
     case PKI_ERR_UNAVAILABLE: return PKI_GRPC_UNAVAILABLE;
     case PKI_ERR_IO:

@@ -32,7 +32,7 @@
  *    6  2  reserved, 0
  *    8  8  seq: 1 for the first record of the journal, then +1 per record,
  *          continuing across segments
- *   16  8  time, given by the caller (pkid writes unix nanoseconds)
+ *   16  8  time, given by the caller (pkid writes Unix milliseconds)
  *   24  L  payload
  *   24+L 32  chain hash = SHA-256(previous chain hash || bytes 0..23+L);
  *            the "previous chain hash" of record 1 is 32 zero bytes

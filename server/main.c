@@ -16,25 +16,36 @@
 #include <openssl/mem.h>
 #include <uv.h>
 
-#include "client/ceremony.h"
 #include "lib/catalog.h"
 #include "lib/cert_info.h"
 #include "lib/err.h"
+#include "lib/log.h"
 #include "lib/pki_tree.h"
+#include "lib/secret.h"
 #include "lib/token.h"
-#include "server/api.h"
-#include "server/ca.h"
+#include "server/api/api.h"
+#include "server/ca/ca.h"
 #include "server/config.h"
-#include "server/conn.h"
-#include "server/admin.h"
-#include "server/log.h"
-#include "server/metrics.h"
-#include "server/ocsp_http.h"
-#include "server/server.h"
-#include "server/status.h"
-#include "server/store.h"
-#include "server/tls.h"
-#include "server/workers.h"
+#include "server/http/admin.h"
+#include "server/http/ocsp_http.h"
+#include "server/metrics/metrics.h"
+#include "server/pipeline/job.h"
+#include "server/pipeline/serials.h"
+#include "server/pipeline/workers.h"
+#include "server/rpc/rpc.h"
+#include "server/store/status.h"
+#include "server/store/store.h"
+#include "server/transport/tls.h"
+#include "server/transport/transport.h"
+
+/* The limits of the gRPC listener, across the transport and rpc layers. */
+typedef struct pkid_limits {
+  unsigned max_conns;         /* connections at once; more are closed at accept */
+  unsigned max_streams;       /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+  unsigned max_header_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE */
+  unsigned idle_timeout_ms;   /* a connection with no calls for this long is closed */
+  unsigned handshake_timeout_ms;
+} pkid_limits;
 
 typedef struct options {
   const char *pki;
@@ -75,7 +86,6 @@ static const char kUsage[] =
     "                       close a connection not through TLS by then\n"
     "                       (default 10000)\n";
 
-static pkid_server g_server;
 static pkid_config g_config; /* strings in |options| may point into it */
 
 /* apply_config takes the settings of --config FILE as defaults. */
@@ -204,100 +214,73 @@ static int parse_options(options *o, int argc, char **argv) {
   return 1;
 }
 
-/* parse_listen splits "host:port" ("[::1]:port" for IPv6). */
-static int parse_listen(struct sockaddr_storage *out, const char *text) {
-  char host[256];
-  const char *colon = strrchr(text, ':');
-  if (colon == NULL || (size_t)(colon - text) >= sizeof(host)) return 0;
-  memcpy(host, text, (size_t)(colon - text));
-  host[colon - text] = '\0';
-  int port = atoi(colon + 1);
-  if (port < 0 || port > 65535) return 0; /* 0: the kernel picks */
-  if (host[0] == '[') {
-    size_t n = strlen(host);
-    if (n < 2 || host[n - 1] != ']') return 0;
-    host[n - 1] = '\0';
-    return uv_ip6_addr(host + 1, port, (struct sockaddr_in6 *)out) == 0;
-  }
-  return uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0;
-}
+/* The process: every layer's top object, wired together by run(). */
+typedef struct process {
+  uv_loop_t *loop;
+  const options *o;
+  pkid_cas cas;
+  pkid_status *status;
+  pkid_store store;
+  pkid_serials serials;
+  pkid_workers *workers;
+  pkid_api api;
+  pkid_rpc *rpc;
+  pkid_transport *transport;
+  pkid_ocsp_http *ocsp;
+  pkid_admin *admin;
+  int draining;
+  int http_stopped; /* OCSP and admin listeners done (counts to 2) */
+  uv_signal_t sigterm, sigint, sighup;
+  uv_timer_t drain_timer, drain_check;
+  /* What a reload reads again. */
+  char crt[PKI_PATH_MAX], key[PKI_PATH_MAX], chain[PKI_PATH_MAX], root[PKI_PATH_MAX];
+  int bootstrap;
+  pki_catalog *retired[64]; /* jobs in flight may point into them */
+  size_t num_retired;
+} process;
 
-static void on_connection(uv_stream_t *listener, int status) {
-  if (status < 0) return;
-  pkid_conn_accept(&g_server, listener);
-}
+static process g;
 
 /* Draining: stop accepting, GOAWAY everyone, stop when all are gone or the
  * grace period ends. */
-static uv_signal_t g_sigterm, g_sigint;
-static uv_timer_t g_drain_timer;
-static pkid_ocsp_http *g_ocsp;
-static pkid_admin *g_admin;
-static int g_http_stopped; /* OCSP and admin listeners done (counts to 2) */
-
 static void on_http_stopped(void *arg) {
   (void)arg;
-  g_http_stopped++;
+  g.http_stopped++;
 }
 
 static void on_drain_timeout(uv_timer_t *timer) {
   (void)timer;
-  pkid_log("warn", "drain_timeout", NULL);
-  while (g_server.conns != NULL) pkid_conn_close(g_server.conns);
+  pki_log("warn", "drain_timeout", NULL);
+  pkid_transport_close_all(g.transport);
   /* The HTTP listeners give up within their own grace periods (5 s); the
    * check goes on until they have. */
 }
 
 static void on_drain_check(uv_timer_t *timer) {
-  if (g_server.conns == NULL && g_http_stopped == 2) {
+  if (pkid_transport_num_conns(g.transport) == 0 && g.http_stopped == 2) {
     uv_timer_stop(timer);
-    uv_stop(g_server.loop);
+    uv_stop(g.loop);
   }
 }
-
-static uv_timer_t g_drain_check;
 
 static void on_signal(uv_signal_t *sig, int signum) {
   (void)sig;
-  if (g_server.draining) return;
-  g_server.draining = 1;
-  pkid_log("info", "draining", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
-  uv_close((uv_handle_t *)&g_server.grpc_listener, NULL);
-  pkid_admin_set_ready(g_admin, 0);
-  pkid_ocsp_http_stop(g_ocsp, on_http_stopped, NULL);
-  pkid_admin_stop(g_admin, on_http_stopped, NULL);
-  for (pkid_conn *c = g_server.conns; c != NULL;) {
-    pkid_conn *next = c->next;
-    pkid_conn_goaway(c);
-    c = next;
-  }
-  uv_timer_start(&g_drain_timer, on_drain_timeout, 10000, 0);
-  uv_timer_start(&g_drain_check, on_drain_check, 0, 20);
-}
-
-static void on_flush(uv_check_t *check) {
-  (void)check;
-  pkid_conn_flush_dirty(&g_server);
+  if (g.draining) return;
+  g.draining = 1;
+  pki_log("info", "draining", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+  pkid_transport_stop_accepting(g.transport);
+  pkid_admin_set_ready(g.admin, 0);
+  pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
+  pkid_admin_stop(g.admin, on_http_stopped, NULL);
+  pkid_rpc_drain(g.rpc);
+  uv_timer_start(&g.drain_timer, on_drain_timeout, 10000, 0);
+  uv_timer_start(&g.drain_check, on_drain_check, 0, 20);
 }
 
 /* Reload on SIGHUP: the server's certificate (new connections get the new
  * one; open ones keep theirs) and the catalogue. The CA hierarchy itself
  * is fixed for the life of the process: a catalogue that changes it is
  * refused and the old one kept. */
-typedef struct reload_state {
-  const options *o;
-  pkid_api *api;
-  pkid_store *store;
-  pkid_status *status;
-  char crt[PKI_PATH_MAX], key[PKI_PATH_MAX], chain[PKI_PATH_MAX], root[PKI_PATH_MAX];
-  int bootstrap;
-  pki_catalog *retired[64]; /* jobs in flight may point into them */
-  size_t num_retired;
-} reload_state;
-
-static reload_state g_reload;
-static uv_signal_t g_sighup;
-
 static int same_hierarchy(const pki_catalog *a, const pki_catalog *b) {
   if (a->num_cas != b->num_cas) return 0;
   for (size_t i = 0; i < a->num_cas; i++) {
@@ -311,18 +294,18 @@ static int same_hierarchy(const pki_catalog *a, const pki_catalog *b) {
   return 1;
 }
 
-static void reload_catalog(reload_state *r) {
+static void reload_catalog(void) {
   pki_err err;
   pki_err_clear(&err);
-  pki_catalog *next = pki_catalog_load_file(r->o->catalog, &err);
+  pki_catalog *next = pki_catalog_load_file(g.o->catalog, &err);
   if (next == NULL) {
-    pkid_log("error", "reload_refused", "what", "catalogue", "reason", err.msg, NULL);
+    pki_log("error", "reload_refused", "what", "catalogue", "reason", err.msg, NULL);
     return;
   }
-  const pki_catalog *cur = r->api->cat;
-  if (!same_hierarchy(cur, next) || r->num_retired == sizeof(r->retired) / sizeof(r->retired[0])) {
-    pkid_log("error", "reload_refused", "what", "catalogue", "reason",
-             "the CA hierarchy changed (restart pkid for that)", NULL);
+  const pki_catalog *cur = g.api.cat;
+  if (!same_hierarchy(cur, next) || g.num_retired == sizeof(g.retired) / sizeof(g.retired[0])) {
+    pki_log("error", "reload_refused", "what", "catalogue", "reason",
+            "the CA hierarchy changed (restart pkid for that)", NULL);
     pki_catalog_free(next);
     return;
   }
@@ -336,47 +319,28 @@ static void reload_catalog(reload_state *r) {
     const pki_catalog_service *s = pki_catalog_find_service(next, cur->services[i].name);
     map[i] = s != NULL ? (uint16_t)(s - next->services) : 0xffff;
   }
-  pkid_status_remap_services(r->status, map, cur->num_services);
+  pkid_status_remap_services(g.status, map, cur->num_services);
   free(map);
-  r->retired[r->num_retired++] = (pki_catalog *)cur;
-  r->api->cat = next;
-  r->store->cat = next;
-  pkid_log("info", "reloaded", "what", "catalogue", "file", r->o->catalog, NULL);
+  g.retired[g.num_retired++] = (pki_catalog *)cur;
+  g.api.cat = next;
+  g.store.cat = next;
+  pki_log("info", "reloaded", "what", "catalogue", "file", g.o->catalog, NULL);
 }
 
 static void on_sighup(uv_signal_t *sig, int signum) {
   (void)sig;
   (void)signum;
-  reload_state *r = &g_reload;
   pki_err err;
   pki_err_clear(&err);
-  SSL_CTX *ctx = pkid_tls_ctx_new(r->crt, r->chain, r->key, r->root, !r->bootstrap, &err);
+  SSL_CTX *ctx = pkid_tls_ctx_new(g.crt, g.chain, g.key, g.root, !g.bootstrap, &err);
   if (ctx == NULL) {
-    pkid_log("error", "reload_refused", "what", "certificate", "reason", err.msg, NULL);
+    pki_log("error", "reload_refused", "what", "certificate", "reason", err.msg, NULL);
   } else {
-    /* Each open connection holds a reference to the context it began with. */
-    SSL_CTX_free(g_server.ssl_ctx);
-    g_server.ssl_ctx = ctx;
-    pkid_log("info", "reloaded", "what", "certificate", "file", r->crt, NULL);
+    pkid_transport_set_ssl_ctx(g.transport, ctx);
+    SSL_CTX_free(ctx);
+    pki_log("info", "reloaded", "what", "certificate", "file", g.crt, NULL);
   }
-  if (r->o->catalog != NULL) reload_catalog(r);
-}
-
-/* on_tick ends calls whose grpc-timeout has passed. */
-static void on_tick(uv_timer_t *timer) {
-  uint64_t now = pkid_server_now_ms(&g_server);
-  (void)timer;
-  pkid_workers_stats stats;
-  pkid_workers_stats_get(((pkid_api *)g_server.api)->workers, &stats);
-  pkid_gauge_set(pkid_m.queue_depth, (double)stats.depth);
-  pkid_gauge_set(pkid_m.connections, (double)g_server.num_conns);
-  for (pkid_conn *c = g_server.conns; c != NULL; c = c->next) {
-    for (pkid_call *call = c->calls; call != NULL; call = call->next) {
-      if (call->deadline_ms != 0 && !call->finished && now >= call->deadline_ms) {
-        pkid_call_finish(call, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
-      }
-    }
-  }
+  if (g.o->catalog != NULL) reload_catalog();
 }
 
 static void close_handle(uv_handle_t *handle, void *arg) {
@@ -384,9 +348,105 @@ static void close_handle(uv_handle_t *handle, void *arg) {
   if (!uv_is_closing(handle)) uv_close(handle, NULL);
 }
 
+/* open_store replays the journal into the status index and reserves the
+ * first block of serials before anything is issued. */
+static int open_store(const options *o, const pki_catalog *cat, pki_err *err) {
+  char journal_dir[PKI_PATH_MAX];
+  snprintf(journal_dir, sizeof(journal_dir), "%s", o->journal);
+  if (o->journal == NULL) snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->pki);
+  if ((g.status = pkid_status_new(1024)) == NULL) {
+    PKI_ERR_OOM(err);
+    return 0;
+  }
+  if (!pkid_store_open(&g.store, journal_dir, cat, &g.cas, g.status, (uint16_t)o->node, err)) {
+    return 0;
+  }
+  pki_journal_stats jstats;
+  pki_journal_get_stats(g.store.journal, &jstats);
+  char replayed[32], truncated[32], count[32];
+  snprintf(replayed, sizeof(replayed), "%llu", (unsigned long long)g.store.replayed);
+  snprintf(truncated, sizeof(truncated), "%llu", (unsigned long long)jstats.truncated_bytes);
+  snprintf(count, sizeof(count), "%zu", pkid_status_count(g.status));
+  pki_log("info", "journal_open", "dir", journal_dir, "replayed", replayed, "truncated_bytes",
+          truncated, "certificates", count, NULL);
+  /* A long replay (after a crash) is not repeated at the next start. */
+  if (g.store.replayed > 10000 && !pkid_store_snapshot(&g.store, err)) return 0;
+  return pkid_serials_init(&g.serials, &g.store, (uint16_t)o->node, err);
+}
+
+/* own_paths finds the pki-ca service's certificate files: pkid presents
+ * them. */
+static int own_paths(const options *o, const pki_catalog *cat, pki_err *err) {
+  const pki_catalog_service *self = pki_catalog_find_service(cat, "pki-ca");
+  if (self == NULL || self->num_certs == 0) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "the catalogue has no pki-ca server certificate");
+    return 0;
+  }
+  const pki_catalog_cert *c = &self->certs[0];
+  return pki_tree_service_path(g.crt, sizeof(g.crt), o->pki, self, c, ".crt", err) &&
+         pki_tree_service_path(g.key, sizeof(g.key), o->pki, self, c, ".key", err) &&
+         pki_tree_service_path(g.chain, sizeof(g.chain), o->pki, self, c, "-chain.crt", err) &&
+         pki_tree_ca_path(g.root, sizeof(g.root), o->pki, pki_catalog_root(cat),
+                          PKI_TREE_CA_CERT, err);
+}
+
+/* report_expiry sets the seed's cert_expiry_timestamp{cert_name=...} for
+ * the CAs and pkid's own certificate, which its alert rules watch. */
+static void report_expiry(void) {
+  for (size_t i = 0; i < g.cas.num_cas; i++) {
+    pkid_metrics_cert_expiry(g.cas.cas[i].def->name, g.cas.cas[i].issuer.not_after);
+  }
+  uint8_t *own = NULL;
+  size_t own_len;
+  pki_cert_info info;
+  pki_err err;
+  if (pki_tree_read_cert(&own, &own_len, g.crt, &err) &&
+      pki_cert_info_parse(&info, own, own_len, &err)) {
+    pkid_metrics_cert_expiry("pki-ca-server", info.not_after);
+    pki_cert_info_cleanup(&info);
+  }
+  free(own);
+}
+
+static unsigned default_workers(void) {
+  uv_cpu_info_t *cpus;
+  int num_cpus = 1;
+  if (uv_cpu_info(&cpus, &num_cpus) == 0) uv_free_cpu_info(cpus, num_cpus);
+  return num_cpus > 0 ? (unsigned)num_cpus : 1;
+}
+
+/* start_grpc wires the gRPC front end: transport, rpc, api. */
+static int start_grpc(const options *o, SSL_CTX *ssl_ctx, pki_err *err) {
+  size_t num_methods;
+  const pkid_method *methods = pkid_api_methods(&num_methods);
+  pkid_rpc_limits rpc_limits = {
+      .max_streams = o->limits.max_streams,
+      .max_header_bytes = o->limits.max_header_bytes,
+      .idle_timeout_ms = o->limits.idle_timeout_ms,
+  };
+  pkid_transport_limits transport_limits = {
+      .max_conns = o->limits.max_conns,
+      .handshake_timeout_ms = o->limits.handshake_timeout_ms,
+  };
+  g.rpc = pkid_rpc_new(g.loop, methods, num_methods, &g.api, &rpc_limits, err);
+  if (g.rpc == NULL) return 0;
+  g.transport = pkid_transport_new(g.loop, ssl_ctx, &transport_limits, pkid_rpc_conn_handler(),
+                                   g.rpc, err);
+  if (g.transport == NULL) return 0;
+  char where[PKI_HOSTPORT_MAX];
+  if (!pkid_transport_listen(g.transport, o->listen, where, sizeof(where), err)) return 0;
+  /* With port 0 the kernel picks one; say which, for tests and scripts. */
+  pki_log("info", "listening", "grpc", where, "pki", o->pki, NULL);
+  return 1;
+}
+
 static int run(const options *o) {
   pki_err err;
   pki_err_clear(&err);
+  SSL_CTX *ssl_ctx = NULL;
+  uint8_t token_key[PKI_TOKEN_KEY_LEN] = {0};
+  g.o = o;
+  g.loop = uv_default_loop();
   pki_catalog *cat = o->catalog != NULL ? pki_catalog_load_file(o->catalog, &err)
                                         : pki_catalog_default(&err);
   if (cat == NULL) goto fail;
@@ -396,177 +456,81 @@ static int run(const options *o) {
     snprintf(pass_path, sizeof(pass_path), "%s/ca-passphrase", o->pki);
     pass_file = pass_path;
   }
-  ceremony_secret secret;
-  if (!ceremony_secret_read(&secret, pass_file, "PKID_CA_PASSPHRASE", &err)) goto fail;
-  pkid_cas cas;
-  int loaded = pkid_cas_load(&cas, cat, o->pki, secret.bytes, secret.len, &err);
-  ceremony_secret_cleanup(&secret);
-  if (!loaded) goto fail;
+  pki_secret secret;
+  if (!pki_secret_read(&secret, pass_file, "PKID_CA_PASSPHRASE", &err)) goto fail;
+  int loaded = pkid_cas_load(&g.cas, cat, o->pki, secret.bytes, secret.len, &err);
+  pki_secret_cleanup(&secret);
+  if (!loaded || !own_paths(o, cat, &err)) goto fail;
 
-  /* pkid presents the pki-ca service's certificate. */
-  const pki_catalog_service *self = pki_catalog_find_service(cat, "pki-ca");
-  if (self == NULL || self->num_certs == 0) {
-    PKI_ERR(&err, PKI_ERR_NOT_FOUND, "the catalogue has no pki-ca server certificate");
-    goto fail;
-  }
-  char crt[PKI_PATH_MAX], key[PKI_PATH_MAX], chain[PKI_PATH_MAX], root[PKI_PATH_MAX];
-  if (!pki_tree_service_path(crt, sizeof(crt), o->pki, self, &self->certs[0], ".crt", &err) ||
-      !pki_tree_service_path(key, sizeof(key), o->pki, self, &self->certs[0], ".key", &err) ||
-      !pki_tree_service_path(chain, sizeof(chain), o->pki, self, &self->certs[0],
-                             "-chain.crt", &err) ||
-      !pki_tree_ca_path(root, sizeof(root), o->pki, pki_catalog_root(cat), PKI_TREE_CA_CERT,
-                        &err)) {
-    goto fail;
-  }
   /* Bootstrap enrollment is on when pkictl has made a token key: then a
    * client may connect without a certificate, to present a token. */
-  uint8_t token_key[PKI_TOKEN_KEY_LEN];
   char token_path[PKI_PATH_MAX];
   snprintf(token_path, sizeof(token_path), "%s/bootstrap/token.key", o->pki);
-  int bootstrap = pki_token_key_load(token_key, token_path, 0, &err);
-  if (!bootstrap && err.code != PKI_ERR_NOT_FOUND) goto fail;
+  g.bootstrap = pki_token_key_load(token_key, token_path, 0, &err);
+  if (!g.bootstrap && err.code != PKI_ERR_NOT_FOUND) goto fail;
   pki_err_clear(&err);
-  g_server.ssl_ctx = pkid_tls_ctx_new(crt, chain, key, root, !bootstrap, &err);
-  if (g_server.ssl_ctx == NULL) goto fail;
-
-  /* The store: replay the journal into the status index, then reserve the
-   * first block of serials before anything is issued. */
-  char journal_dir[PKI_PATH_MAX];
-  snprintf(journal_dir, sizeof(journal_dir), "%s", o->journal);
-  if (o->journal == NULL) snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->pki);
-  pkid_status *status = pkid_status_new(1024);
-  pkid_store store;
-  if (status == NULL) {
-    PKI_ERR_OOM(&err);
-    goto fail;
-  }
-  if (!pkid_store_open(&store, journal_dir, cat, &cas, status, (uint16_t)o->node, &err)) {
-    goto fail;
-  }
-  pki_journal_stats jstats;
-  pki_journal_get_stats(store.journal, &jstats);
-  char replayed[32], truncated[32], count[32];
-  snprintf(replayed, sizeof(replayed), "%llu", (unsigned long long)store.replayed);
-  snprintf(truncated, sizeof(truncated), "%llu", (unsigned long long)jstats.truncated_bytes);
-  snprintf(count, sizeof(count), "%zu", pkid_status_count(status));
-  pkid_log("info", "journal_open", "dir", journal_dir, "replayed", replayed,
-           "truncated_bytes", truncated, "certificates", count, NULL);
-  /* A long replay (after a crash) is not repeated at the next start. */
-  if (store.replayed > 10000 && !pkid_store_snapshot(&store, &err)) goto fail;
-  pkid_api api = {.cat = cat, .cas = &cas, .node = (uint16_t)o->node,
-                  .store = &store, .status = status};
-  if (!pkid_store_reserve(&store, PKID_SERIAL_BLOCK, &api.next_seq, &err)) goto fail;
-  api.seq_end = api.next_seq + PKID_SERIAL_BLOCK;
-  api.bootstrap = bootstrap;
-  memcpy(api.token_key, token_key, sizeof(token_key));
-  OPENSSL_cleanse(token_key, sizeof(token_key));
-  g_server.api = &api;
-  g_server.loop = uv_default_loop();
+  ssl_ctx = pkid_tls_ctx_new(g.crt, g.chain, g.key, g.root, !g.bootstrap, &err);
+  if (ssl_ctx == NULL || !open_store(o, cat, &err)) goto fail;
   if (!pkid_metrics_init()) {
     PKI_ERR_OOM(&err);
     goto fail;
   }
-  /* The seed's alert rules watch cert_expiry_timestamp{cert_name=...}. */
-  for (size_t i = 0; i < cas.num_cas; i++) {
-    pkid_metrics_cert_expiry(cas.cas[i].def->name, cas.cas[i].issuer.not_after);
-  }
-  uint8_t *own = NULL;
-  size_t own_len;
-  pki_cert_info own_info;
-  if (pki_tree_read_cert(&own, &own_len, crt, &err) &&
-      pki_cert_info_parse(&own_info, own, own_len, &err)) {
-    pkid_metrics_cert_expiry("pki-ca-server", own_info.not_after);
-    pki_cert_info_cleanup(&own_info);
-  }
-  free(own);
-  pki_err_clear(&err);
-  g_server.methods = pkid_api_methods(&g_server.num_methods);
-  unsigned num_workers = o->workers;
-  if (num_workers == 0) {
-    uv_cpu_info_t *cpus;
-    int num_cpus = 1;
-    if (uv_cpu_info(&cpus, &num_cpus) == 0) uv_free_cpu_info(cpus, num_cpus);
-    num_workers = num_cpus > 0 ? (unsigned)num_cpus : 1;
-  }
-  api.workers = pkid_workers_new(g_server.loop, num_workers, 4096, &cas, pkid_store_commit,
-                                 &store, pkid_api_on_done, &api, &err);
-  if (api.workers == NULL) goto fail;
-  g_server.limits = o->limits;
-
-  struct sockaddr_storage addr;
-  if (!parse_listen(&addr, o->listen)) {
-    PKI_ERR(&err, PKI_ERR_INVALID, "--listen '%s' is not HOST:PORT", o->listen);
-    goto fail;
-  }
-  uv_tcp_init(g_server.loop, &g_server.grpc_listener);
-  int rc = uv_tcp_bind(&g_server.grpc_listener, (const struct sockaddr *)&addr, 0);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&g_server.grpc_listener, 1024, on_connection);
-  if (rc != 0) {
-    PKI_ERR(&err, PKI_ERR_IO, "cannot listen on %s: %s", o->listen, uv_strerror(rc));
-    goto fail;
-  }
+  report_expiry();
+  g.workers = pkid_workers_new(g.loop, o->workers != 0 ? o->workers : default_workers(), 4096,
+                               &g.cas, pkid_jobs_commit, &g.store, &err);
+  if (g.workers == NULL) goto fail;
+  g.serials.workers = g.workers;
+  g.api = (pkid_api){.cat = cat,
+                     .cas = &g.cas,
+                     .serials = &g.serials,
+                     .workers = g.workers,
+                     .store = &g.store,
+                     .status = g.status,
+                     .bootstrap = g.bootstrap};
+  memcpy(g.api.token_key, token_key, sizeof(token_key));
+  OPENSSL_cleanse(token_key, sizeof(token_key));
+  if (!start_grpc(o, ssl_ctx, &err)) goto fail;
+  SSL_CTX_free(ssl_ctx); /* the transport holds its reference */
+  ssl_ctx = NULL;
   signal(SIGPIPE, SIG_IGN);
-  uv_signal_init(g_server.loop, &g_sigterm);
-  uv_signal_init(g_server.loop, &g_sigint);
-  uv_signal_init(g_server.loop, &g_sighup);
-  g_reload.o = o;
-  g_reload.api = &api;
-  g_reload.store = &store;
-  g_reload.status = status;
-  g_reload.bootstrap = bootstrap;
-  memcpy(g_reload.crt, crt, sizeof(crt));
-  memcpy(g_reload.key, key, sizeof(key));
-  memcpy(g_reload.chain, chain, sizeof(chain));
-  memcpy(g_reload.root, root, sizeof(root));
-  uv_signal_start(&g_sighup, on_sighup, SIGHUP);
-  uv_signal_start(&g_sigterm, on_signal, SIGTERM);
-  uv_signal_start(&g_sigint, on_signal, SIGINT);
-  uv_timer_init(g_server.loop, &g_drain_timer);
-  uv_timer_init(g_server.loop, &g_drain_check);
-  uv_check_init(g_server.loop, &g_server.flush);
-  uv_check_start(&g_server.flush, on_flush);
-  uv_timer_init(g_server.loop, &g_server.tick);
-  uv_timer_start(&g_server.tick, on_tick, 50, 50);
-  /* With port 0 the kernel picks one; say which, for tests and scripts. */
-  struct sockaddr_storage bound;
-  int bound_len = sizeof(bound);
-  char host[64] = "?", where[80];
-  uv_tcp_getsockname(&g_server.grpc_listener, (struct sockaddr *)&bound, &bound_len);
-  if (bound.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&bound, host, sizeof(host));
-    snprintf(where, sizeof(where), "[%s]:%d", host,
-             ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
-  } else {
-    uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof(host));
-    snprintf(where, sizeof(where), "%s:%d", host, ntohs(((struct sockaddr_in *)&bound)->sin_port));
-  }
-  pkid_log("info", "listening", "grpc", where, "pki", o->pki, NULL);
-  g_ocsp = pkid_ocsp_http_start(g_server.loop, o->ocsp_listen, &cas, status, &err);
-  if (g_ocsp == NULL) goto fail;
-  g_admin = pkid_admin_start(g_server.loop, o->admin_listen, pkid_m.reg, &err);
-  if (g_admin == NULL) goto fail;
-  pkid_admin_set_ready(g_admin, 1);
-  uv_run(g_server.loop, UV_RUN_DEFAULT);
+  uv_signal_init(g.loop, &g.sigterm);
+  uv_signal_init(g.loop, &g.sigint);
+  uv_signal_init(g.loop, &g.sighup);
+  uv_signal_start(&g.sighup, on_sighup, SIGHUP);
+  uv_signal_start(&g.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&g.sigint, on_signal, SIGINT);
+  uv_timer_init(g.loop, &g.drain_timer);
+  uv_timer_init(g.loop, &g.drain_check);
+  g.ocsp = pkid_ocsp_http_start(g.loop, o->ocsp_listen, &g.cas, g.status, &err);
+  if (g.ocsp == NULL) goto fail;
+  g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
+  if (g.admin == NULL) goto fail;
+  pkid_admin_set_ready(g.admin, 1);
+  uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
-  pkid_workers_free(api.workers);
-  uv_walk(g_server.loop, close_handle, NULL);
-  uv_run(g_server.loop, UV_RUN_DEFAULT);
-  uv_loop_close(g_server.loop);
+  pkid_workers_free(g.workers);
+  pkid_transport_free(g.transport);
+  pkid_rpc_free(g.rpc);
+  uv_walk(g.loop, close_handle, NULL);
+  uv_run(g.loop, UV_RUN_DEFAULT);
+  uv_loop_close(g.loop);
   /* Everything committed has been applied: save it, so the next start
    * replays nothing. */
-  if (!pkid_store_snapshot(&store, &err)) {
-    pkid_log("error", "snapshot_failed", "reason", err.msg, NULL);
+  if (!pkid_store_snapshot(&g.store, &err)) {
+    pki_log("error", "snapshot_failed", "reason", err.msg, NULL);
   }
-  pkid_store_close(&store);
-  pkid_status_free(status);
-  pkid_log("info", "stopped", NULL);
-  SSL_CTX_free(g_server.ssl_ctx);
-  pkid_cas_cleanup(&cas);
+  pkid_store_close(&g.store);
+  pkid_status_free(g.status);
+  pki_log("info", "stopped", NULL);
+  pkid_cas_cleanup(&g.cas);
+  OPENSSL_cleanse(g.api.token_key, sizeof(g.api.token_key));
   /* |cat| may have been retired by a reload: free the current and the old. */
-  pki_catalog_free((pki_catalog *)api.cat);
-  for (size_t i = 0; i < g_reload.num_retired; i++) pki_catalog_free(g_reload.retired[i]);
+  pki_catalog_free((pki_catalog *)g.api.cat);
+  for (size_t i = 0; i < g.num_retired; i++) pki_catalog_free(g.retired[i]);
   return 0;
 fail:
+  SSL_CTX_free(ssl_ctx);
+  OPENSSL_cleanse(token_key, sizeof(token_key));
   fprintf(stderr, "pkid: %s: %s\n", pki_err_code_name(err.code), err.msg);
   return 1;
 }

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "proto/pki/v1/pki.pb-c.h"
-#include "server/grpc.h"
+#include "server/rpc/frame.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len);
 

@@ -1,5 +1,5 @@
 /* ocsp_http_fuzz: arbitrary bytes as the request-target of a GET to the
- * OCSP responder, through server/ocsp_path.c.
+ * OCSP responder, through server/http/ocsp_path.c.
  *
  * Percent-decoding and base64 decoding read what anyone on the network
  * sends: they must accept or refuse, never read or write out of bounds
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/ocsp_path.h"
+#include "server/http/ocsp_path.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,12 +28,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t cap = size / 4 * 3 + 3;
   uint8_t *raw = malloc(cap);
   size_t raw_len = 0;
-  if (pkid_base64_decode(raw, cap, &raw_len, in, size) && raw_len > cap) abort();
+  if (pkid_ocsp_base64_decode(raw, cap, &raw_len, in, size) && raw_len > cap) abort();
   /* Too small a buffer is refused, not overrun. */
   if (size >= 8) {
     uint8_t *tiny = malloc(1);
     size_t tiny_len;
-    if (pkid_base64_decode(tiny, 1, &tiny_len, in, size) && tiny_len > 1) abort();
+    if (pkid_ocsp_base64_decode(tiny, 1, &tiny_len, in, size) && tiny_len > 1) abort();
     free(tiny);
   }
 
@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (memchr(in, '?', size) == NULL && pct_ok && size <= 8192) {
     uint8_t *again = malloc(4096);
     size_t again_len = 0;
-    int ok = pkid_base64_decode(again, 4096, &again_len, pct, pct_len);
+    int ok = pkid_ocsp_base64_decode(again, 4096, &again_len, pct, pct_len);
     if (ok != path_ok || (ok && (again_len != der_len || memcmp(again, der, der_len) != 0))) {
       abort();
     }

@@ -21,16 +21,16 @@
 
 #include <uv.h>
 
-#include "client/ceremony.h"
 #include "lib/catalog.h"
 #include "lib/cert_info.h"
 #include "lib/err.h"
+#include "lib/log.h"
 #include "lib/pki_tree.h"
-#include "server/ca.h"
-#include "server/log.h"
-#include "server/metrics.h"
-#include "server/ocsp_http.h"
-#include "server/status.h"
+#include "lib/secret.h"
+#include "server/ca/ca.h"
+#include "server/http/ocsp_http.h"
+#include "server/metrics/metrics.h"
+#include "server/store/status.h"
 
 #define MAX_CERTS 64
 
@@ -86,7 +86,7 @@ static void on_usr1(uv_signal_t *sig, int signum) {
     }
   }
   free(l.recs);
-  pkid_log("info", "revoked_all", NULL);
+  pki_log("info", "revoked_all", NULL);
 }
 
 static void on_stopped(void *arg) {
@@ -171,11 +171,11 @@ int main(int argc, char **argv) {
     snprintf(pass_path, sizeof(pass_path), "%s/ca-passphrase", pki);
     pass_file = pass_path;
   }
-  ceremony_secret secret;
-  if (!ceremony_secret_read(&secret, pass_file, "PKID_CA_PASSPHRASE", &err)) return fail(&err);
+  pki_secret secret;
+  if (!pki_secret_read(&secret, pass_file, "PKID_CA_PASSPHRASE", &err)) return fail(&err);
   pkid_cas cas;
   int loaded = pkid_cas_load(&cas, cat, pki, secret.bytes, secret.len, &err);
-  ceremony_secret_cleanup(&secret);
+  pki_secret_cleanup(&secret);
   if (!loaded) return fail(&err);
   if (!pkid_metrics_init()) return 1;
 

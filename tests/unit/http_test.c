@@ -17,7 +17,7 @@
 
 #include <uv.h>
 
-#include "server/http.h"
+#include "server/http/http.h"
 #include "tests/unit/test.h"
 
 /* --- the server side ----------------------------------------------------- */

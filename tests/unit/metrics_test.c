@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/metrics.h"
+#include "server/metrics/metrics.h"
 #include "tests/unit/test.h"
 
 static int render_is(pkid_registry *reg, const char *want) {

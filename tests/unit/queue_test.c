@@ -1,7 +1,7 @@
 /* queue_test: server/queue.c, alone and under 4 producers and 4 consumers.
  * Run under --config=tsan too: the stress case is what ThreadSanitizer
  * checks for data races on the items and the cells. */
-#include "server/queue.h"
+#include "server/pipeline/queue.h"
 
 #include <pthread.h>
 #include <sched.h>

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/status.h"
+#include "server/store/status.h"
 #include "tests/unit/test.h"
 
 static pkid_cert_record rec_n(uint64_t n) {

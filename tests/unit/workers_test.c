@@ -11,10 +11,11 @@
 
 #include "lib/catalog.h"
 #include "lib/journal.h"
-#include "server/ca.h"
-#include "server/status.h"
-#include "server/store.h"
-#include "server/workers.h"
+#include "server/ca/ca.h"
+#include "server/pipeline/job.h"
+#include "server/pipeline/workers.h"
+#include "server/store/status.h"
+#include "server/store/store.h"
 #include "tests/unit/test.h"
 
 #define NUM_JOBS 20000
@@ -31,13 +32,13 @@ typedef struct harness {
 
 static harness g;
 
-static void on_done(void *ctx, pkid_job *job) {
-  (void)ctx;
-  size_t i = (size_t)(job->block_first - 1000000) / 10;
+static void on_done(pkid_job *job) {
+  size_t i = (size_t)(job->rec.block_first - 1000000) / 10;
   if (i < NUM_JOBS) g.done_count[i]++;
   CHECK(job->ok);
-  pkid_store_apply(g.store, job);
-  pkid_job_free(job);
+  pkid_store_apply(g.store, &job->rec);
+  pkid_job_cleanup(job);
+  free(job);
   g.done_total++;
 }
 
@@ -45,11 +46,13 @@ static void on_done(void *ctx, pkid_job *job) {
  * handle calls it again as jobs complete. */
 static void submit_wave(uv_idle_t *idle) {
   while (g.submitted < NUM_JOBS) {
-    pkid_job *job = calloc(1, sizeof(*job));
-    job->kind = PKID_JOB_RESERVE;
-    job->block_first = 1000000 + g.submitted * 10;
-    job->block_count = 10;
-    if (!pkid_workers_submit(g.workers, job)) {
+    pkid_job *job = malloc(sizeof(*job));
+    pki_err err;
+    pkid_job_init(job, PKID_REC_SERIAL_BLOCK, on_done);
+    job->rec.block_first = 1000000 + g.submitted * 10;
+    job->rec.block_count = 10;
+    if (!pkid_workers_submit(g.workers, job, &err)) {
+      CHECK(err.code == PKI_ERR_EXHAUSTED);
       free(job);
       g.refused++;
       break;
@@ -78,8 +81,7 @@ TEST(jobs_round_trip_through_journal) {
   g.store = &store;
   uv_loop_t loop;
   uv_loop_init(&loop);
-  g.workers = pkid_workers_new(&loop, 2, CAPACITY, &cas, pkid_store_commit, &store, on_done,
-                               NULL, &err);
+  g.workers = pkid_workers_new(&loop, 2, CAPACITY, &cas, pkid_jobs_commit, &store, &err);
   REQUIRE(g.workers != NULL);
   uv_idle_t idle;
   uv_idle_init(&loop, &idle);
@@ -124,9 +126,108 @@ TEST(jobs_round_trip_through_journal) {
   pki_catalog_free(cat);
 }
 
+/* --- a commit that fails ---------------------------------------------------------
+ * The committer's "not durable: not issued" branch: the third commit fails
+ * (as a failed fdatasync would); every job of that batch comes back failed
+ * with the commit's error, the others succeed, and the journal holds the
+ * records of exactly the jobs that came back ok. */
+
+#define FAIL_JOBS 3000
+
+typedef struct failing {
+  pkid_store *store;
+  int commits;
+  size_t ok, failed;
+  pkid_workers *workers;
+  size_t submitted, back;
+} failing;
+
+static failing f;
+
+static int failing_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
+  (void)ctx;
+  if (++f.commits == 3) {
+    PKI_ERR(err, PKI_ERR_IO, "injected: fdatasync failed");
+    return 0;
+  }
+  return pkid_jobs_commit(f.store, jobs, n, err);
+}
+
+static void on_failing_done(pkid_job *job) {
+  if (job->ok) {
+    f.ok++;
+    pkid_store_apply(f.store, &job->rec);
+  } else {
+    f.failed++;
+    CHECK(job->err.code == PKI_ERR_IO);
+    CHECK(strstr(job->err.msg, "injected") != NULL);
+  }
+  pkid_job_cleanup(job);
+  free(job);
+  f.back++;
+}
+
+static void submit_failing(uv_idle_t *idle) {
+  while (f.submitted < FAIL_JOBS) {
+    pkid_job *job = malloc(sizeof(*job));
+    pki_err err;
+    pkid_job_init(job, PKID_REC_SERIAL_BLOCK, on_failing_done);
+    job->rec.block_first = 5000000 + f.submitted;
+    job->rec.block_count = 1;
+    if (!pkid_workers_submit(f.workers, job, &err)) {
+      free(job);
+      break;
+    }
+    f.submitted++;
+  }
+  if (f.back == FAIL_JOBS) {
+    uv_idle_stop(idle);
+    uv_stop(idle->loop);
+  }
+}
+
+TEST(failed_commit_answers_nothing_as_done) {
+  pki_err err;
+  pki_err_clear(&err);
+  pki_catalog *cat = pki_catalog_default(&err);
+  REQUIRE(cat != NULL);
+  pkid_cas cas;
+  memset(&cas, 0, sizeof(cas));
+  char dir[600];
+  snprintf(dir, sizeof(dir), "%s-failing", g_dir);
+  pkid_status *status = pkid_status_new(16);
+  pkid_store store;
+  REQUIRE(pkid_store_open(&store, dir, cat, &cas, status, 3, &err));
+  f.store = &store;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  f.workers = pkid_workers_new(&loop, 2, 256, &cas, failing_commit, NULL, &err);
+  REQUIRE(f.workers != NULL);
+  uv_idle_t idle;
+  uv_idle_init(&loop, &idle);
+  uv_idle_start(&idle, submit_failing);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  pkid_workers_free(f.workers);
+  uv_close((uv_handle_t *)&idle, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+
+  CHECK(f.back == FAIL_JOBS);
+  CHECK(f.failed > 0); /* the third batch */
+  CHECK(f.ok + f.failed == FAIL_JOBS);
+  pkid_store_close(&store);
+  pkid_status_free(status);
+  /* The journal has a record for each job answered ok, and no other. */
+  pki_journal_verify_result res;
+  REQUIRE(pki_journal_verify_dir(dir, &res, &err));
+  CHECK(res.by_type[PKID_REC_SERIAL_BLOCK] == f.ok);
+  pki_catalog_free(cat);
+}
+
 int main(void) {
   const char *tmp = getenv("TEST_TMPDIR");
   snprintf(g_dir, sizeof(g_dir), "%s/workers-journal", tmp != NULL ? tmp : "/tmp");
   RUN(jobs_round_trip_through_journal);
+  RUN(failed_commit_answers_nothing_as_done);
   return test_finish();
 }

@@ -1,0 +1,47 @@
+#include "lib/secret.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/mem.h>
+
+#include "lib/file.h"
+
+int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  const char *text = NULL;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  if (file != NULL) {
+    if (!pki_file_read(&buf, &len, file, 4096, err)) {
+      pki_err_prefix(err, "passphrase file: ");
+      return 0;
+    }
+    text = (const char *)buf;
+  } else {
+    text = env != NULL ? getenv(env) : NULL;
+    if (text == NULL) {
+      PKI_ERR(err, PKI_ERR_INVALID, "no passphrase: give a passphrase file or set %s",
+              env != NULL ? env : "a passphrase");
+      return 0;
+    }
+    len = strlen(text);
+  }
+  size_t n = 0;
+  while (n < len && text[n] != '\n' && text[n] != '\r') n++;
+  int ok = 1;
+  if (n == 0 || n > sizeof(out->bytes)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "passphrase must be 1 to %zu bytes", sizeof(out->bytes));
+    ok = 0;
+  } else {
+    memcpy(out->bytes, text, n);
+    out->len = n;
+  }
+  if (buf != NULL) {
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+  }
+  return ok;
+}
+
+void pki_secret_cleanup(pki_secret *secret) { OPENSSL_cleanse(secret, sizeof(*secret)); }

@@ -1,0 +1,560 @@
+#include "server/api/api.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/cert_info.h"
+#include "lib/grpc_status.h"
+#include "lib/log.h"
+#include "lib/serial.h"
+#include "proto/pki/v1/pki.pb-c.h"
+#include "server/metrics/metrics.h"
+
+/* An issuance or a revocation the api has handed to the pipeline: the job,
+ * and the call to answer when it comes back. */
+typedef struct api_request {
+  pkid_job job;
+  pkid_api *api;
+  pkid_pending pending; /* the call; NULL once the call has gone */
+  uint64_t request_id;
+  int streaming; /* answer as an IssueStream message */
+} api_request;
+
+static void on_job_done(pkid_job *job);
+
+static api_request *request_new(pkid_api *api, pkid_record_type type, pki_err *err) {
+  api_request *r = calloc(1, sizeof(*r));
+  if (r == NULL) {
+    PKI_ERR_OOM(err);
+    return NULL;
+  }
+  pkid_job_init(&r->job, type, on_job_done);
+  r->api = api;
+  return r;
+}
+
+static void request_free(api_request *r) {
+  pkid_call_untrack(&r->pending);
+  pkid_job_cleanup(&r->job);
+  free(r);
+}
+
+/* submit hands |r| to the pipeline, answering |call| later. */
+static int submit(pkid_call *call, api_request *r, pki_err *err) {
+  pkid_call_track(call, &r->pending);
+  if (!pkid_workers_submit(r->api->workers, &r->job, err)) {
+    pkid_call_untrack(&r->pending);
+    return 0;
+  }
+  return 1;
+}
+
+/* --- who is calling ------------------------------------------------------------ */
+
+/* caller_service finds the catalogue service of the caller, or fails. */
+static const pki_catalog_service *caller_service(pkid_api *api, pkid_call *call,
+                                                 pki_err *err) {
+  const pkid_peer *peer = pkid_call_peer(call);
+  if (peer->identity[0] == '\0') {
+    PKI_ERR(err, PKI_ERR_AUTH, "a client certificate with a pkid identity is required");
+    return NULL;
+  }
+  /* A revoked certificate authorizes nothing, even on a connection opened
+   * before the revocation. */
+  pkid_cert_record rec;
+  if (pkid_status_get(api->status, peer->serial.bytes, peer->serial.len, &rec) &&
+      rec.revoked) {
+    PKI_ERR(err, PKI_ERR_AUTH, "the client certificate is revoked");
+    return NULL;
+  }
+  const pki_catalog_service *svc = pki_catalog_find_identity(api->cat, peer->identity);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_DENIED, "identity %s is not in the catalogue", peer->identity);
+  }
+  return svc;
+}
+
+static int usage_from_proto(Pki__V1__Usage u, pki_usage *out) {
+  switch (u) {
+    case PKI__V1__USAGE__USAGE_SERVER: *out = PKI_USAGE_SERVER; return 1;
+    case PKI__V1__USAGE__USAGE_CLIENT: *out = PKI_USAGE_CLIENT; return 1;
+    default: return 0;
+  }
+}
+
+static int service_has_usage(const pki_catalog_service *svc, pki_usage usage) {
+  for (size_t i = 0; i < svc->num_certs; i++) {
+    if (svc->certs[i].usage == usage) return 1;
+  }
+  return 0;
+}
+
+/* --- answers --------------------------------------------------------------------- */
+
+/* send_packed packs |msg| and sends it; out of memory ends the call. */
+static void send_packed(pkid_call *call, const ProtobufCMessage *msg) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  if (buf == NULL) {
+    pki_err err;
+    PKI_ERR_OOM(&err);
+    pkid_call_fail(call, &err);
+    return;
+  }
+  protobuf_c_message_pack(msg, buf);
+  pkid_call_send(call, buf, len);
+  free(buf);
+}
+
+/* reply_unary sends |msg| and OK. */
+static void reply_unary(pkid_call *call, const ProtobufCMessage *msg) {
+  send_packed(call, msg);
+  pkid_call_ok(call);
+}
+
+/* refuse answers one request that will not be issued: the call's status
+ * for a unary call, an answer with the status for one of a stream. */
+static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pki_err *err) {
+  /* "Try again later" is counted by the metrics, not logged: under
+   * overload a line per request would only add to the load. */
+  if (err->code != PKI_ERR_EXHAUSTED && err->code != PKI_ERR_UNAVAILABLE) {
+    pki_log("info", "refused", "identity", pkid_call_peer(call)->identity, "reason", err->msg,
+            NULL);
+  }
+  if (!streaming) {
+    pkid_call_fail(call, err);
+    return;
+  }
+  Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
+  resp.request_id = request_id;
+  resp.status_code = (int32_t)pki_grpc_status_from_err(err->code);
+  resp.status_message = (char *)err->msg;
+  send_packed(call, &resp.base);
+}
+
+/* reply_issued answers |call| with the certificate of a durable job. */
+static void reply_issued(pkid_call *call, const api_request *r) {
+  const pkid_job *job = &r->job;
+  const pkid_ca *ca = job->rec.ca;
+  Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
+  ProtobufCBinaryData chain[PKID_MAX_CHAIN];
+  char serial_hex[2 * PKI_SERIAL_MAX + 1];
+  resp.request_id = r->request_id;
+  resp.certificate.data = job->cert;
+  resp.certificate.len = job->rec.cert_len;
+  for (size_t i = 0; i < ca->num_chain; i++) {
+    chain[i].data = ca->chain[i];
+    chain[i].len = ca->chain_len[i];
+  }
+  resp.chain = chain;
+  resp.n_chain = ca->num_chain;
+  pki_serial_to_hex(serial_hex, &job->rec.serial);
+  resp.serial = serial_hex;
+  resp.not_after = job->rec.not_after;
+  /* No log line per issuance: the journal is the audit trail, and the
+   * metrics count them. */
+  if (r->streaming) {
+    send_packed(call, &resp.base);
+  } else {
+    reply_unary(call, &resp.base);
+  }
+}
+
+static void reply_revoked(pkid_call *call, int64_t revoked_at) {
+  Pki__V1__RevokeResponse resp = PKI__V1__REVOKE_RESPONSE__INIT;
+  resp.revoked_at = revoked_at;
+  reply_unary(call, &resp.base);
+}
+
+/* on_job_done: the pipeline gives back a job, durable or failed. The
+ * index learns of it before anyone hears of it, and the responder has its
+ * first OCSP response. */
+static void on_job_done(pkid_job *job) {
+  api_request *r = (api_request *)((char *)job - offsetof(api_request, job));
+  pkid_api *api = r->api;
+  if (job->ok) {
+    pkid_store_apply(api->store, &job->rec);
+    pkid_counter_add(job->rec.type == PKID_REC_ISSUE ? pkid_m.issued : pkid_m.revoked, 1);
+    if (job->ocsp != NULL) {
+      pkid_status_set_response(api->status, job->rec.serial.bytes, job->rec.serial.len,
+                               PKI_OCSP_HASH_SHA1, job->ocsp, job->ocsp_len,
+                               job->ocsp_next_update);
+      job->ocsp = NULL; /* the index owns it now */
+    }
+  } else if (job->rec.has_token) {
+    /* A token whose issuance failed may be used again. */
+    pkid_store_token_release(api->store, job->rec.token_id);
+  }
+  if (job->rec.type == PKID_REC_REVOKE && job->ok) {
+    char hex[2 * PKI_SERIAL_MAX + 1];
+    pki_serial_to_hex(hex, &job->rec.serial);
+    pki_log("info", "revoked", "serial", hex, "identity", job->identity, NULL);
+  }
+  pkid_call *call = r->pending.call;
+  if (call != NULL) {
+    pkid_call_untrack(&r->pending);
+    if (!job->ok) {
+      refuse(call, r->request_id, r->streaming, &job->err);
+    } else if (job->rec.type == PKID_REC_ISSUE) {
+      reply_issued(call, r);
+    } else {
+      reply_revoked(call, job->rec.revoked_at);
+    }
+    /* A stream ends once the client has said all and every answer is out. */
+    if (r->streaming && pkid_call_half_closed(call) && pkid_call_num_pending(call) == 0) {
+      pkid_call_ok(call);
+    }
+  }
+  request_free(r);
+}
+
+/* --- issuance ---------------------------------------------------------------------- */
+
+/* bootstrap_service checks a bootstrap token presented without a client
+ * certificate and takes it (marks it used); it returns the service the
+ * token is for, or NULL. */
+static const pki_catalog_service *bootstrap_service(pkid_api *api,
+                                                    const Pki__V1__IssueRequest *req,
+                                                    pki_token *tok, pki_err *err) {
+  if (!api->bootstrap) {
+    PKI_ERR(err, PKI_ERR_AUTH, "bootstrap enrollment is not enabled on this pkid");
+    return NULL;
+  }
+  if (!pki_token_check(tok, req->bootstrap_token, strlen(req->bootstrap_token),
+                       api->token_key, (int64_t)time(NULL), err)) {
+    return NULL;
+  }
+  const pki_catalog_service *svc = pki_catalog_find_service(api->cat, tok->service);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_DENIED, "the token's service '%s' is not in the catalogue",
+            tok->service);
+    return NULL;
+  }
+  if (req->service[0] != '\0' && strcmp(req->service, svc->name) != 0) {
+    PKI_ERR(err, PKI_ERR_DENIED, "the token is for service '%s', not '%s'", svc->name,
+            req->service);
+    return NULL;
+  }
+  if (!pkid_store_token_take(api->store, tok->id, err)) return NULL;
+  return svc;
+}
+
+/* issue_service decides which service |req| is for and whether the caller
+ * may have it. */
+static const pki_catalog_service *issue_service(pkid_api *api, pkid_call *call,
+                                                const Pki__V1__IssueRequest *req,
+                                                pki_err *err) {
+  const pki_catalog_service *caller = caller_service(api, call, err);
+  if (caller == NULL) return NULL;
+  if (req->service[0] == '\0' || strcmp(req->service, caller->name) == 0) return caller;
+  const pki_catalog_service *svc = pki_catalog_find_service(api->cat, req->service);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", req->service);
+    return NULL;
+  }
+  /* Only admin identities issue for others. */
+  if (!(caller->permissions & PKI_PERM_ADMIN)) {
+    PKI_ERR(err, PKI_ERR_DENIED, "%s may not issue for service '%s'", caller->identity,
+            svc->name);
+    return NULL;
+  }
+  return svc;
+}
+
+/* issue_job fills the job of an authorized request. */
+static int issue_job(pkid_api *api, api_request *r, const pki_catalog_service *svc,
+                     const Pki__V1__IssueRequest *req, pki_err *err) {
+  pkid_job *job = &r->job;
+  pki_usage usage;
+  if (!usage_from_proto(req->usage, &usage)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "usage must be USAGE_SERVER or USAGE_CLIENT");
+    return 0;
+  }
+  if (!service_has_usage(svc, usage)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "service '%s' has no %s certificate", svc->name,
+            usage == PKI_USAGE_SERVER ? "server" : "client");
+    return 0;
+  }
+  const pkid_ca *ca = pkid_cas_find(api->cas, svc->ca);
+  if (ca == NULL) {
+    PKI_ERR(err, PKI_ERR_PRECONDITION, "CA '%s' is not loaded", svc->ca);
+    return 0;
+  }
+  if (req->csr.len == 0) {
+    PKI_ERR(err, PKI_ERR_INVALID, "csr is empty");
+    return 0;
+  }
+  if ((job->csr = malloc(req->csr.len)) == NULL) {
+    PKI_ERR_OOM(err);
+    return 0;
+  }
+  memcpy(job->csr, req->csr.data, req->csr.len);
+  job->csr_len = req->csr.len;
+  job->cat = api->cat;
+  job->svc = svc;
+  job->validity_s = req->validity_seconds;
+  job->now = (int64_t)time(NULL);
+  job->rec.ca = ca;
+  job->rec.service = svc->name;
+  job->rec.usage = usage;
+  return pkid_serials_next(api->serials, &job->rec.serial, err);
+}
+
+/* issue_one authorizes and submits one IssueRequest. */
+static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueRequest *req,
+                      int streaming) {
+  pki_err err;
+  pki_err_clear(&err);
+  pki_token tok;
+  const pki_catalog_service *svc;
+  int bootstrap = pkid_call_peer(call)->identity[0] == '\0' && req->bootstrap_token[0] != '\0';
+  api_request *r = request_new(api, PKID_REC_ISSUE, &err);
+  if (r == NULL) goto refuse;
+  r->request_id = req->request_id;
+  r->streaming = streaming;
+  /* First enrollment: no certificate yet, a one-time token instead. */
+  svc = bootstrap ? bootstrap_service(api, req, &tok, &err) : issue_service(api, call, req, &err);
+  if (svc == NULL) goto refuse;
+  if (bootstrap) {
+    r->job.rec.has_token = 1;
+    memcpy(r->job.rec.token_id, tok.id, sizeof(r->job.rec.token_id));
+    char who[512];
+    snprintf(who, sizeof(who), "bootstrap:%s", svc->name);
+    pkid_job_set_identity(&r->job, who);
+  } else {
+    pkid_job_set_identity(&r->job, pkid_call_peer(call)->identity);
+  }
+  if (!issue_job(api, r, svc, req, &err) || !submit(call, r, &err)) {
+    if (bootstrap) pkid_store_token_release(api->store, tok.id);
+    goto refuse;
+  }
+  return;
+refuse:
+  if (r != NULL) request_free(r);
+  refuse(call, req->request_id, streaming, &err);
+}
+
+/* issue_message decodes one IssueRequest, alone or one of a stream. A
+ * stream cannot say which of its requests was garbage: it ends. */
+static void issue_message(pkid_api *api, pkid_call *call, const uint8_t *msg, size_t len,
+                          int streaming) {
+  Pki__V1__IssueRequest *req = pki__v1__issue_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    pki_err err;
+    PKI_ERR(&err, PKI_ERR_INVALID, "malformed IssueRequest%s",
+            streaming ? " on the stream" : "");
+    pkid_call_fail(call, &err);
+    return;
+  }
+  issue_one(api, call, req, streaming);
+  pki__v1__issue_request__free_unpacked(req, NULL);
+}
+
+static void on_issue(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  issue_message(ctx, call, msg, len, 0);
+}
+
+static void on_issue_stream(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  issue_message(ctx, call, msg, len, 1);
+}
+
+static void on_issue_stream_end(void *ctx, pkid_call *call) {
+  (void)ctx;
+  if (pkid_call_num_pending(call) == 0) pkid_call_ok(call);
+}
+
+/* on_renew issues a new certificate of the same service and usage as the
+ * client certificate the call came with: holding it is the authorization. */
+static void on_renew(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  pkid_api *api = ctx;
+  pki_err err;
+  Pki__V1__RenewRequest *req = pki__v1__renew_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "malformed RenewRequest");
+    pkid_call_fail(call, &err);
+    return;
+  }
+  const pkid_peer *peer = pkid_call_peer(call);
+  pki_cert_info info;
+  if (caller_service(api, call, &err) == NULL ||
+      !pki_cert_info_parse(&info, peer->leaf, peer->leaf_len, &err)) {
+    pkid_call_fail(call, &err);
+    goto out;
+  }
+  int client = (info.ext_key_usage & PKI_USAGE_CLIENT) != 0;
+  pki_cert_info_cleanup(&info);
+  Pki__V1__IssueRequest issue = PKI__V1__ISSUE_REQUEST__INIT;
+  issue.csr = req->csr;
+  issue.usage = client ? PKI__V1__USAGE__USAGE_CLIENT : PKI__V1__USAGE__USAGE_SERVER;
+  issue.validity_seconds = req->validity_seconds;
+  issue_one(api, call, &issue, 0);
+out:
+  pki__v1__renew_request__free_unpacked(req, NULL);
+}
+
+/* --- the trust bundle ------------------------------------------------------------------ */
+
+static void on_get_trust_bundle(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  pkid_api *api = ctx;
+  pki_err err;
+  Pki__V1__GetTrustBundleRequest *req =
+      pki__v1__get_trust_bundle_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "malformed GetTrustBundleRequest");
+    pkid_call_fail(call, &err);
+    return;
+  }
+  const pkid_cas *cas = api->cas;
+  Pki__V1__TrustBundle bundle = PKI__V1__TRUST_BUNDLE__INIT;
+  Pki__V1__TrustBundle__Store stores[16], *store_ptrs[16];
+  ProtobufCBinaryData chains[16][PKID_MAX_CHAIN];
+  bundle.root.data = cas->root;
+  bundle.root.len = cas->root_len;
+  bundle.stores = store_ptrs;
+  for (size_t i = 0; i < cas->num_cas && bundle.n_stores < 16; i++) {
+    const pkid_ca *ca = &cas->cas[i];
+    if (req->ca[0] != '\0' && strcmp(req->ca, ca->def->name) != 0) continue;
+    Pki__V1__TrustBundle__Store *s = &stores[bundle.n_stores];
+    pki__v1__trust_bundle__store__init(s);
+    s->ca = (char *)ca->def->name;
+    s->certificate.data = ca->chain[0];
+    s->certificate.len = ca->chain_len[0];
+    for (size_t j = 0; j < ca->num_parents_and_root; j++) {
+      chains[bundle.n_stores][j].data = ca->parents_and_root[j];
+      chains[bundle.n_stores][j].len = ca->parents_and_root_len[j];
+    }
+    s->chain = chains[bundle.n_stores];
+    s->n_chain = ca->num_parents_and_root;
+    s->pem = ca->truststore_pem;
+    store_ptrs[bundle.n_stores++] = s;
+  }
+  if (req->ca[0] != '\0' && bundle.n_stores == 0) {
+    PKI_ERR(&err, PKI_ERR_NOT_FOUND, "no CA '%s'", req->ca);
+    pkid_call_fail(call, &err);
+  } else {
+    reply_unary(call, &bundle.base);
+  }
+  pki__v1__get_trust_bundle_request__free_unpacked(req, NULL);
+}
+
+/* --- revocation and status ---------------------------------------------------------------- */
+
+/* find_record reads a hex serial from a request and finds what pkid knows
+ * of it. */
+static int find_record(pkid_api *api, const char *hex, pki_serial *serial,
+                       pkid_cert_record *rec, pki_err *err) {
+  if (!pki_serial_from_hex(serial, hex, err)) return 0;
+  if (!pkid_status_get(api->status, serial->bytes, serial->len, rec)) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "pkid issued no certificate %s", hex);
+    return 0;
+  }
+  return 1;
+}
+
+static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  pkid_api *api = ctx;
+  pki_err err;
+  Pki__V1__RevokeRequest *req = pki__v1__revoke_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "malformed RevokeRequest");
+    pkid_call_fail(call, &err);
+    return;
+  }
+  const pki_catalog_service *caller = caller_service(api, call, &err);
+  pki_serial serial;
+  pkid_cert_record rec;
+  api_request *r = NULL;
+  if (caller == NULL || !find_record(api, req->serial, &serial, &rec, &err)) goto fail;
+  /* A holder revokes its own service's certificates; an admin any. */
+  if (!(caller->permissions & PKI_PERM_ADMIN) &&
+      (rec.service >= api->cat->num_services || &api->cat->services[rec.service] != caller)) {
+    PKI_ERR(&err, PKI_ERR_DENIED, "%s may not revoke %s", caller->identity, req->serial);
+    goto fail;
+  }
+  if ((unsigned)req->reason > 5) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "unknown revocation reason %d", (int)req->reason);
+    goto fail;
+  }
+  if (rec.revoked) {
+    /* Revocation is final and idempotent: report the first. */
+    reply_revoked(call, rec.revoked_at);
+    goto out;
+  }
+  const pkid_ca *ca = pkid_cas_at(api->cas, rec.ca);
+  if (ca == NULL) {
+    PKI_ERR(&err, PKI_ERR_PRECONDITION, "the CA of %s is not loaded", req->serial);
+    goto fail;
+  }
+  if ((r = request_new(api, PKID_REC_REVOKE, &err)) == NULL) goto fail;
+  r->job.rec.ca = ca;
+  r->job.rec.serial = serial;
+  r->job.rec.reason = (uint8_t)req->reason;
+  r->job.now = r->job.rec.revoked_at = (int64_t)time(NULL);
+  pkid_job_set_identity(&r->job, pkid_call_peer(call)->identity);
+  if (!submit(call, r, &err)) goto fail;
+  goto out;
+fail:
+  if (r != NULL) request_free(r);
+  pkid_call_fail(call, &err);
+out:
+  pki__v1__revoke_request__free_unpacked(req, NULL);
+}
+
+static void on_get_status(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  pkid_api *api = ctx;
+  pki_err err;
+  Pki__V1__GetStatusRequest *req = pki__v1__get_status_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "malformed GetStatusRequest");
+    pkid_call_fail(call, &err);
+    return;
+  }
+  pki_serial serial;
+  pkid_cert_record rec;
+  if (caller_service(api, call, &err) == NULL ||
+      !find_record(api, req->serial, &serial, &rec, &err)) {
+    pkid_call_fail(call, &err);
+    goto out;
+  }
+  Pki__V1__CertificateStatus st = PKI__V1__CERTIFICATE_STATUS__INIT;
+  char hex[2 * PKI_SERIAL_MAX + 1];
+  pki_serial_to_hex(hex, &serial);
+  st.serial = hex;
+  if (rec.revoked) {
+    st.state = PKI__V1__CERTIFICATE_STATUS__STATE__STATE_REVOKED;
+  } else if (rec.not_after < (int64_t)time(NULL)) {
+    st.state = PKI__V1__CERTIFICATE_STATUS__STATE__STATE_EXPIRED;
+  } else {
+    st.state = PKI__V1__CERTIFICATE_STATUS__STATE__STATE_GOOD;
+  }
+  if (rec.service < api->cat->num_services) {
+    st.service = api->cat->services[rec.service].name;
+  }
+  st.usage = rec.usage == PKI_USAGE_CLIENT ? PKI__V1__USAGE__USAGE_CLIENT
+                                           : PKI__V1__USAGE__USAGE_SERVER;
+  const pkid_ca *ca = pkid_cas_at(api->cas, rec.ca);
+  if (ca != NULL) st.issuer = (char *)ca->def->name;
+  st.not_before = rec.not_before;
+  st.not_after = rec.not_after;
+  st.revoked_at = rec.revoked_at;
+  st.revocation_reason = (Pki__V1__RevocationReason)rec.reason;
+  reply_unary(call, &st.base);
+out:
+  pki__v1__get_status_request__free_unpacked(req, NULL);
+}
+
+static const pkid_method kMethods[] = {
+    {"/pki.v1.Pki/Issue", 0, on_issue, NULL},
+    {"/pki.v1.Pki/IssueStream", 1, on_issue_stream, on_issue_stream_end},
+    {"/pki.v1.Pki/Renew", 0, on_renew, NULL},
+    {"/pki.v1.Pki/Revoke", 0, on_revoke, NULL},
+    {"/pki.v1.Pki/GetStatus", 0, on_get_status, NULL},
+    {"/pki.v1.Pki/GetTrustBundle", 0, on_get_trust_bundle, NULL},
+};
+
+const pkid_method *pkid_api_methods(size_t *out_num) {
+  *out_num = sizeof(kMethods) / sizeof(kMethods[0]);
+  return kMethods;
+}

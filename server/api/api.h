@@ -1,0 +1,43 @@
+/* api.h: the pki.v1.Pki service: who may call what, and the answers.
+ *
+ * Each method decodes its request (protobuf-c), authorizes it against the
+ * caller (the call's peer: rpc.h) and the catalogue, and either answers at
+ * once (status, trust bundle, refusals) or fills a job for the pipeline
+ * (issuance, revocation) and answers when the job comes back durable.
+ *
+ * Errors: every refusal is a pki_err whose class says what kind it is
+ * (PKI_ERR_AUTH: who you are is not established; PKI_ERR_DENIED: you may
+ * not; PKI_ERR_EXHAUSTED or PKI_ERR_UNAVAILABLE: try again later; ...);
+ * the rpc layer turns it into the gRPC status (pkid_call_fail), and in a
+ * stream each answer carries the status of the same mapping. Loop thread. */
+#ifndef PKID_SERVER_API_API_H
+#define PKID_SERVER_API_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/catalog.h"
+#include "lib/token.h"
+#include "server/ca/ca.h"
+#include "server/pipeline/serials.h"
+#include "server/pipeline/workers.h"
+#include "server/rpc/rpc.h"
+#include "server/store/status.h"
+#include "server/store/store.h"
+
+typedef struct pkid_api {
+  const pki_catalog *cat; /* replaced by a reload; jobs in flight keep theirs */
+  const pkid_cas *cas;
+  pkid_serials *serials;
+  pkid_workers *workers;
+  pkid_store *store;
+  pkid_status *status;
+  int bootstrap; /* bootstrap tokens accepted (a token key was found) */
+  uint8_t token_key[PKI_TOKEN_KEY_LEN];
+} pkid_api;
+
+/* pkid_api_methods returns the method table served at /pki.v1.Pki/...;
+ * the rpc's ctx for it is the pkid_api. */
+const pkid_method *pkid_api_methods(size_t *out_num);
+
+#endif /* PKID_SERVER_API_API_H */

@@ -1,0 +1,752 @@
+#include "server/http/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <http_parser.h>
+
+#include "lib/hostport.h"
+
+/* One read buffer per connection; a read never asks for more. */
+#define READ_BUF 16384
+/* After the write side is shut down, how long the rest of the input is
+ * drained before the socket closes. */
+#define LINGER_MS 1000
+#define CTYPE_MAX 128
+#define FIELD_MAX 32
+
+typedef struct route {
+  const char *method;
+  const char *path;
+  size_t path_len;
+  int prefix; /* path ends in '/' */
+  pkid_http_handler handler;
+  void *ctx;
+} route;
+
+struct pkid_http_server {
+  uv_loop_t *loop;
+  pkid_http_limits limits;
+  uv_tcp_t listener;
+  uv_timer_t grace;
+  int listening;
+  int stopping;
+  int handles_open; /* listener and grace timer, once initialized */
+  int grace_closed;
+  route routes[PKID_HTTP_MAX_ROUTES];
+  size_t num_routes;
+  struct pkid_http_conn *conns;
+  unsigned num_conns;   /* open connections, for the limit */
+  unsigned conns_alive; /* connections not yet freed (closing ones too) */
+  void (*done)(void *arg);
+  void *done_arg;
+  /* The Date header, formatted once per second. */
+  int64_t date_t;
+  char date[30];
+};
+
+typedef struct out_buf {
+  char *data;
+  size_t len, cap;
+} out_buf;
+
+typedef struct pkid_http_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer; /* idle, request, or linger timeout: one at a time */
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  pkid_http_server *srv;
+  http_parser parser;
+  int handles_open;
+  int closing;     /* handles are closing */
+  int close_after; /* no more requests: close once the output is written */
+  int shut_down;   /* uv_shutdown done: draining input until EOF or linger */
+  int reading;     /* uv_read_start in effect */
+  int in_request;  /* a request has begun and not yet ended */
+  int message_done; /* set by on_message_complete, consumed by process */
+  int error_status; /* set by a parser callback that refused the request */
+  int keep_alive;
+  int writing; /* a uv_write is in flight, of out[1 - cur] */
+  int cur;     /* the buffer responses are appended to */
+  out_buf out[2];
+  /* The request being parsed. */
+  size_t head_bytes;
+  size_t url_len;
+  size_t body_len;
+  uint8_t *body; /* max_body_bytes, allocated at the first body */
+  int field_is_ctype;
+  int last_was_value;
+  char field[FIELD_MAX];
+  size_t field_len;
+  char ctype[CTYPE_MAX];
+  size_t ctype_len;
+  /* Input not yet parsed: rbuf[rpos, rlen). */
+  size_t rpos, rlen;
+  char rbuf[READ_BUF];
+  struct pkid_http_conn *next, *prev;
+  char url[]; /* max_url_bytes + 1 */
+} pkid_http_conn;
+
+pkid_http_limits pkid_http_default_limits(void) {
+  pkid_http_limits l = {
+      .max_header_bytes = 8192,
+      .max_url_bytes = 4096,
+      .max_body_bytes = 16384,
+      .max_conns = 4096,
+      .idle_timeout_ms = 30000,
+      .request_timeout_ms = 10000,
+  };
+  return l;
+}
+
+const char *pkid_http_status_text(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+  }
+}
+
+void pkid_http_date(char out[30], int64_t t) {
+  static const char kDays[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char kMonths[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if (gmtime_r(&tt, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) {
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = 70;
+    tm.tm_mday = 1;
+    tm.tm_wday = 4;
+  }
+  snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday], tm.tm_mday,
+           kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* --- output ------------------------------------------------------------------ */
+
+static int out_reserve(out_buf *b, size_t more) {
+  if (b->len + more <= b->cap) return 1;
+  size_t cap = b->cap != 0 ? b->cap : 4096;
+  while (cap < b->len + more) cap *= 2;
+  char *data = realloc(b->data, cap);
+  if (data == NULL) return 0;
+  b->data = data;
+  b->cap = cap;
+  return 1;
+}
+
+static void out_append(out_buf *b, const void *data, size_t len) {
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+}
+
+static void out_str(out_buf *b, const char *s) { out_append(b, s, strlen(s)); }
+
+static void out_uint(out_buf *b, size_t v) {
+  char tmp[24];
+  size_t n = 0;
+  do {
+    tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  out_append(b, tmp + sizeof(tmp) - n, n);
+}
+
+static size_t pending_out(const pkid_http_conn *c) { return c->out[0].len + c->out[1].len; }
+
+static void conn_close(pkid_http_conn *c);
+static void process(pkid_http_conn *c);
+static void start_reading(pkid_http_conn *c);
+
+static void on_closed(uv_handle_t *handle);
+
+static void on_linger(uv_timer_t *t) { conn_close(t->data); }
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  pkid_http_conn *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  /* Drain what the client still sends until it closes, briefly. */
+  c->shut_down = 1;
+  uv_timer_start(&c->timer, on_linger, LINGER_MS, 0);
+  start_reading(c);
+}
+
+static void on_written(uv_write_t *req, int status);
+
+/* flush submits the responses appended since the last write, and shuts the
+ * write side down once a closing connection has nothing more to send. */
+static void flush(pkid_http_conn *c) {
+  if (c->closing) return;
+  if (!c->writing && c->out[c->cur].len > 0) {
+    uv_buf_t buf = uv_buf_init(c->out[c->cur].data, (unsigned)c->out[c->cur].len);
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
+      conn_close(c);
+      return;
+    }
+    c->writing = 1;
+    c->cur = 1 - c->cur;
+  }
+  if (c->close_after && !c->shut_down && c->sreq.data == NULL && c->out[c->cur].len == 0) {
+    c->sreq.data = c;
+    uv_timer_stop(&c->timer);
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
+  }
+}
+
+static void on_written(uv_write_t *req, int status) {
+  pkid_http_conn *c = (pkid_http_conn *)((char *)req - offsetof(pkid_http_conn, wreq));
+  c->writing = 0;
+  c->out[1 - c->cur].len = 0;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  flush(c);
+  /* Reading stopped while too much output waited: go on. */
+  if (!c->closing && !c->close_after && !c->reading && pending_out(c) < PKID_HTTP_MAX_PENDING_OUT) {
+    process(c);
+  }
+}
+
+/* append_response writes one response into the current output buffer. */
+static int append_response(pkid_http_conn *c, int status, const char *headers,
+                           const void *body, size_t len) {
+  pkid_http_server *srv = c->srv;
+  int64_t now = (int64_t)time(NULL);
+  if (now != srv->date_t) {
+    pkid_http_date(srv->date, now);
+    srv->date_t = now;
+  }
+  if (srv->stopping) c->close_after = 1;
+  const char *reason = pkid_http_status_text(status);
+  size_t hlen = headers != NULL ? strlen(headers) : 0;
+  out_buf *b = &c->out[c->cur];
+  if (!out_reserve(b, 128 + strlen(reason) + hlen + len)) return 0;
+  out_str(b, "HTTP/1.1 ");
+  out_uint(b, (size_t)status);
+  out_str(b, " ");
+  out_str(b, reason);
+  out_str(b, "\r\nDate: ");
+  out_append(b, srv->date, 29);
+  out_str(b, "\r\nContent-Length: ");
+  out_uint(b, len);
+  out_str(b, "\r\n");
+  if (c->close_after) {
+    out_str(b, "Connection: close\r\n");
+  } else if (c->parser.http_minor == 0) {
+    /* An HTTP/1.0 client asked for keep-alive: say it was granted. */
+    out_str(b, "Connection: keep-alive\r\n");
+  }
+  if (hlen != 0) out_append(b, headers, hlen);
+  out_str(b, "\r\n");
+  if (len != 0) out_append(b, body, len);
+  return 1;
+}
+
+/* respond_error answers a request that could not be read, then closes. */
+static void respond_error(pkid_http_conn *c, int status) {
+  const char *text = pkid_http_status_text(status);
+  char body[64];
+  int n = snprintf(body, sizeof(body), "%s\n", text);
+  c->close_after = 1;
+  c->in_request = 0;
+  if (!append_response(c, status, "Content-Type: text/plain\r\n", body, (size_t)n)) {
+    conn_close(c);
+    return;
+  }
+  flush(c);
+}
+
+int pkid_http_respond(pkid_http_req *req, int status, const char *headers, const void *body,
+                      size_t len) {
+  pkid_http_conn *c = req->conn;
+  if (req->responded || c->closing) return 0;
+  req->responded = 1;
+  if (!c->keep_alive) c->close_after = 1;
+  if (!append_response(c, status, headers, body, len)) {
+    conn_close(c);
+    return 0;
+  }
+  return 1;
+}
+
+/* --- parsing ------------------------------------------------------------------- */
+
+static pkid_http_conn *conn_of(http_parser *p) { return p->data; }
+
+static void on_timer(uv_timer_t *t);
+
+static int on_message_begin(http_parser *p) {
+  pkid_http_conn *c = conn_of(p);
+  c->in_request = 1;
+  c->head_bytes = 0;
+  c->url_len = 0;
+  c->body_len = 0;
+  c->field_len = 0;
+  c->field_is_ctype = 0;
+  c->last_was_value = 0;
+  c->ctype_len = 0;
+  c->error_status = 0;
+  /* From the first byte, the whole request must come within the limit. */
+  uv_timer_start(&c->timer, on_timer, c->srv->limits.request_timeout_ms, 0);
+  return 0;
+}
+
+static int count_head(pkid_http_conn *c, size_t len) {
+  c->head_bytes += len;
+  if (c->head_bytes > c->srv->limits.max_header_bytes) {
+    c->error_status = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  pkid_http_conn *c = conn_of(p);
+  if (c->url_len + len > c->srv->limits.max_url_bytes) {
+    c->error_status = 414;
+    return -1;
+  }
+  memcpy(c->url + c->url_len, at, len);
+  c->url_len += len;
+  return count_head(c, len);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  pkid_http_conn *c = conn_of(p);
+  if (c->last_was_value) {
+    c->field_len = 0;
+    c->last_was_value = 0;
+  }
+  if (c->field_len + len <= FIELD_MAX) memcpy(c->field + c->field_len, at, len);
+  c->field_len += len;
+  return count_head(c, len + 4); /* ": " and CRLF */
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  pkid_http_conn *c = conn_of(p);
+  if (!c->last_was_value) {
+    c->last_was_value = 1;
+    c->field_is_ctype = c->field_len == 12 && strncasecmp(c->field, "content-type", 12) == 0;
+    if (c->field_is_ctype) c->ctype_len = 0;
+  }
+  if (c->field_is_ctype) {
+    size_t n = len;
+    if (c->ctype_len + n > CTYPE_MAX - 1) n = CTYPE_MAX - 1 - c->ctype_len;
+    memcpy(c->ctype + c->ctype_len, at, n);
+    c->ctype_len += n;
+  }
+  return count_head(c, len);
+}
+
+static int on_headers_complete(http_parser *p) {
+  pkid_http_conn *c = conn_of(p);
+  /* A declared body larger than allowed is refused before it arrives. */
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body_bytes) {
+    c->error_status = 413;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  pkid_http_conn *c = conn_of(p);
+  size_t max = c->srv->limits.max_body_bytes;
+  if (c->body_len + len > max) {
+    c->error_status = 413;
+    return -1;
+  }
+  if (c->body == NULL) {
+    c->body = malloc(max > 0 ? max : 1);
+    if (c->body == NULL) {
+      c->error_status = 500;
+      return -1;
+    }
+  }
+  memcpy(c->body + c->body_len, at, len);
+  c->body_len += len;
+  return 0;
+}
+
+/* on_message_complete pauses the parser: requests are answered one at a
+ * time, outside the parser's callbacks. */
+static int on_message_complete(http_parser *p) {
+  pkid_http_conn *c = conn_of(p);
+  c->message_done = 1;
+  c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings kSettings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* --- dispatch ------------------------------------------------------------------- */
+
+static const route *find_route(const pkid_http_server *srv, const char *path, size_t len,
+                               const char *method, char *allow, size_t allow_size,
+                               int *found_path) {
+  /* The query string is not part of the match. */
+  const char *q = memchr(path, '?', len);
+  if (q != NULL) len = (size_t)(q - path);
+  size_t best = 0;
+  int any = 0;
+  for (size_t i = 0; i < srv->num_routes; i++) {
+    const route *r = &srv->routes[i];
+    int match = r->prefix ? (len >= r->path_len && memcmp(path, r->path, r->path_len) == 0)
+                          : (len == r->path_len && memcmp(path, r->path, len) == 0);
+    if (match && (!any || r->path_len > best)) {
+      best = r->path_len;
+      any = 1;
+    }
+  }
+  *found_path = any;
+  if (!any) return NULL;
+  allow[0] = '\0';
+  for (size_t i = 0; i < srv->num_routes; i++) {
+    const route *r = &srv->routes[i];
+    if (r->path_len != best) continue;
+    int match = r->prefix ? memcmp(path, r->path, r->path_len) == 0
+                          : (len == r->path_len && memcmp(path, r->path, len) == 0);
+    if (!match) continue;
+    if (strcmp(r->method, method) == 0) return r;
+    size_t used = strlen(allow);
+    snprintf(allow + used, allow_size - used, "%s%s", used != 0 ? ", " : "", r->method);
+  }
+  return NULL;
+}
+
+static void dispatch(pkid_http_conn *c) {
+  pkid_http_server *srv = c->srv;
+  c->url[c->url_len] = '\0';
+  c->ctype[c->ctype_len] = '\0';
+  pkid_http_req req = {
+      .method = (int)c->parser.method,
+      .method_name = http_method_str((enum http_method)c->parser.method),
+      .path = c->url,
+      .path_len = c->url_len,
+      .body = c->body,
+      .body_len = c->body_len,
+      .content_type = c->ctype,
+      .http_minor = c->parser.http_minor,
+      .conn = c,
+  };
+  char allow[128];
+  int found_path;
+  const route *r =
+      find_route(srv, c->url, c->url_len, req.method_name, allow, sizeof(allow), &found_path);
+  if (r != NULL) {
+    r->handler(r->ctx, &req);
+    if (!req.responded && !c->closing) {
+      pkid_http_respond(&req, 500, "Content-Type: text/plain\r\n", "no response\n", 12);
+    }
+  } else if (found_path) {
+    char headers[160];
+    snprintf(headers, sizeof(headers), "Allow: %s\r\nContent-Type: text/plain\r\n", allow);
+    pkid_http_respond(&req, 405, headers, "Method Not Allowed\n", 19);
+  } else {
+    pkid_http_respond(&req, 404, "Content-Type: text/plain\r\n", "Not Found\n", 10);
+  }
+}
+
+/* process parses and answers what is in the read buffer, one request at a
+ * time, then writes the answers out. It stops early when the output backs
+ * up, and starts reading again otherwise. */
+static void process(pkid_http_conn *c) {
+  while (!c->closing && !c->close_after && c->rpos < c->rlen &&
+         pending_out(c) < PKID_HTTP_MAX_PENDING_OUT) {
+    size_t n = http_parser_execute(&c->parser, &kSettings, c->rbuf + c->rpos, c->rlen - c->rpos);
+    c->rpos += n;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->message_done) {
+      c->message_done = 0;
+      c->in_request = 0;
+      if (e == HPE_PAUSED) http_parser_pause(&c->parser, 0);
+      dispatch(c);
+      if (c->parser.upgrade) c->close_after = 1;
+      continue;
+    }
+    if (e != HPE_OK) {
+      int status = c->error_status;
+      if (status == 0) status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+      respond_error(c, status);
+      return;
+    }
+  }
+  if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
+  if (c->closing) return;
+  if (!c->in_request && !c->close_after) {
+    uv_timer_start(&c->timer, on_timer, c->srv->limits.idle_timeout_ms, 0);
+  }
+  flush(c);
+  if (c->closing) return;
+  if (c->close_after || pending_out(c) >= PKID_HTTP_MAX_PENDING_OUT) {
+    /* Stop reading: either no more requests are wanted, or the client is
+     * not reading its answers. A shut-down connection reads again to
+     * drain (on_shutdown). */
+    if (c->reading && !c->shut_down) {
+      uv_read_stop((uv_stream_t *)&c->tcp);
+      c->reading = 0;
+    }
+  } else {
+    start_reading(c);
+  }
+}
+
+/* --- reading ---------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  pkid_http_conn *c = handle->data;
+  (void)suggested;
+  if (c->shut_down) {
+    /* Draining: unparsed input is dropped, so the whole buffer is free. */
+    c->rpos = c->rlen = 0;
+  } else if (c->rpos > 0) {
+    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+    c->rlen -= c->rpos;
+    c->rpos = 0;
+  }
+  buf->base = c->rbuf + c->rlen;
+  buf->len = READ_BUF - c->rlen;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  pkid_http_conn *c = stream->data;
+  (void)buf;
+  if (c->closing) return;
+  if (nread < 0) {
+    /* EOF or an error. A response still being written is abandoned only on
+     * error; at EOF (a half-close) it is finished first. */
+    if (nread == UV_EOF && !c->shut_down && pending_out(c) > 0) {
+      uv_read_stop(stream);
+      c->reading = 0;
+      c->close_after = 1;
+      flush(c);
+      return;
+    }
+    conn_close(c);
+    return;
+  }
+  if (nread == 0) return;
+  if (c->shut_down || c->close_after) return; /* dropped */
+  c->rlen += (size_t)nread;
+  process(c);
+}
+
+static void start_reading(pkid_http_conn *c) {
+  if (c->reading || c->closing) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    conn_close(c);
+    return;
+  }
+  c->reading = 1;
+}
+
+/* on_timer: an idle connection closes; a request that did not arrive in
+ * time is answered 408; a lingering one closes. */
+static void on_timer(uv_timer_t *t) {
+  pkid_http_conn *c = t->data;
+  if (c->in_request && !c->close_after) {
+    respond_error(c, 408);
+  } else {
+    conn_close(c);
+  }
+}
+
+/* --- life ------------------------------------------------------------------------- */
+
+static void on_server_handle_closed(uv_handle_t *handle);
+
+/* server_check_stopped frees a stopping server once its last connection
+ * is gone: the grace timer closes, then the memory goes. */
+static void server_check_stopped(pkid_http_server *srv) {
+  if (!srv->stopping || srv->conns_alive != 0) return;
+  if (srv->listening && !srv->grace_closed) {
+    srv->grace_closed = 1;
+    uv_close((uv_handle_t *)&srv->grace, on_server_handle_closed);
+    return;
+  }
+  if (srv->handles_open != 0) return;
+  void (*done)(void *) = srv->done;
+  void *arg = srv->done_arg;
+  free(srv);
+  if (done != NULL) done(arg);
+}
+
+static void on_closed(uv_handle_t *handle) {
+  pkid_http_conn *c = handle->data;
+  if (--c->handles_open > 0) return;
+  pkid_http_server *srv = c->srv;
+  free(c->out[0].data);
+  free(c->out[1].data);
+  free(c->body);
+  free(c);
+  srv->conns_alive--;
+  server_check_stopped(srv);
+}
+
+static void conn_close(pkid_http_conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  pkid_http_server *srv = c->srv;
+  if (c->prev != NULL) c->prev->next = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  if (srv->conns == c) srv->conns = c->next;
+  srv->num_conns--;
+  uv_timer_stop(&c->timer);
+  c->handles_open = 2;
+  uv_close((uv_handle_t *)&c->timer, on_closed);
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  pkid_http_server *srv = listener->data;
+  if (status < 0) return;
+  pkid_http_conn *c = calloc(1, sizeof(*c) + srv->limits.max_url_bytes + 1);
+  if (c == NULL) return;
+  c->srv = srv;
+  uv_tcp_init(srv->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || srv->stopping ||
+      srv->num_conns >= srv->limits.max_conns) {
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  uv_timer_init(srv->loop, &c->timer);
+  c->timer.data = c;
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  c->keep_alive = 1;
+  c->next = srv->conns;
+  if (srv->conns != NULL) srv->conns->prev = c;
+  srv->conns = c;
+  srv->num_conns++;
+  srv->conns_alive++;
+  uv_timer_start(&c->timer, on_timer, srv->limits.idle_timeout_ms, 0);
+  start_reading(c);
+}
+
+pkid_http_server *pkid_http_new(uv_loop_t *loop, const pkid_http_limits *limits) {
+  pkid_http_server *srv = calloc(1, sizeof(*srv));
+  if (srv == NULL) return NULL;
+  srv->loop = loop;
+  srv->limits = limits != NULL ? *limits : pkid_http_default_limits();
+  return srv;
+}
+
+int pkid_http_route(pkid_http_server *srv, const char *method, const char *path,
+                    pkid_http_handler handler, void *ctx) {
+  if (srv->num_routes == PKID_HTTP_MAX_ROUTES || path[0] != '/') return 0;
+  route *r = &srv->routes[srv->num_routes++];
+  r->method = method;
+  r->path = path;
+  r->path_len = strlen(path);
+  r->prefix = path[r->path_len - 1] == '/';
+  r->handler = handler;
+  r->ctx = ctx;
+  return 1;
+}
+
+static void on_server_handle_closed(uv_handle_t *handle) {
+  pkid_http_server *srv = handle->data;
+  srv->handles_open--;
+  server_check_stopped(srv);
+}
+
+int pkid_http_listen(pkid_http_server *srv, const char *host_port, pki_err *err) {
+  struct sockaddr_storage addr;
+  if (srv->listening) {
+    PKI_ERR(err, PKI_ERR_INVALID, "the HTTP server is already listening");
+    return 0;
+  }
+  if (!pki_hostport_parse(&addr, host_port, err)) return 0;
+  uv_tcp_init(srv->loop, &srv->listener);
+  uv_timer_init(srv->loop, &srv->grace);
+  srv->listener.data = srv;
+  srv->grace.data = srv;
+  srv->handles_open = 2;
+  srv->listening = 1;
+  int rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+  if (rc != 0) {
+    PKI_ERR(err, PKI_ERR_IO, "cannot listen on %s: %s", host_port, uv_strerror(rc));
+    return 0;
+  }
+  return 1;
+}
+
+int pkid_http_address(const pkid_http_server *srv, char *out, size_t out_size) {
+  struct sockaddr_storage bound;
+  int bound_len = sizeof(bound);
+  if (!srv->listening ||
+      uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &bound_len) != 0) {
+    if (out_size > 0) out[0] = '\0';
+    return 0;
+  }
+  return pki_hostport_format(out, out_size, (const struct sockaddr *)&bound);
+}
+
+unsigned pkid_http_num_conns(const pkid_http_server *srv) { return srv->num_conns; }
+
+static void on_grace(uv_timer_t *t) {
+  pkid_http_server *srv = t->data;
+  while (srv->conns != NULL) conn_close(srv->conns);
+}
+
+void pkid_http_stop(pkid_http_server *srv, unsigned grace_ms, void (*done)(void *arg),
+                    void *arg) {
+  if (srv->stopping) return;
+  srv->stopping = 1;
+  srv->done = done;
+  srv->done_arg = arg;
+  if (srv->listening) {
+    uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+  }
+  for (pkid_http_conn *c = srv->conns; c != NULL;) {
+    pkid_http_conn *next = c->next;
+    if (!c->in_request && pending_out(c) == 0) {
+      conn_close(c);
+    } else if (!c->in_request) {
+      /* Answers are on their way: close once they are written. */
+      c->close_after = 1;
+      flush(c);
+    }
+    /* A request in progress is answered with "Connection: close". */
+    c = next;
+  }
+  if (srv->listening && srv->conns != NULL) {
+    uv_timer_start(&srv->grace, on_grace, grace_ms, 0);
+  }
+  server_check_stopped(srv);
+}

@@ -1,0 +1,131 @@
+/* metrics.h: a small Prometheus registry: counters, gauges and histograms
+ * with fixed buckets, rendered in the text exposition format 0.0.4.
+ *
+ * A family is a metric name with its help, type and label names; each set
+ * of label values is a child, made on first use and kept for the life of
+ * the registry, so a caller may keep the pointer and update it with no
+ * look-up. Updates are atomic (relaxed): any thread may update any child,
+ * and a scrape reads them without stopping anyone. Making children and
+ * rendering take the registry's mutex; updates never do.
+ *
+ * Families without labels get their one child at registration and show
+ * from the start (a counter at 0), except those registered "lazy", which
+ * show only once their child is made with pkid_metric_child: a gauge that
+ * has no meaning until someone sets it (lb_cert_rotation_success).
+ *
+ * The metrics package is at the bottom of the server beside ca/: any layer
+ * counts. Errors: constructors return NULL (bad argument, out of memory);
+ * updates never fail, and a NULL metric is ignored, so that counting never
+ * adds an error path to the code that counts. */
+#ifndef PKID_SERVER_METRICS_METRICS_H
+#define PKID_SERVER_METRICS_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PKID_METRICS_MAX_LABELS 4
+#define PKID_METRICS_MAX_BUCKETS 24
+
+typedef enum pkid_metric_type {
+  PKID_COUNTER,
+  PKID_GAUGE,
+  PKID_HISTOGRAM,
+} pkid_metric_type;
+
+typedef struct pkid_registry pkid_registry;
+typedef struct pkid_family pkid_family;
+typedef struct pkid_metric pkid_metric; /* one child: a family and label values */
+
+pkid_registry *pkid_registry_new(void);
+void pkid_registry_free(pkid_registry *reg);
+
+/* pkid_family_new registers a family. |labels| names its |num_labels|
+ * labels; |buckets| are a histogram's upper bounds, increasing (+Inf is
+ * implied). Strings are copied. NULL on a bad argument or a name already
+ * registered. */
+pkid_family *pkid_family_new(pkid_registry *reg, pkid_metric_type type, const char *name,
+                             const char *help, const char *const *labels, size_t num_labels,
+                             const double *buckets, size_t num_buckets, int lazy);
+
+/* pkid_metric_child returns the child with these label |values| (as many
+ * as the family has labels; NULL for none), making it on first use. NULL
+ * only when out of memory. */
+pkid_metric *pkid_metric_child(pkid_family *fam, const char *const *values);
+
+/* Shorthands for families without labels: the one child. */
+pkid_metric *pkid_counter_new(pkid_registry *reg, const char *name, const char *help);
+pkid_metric *pkid_gauge_new(pkid_registry *reg, const char *name, const char *help);
+pkid_metric *pkid_histogram_new(pkid_registry *reg, const char *name, const char *help,
+                                const double *buckets, size_t num_buckets);
+
+/* Updates. NULL |m| is ignored, so optional metrics need no checks. */
+void pkid_counter_add(pkid_metric *m, uint64_t n);
+void pkid_gauge_set(pkid_metric *m, double v);
+void pkid_gauge_add(pkid_metric *m, double v);
+void pkid_histogram_observe(pkid_metric *m, double v);
+
+/* Reads, for tests and for code that reports its own numbers. */
+uint64_t pkid_counter_value(const pkid_metric *m);
+double pkid_gauge_value(const pkid_metric *m);
+uint64_t pkid_histogram_count(const pkid_metric *m);
+
+/* pkid_registry_render writes the exposition text of every family, in
+ * registration order, children in creation order, into a malloc'd,
+ * NUL-terminated buffer. NULL when out of memory. */
+char *pkid_registry_render(pkid_registry *reg, size_t *out_len);
+
+/* --- pkid's own metrics ------------------------------------------------- */
+
+/* The results of an OCSP request, the values of pkid_ocsp_requests_total's
+ * "result" label. try_later: the on-demand signing budget was spent. */
+typedef enum pkid_ocsp_result {
+  PKID_OCSP_RESULT_GOOD,
+  PKID_OCSP_RESULT_REVOKED,
+  PKID_OCSP_RESULT_UNKNOWN,
+  PKID_OCSP_RESULT_MALFORMED,
+  PKID_OCSP_RESULT_UNAUTHORIZED,
+  PKID_OCSP_RESULT_TRY_LATER,
+  PKID_OCSP_NUM_RESULTS,
+} pkid_ocsp_result;
+
+/* The metrics of a pkid process, made by pkid_metrics_init in one
+ * registry. Labelled families are updated through pkid_metric_child;
+ * callers on hot paths keep the children they use. */
+typedef struct pkid_metrics {
+  pkid_registry *reg;
+  pkid_family *grpc_requests;          /* pkid_grpc_requests_total{method,code} */
+  pkid_family *grpc_request_duration;  /* pkid_grpc_request_duration_seconds{method} */
+  pkid_metric *issued;                 /* pkid_issued_total */
+  pkid_metric *revoked;                /* pkid_revoked_total */
+  pkid_metric *queue_depth;            /* pkid_queue_depth */
+  pkid_metric *worker_batch_size;      /* pkid_worker_batch_size */
+  pkid_metric *commit_batch_size;      /* pkid_commit_batch_size */
+  pkid_metric *fsync_duration;         /* pkid_fsync_duration_seconds */
+  pkid_family *ocsp_requests;          /* pkid_ocsp_requests_total{result} */
+  pkid_metric *ocsp_result[PKID_OCSP_NUM_RESULTS]; /* its children */
+  pkid_metric *ocsp_response_seconds;  /* pkid_ocsp_response_seconds */
+  pkid_metric *ocsp_signed_on_demand;  /* pkid_ocsp_signed_on_demand_total */
+  pkid_metric *ocsp_refreshed;         /* pkid_ocsp_refreshed_total */
+  pkid_metric *connections;            /* pkid_connections */
+  pkid_family *cert_expiry;            /* cert_expiry_timestamp{cert_name} */
+  pkid_family *lb_cert_rotation_success; /* lazy: shown once set */
+} pkid_metrics;
+
+/* pkid_m: the process's metrics; all NULL until pkid_metrics_init. */
+extern pkid_metrics pkid_m;
+
+/* pkid_metrics_init registers pkid's metrics (once; later calls return 1
+ * at once). 0 when out of memory. */
+int pkid_metrics_init(void);
+
+/* pkid_metrics_cert_expiry sets cert_expiry_timestamp{cert_name=|name|}
+ * to |not_after| (seconds since the epoch): the server's certificate and
+ * each CA's, set at start and at reload. */
+void pkid_metrics_cert_expiry(const char *name, int64_t not_after);
+
+/* pkid_metrics_lb_rotation sets lb_cert_rotation_success (1 or 0), which
+ * is not exposed before its first setting: until the rotation tooling
+ * reports, no value is better than a made-up one. */
+void pkid_metrics_lb_rotation(int success);
+
+#endif /* PKID_SERVER_METRICS_METRICS_H */

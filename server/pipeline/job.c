@@ -1,0 +1,41 @@
+#include "server/pipeline/job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pkid_job_init(pkid_job *job, pkid_record_type type, pkid_job_done_fn done) {
+  memset(job, 0, sizeof(*job));
+  job->rec.type = type;
+  job->rec.identity = job->identity;
+  job->done = done;
+}
+
+void pkid_job_set_identity(pkid_job *job, const char *identity) {
+  snprintf(job->identity, sizeof(job->identity), "%s", identity);
+  job->rec.identity = job->identity;
+}
+
+void pkid_job_cleanup(pkid_job *job) {
+  if (job == NULL) return;
+  free(job->csr);
+  free(job->cert);
+  free(job->ocsp);
+  job->csr = job->cert = job->ocsp = NULL;
+  job->rec.cert = NULL;
+}
+
+int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
+  const pkid_record **recs = malloc((n > 0 ? n : 1) * sizeof(*recs));
+  if (recs == NULL) {
+    PKI_ERR_OOM(err);
+    return 0;
+  }
+  size_t num = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (jobs[i]->ok) recs[num++] = &jobs[i]->rec;
+  }
+  int ok = pkid_store_commit(ctx, recs, num, err);
+  free(recs);
+  return ok;
+}

@@ -1,0 +1,74 @@
+/* job.h: a change pkid makes durable, on its way through the pipeline: an
+ * issuance, a revocation, or the reservation of a block of serial numbers.
+ *
+ * Who owns a job when: the owner (the api layer for issuances and
+ * revocations, the serial allocator for reservations) fills it on the loop
+ * thread and hands it to the worker pool (workers.h); from then until the
+ * pool calls |done| on the loop thread, the job belongs to the pool's
+ * threads, passed along by its queues (a worker signs it, pkid_issue_run;
+ * the committer writes its record, pkid_jobs_commit). After |done| it is
+ * the owner's again. Jobs are embedded in the owner's own structure (the
+ * owner finds it again with container_of); the pipeline never allocates or
+ * frees one.
+ *
+ * Errors: a job carries its outcome: |ok|, else |err| says why. */
+#ifndef PKID_SERVER_PIPELINE_JOB_H
+#define PKID_SERVER_PIPELINE_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/catalog.h"
+#include "lib/err.h"
+#include "lib/sig.h"
+#include "server/store/store.h"
+
+typedef struct pkid_job pkid_job;
+
+/* pkid_job_done_fn gives a finished job back to its owner (loop thread):
+ * |ok| and its record durable, or failed and nothing recorded. */
+typedef void (*pkid_job_done_fn)(pkid_job *job);
+
+struct pkid_job {
+  /* The change and its journal record (store.h): rec.type says what the
+   * job is. rec.identity, rec.cert point into the job. */
+  pkid_record rec;
+  char identity[512]; /* who asked */
+  /* Issue inputs, fixed before the job leaves the loop. */
+  const pki_catalog *cat;
+  const pki_catalog_service *svc;
+  uint32_t validity_s; /* the caller's wish; the profile's lifetime caps it */
+  uint8_t *csr;        /* owned */
+  size_t csr_len;
+  int64_t now; /* the time of the request, seconds */
+  /* How the worker that runs the job signs for rec.ca (ca/signer.h); NULL:
+   * with the key directly. */
+  const pki_signer *signer;
+  /* Outputs. */
+  int ok;
+  pki_err err;
+  uint8_t *cert; /* owned, DER; rec.cert points here */
+  /* The first OCSP response (SHA-1 CertID), signed with the certificate or
+   * the revocation, so the responder has it before anyone can ask. */
+  uint8_t *ocsp; /* owned, DER */
+  size_t ocsp_len;
+  int64_t ocsp_next_update;
+  pkid_job_done_fn done;
+};
+
+/* pkid_job_init zeroes |job| and sets what it is and who gets it back. */
+void pkid_job_init(pkid_job *job, pkid_record_type type, pkid_job_done_fn done);
+
+/* pkid_job_set_identity copies who asked into the job and its record. */
+void pkid_job_set_identity(pkid_job *job, const char *identity);
+
+/* pkid_job_cleanup frees what the job owns (not the job). */
+void pkid_job_cleanup(pkid_job *job);
+
+/* pkid_jobs_commit is the worker pool's commit function (workers.h) for
+ * pkid's store (|ctx|): the records of the jobs that succeeded, in one
+ * pkid_store_commit. A job that failed (a bad CSR, a name outside its
+ * profile) left nothing to record: nothing was issued. */
+int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err);
+
+#endif /* PKID_SERVER_PIPELINE_JOB_H */

@@ -1,0 +1,281 @@
+#include "server/pipeline/workers.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/log.h"
+#include "server/ca/signer.h"
+#include "server/metrics/metrics.h"
+#include "server/pipeline/issue.h"
+#include "server/pipeline/queue.h"
+
+#define MAX_THREADS 64
+/* Nonces each worker keeps ready per CA, and how many it prepares at a
+ * time while idle (so a new job waits at most one small refill). */
+#define POOL_CAPACITY 512
+#define REFILL_STEP 16
+
+struct pkid_workers {
+  /* Each queue holds at most |capacity| jobs, since no more are in flight:
+   * pushes between stages can never fail. */
+  pkid_queue jobs, commits, done;
+  sem_t jobs_ready, commits_ready;
+  int sems_made; /* how many of the two semaphores exist */
+  uv_async_t async;
+  pthread_t threads[MAX_THREADS];
+  pkid_signers *signers[MAX_THREADS]; /* each worker's own */
+  unsigned num_threads;               /* started */
+  pthread_t committer;
+  int committer_started;
+  atomic_int stopping;
+  size_t capacity;
+  size_t in_flight; /* loop thread only */
+  pkid_commit_fn commit;
+  void *commit_ctx;
+  atomic_uint_least64_t jobs_done, worker_batches, commit_batches, commit_ns_total;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* take waits for items on |q| (counted by |ready|) and pops up to |max|.
+ * Each pushed item is posted once; a batch pop consumes the posts of the
+ * items it took where they have arrived (a late post only causes one empty
+ * wake-up later). Returns 0 when stopping and nothing is left. */
+static size_t take(pkid_workers *w, pkid_queue *q, sem_t *ready, void **out, size_t max) {
+  for (;;) {
+    while (sem_wait(ready) != 0 && errno == EINTR) {
+    }
+    size_t n = pkid_queue_pop_batch_mpmc(q, out, max);
+    for (size_t i = 1; i < n; i++) {
+      if (sem_trywait(ready) != 0) break;
+    }
+    if (n > 0) return n;
+    if (atomic_load(&w->stopping) && pkid_queue_depth_approx(q) == 0) return 0;
+  }
+}
+
+typedef struct worker_arg {
+  pkid_workers *w;
+  pkid_signers *signers;
+} worker_arg;
+
+/* keep_refilling: nonces are prepared only while no job waits, so the
+ * work moves off the request path into idle time. */
+static int keep_refilling(void *ctx) {
+  pkid_workers *w = ctx;
+  return pkid_queue_depth_approx(&w->jobs) == 0 && !atomic_load(&w->stopping);
+}
+
+static void run_job(pkid_job *job, const pkid_signers *signers) {
+  job->signer = pkid_signers_for(signers, job->rec.ca);
+  switch (job->rec.type) {
+    case PKID_REC_ISSUE: pkid_issue_run(job); break;
+    case PKID_REC_REVOKE: pkid_revoke_run(job); break;
+    default: job->ok = 1; break; /* a reservation only needs the journal */
+  }
+}
+
+static void *worker_main(void *arg) {
+  pkid_workers *w = ((worker_arg *)arg)->w;
+  pkid_signers *signers = ((worker_arg *)arg)->signers;
+  free(arg);
+  void *batch[PKID_WORKER_BATCH];
+  size_t n;
+  for (;;) {
+    if (pkid_queue_depth_approx(&w->jobs) == 0) {
+      pkid_signers_refill(signers, REFILL_STEP, keep_refilling, w);
+    }
+    if ((n = take(w, &w->jobs, &w->jobs_ready, batch, PKID_WORKER_BATCH)) == 0) break;
+    for (size_t i = 0; i < n; i++) run_job(batch[i], signers);
+    atomic_fetch_add(&w->worker_batches, 1);
+    pkid_histogram_observe(pkid_m.worker_batch_size, (double)n);
+    for (size_t i = 0; i < n; i++) {
+      pkid_queue_push_mpmc(&w->commits, batch[i]);
+      sem_post(&w->commits_ready);
+    }
+  }
+  /* The last worker out wakes the committer so it can see the end. */
+  sem_post(&w->commits_ready);
+  return NULL;
+}
+
+static void *committer_main(void *arg) {
+  pkid_workers *w = arg;
+  void *batch[PKID_COMMIT_BATCH];
+  for (;;) {
+    size_t n = take(w, &w->commits, &w->commits_ready, batch, PKID_COMMIT_BATCH);
+    if (n == 0) {
+      if (atomic_load(&w->stopping) == 2) break; /* workers have all exited */
+      continue;
+    }
+    pki_err err;
+    pki_err_clear(&err);
+    uint64_t start = now_ns();
+    int ok = w->commit(w->commit_ctx, (pkid_job **)batch, n, &err);
+    uint64_t took = now_ns() - start;
+    atomic_fetch_add(&w->commit_ns_total, took);
+    atomic_fetch_add(&w->commit_batches, 1);
+    pkid_histogram_observe(pkid_m.commit_batch_size, (double)n);
+    pkid_histogram_observe(pkid_m.fsync_duration, (double)took / 1e9);
+    if (!ok) {
+      /* Not durable: not issued. */
+      for (size_t i = 0; i < n; i++) {
+        pkid_job *job = batch[i];
+        job->ok = 0;
+        job->err = err;
+      }
+    }
+    for (size_t i = 0; i < n; i++) pkid_queue_push_mpmc(&w->done, batch[i]);
+    uv_async_send(&w->async);
+  }
+  return NULL;
+}
+
+static void on_async(uv_async_t *async) {
+  pkid_workers *w = async->data;
+  void *batch[256];
+  size_t n;
+  while ((n = pkid_queue_pop_batch_mpmc(&w->done, batch, 256)) > 0) {
+    for (size_t i = 0; i < n; i++) {
+      pkid_job *job = batch[i];
+      w->in_flight--;
+      atomic_fetch_add(&w->jobs_done, 1);
+      job->done(job);
+    }
+  }
+  pkid_gauge_set(pkid_m.queue_depth, (double)pkid_queue_depth_approx(&w->jobs));
+}
+
+/* destroy frees what pkid_workers_new made; the threads have stopped. */
+static void destroy(pkid_workers *w) {
+  for (unsigned t = 0; t < MAX_THREADS; t++) pkid_signers_free(w->signers[t]);
+  if (w->sems_made > 0) sem_destroy(&w->jobs_ready);
+  if (w->sems_made > 1) sem_destroy(&w->commits_ready);
+  pkid_queue_cleanup(&w->jobs);
+  pkid_queue_cleanup(&w->commits);
+  pkid_queue_cleanup(&w->done);
+  free(w);
+}
+
+/* stop_threads lets every started thread finish and joins it. */
+static void stop_threads(pkid_workers *w) {
+  atomic_store(&w->stopping, 1);
+  for (unsigned i = 0; i < w->num_threads; i++) sem_post(&w->jobs_ready);
+  for (unsigned i = 0; i < w->num_threads; i++) pthread_join(w->threads[i], NULL);
+  atomic_store(&w->stopping, 2);
+  if (w->committer_started) {
+    sem_post(&w->commits_ready);
+    pthread_join(w->committer, NULL);
+  }
+}
+
+pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t capacity,
+                               const pkid_cas *cas, pkid_commit_fn commit, void *commit_ctx,
+                               pki_err *err) {
+  if (num_threads == 0 || num_threads > MAX_THREADS) {
+    PKI_ERR(err, PKI_ERR_INVALID, "workers must be 1 to %d", MAX_THREADS);
+    return NULL;
+  }
+  size_t cap = 2;
+  while (cap < capacity) cap *= 2;
+  pkid_workers *w = aligned_alloc(PKID_CACHE_LINE, (sizeof(*w) + PKID_CACHE_LINE - 1) /
+                                                       PKID_CACHE_LINE * PKID_CACHE_LINE);
+  if (w == NULL) {
+    PKI_ERR_OOM(err);
+    return NULL;
+  }
+  memset(w, 0, sizeof(*w));
+  w->capacity = capacity;
+  w->commit = commit;
+  w->commit_ctx = commit_ctx;
+  if (!pkid_queue_init(&w->jobs, cap) || !pkid_queue_init(&w->commits, cap) ||
+      !pkid_queue_init(&w->done, cap)) {
+    PKI_ERR_OOM(err);
+    destroy(w);
+    return NULL;
+  }
+  /* Each worker's signers, made here so that a failure is reported. */
+  for (unsigned t = 0; t < num_threads; t++) {
+    if ((w->signers[t] = pkid_signers_new(cas, POOL_CAPACITY, err)) == NULL) {
+      destroy(w);
+      return NULL;
+    }
+  }
+  if (sem_init(&w->jobs_ready, 0, 0) != 0) goto no_sem;
+  w->sems_made = 1;
+  if (sem_init(&w->commits_ready, 0, 0) != 0) goto no_sem;
+  w->sems_made = 2;
+  int rc = pthread_create(&w->committer, NULL, committer_main, w);
+  if (rc != 0) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "cannot start the committer thread: %s", strerror(rc));
+    destroy(w);
+    return NULL;
+  }
+  w->committer_started = 1;
+  for (unsigned i = 0; i < num_threads; i++) {
+    worker_arg *a = malloc(sizeof(*a));
+    if (a == NULL) {
+      PKI_ERR_OOM(err);
+      goto fail_threads;
+    }
+    a->w = w;
+    a->signers = w->signers[i];
+    if ((rc = pthread_create(&w->threads[i], NULL, worker_main, a)) != 0) {
+      free(a);
+      PKI_ERR(err, PKI_ERR_EXHAUSTED, "cannot start worker thread %u: %s", i, strerror(rc));
+      goto fail_threads;
+    }
+    w->num_threads++;
+  }
+  /* Only now, when nothing can fail any more: the handle would need
+   * closing through the loop. */
+  uv_async_init(loop, &w->async, on_async);
+  w->async.data = w;
+  return w;
+no_sem:
+  PKI_ERR(err, PKI_ERR_INTERNAL, "sem_init: %s", strerror(errno));
+  destroy(w);
+  return NULL;
+fail_threads:
+  stop_threads(w);
+  destroy(w);
+  return NULL;
+}
+
+int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err) {
+  if (w->in_flight >= w->capacity || !pkid_queue_push_mpmc(&w->jobs, job)) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "pkid is at capacity; retry later");
+    return 0;
+  }
+  w->in_flight++;
+  sem_post(&w->jobs_ready);
+  return 1;
+}
+
+void pkid_workers_stats_get(pkid_workers *w, pkid_workers_stats *out) {
+  out->jobs_done = atomic_load(&w->jobs_done);
+  out->worker_batches = atomic_load(&w->worker_batches);
+  out->commit_batches = atomic_load(&w->commit_batches);
+  out->commit_ns_total = atomic_load(&w->commit_ns_total);
+  out->depth = pkid_queue_depth_approx(&w->jobs);
+  out->in_flight = w->in_flight;
+}
+
+/* on_async_closed frees the pool once libuv is done with its handle. */
+static void on_async_closed(uv_handle_t *handle) { destroy(handle->data); }
+
+void pkid_workers_free(pkid_workers *w) {
+  if (w == NULL) return;
+  stop_threads(w);
+  on_async(&w->async); /* give back what was committed last */
+  uv_close((uv_handle_t *)&w->async, on_async_closed);
+}

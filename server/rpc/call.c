@@ -1,0 +1,361 @@
+/* call.c: one gRPC call on an HTTP/2 stream (rpc.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/metrics/metrics.h"
+#include "server/rpc/frame.h"
+#include "server/rpc/internal.h"
+
+#define FRAME_HEADER PKID_GRPC_FRAME_HEADER
+
+pkid_call *pkid_call_new(pkid_session *s, int32_t stream_id) {
+  pkid_call *call = calloc(1, sizeof(*call));
+  if (call == NULL) return NULL;
+  call->session = s;
+  call->stream_id = stream_id;
+  return call;
+}
+
+static int header_is(const uint8_t *name, size_t len, const char *want) {
+  return len == strlen(want) && memcmp(name, want, len) == 0;
+}
+
+void pkid_call_header(pkid_call *call, const uint8_t *name, size_t name_len,
+                      const uint8_t *value, size_t value_len) {
+  if (header_is(name, name_len, ":method")) {
+    call->is_post = value_len == 4 && memcmp(value, "POST", 4) == 0;
+  } else if (header_is(name, name_len, ":path")) {
+    if (value_len >= sizeof(call->path)) {
+      call->bad_header = 1;
+      return;
+    }
+    memcpy(call->path, value, value_len);
+    call->path[value_len] = '\0';
+  } else if (header_is(name, name_len, "content-type")) {
+    /* "application/grpc", optionally "+proto" or ";params". */
+    static const char kGrpc[] = "application/grpc";
+    size_t n = sizeof(kGrpc) - 1;
+    call->grpc_content_type =
+        value_len >= n && memcmp(value, kGrpc, n) == 0 &&
+        (value_len == n || value[n] == '+' || value[n] == ';');
+  } else if (header_is(name, name_len, "te")) {
+    call->te_trailers = value_len == 8 && memcmp(value, "trailers", 8) == 0;
+  } else if (header_is(name, name_len, "grpc-timeout")) {
+    call->timeout_ms = pkid_grpc_parse_timeout((const char *)value, value_len);
+    if (call->timeout_ms == 0) call->bad_header = 1;
+  }
+}
+
+/* send_http_error answers with HTTP status |http| and no gRPC body: what
+ * the protocol asks for requests that are not gRPC at all. */
+static void send_http_error(pkid_call *call, const char *http) {
+  nghttp2_nv nva[] = {
+      {(uint8_t *)":status", (uint8_t *)http, 7, strlen(http), NGHTTP2_NV_FLAG_NONE},
+  };
+  call->finished = call->headers_sent = call->trailers_sent = 1;
+  pkid_session_respond(call->session, call, nva, 1, 0);
+}
+
+void pkid_call_headers_done(pkid_call *call) {
+  call->start_ns = uv_hrtime();
+  if (!call->is_post) {
+    send_http_error(call, "405");
+    return;
+  }
+  if (!call->grpc_content_type) {
+    /* PROTOCOL-HTTP2.md: answer 415 to a request that is not gRPC. */
+    send_http_error(call, "415");
+    return;
+  }
+  if (call->bad_header) {
+    pkid_call_finish(call, PKI_GRPC_INVALID_ARGUMENT, "malformed request headers");
+    return;
+  }
+  pkid_rpc *rpc = call->session->rpc;
+  call->method = pkid_rpc_find_method(rpc, call->path);
+  if (call->method == NULL) {
+    pkid_call_finish(call, PKI_GRPC_UNIMPLEMENTED, "unknown method %s", call->path);
+    return;
+  }
+  if (rpc->draining) {
+    pkid_call_finish(call, PKI_GRPC_UNAVAILABLE, "server is shutting down");
+    return;
+  }
+  if (call->timeout_ms != 0) pkid_rpc_set_deadline(rpc, call, call->timeout_ms);
+}
+
+/* next_message takes one complete message off the request body at
+ * |*consumed|. It returns 1 with the message, 0 when more bytes are
+ * needed, and -1 after finishing the call with an error. */
+static int next_message(pkid_call *call, const uint8_t **out, size_t *out_len,
+                        size_t *consumed) {
+  size_t used = 0;
+  /* No body yet means no buffer: no pointer arithmetic on NULL. */
+  if (call->in_len - *consumed < FRAME_HEADER) return 0;
+  int r = pkid_grpc_next_frame(call->in + *consumed, call->in_len - *consumed, out, out_len,
+                               &used);
+  if (r == PKID_GRPC_FRAME_COMPRESSED) {
+    pkid_call_finish(call, PKI_GRPC_UNIMPLEMENTED, "compressed messages are not supported");
+    return -1;
+  }
+  if (r == PKID_GRPC_FRAME_TOO_LARGE) {
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED,
+                     "request message of %zu bytes exceeds the limit of %d", *out_len,
+                     PKID_GRPC_MAX_MESSAGE);
+    return -1;
+  }
+  *consumed += used;
+  return r;
+}
+
+/* dispatch_streaming hands every complete message to a streaming method. */
+static void dispatch_streaming(pkid_call *call) {
+  size_t consumed = 0;
+  const uint8_t *msg;
+  size_t len;
+  int r;
+  while (!call->finished && (r = next_message(call, &msg, &len, &consumed)) == 1) {
+    call->method->on_message(call->session->rpc->ctx, call, msg, len);
+  }
+  if (call->finished) {
+    call->in_len = 0;
+    return;
+  }
+  if (consumed > 0) {
+    memmove(call->in, call->in + consumed, call->in_len - consumed);
+    call->in_len -= consumed;
+  }
+}
+
+void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {
+  if (call->finished || call->method == NULL) return;
+  if (call->in_len + len > PKID_GRPC_MAX_MESSAGE + FRAME_HEADER + 16384) {
+    /* More than one message's worth is waiting: for a unary call that is an
+     * oversize message, for a stream a client that ignores flow control. */
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "request exceeds %d bytes",
+                     PKID_GRPC_MAX_MESSAGE);
+    return;
+  }
+  if (call->in_len + len > call->in_cap) {
+    size_t cap = call->in_cap == 0 ? 1024 : call->in_cap;
+    while (cap < call->in_len + len) cap *= 2;
+    uint8_t *in = realloc(call->in, cap);
+    if (in == NULL) {
+      pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    call->in = in;
+    call->in_cap = cap;
+  }
+  memcpy(call->in + call->in_len, data, len);
+  call->in_len += len;
+  if (call->method->client_streaming) {
+    dispatch_streaming(call);
+  } else if (call->in_len >= FRAME_HEADER) {
+    /* Check the size prefix early: no need to wait for 64 KiB to refuse it. */
+    const uint8_t *msg;
+    size_t msg_len, consumed = 0;
+    if (next_message(call, &msg, &msg_len, &consumed) < 0) return;
+  }
+}
+
+void pkid_call_end_of_request(pkid_call *call) {
+  call->half_closed = 1;
+  if (call->finished || call->method == NULL) return;
+  if (call->method->client_streaming) {
+    dispatch_streaming(call);
+    if (call->finished) return;
+    if (call->in_len != 0) {
+      pkid_call_finish(call, PKI_GRPC_INVALID_ARGUMENT, "request ends inside a message");
+      return;
+    }
+    call->method->on_half_close(call->session->rpc->ctx, call);
+    return;
+  }
+  size_t consumed = 0;
+  const uint8_t *msg;
+  size_t len;
+  int r = next_message(call, &msg, &len, &consumed);
+  if (r < 0) return;
+  if (r == 0 || consumed != call->in_len) {
+    pkid_call_finish(call, PKI_GRPC_INVALID_ARGUMENT,
+                     "a unary call takes exactly one request message");
+    return;
+  }
+  call->method->on_message(call->session->rpc->ctx, call, msg, len);
+}
+
+static int out_reserve(pkid_call *call, size_t more) {
+  if (call->out_len + more <= call->out_cap) return 1;
+  /* Drop what HTTP/2 has already taken before growing. */
+  if (call->out_off > 0) {
+    memmove(call->out, call->out + call->out_off, call->out_len - call->out_off);
+    call->out_len -= call->out_off;
+    call->out_off = 0;
+    if (call->out_len + more <= call->out_cap) return 1;
+  }
+  size_t cap = call->out_cap == 0 ? 2048 : call->out_cap;
+  while (cap < call->out_len + more) cap *= 2;
+  uint8_t *out = realloc(call->out, cap);
+  if (out == NULL) return 0;
+  call->out = out;
+  call->out_cap = cap;
+  return 1;
+}
+
+static const nghttp2_nv kResponseHeaders[] = {
+    {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+    {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+};
+
+void pkid_call_send(pkid_call *call, const uint8_t *msg, size_t len) {
+  if (call->finished) return;
+  if (!out_reserve(call, FRAME_HEADER + len)) {
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  uint8_t *p = call->out + call->out_len;
+  pkid_grpc_frame_header(p, len);
+  memcpy(p + FRAME_HEADER, msg, len);
+  call->out_len += FRAME_HEADER + len;
+  if (!call->headers_sent) {
+    call->headers_sent = 1;
+    pkid_session_respond(call->session, call, kResponseHeaders, 2, 1);
+  } else {
+    pkid_session_resume(call->session, call);
+  }
+}
+
+/* percent_encode writes grpc-message's encoding of |in|: bytes outside
+ * printable ASCII, and '%', as %XX (PROTOCOL-HTTP2.md). */
+static size_t percent_encode(char *out, size_t size, const char *in) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = 0;
+  for (; *in != '\0' && n + 4 < size; in++) {
+    unsigned char c = (unsigned char)*in;
+    if (c < 0x20 || c > 0x7e || c == '%') {
+      out[n++] = '%';
+      out[n++] = hex[c >> 4];
+      out[n++] = hex[c & 15];
+    } else {
+      out[n++] = (char)c;
+    }
+  }
+  out[n] = '\0';
+  return n;
+}
+
+/* status_fields fills the grpc-status and grpc-message header fields. */
+static size_t status_fields(pkid_call *call, nghttp2_nv *nva, char *code, char *msg,
+                            size_t msg_size) {
+  snprintf(code, 4, "%d", (int)call->status);
+  size_t msg_len = percent_encode(msg, msg_size, call->message);
+  nva[0] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code),
+                        NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  if (msg_len == 0) return 1;
+  nva[1] = (nghttp2_nv){(uint8_t *)"grpc-message", (uint8_t *)msg, 12, msg_len,
+                        NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  return 2;
+}
+
+/* count_call adds a finished call to the request metrics. The method label
+ * is one of pkid's own methods or "unknown": never a client's path, which
+ * would let clients grow the label set without bound. */
+static void count_call(const pkid_call *call, pki_grpc_status status) {
+  const char *method = "unknown";
+  if (call->method != NULL) {
+    const char *slash = strrchr(call->method->path, '/');
+    method = slash != NULL ? slash + 1 : call->method->path;
+  }
+  const char *labels[] = {method, pki_grpc_status_name((int)status)};
+  pkid_counter_add(pkid_metric_child(pkid_m.grpc_requests, labels), 1);
+  if (call->start_ns != 0) {
+    const char *by_method[] = {method};
+    pkid_histogram_observe(pkid_metric_child(pkid_m.grpc_request_duration, by_method),
+                           (double)(uv_hrtime() - call->start_ns) / 1e9);
+  }
+}
+
+void pkid_call_finish(pkid_call *call, pki_grpc_status status, const char *fmt, ...) {
+  if (call->finished) return;
+  call->finished = 1;
+  call->status = status;
+  count_call(call, status);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(call->message, sizeof(call->message), fmt, ap);
+  va_end(ap);
+  pkid_rpc_clear_deadline(call->session->rpc, call);
+  if (!call->headers_sent) {
+    /* Trailers-only: one HEADERS frame with the status, ending the stream. */
+    char code[4], msg[sizeof(call->message) * 3 + 1];
+    nghttp2_nv nva[4] = {kResponseHeaders[0], kResponseHeaders[1]};
+    size_t n = 2 + status_fields(call, nva + 2, code, msg, sizeof(msg));
+    call->headers_sent = call->trailers_sent = 1;
+    pkid_session_respond(call->session, call, nva, n, 0);
+  } else {
+    pkid_session_resume(call->session, call);
+  }
+}
+
+void pkid_call_ok(pkid_call *call) { pkid_call_finish(call, PKI_GRPC_OK, "%s", ""); }
+
+void pkid_call_fail(pkid_call *call, const pki_err *err) {
+  pkid_call_finish(call, pki_grpc_status_from_err(err->code), "%s", err->msg);
+}
+
+const pkid_peer *pkid_call_peer(const pkid_call *call) { return call->session->peer; }
+
+int pkid_call_finished(const pkid_call *call) { return call->finished; }
+
+int pkid_call_half_closed(const pkid_call *call) { return call->half_closed; }
+
+unsigned pkid_call_num_pending(const pkid_call *call) { return call->num_pending; }
+
+size_t pkid_call_read_out(pkid_call *call, uint8_t *buf, size_t len, int *eof) {
+  size_t avail = call->out_len - call->out_off;
+  size_t n = avail < len ? avail : len;
+  memcpy(buf, call->out + call->out_off, n);
+  call->out_off += n;
+  *eof = 0;
+  if (call->out_off == call->out_len && call->finished && !call->trailers_sent) {
+    char code[4], msg[sizeof(call->message) * 3 + 1];
+    nghttp2_nv nva[2];
+    size_t nv = status_fields(call, nva, code, msg, sizeof(msg));
+    call->trailers_sent = 1;
+    pkid_session_trailers(call->session, call, nva, nv);
+    *eof = 1;
+  }
+  return n;
+}
+
+void pkid_call_track(pkid_call *call, pkid_pending *p) {
+  p->call = call;
+  p->prev = NULL;
+  p->next = call->pending;
+  if (call->pending != NULL) call->pending->prev = p;
+  call->pending = p;
+  call->num_pending++;
+}
+
+void pkid_call_untrack(pkid_pending *p) {
+  pkid_call *call = p->call;
+  if (call == NULL) return;
+  if (p->prev != NULL) p->prev->next = p->next;
+  if (p->next != NULL) p->next->prev = p->prev;
+  if (call->pending == p) call->pending = p->next;
+  call->num_pending--;
+  p->call = NULL;
+  p->next = p->prev = NULL;
+}
+
+void pkid_call_free(pkid_call *call) {
+  /* Work still running for this call must not answer into freed memory. */
+  while (call->pending != NULL) pkid_call_untrack(call->pending);
+  pkid_rpc_clear_deadline(call->session->rpc, call);
+  free(call->in);
+  free(call->out);
+  free(call);
+}

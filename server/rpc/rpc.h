@@ -1,0 +1,110 @@
+/* rpc.h: gRPC over HTTP/2 (grpc/doc/PROTOCOL-HTTP2.md) on the transport's
+ * connections: the HTTP/2 sessions (nghttp2), the calls on their streams,
+ * and their deadlines.
+ *
+ * A connection's session checks each request's headers (POST,
+ * content-type application/grpc, te: trailers, grpc-timeout), splits its
+ * body into length-prefixed messages under the size limit, and hands each
+ * to the method's handler (the api layer). Handlers answer with
+ * pkid_call_send (a message), then pkid_call_ok or pkid_call_fail (the
+ * status, in trailers; trailers-only when nothing was sent). Every call
+ * ends with exactly one status; later ones are ignored.
+ *
+ * Errors: what the protocol refuses (an unknown method, a malformed or
+ * oversized message, compression, a passed deadline, a server shutting
+ * down) this layer answers itself with the status gRPC prescribes. What a
+ * handler refuses it reports as a pki_err; pkid_call_fail maps its class
+ * to a status through lib/grpc_status.h, the one place that mapping lives.
+ * Set-up functions return NULL/0 with a pki_err.
+ *
+ * Lifetime: a call lives until its stream closes. Work that answers later
+ * (on another thread) holds a pkid_pending tracked by the call; if the
+ * stream closes first, the call sets each pending's |call| to NULL so the
+ * late answer is dropped. All of this runs on the loop thread. */
+#ifndef PKID_SERVER_RPC_RPC_H
+#define PKID_SERVER_RPC_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "lib/err.h"
+#include "server/transport/peer.h"
+#include "server/transport/transport.h"
+
+typedef struct pkid_rpc pkid_rpc;
+typedef struct pkid_call pkid_call;
+
+/* pkid_pending links one piece of outstanding work to its call. */
+typedef struct pkid_pending {
+  pkid_call *call; /* NULL once the call has gone */
+  struct pkid_pending *next, *prev;
+} pkid_pending;
+
+/* A method: its path and what to do with each request message. For unary
+ * methods |on_message| runs once, after the request ends; for streaming
+ * methods once per message as they arrive, then |on_half_close|. |ctx| is
+ * the one given to pkid_rpc_new. */
+typedef struct pkid_method {
+  const char *path; /* "/pki.v1.Pki/Issue" */
+  int client_streaming;
+  void (*on_message)(void *ctx, pkid_call *call, const uint8_t *msg, size_t len);
+  void (*on_half_close)(void *ctx, pkid_call *call);
+} pkid_method;
+
+typedef struct pkid_rpc_limits {
+  unsigned max_streams;      /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+  unsigned max_header_bytes; /* SETTINGS_MAX_HEADER_LIST_SIZE */
+  unsigned idle_timeout_ms;  /* a connection with no calls for this long gets GOAWAY */
+} pkid_rpc_limits;
+
+/* pkid_rpc_new serves |methods| (which must outlive it) with |ctx|. */
+pkid_rpc *pkid_rpc_new(uv_loop_t *loop, const pkid_method *methods, size_t num_methods,
+                       void *ctx, const pkid_rpc_limits *limits, pki_err *err);
+
+/* pkid_rpc_conn_handler is what the transport calls for each connection;
+ * give it the rpc as the handler's ctx. */
+const pkid_conn_handler *pkid_rpc_conn_handler(void);
+
+/* pkid_rpc_drain starts a graceful shutdown: GOAWAY on every connection
+ * (and new ones), new calls refused with UNAVAILABLE, calls in progress
+ * finish; each connection closes when its calls are done. */
+void pkid_rpc_drain(pkid_rpc *rpc);
+
+/* pkid_rpc_num_sessions is the number of HTTP/2 sessions open. */
+unsigned pkid_rpc_num_sessions(const pkid_rpc *rpc);
+
+/* pkid_rpc_free frees the rpc once every session has closed (after
+ * pkid_transport_close_all). */
+void pkid_rpc_free(pkid_rpc *rpc);
+
+/* --- calls, for the handlers ------------------------------------------------ */
+
+/* pkid_call_peer is who made the call (valid while the call lives). */
+const pkid_peer *pkid_call_peer(const pkid_call *call);
+
+/* pkid_call_send queues one response message (not yet framed); out of
+ * memory ends the call with RESOURCE_EXHAUSTED. */
+void pkid_call_send(pkid_call *call, const uint8_t *msg, size_t len);
+
+/* pkid_call_ok ends the call with status OK. */
+void pkid_call_ok(pkid_call *call);
+
+/* pkid_call_fail ends the call with the status for |err|'s class and its
+ * message in grpc-message. */
+void pkid_call_fail(pkid_call *call, const pki_err *err);
+
+/* pkid_call_finished: the call has its status (it may still be sending). */
+int pkid_call_finished(const pkid_call *call);
+
+/* pkid_call_half_closed: the client has sent all of its request. */
+int pkid_call_half_closed(const pkid_call *call);
+
+/* pkid_call_track links |p| to |call| until pkid_call_untrack;
+ * pkid_call_num_pending counts what is linked. */
+void pkid_call_track(pkid_call *call, pkid_pending *p);
+void pkid_call_untrack(pkid_pending *p);
+unsigned pkid_call_num_pending(const pkid_call *call);
+
+#endif /* PKID_SERVER_RPC_RPC_H */

@@ -1,0 +1,127 @@
+/* store.h: pkid's embedded store: its records in the journal (lib/journal.h)
+ * and the state they rebuild at start (the status index, the reserved
+ * serials, the used bootstrap tokens).
+ *
+ * The store layer sits on the ca layer and below everything that handles
+ * requests: it knows records, never jobs, calls or connections. Errors: 1/0
+ * and a pki_err, as in lib/.
+ *
+ * Records. The journal's header gives each record its sequence number, its
+ * type and its time: Unix milliseconds, when the committer wrote it. The
+ * payloads (big-endian; "u8-len" is a string or octets after a one-octet
+ * length, and so on) hold times in Unix seconds, as certificates do:
+ *
+ *   1 SERIAL_BLOCK  u8 version=1, u16 node, u64 first, u64 count
+ *                   sequence numbers [first, first+count) of |node| are
+ *                   reserved: written before any of them is used, so none is
+ *                   used twice whatever crashes.
+ *   2 ISSUE         u8 version=1, u8-len serial, u8-len CA name, u8-len
+ *                   service, u16-len identity (who asked), u8 usage,
+ *                   u64 notBefore (s), u64 notAfter (s), 32-octet SHA-256 of
+ *                   the subject public key, u24-len certificate DER
+ *   3 REVOKE        u8 version=1, u8-len serial, u8 reason (CRLReason),
+ *                   u64 revokedAt (s), u16-len identity (who revoked)
+ *   4 TOKEN         u8 version=1, 32-octet id (SHA-256 of a bootstrap token):
+ *                   the token is used; written in the same group commit as,
+ *                   and just before, the ISSUE record it authorized
+ *
+ * A snapshot holds the status index, the highest reserved sequence number
+ * and the used tokens (its layout is in store.c).
+ *
+ * Threads: open, reserve, snapshot and close run on the loop thread while
+ * no commit is in flight; pkid_store_commit runs on one thread at a time
+ * (the committer); pkid_store_apply and the token set on the loop thread. */
+#ifndef PKID_SERVER_STORE_STORE_H
+#define PKID_SERVER_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/catalog.h"
+#include "lib/err.h"
+#include "lib/journal.h"
+#include "lib/serial.h"
+#include "lib/usage.h"
+#include "server/ca/ca.h"
+#include "server/store/status.h"
+
+typedef enum pkid_record_type {
+  PKID_REC_SERIAL_BLOCK = 1,
+  PKID_REC_ISSUE = 2,
+  PKID_REC_REVOKE = 3,
+  PKID_REC_TOKEN = 4,
+} pkid_record_type;
+
+/* pkid_record: one change to the store, what its journal record says. An
+ * ISSUE that used a bootstrap token (|has_token|) is written as two
+ * records, TOKEN then ISSUE. Pointers are borrowed for the call. */
+typedef struct pkid_record {
+  pkid_record_type type;
+  /* ISSUE and REVOKE */
+  pki_serial serial;
+  const char *identity; /* who asked */
+  /* ISSUE */
+  const pkid_ca *ca;
+  const char *service; /* the catalogue service's name */
+  pki_usage usage;
+  int64_t not_before, not_after;
+  uint8_t key_hash[32]; /* SHA-256 of the subject's SubjectPublicKeyInfo */
+  const uint8_t *cert;
+  size_t cert_len;
+  int has_token;
+  uint8_t token_id[32];
+  /* REVOKE */
+  uint8_t reason; /* CRLReason */
+  int64_t revoked_at;
+  /* SERIAL_BLOCK */
+  uint64_t block_first, block_count;
+} pkid_record;
+
+typedef struct pkid_store {
+  pki_journal *journal;
+  const pki_catalog *cat; /* replaced by a reload (loop thread) */
+  const pkid_cas *cas;
+  pkid_status *status; /* filled at open; the loop's from then on */
+  uint16_t node;
+  uint64_t reserved_end; /* this node's sequence numbers below it are taken */
+  uint64_t replayed;     /* records replayed at open */
+  uint64_t issued, revoked; /* records of each kind seen (replayed and new) */
+  /* Bootstrap tokens used, or in use by an issuance in flight: a set of ids. */
+  uint8_t (*tokens)[32];
+  size_t tokens_mask, num_tokens;
+} pkid_store;
+
+/* pkid_store_open opens the journal in |dir|, loads the newest snapshot and
+ * replays the records after it into |status|. Corruption stops it with the
+ * journal's error (file and offset). */
+int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
+                    const pkid_cas *cas, pkid_status *status, uint16_t node, pki_err *err);
+
+/* pkid_store_reserve appends a SERIAL_BLOCK record for |count| sequence
+ * numbers after every earlier block, durably, and returns the first. Loop
+ * thread, before any commit can run (later reservations are commits). */
+int pkid_store_reserve(pkid_store *st, uint64_t count, uint64_t *out_first, pki_err *err);
+
+/* pkid_store_commit appends the journal records of |n| changes and makes
+ * them durable: one append, one fdatasync (group commit). On failure none
+ * of them may be reported as done: the caller fails them all. */
+int pkid_store_commit(pkid_store *st, const pkid_record *const *recs, size_t n, pki_err *err);
+
+/* pkid_store_apply updates the status index and the reserved serials for
+ * a committed change. Loop thread. */
+void pkid_store_apply(pkid_store *st, const pkid_record *rec);
+
+/* pkid_store_snapshot saves the state so that the next start replays only
+ * what follows. No commit may be in flight. */
+int pkid_store_snapshot(pkid_store *st, pki_err *err);
+
+/* pkid_store_token_take marks a bootstrap token as used. It fails with
+ * PKI_ERR_AUTH if it was used already and PKI_ERR_EXHAUSTED when out of
+ * memory. pkid_store_token_release gives it back when the issuance it
+ * authorized failed. Loop thread. */
+int pkid_store_token_take(pkid_store *st, const uint8_t id[32], pki_err *err);
+void pkid_store_token_release(pkid_store *st, const uint8_t id[32]);
+
+void pkid_store_close(pkid_store *st);
+
+#endif /* PKID_SERVER_STORE_STORE_H */

@@ -1,0 +1,375 @@
+/* store_test: pkid's records in a real journal: every record type written
+ * and read back field by field, a snapshot, a torn and a corrupted store,
+ * and the used-token set's delete. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bytestring.h>
+
+#include "lib/catalog.h"
+#include "lib/journal.h"
+#include "server/ca/ca.h"
+#include "server/store/status.h"
+#include "server/store/store.h"
+#include "tests/unit/test.h"
+
+static char g_tmp[512];
+static pki_catalog *g_cat;
+static pkid_ca g_ca_list[2];
+static pkid_cas g_cas;
+
+/* new_dir gives each case a journal folder of its own. */
+static const char *new_dir(const char *name) {
+  static char dir[700];
+  snprintf(dir, sizeof(dir), "%s/store-%s", g_tmp, name);
+  return dir;
+}
+
+/* serial_n is the serial of sequence number |n| (< 8); serials carry
+ * random bits, so each is made once and kept. */
+static pki_serial serial_n(uint64_t n) {
+  static pki_serial made[8];
+  if (made[n].len == 0) {
+    pki_err err;
+    pki_serial_make(&made[n], 3, n, &err);
+  }
+  return made[n];
+}
+
+static const uint8_t kCert[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+
+/* issue_rec is an ISSUE record of |svc| by the first CA. */
+static pkid_record issue_rec(uint64_t n, const char *svc, const char *who) {
+  pkid_record r;
+  memset(&r, 0, sizeof(r));
+  r.type = PKID_REC_ISSUE;
+  r.serial = serial_n(n);
+  r.identity = who;
+  r.ca = &g_cas.cas[0];
+  r.service = svc;
+  r.usage = PKI_USAGE_CLIENT;
+  r.not_before = 1790000000 + (int64_t)n;
+  r.not_after = 1800000000 + (int64_t)n;
+  memset(r.key_hash, (int)n, sizeof(r.key_hash));
+  r.cert = kCert;
+  r.cert_len = sizeof(kCert);
+  return r;
+}
+
+/* open_store opens |dir| into a fresh status index; close_store undoes it. */
+static int open_store(pkid_store *st, const char *dir, pki_err *err) {
+  pkid_status *status = pkid_status_new(16);
+  if (pkid_store_open(st, dir, g_cat, &g_cas, status, 3, err)) return 1;
+  pkid_status_free(status);
+  return 0;
+}
+
+static void close_store(pkid_store *st) {
+  pkid_status *status = st->status;
+  pkid_store_close(st);
+  pkid_status_free(status);
+}
+
+/* written_store makes a store in |dir| holding write_sample's records. */
+static void write_sample(pkid_store *st);
+static int written_store(const char *dir) {
+  pkid_store st;
+  pki_err err;
+  if (!open_store(&st, dir, &err)) return 0;
+  write_sample(&st);
+  close_store(&st);
+  return 1;
+}
+
+static int commit_apply(pkid_store *st, pkid_record *recs, size_t n) {
+  const pkid_record *ptrs[16];
+  pki_err err;
+  for (size_t i = 0; i < n; i++) ptrs[i] = &recs[i];
+  if (!pkid_store_commit(st, ptrs, n, &err)) return 0;
+  for (size_t i = 0; i < n; i++) pkid_store_apply(st, &recs[i]);
+  return 1;
+}
+
+/* write_sample commits one record of every type: a block, an issuance on a
+ * bootstrap token (TOKEN + ISSUE), another issuance, a revocation. */
+static void write_sample(pkid_store *st) {
+  pkid_record recs[4];
+  memset(&recs[0], 0, sizeof(recs[0]));
+  recs[0].type = PKID_REC_SERIAL_BLOCK;
+  recs[0].block_first = 100;
+  recs[0].block_count = 50;
+  recs[1] = issue_rec(1, "redis", "bootstrap:redis");
+  recs[1].has_token = 1;
+  memset(recs[1].token_id, 0xab, sizeof(recs[1].token_id));
+  recs[2] = issue_rec(2, "vault", "spiffe://cybersec-framework.local/agents/pki-agent");
+  memset(&recs[3], 0, sizeof(recs[3]));
+  recs[3].type = PKID_REC_REVOKE;
+  recs[3].serial = serial_n(2);
+  recs[3].reason = 1;
+  recs[3].revoked_at = 1795000000;
+  recs[3].identity = "spiffe://cybersec-framework.local/agents/pki-agent";
+  pki_err err;
+  CHECK(pkid_store_token_take(st, recs[1].token_id, &err));
+  CHECK(commit_apply(st, recs, 4));
+}
+
+/* check_sample checks the state write_sample leaves, however rebuilt. */
+static void check_sample(pkid_store *st) {
+  pkid_cert_record rec;
+  pki_serial s1 = serial_n(1), s2 = serial_n(2);
+  REQUIRE(pkid_status_get(st->status, s1.bytes, s1.len, &rec));
+  CHECK(rec.ca == 0 && !rec.revoked && rec.usage == PKI_USAGE_CLIENT);
+  CHECK(rec.not_before == 1790000001 && rec.not_after == 1800000001);
+  const pki_catalog_service *redis = pki_catalog_find_service(g_cat, "redis");
+  CHECK(rec.service == (uint16_t)(redis - g_cat->services));
+  REQUIRE(pkid_status_get(st->status, s2.bytes, s2.len, &rec));
+  CHECK(rec.revoked && rec.reason == 1 && rec.revoked_at == 1795000000);
+  CHECK(st->reserved_end == 150);
+  /* The token is used: taking it again is refused as such. */
+  uint8_t id[32];
+  pki_err err;
+  memset(id, 0xab, sizeof(id));
+  CHECK(!pkid_store_token_take(st, id, &err) && err.code == PKI_ERR_AUTH);
+}
+
+/* What the journal holds, read with lib/journal's replay, not the store's. */
+typedef struct raw {
+  int types[8];
+  int issue_ok, revoke_ok, token_ok, block_ok;
+  uint64_t first_time, last_time;
+} raw;
+
+static int read_raw(void *ctx, const pki_journal_record *r, pki_err *err) {
+  raw *w = ctx;
+  (void)err;
+  CBS cbs, serial, ca, svc, who, cert;
+  uint8_t version, usage, reason;
+  uint16_t node;
+  uint64_t a, b;
+  if (w->first_time == 0) w->first_time = r->time;
+  w->last_time = r->time;
+  if (r->type < 8) w->types[r->type]++;
+  CBS_init(&cbs, r->payload, r->len);
+  if (!CBS_get_u8(&cbs, &version) || version != 1) return 1;
+  switch (r->type) {
+    case PKID_REC_SERIAL_BLOCK:
+      w->block_ok += CBS_get_u16(&cbs, &node) && node == 3 && CBS_get_u64(&cbs, &a) &&
+                     a == 100 && CBS_get_u64(&cbs, &b) && b == 50 && CBS_len(&cbs) == 0;
+      break;
+    case PKID_REC_ISSUE:
+      w->issue_ok += CBS_get_u8_length_prefixed(&cbs, &serial) && CBS_len(&serial) > 8 &&
+                     CBS_get_u8_length_prefixed(&cbs, &ca) &&
+                     CBS_mem_equal(&ca, (const uint8_t *)g_cas.cas[0].def->name,
+                                   strlen(g_cas.cas[0].def->name)) &&
+                     CBS_get_u8_length_prefixed(&cbs, &svc) &&
+                     CBS_get_u16_length_prefixed(&cbs, &who) && CBS_len(&who) > 0 &&
+                     CBS_get_u8(&cbs, &usage) && usage == PKI_USAGE_CLIENT &&
+                     CBS_get_u64(&cbs, &a) && a > 1790000000 && CBS_get_u64(&cbs, &b) &&
+                     b > 1800000000 && CBS_skip(&cbs, 32) &&
+                     CBS_get_u24_length_prefixed(&cbs, &cert) &&
+                     CBS_mem_equal(&cert, kCert, sizeof(kCert)) && CBS_len(&cbs) == 0;
+      break;
+    case PKID_REC_REVOKE:
+      w->revoke_ok += CBS_get_u8_length_prefixed(&cbs, &serial) && CBS_get_u8(&cbs, &reason) &&
+                      reason == 1 && CBS_get_u64(&cbs, &a) && a == 1795000000 &&
+                      CBS_get_u16_length_prefixed(&cbs, &who) && CBS_len(&cbs) == 0;
+      break;
+    case PKID_REC_TOKEN:
+      w->token_ok += CBS_len(&cbs) == 32 && CBS_data(&cbs)[0] == 0xab;
+      break;
+  }
+  return 1;
+}
+
+TEST(every_record_type_round_trips) {
+  const char *dir = new_dir("records");
+  pki_err err;
+  pkid_store st;
+  REQUIRE(open_store(&st, dir, &err));
+  write_sample(&st);
+  check_sample(&st);
+  close_store(&st);
+
+  /* Replayed from the journal alone (no snapshot was written). */
+  REQUIRE(open_store(&st, dir, &err));
+  CHECK(st.replayed == 5); /* block, token, issue, issue, revoke */
+  check_sample(&st);
+  close_store(&st);
+
+  /* The records themselves, as an independent reader sees them. The token
+   * is written just before the issuance it authorized. */
+  raw w;
+  memset(&w, 0, sizeof(w));
+  pki_journal *j = pki_journal_open(dir, NULL, read_raw, &w, &err);
+  REQUIRE(j != NULL);
+  pki_journal_close(j);
+  CHECK(w.types[PKID_REC_SERIAL_BLOCK] == 1 && w.types[PKID_REC_ISSUE] == 2 &&
+        w.types[PKID_REC_REVOKE] == 1 && w.types[PKID_REC_TOKEN] == 1);
+  CHECK(w.block_ok == 1 && w.issue_ok == 2 && w.revoke_ok == 1 && w.token_ok == 1);
+  /* Record times are Unix milliseconds (store.h): within this decade. */
+  CHECK(w.first_time > 1700000000000ull && w.first_time < 2000000000000ull);
+}
+
+TEST(snapshot_round_trips) {
+  const char *dir = new_dir("snapshot");
+  pki_err err;
+  pkid_store st;
+  REQUIRE(open_store(&st, dir, &err));
+  write_sample(&st);
+  REQUIRE(pkid_store_snapshot(&st, &err));
+  close_store(&st);
+
+  REQUIRE(open_store(&st, dir, &err));
+  CHECK(st.replayed == 0); /* everything came from the snapshot */
+  CHECK(pkid_status_count(st.status) == 2);
+  check_sample(&st);
+  /* Records after the snapshot are replayed on top of it. */
+  pkid_record more = issue_rec(3, "vault", "x");
+  CHECK(commit_apply(&st, &more, 1));
+  close_store(&st);
+  REQUIRE(open_store(&st, dir, &err));
+  CHECK(st.replayed == 1 && pkid_status_count(st.status) == 3);
+  check_sample(&st);
+  close_store(&st);
+}
+
+/* last_segment finds the newest segment file of |dir|. */
+static void last_segment(char *out, size_t size, const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  char best[64] = "";
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    size_t n = strlen(e->d_name);
+    if (n > 4 && strcmp(e->d_name + n - 4, ".seg") == 0 && strcmp(e->d_name, best) > 0) {
+      snprintf(best, sizeof(best), "%s", e->d_name);
+    }
+  }
+  if (d != NULL) closedir(d);
+  snprintf(out, size, "%s/%s", dir, best);
+}
+
+TEST(torn_tail_is_cut) {
+  const char *dir = new_dir("torn");
+  pki_err err;
+  pkid_store st;
+  REQUIRE(written_store(dir));
+  /* A crash in the middle of writing the last record (the revocation). */
+  char seg[800];
+  last_segment(seg, sizeof(seg), dir);
+  struct stat sb;
+  REQUIRE(stat(seg, &sb) == 0);
+  REQUIRE(truncate(seg, sb.st_size - 7) == 0);
+
+  REQUIRE(open_store(&st, dir, &err));
+  CHECK(st.replayed == 4); /* the revocation was never acknowledged */
+  pkid_cert_record rec;
+  pki_serial s2 = serial_n(2);
+  REQUIRE(pkid_status_get(st.status, s2.bytes, s2.len, &rec));
+  CHECK(!rec.revoked);
+  pki_journal_stats stats;
+  pki_journal_get_stats(st.journal, &stats);
+  CHECK(stats.truncated_bytes > 0);
+  close_store(&st);
+}
+
+TEST(corruption_stops_the_store) {
+  const char *dir = new_dir("corrupt");
+  pki_err err;
+  pkid_store st;
+  REQUIRE(written_store(dir));
+  /* One byte flipped inside the first record's payload. */
+  char seg[800];
+  last_segment(seg, sizeof(seg), dir);
+  int fd = open(seg, O_RDWR);
+  REQUIRE(fd >= 0);
+  uint8_t b;
+  off_t at = PKI_JOURNAL_SEG_HEADER_LEN + PKI_JOURNAL_REC_HEADER_LEN + 2;
+  REQUIRE(pread(fd, &b, 1, at) == 1);
+  b ^= 0x40;
+  REQUIRE(pwrite(fd, &b, 1, at) == 1);
+  close(fd);
+
+  pki_err_clear(&err);
+  CHECK(!open_store(&st, dir, &err));
+  CHECK(err.code == PKI_ERR_INVALID);
+  CHECK(strstr(err.msg, ".seg") != NULL); /* it says where */
+}
+
+TEST(unknown_record_type_is_refused) {
+  const char *dir = new_dir("unknown");
+  pki_err err;
+  pki_journal *j = pki_journal_open(dir, NULL, NULL, NULL, &err);
+  REQUIRE(j != NULL);
+  static const uint8_t payload[] = {1, 2, 3};
+  pki_journal_entry e = {.type = 77, .time = 1, .payload = payload, .len = sizeof(payload)};
+  REQUIRE(pki_journal_append(j, &e, 1, &err));
+  pki_journal_close(j);
+  pkid_store st;
+  CHECK(!open_store(&st, dir, &err));
+  CHECK(err.code == PKI_ERR_UNSUPPORTED);
+}
+
+TEST(token_set_delete_keeps_the_others) {
+  const char *dir = new_dir("tokens");
+  pki_err err;
+  pkid_store st;
+  REQUIRE(open_store(&st, dir, &err));
+  /* Ids that share their first octets land in one probe run; enough of
+   * them to make the set grow several times. */
+  enum { N = 1000 };
+  uint8_t ids[N][32];
+  for (int i = 0; i < N; i++) {
+    memset(ids[i], 0, 32);
+    ids[i][0] = (uint8_t)(i % 4); /* few home slots: long runs */
+    ids[i][1] = 1;                /* never the all-zero id, which marks a free slot */
+    ids[i][30] = (uint8_t)(i >> 8);
+    ids[i][31] = (uint8_t)i;
+    CHECK(pkid_store_token_take(&st, ids[i], &err));
+  }
+  CHECK(st.num_tokens == N);
+  /* Release every third one, from the middle of the runs. */
+  for (int i = 0; i < N; i += 3) pkid_store_token_release(&st, ids[i]);
+  int others_found = 1, released_free = 1;
+  for (int i = 0; i < N; i++) {
+    int taken = !pkid_store_token_take(&st, ids[i], &err) && err.code == PKI_ERR_AUTH;
+    if (i % 3 == 0) {
+      released_free &= !taken; /* the take just made it used again */
+    } else {
+      others_found &= taken;
+    }
+  }
+  CHECK(others_found);
+  CHECK(released_free);
+  CHECK(st.num_tokens == N);
+  /* Releasing what is not there changes nothing. */
+  uint8_t absent[32];
+  memset(absent, 0x55, sizeof(absent));
+  pkid_store_token_release(&st, absent);
+  CHECK(st.num_tokens == N);
+  close_store(&st);
+}
+
+int main(void) {
+  const char *tmp = getenv("TEST_TMPDIR");
+  snprintf(g_tmp, sizeof(g_tmp), "%s", tmp != NULL ? tmp : "/tmp");
+  pki_err err;
+  g_cat = pki_catalog_default(&err);
+  if (g_cat == NULL) return 1;
+  /* The store names CAs only: a CA without its keys is enough. */
+  g_ca_list[0].def = pki_catalog_find_ca(g_cat, "agents-ca");
+  g_cas.cas = g_ca_list;
+  g_cas.num_cas = 1;
+  RUN(every_record_type_round_trips);
+  RUN(snapshot_round_trips);
+  RUN(torn_tail_is_cut);
+  RUN(corruption_stops_the_store);
+  RUN(unknown_record_type_is_refused);
+  RUN(token_set_delete_keeps_the_others);
+  pki_catalog_free(g_cat);
+  return test_finish();
+}
