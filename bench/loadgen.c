@@ -1158,6 +1158,11 @@ int main(int argc, char **argv) {
     printf(", \"server_pid\": %ld, \"server_cpu_s\": null, \"server_cpu_us_per_success\": null",
            g_opt.server_pid);
   }
+  long rss_kb, hwm_kb;
+  if (g_opt.server_pid > 0 && bench_proc_rss_kb((int)g_opt.server_pid, &rss_kb, &hwm_kb)) {
+    /* Resident memory at the end of the phase, and the peak since start. */
+    printf(", \"server_rss_kb\": %ld, \"server_hwm_kb\": %ld", rss_kb, hwm_kb);
+  }
   printf(", \"client_cpu_s\": %.3f, \"client_cpu_cores\": %.3f", (cli1 - cli0) / 1e6,
          window_s > 0 ? (cli1 - cli0) / 1e6 / window_s : 0.0);
   if (requests > 0) {

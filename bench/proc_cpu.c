@@ -43,3 +43,17 @@ double bench_proc_cpu_s(int pid, int live_children) {
   fclose(f);
   return total;
 }
+
+int bench_proc_rss_kb(int pid, long *out_rss, long *out_hwm) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  *out_rss = *out_hwm = -1;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    if (strncmp(line, "VmRSS:", 6) == 0) *out_rss = strtol(line + 6, NULL, 10);
+    if (strncmp(line, "VmHWM:", 6) == 0) *out_hwm = strtol(line + 6, NULL, 10);
+  }
+  fclose(f);
+  return *out_rss >= 0 && *out_hwm >= 0;
+}

@@ -111,7 +111,7 @@ def print_table(result, out):
     print("pkid issuance benchmark: %d CPUs, %g s per phase after %g s warm-up"
           % (os.cpu_count(), result["seconds_per_phase"], result["warmup_s"]))
     cols = ("phase", "certs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-            "srv us/cert", "srv cores", "cli us/req", "errors")
+            "srv us/cert", "srv cores", "srv RSS MiB", "cli us/req", "errors")
     rows = []
     names = {"unary_closed": "unary, %d in flight" % u.get("concurrency", 0),
              "stream_closed": "stream, %dx%d" % (s.get("concurrency", 0), s.get("stream_requests", 0)),
@@ -121,7 +121,8 @@ def print_table(result, out):
         rows.append((names[n], fmt(p["throughput_per_s"]), fmt(lat["p50"], 1000, 2),
                      fmt(lat["p90"], 1000, 2), fmt(lat["p99"], 1000, 2), fmt(lat["p99_9"], 1000, 2),
                      fmt(lat["max"], 1000, 2), fmt(p.get("server_cpu_us_per_success"), 1, 1),
-                     fmt(p.get("server_cpu_cores"), 1, 2), fmt(p.get("client_cpu_us_per_request"), 1, 1),
+                     fmt(p.get("server_cpu_cores"), 1, 2), fmt(p.get("server_rss_kb"), 1024, 1),
+                     fmt(p.get("client_cpu_us_per_request"), 1, 1),
                      str(p["errors_total"]) + ("" if not p["errors"] else " " + json.dumps(p["errors"]))))
     widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
 
