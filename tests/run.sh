@@ -4,9 +4,10 @@
 # It prepares the machine (deploy/setup.sh), then runs the whole Bazel test
 # suite twice, optimized and under AddressSanitizer + UndefinedBehavior-
 # Sanitizer, runs the concurrent parts (tests tagged "tsan") under
-# ThreadSanitizer, builds each libFuzzer target and runs it briefly on its
-# corpus, and ends with one line "N passed, N failed" counted from the
-# JUnit results of every case (tests/count_results.py).
+# ThreadSanitizer, checks that the server's layers point down
+# (tests/layering_test.py), builds each libFuzzer target and runs it
+# briefly on its corpus, and ends with one line "N passed, N failed"
+# counted from the JUnit results of every case (tests/count_results.py).
 #
 # Environment: FUZZ_SECONDS (default 20) per fuzz target.
 set -uo pipefail
@@ -55,6 +56,11 @@ bazel_tests opt
 bazel_tests asan
 # The concurrent parts (tests tagged "tsan") under ThreadSanitizer.
 bazel_tests tsan --test_tag_filters=tsan --build_tests_only
+
+# The layers point down: checked on the build graph, which only a query
+# outside the test sandbox can see (tests/layering_test.py).
+echo "=== layering"
+/usr/bin/python3 "$top/tests/layering_test.py" --junit "$results/layering.xml" || status=1
 
 # Fuzz targets: each parser's, built with libFuzzer + ASan + UBSan.
 echo "=== fuzz targets, ${fuzz_seconds}s each"
