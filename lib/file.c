@@ -237,7 +237,26 @@ int pki_mkdirs(const char *dir, mode_t mode, pki_err *err) {
     if (buf[i - 1] == '/') continue; /* "a//b" or a trailing slash */
     char saved = buf[i];
     buf[i] = '\0';
-    if (mkdir(buf, mode) != 0) {
+    if (mkdir(buf, mode) == 0) {
+      /* The new entry is durable only once its parent directory is synced
+       * (fsync(2)): without this, a crash could lose the directory and
+       * everything later written and synced inside it. */
+      char *slash = strrchr(buf, '/');
+      int ok;
+      if (slash == NULL) {
+        ok = fsync_dir(".", err);
+      } else if (slash == buf) {
+        ok = fsync_dir("/", err);
+      } else {
+        *slash = '\0';
+        ok = fsync_dir(buf, err);
+        *slash = '/';
+      }
+      if (!ok) {
+        pki_err_prefix(err, "cannot create %s: ", dir);
+        return 0;
+      }
+    } else {
       int e = errno;
       struct stat st;
       if (e != EEXIST || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {

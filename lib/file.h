@@ -21,7 +21,9 @@ int pki_file_write_atomic(const char *path, const void *data, size_t len,
 int pki_file_read(uint8_t **out, size_t *out_len, const char *path,
                   size_t max_len, pki_err *err);
 
-/* pki_mkdirs creates |dir| and its missing parents with |mode|. */
+/* pki_mkdirs creates |dir| and its missing parents with |mode|, syncing the
+ * parent of each directory it creates so that the new entries survive a
+ * crash. */
 int pki_mkdirs(const char *dir, mode_t mode, pki_err *err);
 
 /* pki_file_exists reports whether |path| exists. */
