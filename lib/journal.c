@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@
 
 #define SEG_MAGIC "PKIDJRN1"
 #define SNAP_MAGIC "PKIDSNP1"
+#define CUT_MAGIC "PKIDCUT1"
+#define CUT_LEN 76
 #define FORMAT_VERSION 1
 #define SNAP_HEADER_LEN 80
 /* Snapshots are read whole into memory; this only bounds a damaged length. */
@@ -37,13 +40,21 @@ struct pki_journal {
   int dir_fd; /* holds the flock on the directory */
   int fd;     /* the segment being appended to */
   uint64_t segment_bytes;
+  /* The durable end: segment |seg| holds exactly |seg_size| bytes that an
+   * fdatasync has made durable, ending with record next_seq - 1, whose
+   * chain hash is |chain|. They move only once an append's sync succeeded
+   * (or a new segment's header is durable), so they are also where a failed
+   * append cuts the segment back to. */
   uint64_t seg;
   uint64_t seg_size;
   uint64_t next_seq;
   uint8_t chain[PKI_JOURNAL_HASH_LEN];
   uint8_t *buf; /* reused by every append: no allocation per record */
   size_t buf_cap;
-  int failed; /* sticky: set when a write, fsync or roll failed */
+  /* Sticky: set when an append failed in a way that cannot be retried.
+   * Atomic so that pki_journal_failed may be asked from any thread; the
+   * message in |failure| is written before the flag is set (release). */
+  atomic_int failed;
   char failure[sizeof(((pki_err *)0)->msg)];
   pki_journal_stats stats;
 };
@@ -54,6 +65,19 @@ static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* is_exhaustion tells "not now" from "broken": the disk or the quota is
+ * full (ENOSPC, EDQUOT: write(2)), or the process or the system has no
+ * descriptor left (EMFILE, ENFILE: open(2)). An operation that failed so
+ * and left nothing behind may be tried again once space or descriptors are
+ * back, so it is PKI_ERR_EXHAUSTED, which callers retry. */
+static int is_exhaustion(int e) {
+  return e == ENOSPC || e == EDQUOT || e == EMFILE || e == ENFILE;
+}
+
+static pki_err_code io_code(int e) {
+  return is_exhaustion(e) ? PKI_ERR_EXHAUSTED : PKI_ERR_IO;
 }
 
 /* ---- memory-only parsers ---------------------------------------------- */
@@ -300,6 +324,64 @@ int pki_journal_parse_snapshot(const uint8_t *data, size_t len,
   return 1;
 }
 
+/* A cut marker (see journal.h) names the durable end of the last segment,
+ * for the next open to cut back to when a failed append could not. */
+typedef struct cut_marker {
+  uint64_t segment;
+  uint64_t offset;   /* the segment's durable size */
+  uint64_t next_seq; /* the seq after the last durable record */
+  uint8_t chain[PKI_JOURNAL_HASH_LEN]; /* the chain hash after it */
+} cut_marker;
+
+static void encode_cut(uint8_t out[CUT_LEN], const cut_marker *c) {
+  CBB cbb;
+  /* Cannot fail: the buffer is exactly the marker's size. */
+  CBB_init_fixed(&cbb, out, CUT_LEN);
+  CBB_add_bytes(&cbb, (const uint8_t *)CUT_MAGIC, 8);
+  CBB_add_u32(&cbb, FORMAT_VERSION);
+  CBB_add_u32(&cbb, 0);
+  CBB_add_u64(&cbb, c->segment);
+  CBB_add_u64(&cbb, c->offset);
+  CBB_add_u64(&cbb, c->next_seq);
+  CBB_add_bytes(&cbb, c->chain, PKI_JOURNAL_HASH_LEN);
+  CBB_add_u32(&cbb, pki_crc32c(0, out, CUT_LEN - 4));
+  CBB_cleanup(&cbb);
+}
+
+/* parse_cut checks a cut marker's layout and CRC. It is written whole
+ * (pki_file_write_atomic), so any damage is corruption, never a crash. */
+static int parse_cut(const uint8_t *data, size_t len, cut_marker *out,
+                     pki_err *err) {
+  if (len != CUT_LEN) {
+    PKI_ERR(err, PKI_ERR_INVALID, "cut marker is %zu bytes, not %d", len,
+            CUT_LEN);
+    return 0;
+  }
+  CBS cbs, magic, chain;
+  uint32_t version, reserved, crc;
+  CBS_init(&cbs, data, len);
+  if (!CBS_get_bytes(&cbs, &magic, 8) || !CBS_get_u32(&cbs, &version) ||
+      !CBS_get_u32(&cbs, &reserved) || !CBS_get_u64(&cbs, &out->segment) ||
+      !CBS_get_u64(&cbs, &out->offset) || !CBS_get_u64(&cbs, &out->next_seq) ||
+      !CBS_get_bytes(&cbs, &chain, PKI_JOURNAL_HASH_LEN) ||
+      !CBS_get_u32(&cbs, &crc)) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "cannot read cut marker");
+    return 0;
+  }
+  if (memcmp(CBS_data(&magic), CUT_MAGIC, 8) != 0 ||
+      crc != pki_crc32c(0, data, CUT_LEN - 4)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "not a pkid cut marker (bad magic or CRC)");
+    return 0;
+  }
+  if (version != FORMAT_VERSION || reserved != 0 || out->segment == 0 ||
+      out->next_seq == 0 || out->offset < PKI_JOURNAL_SEG_HEADER_LEN) {
+    PKI_ERR(err, PKI_ERR_INVALID, "cut marker names an impossible position");
+    return 0;
+  }
+  memcpy(out->chain, CBS_data(&chain), PKI_JOURNAL_HASH_LEN);
+  return 1;
+}
+
 /* ---- directory and files ---------------------------------------------- */
 
 typedef struct dir_list {
@@ -307,11 +389,14 @@ typedef struct dir_list {
   size_t nsegs;
   uint64_t *snaps; /* seqs */
   size_t nsnaps;
+  uint64_t *cuts; /* segment numbers of cut markers */
+  size_t ncuts;
 } dir_list;
 
 static void dir_list_free(dir_list *l) {
   free(l->segs);
   free(l->snaps);
+  free(l->cuts);
   memset(l, 0, sizeof(*l));
 }
 
@@ -360,7 +445,7 @@ static int list_dir(const char *dir, dir_list *out, int remove_temps,
   DIR *d = opendir(dir);
   if (d == NULL) {
     int e = errno;
-    PKI_ERR(err, e == ENOENT ? PKI_ERR_NOT_FOUND : PKI_ERR_IO,
+    PKI_ERR(err, e == ENOENT ? PKI_ERR_NOT_FOUND : io_code(e),
             "cannot read journal directory %s: %s", dir, strerror(e));
     return 0;
   }
@@ -375,8 +460,11 @@ static int list_dir(const char *dir, dir_list *out, int remove_temps,
       ok = push_u64(&out->segs, &out->nsegs, v);
     } else if (strcmp(ext, ".snap") == 0) {
       ok = push_u64(&out->snaps, &out->nsnaps, v);
+    } else if (strcmp(ext, ".cut") == 0) {
+      ok = push_u64(&out->cuts, &out->ncuts, v);
     } else if (remove_temps && (strncmp(ext, ".seg.tmp.", 9) == 0 ||
-                                strncmp(ext, ".snap.tmp.", 10) == 0)) {
+                                strncmp(ext, ".snap.tmp.", 10) == 0 ||
+                                strncmp(ext, ".cut.tmp.", 9) == 0)) {
       unlinkat(dirfd(d), name, 0);
     }
     if (!ok) {
@@ -398,6 +486,48 @@ static void seg_path(char *out, size_t size, const char *dir, uint64_t n) {
 
 static void snap_path(char *out, size_t size, const char *dir, uint64_t seq) {
   snprintf(out, size, "%s/%016llx.snap", dir, (ull)seq);
+}
+
+static void cut_path(char *out, size_t size, const char *dir, uint64_t seg) {
+  snprintf(out, size, "%s/%016llx.cut", dir, (ull)seg);
+}
+
+/* read_cut reads the cut marker of |l|, if there is one (*found). Only the
+ * last segment can have one: a marker is written only by an append that
+ * failed, after which that journal appends nothing more, and the next open
+ * removes it before appending. Anything else is corruption; |bad| names the
+ * marker at fault. */
+static int read_cut(const char *dir, const dir_list *l, cut_marker *out,
+                    int *found, char *bad, size_t bad_size, pki_err *err) {
+  *found = 0;
+  if (l->ncuts == 0) return 1;
+  char path[PATH_MAX];
+  cut_path(path, sizeof(path), dir, l->cuts[l->ncuts - 1]);
+  if (l->ncuts > 1 || l->nsegs == 0 ||
+      l->cuts[0] != l->segs[l->nsegs - 1]) {
+    snprintf(bad, bad_size, "%s", path);
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "%s: offset 0: a cut marker may only name the last segment, "
+            "once", path);
+    return 0;
+  }
+  uint8_t *data = NULL;
+  size_t len = 0;
+  int ok = pki_file_read(&data, &len, path, CUT_LEN + 1, err) &&
+           parse_cut(data, len, out, err);
+  free(data);
+  if (ok && out->segment != l->cuts[0]) {
+    PKI_ERR(err, PKI_ERR_INVALID, "header says segment %016llx",
+            (ull)out->segment);
+    ok = 0;
+  }
+  if (!ok) {
+    snprintf(bad, bad_size, "%s", path);
+    pki_err_prefix(err, "%s: ", path);
+    return 0;
+  }
+  *found = 1;
+  return 1;
 }
 
 /* check_contiguous: segments are numbered 1, 2, ... with no gap; a missing
@@ -427,7 +557,8 @@ static int map_file(const char *path, mapped *m, pki_err *err) {
   m->len = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    PKI_ERR(err, PKI_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    int e = errno;
+    PKI_ERR(err, io_code(e), "cannot open %s: %s", path, strerror(e));
     return 0;
   }
   struct stat st;
@@ -458,10 +589,14 @@ static void unmap_file(mapped *m) {
 
 /* scan_segment checks segment |segno|'s header and reads its records from
  * scan->offset. |from_top|: the scan starts at the first record, so the
- * header's first seq and chain hash must continue the scan's. */
+ * header's first seq and chain hash must continue the scan's. |end|: where
+ * a cut marker says the segment's durable part ends (UINT64_MAX: none);
+ * the records before it must all be whole, and the bytes after it are
+ * counted in s->torn_bytes, unread. */
 static int scan_segment(const char *path, uint64_t segno, pki_journal_scan *s,
-                        int from_top, int allow_torn, pki_journal_replay_fn fn,
-                        void *ctx, uint64_t *file_len, pki_err *err) {
+                        int from_top, int allow_torn, uint64_t end,
+                        pki_journal_replay_fn fn, void *ctx,
+                        uint64_t *file_len, pki_err *err) {
   mapped m;
   if (!map_file(path, &m, err)) {
     s->bad_offset = 0;
@@ -470,8 +605,21 @@ static int scan_segment(const char *path, uint64_t segno, pki_journal_scan *s,
   *file_len = m.len;
   pki_journal_seg_header h;
   int ok = 0;
+  size_t len = m.len;
   s->bad_offset = 0;
-  if (!pki_journal_parse_seg_header(m.data, m.len, &h, err)) goto done;
+  if (end != UINT64_MAX) {
+    if (end > m.len) {
+      /* Bytes that were durable are gone: history was lost. */
+      s->bad_offset = m.len;
+      PKI_ERR(err, PKI_ERR_INVALID,
+              "offset %zu: segment ends before its durable end (%llu) that "
+              "the cut marker records", m.len, (ull)end);
+      goto done;
+    }
+    len = (size_t)end;
+    allow_torn = 0;
+  }
+  if (!pki_journal_parse_seg_header(m.data, len, &h, err)) goto done;
   if (h.segment != segno) {
     s->bad_offset = 16;
     PKI_ERR(err, PKI_ERR_INVALID, "offset 16: header says segment %016llx",
@@ -495,7 +643,8 @@ static int scan_segment(const char *path, uint64_t segno, pki_journal_scan *s,
     s->offset = PKI_JOURNAL_SEG_HEADER_LEN;
   }
   s->segment = segno;
-  ok = pki_journal_parse_records(m.data, m.len, s, allow_torn, fn, ctx, err);
+  ok = pki_journal_parse_records(m.data, len, s, allow_torn, fn, ctx, err);
+  if (ok && len < m.len) s->torn_bytes = m.len - len;
 done:
   if (!ok) pki_err_prefix(err, "%s: ", path);
   unmap_file(&m);
@@ -538,6 +687,35 @@ static int fdatasync_retry(int fd) {
   return r == 0;
 }
 
+static int fsync_retry(int fd) {
+  int r;
+  do {
+    r = fsync(fd);
+  } while (r != 0 && errno == EINTR);
+  return r == 0;
+}
+
+/* sync_dir makes the names in the journal directory durable (a new or
+ * renamed entry is on disk only once its directory is synced: fsync(2)).
+ * EINVAL: a file system that cannot sync directories; the entry is as
+ * durable there as it can be. */
+static int sync_dir(pki_journal *j) {
+  return fsync_retry(j->dir_fd) || errno == EINVAL;
+}
+
+/* truncate_sync cuts |fd| to |size| and makes the new size durable. The cut
+ * also drops the bytes after |size| from the page cache, which after a
+ * failed fdatasync may hold records the disk does not (or may only partly)
+ * have; fdatasync(2) then flushes the size, metadata "needed for a
+ * subsequent data retrieval". */
+static int truncate_sync(int fd, uint64_t size) {
+  int r;
+  do {
+    r = ftruncate(fd, (off_t)size);
+  } while (r != 0 && errno == EINTR);
+  return r == 0 && fdatasync_retry(fd);
+}
+
 /* read_seg_header reads and checks just the header of a segment that a
  * snapshot covers: restart does not read the records under a snapshot. */
 static int read_seg_header(const char *path, uint64_t segno,
@@ -545,7 +723,8 @@ static int read_seg_header(const char *path, uint64_t segno,
                            pki_err *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    PKI_ERR(err, PKI_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    int e = errno;
+    PKI_ERR(err, io_code(e), "cannot open %s: %s", path, strerror(e));
     return 0;
   }
   uint8_t buf[PKI_JOURNAL_SEG_HEADER_LEN];
@@ -575,22 +754,58 @@ static int read_seg_header(const char *path, uint64_t segno,
 
 /* ---- open, append, snapshot ------------------------------------------- */
 
-/* create_segment makes segment |num| whole and durable (header written to a
- * temporary file, fsynced, renamed, directory fsynced), then opens it for
- * appending. */
-static int create_segment(pki_journal *j, uint64_t num, pki_err *err) {
-  char path[PATH_MAX];
+/* create_segment makes segment |num| whole and durable before any record
+ * goes into it: the header is written to a temporary file, synced, renamed
+ * into place (rename(2) is atomic) and the directory synced. The descriptor
+ * that wrote the header is the one appended to, so nothing can fail once
+ * the segment has its name: a failure before the rename leaves at most the
+ * temporary file, removed here or by the next open.
+ *
+ * On failure the current segment is untouched. When it was for want of
+ * space or descriptors (is_exhaustion) before the rename, nothing changed
+ * at all: PKI_ERR_EXHAUSTED, with *out_retry set, and the roll may be tried
+ * again. Anything else is PKI_ERR_IO (or PKI_ERR_EXISTS for a stray file
+ * where the segment should go). */
+static int create_segment(pki_journal *j, uint64_t num, int *out_retry,
+                          pki_err *err) {
+  char path[PATH_MAX], tmp[PATH_MAX];
+  *out_retry = 0;
   seg_path(path, sizeof(path), j->dir, num);
+  /* Only this process writes here (it holds the lock), so a fixed name is
+   * enough; O_TRUNC reuses one left by an earlier failed attempt. */
+  int n = snprintf(tmp, sizeof(tmp), "%s/%016llx.seg.tmp.new", j->dir,
+                   (ull)num);
+  if (n < 0 || (size_t)n >= sizeof(tmp)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "journal directory name too long: %s",
+            j->dir);
+    return 0;
+  }
   if (pki_file_exists(path)) {
     PKI_ERR(err, PKI_ERR_EXISTS, "cannot create %s: it exists", path);
     return 0;
   }
   uint8_t hdr[PKI_JOURNAL_SEG_HEADER_LEN];
   encode_seg_header(hdr, num, j->next_seq, j->chain);
-  if (!pki_file_write_atomic(path, hdr, sizeof(hdr), 0600, err)) return 0;
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) {
-    PKI_ERR(err, PKI_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+  const char *step = "create";
+  /* 0600 exactly, whatever the umask: fchmod after open. */
+  int fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) goto fail;
+  step = "set the mode of";
+  if (fchmod(fd, 0600) != 0) goto fail;
+  step = "write";
+  if (!pwrite_all(fd, hdr, sizeof(hdr), 0)) goto fail;
+  step = "sync";
+  if (!fsync_retry(fd)) goto fail;
+  step = "rename";
+  if (rename(tmp, path) != 0) goto fail;
+  if (!sync_dir(j)) {
+    /* The segment has its name, but the name may not be durable: records
+     * put in it might vanish with it. Nothing has been; stop here. A
+     * restart finds it whole (header only) or not at all. */
+    int e = errno;
+    close(fd);
+    PKI_ERR(err, PKI_ERR_IO, "cannot sync journal directory %s after "
+            "creating %s: %s", j->dir, path, strerror(e));
     return 0;
   }
   if (j->fd >= 0) close(j->fd);
@@ -599,6 +814,14 @@ static int create_segment(pki_journal *j, uint64_t num, pki_err *err) {
   j->seg_size = PKI_JOURNAL_SEG_HEADER_LEN;
   j->stats.segments = num;
   return 1;
+
+fail:;
+  int e = errno;
+  if (fd >= 0) close(fd);
+  unlink(tmp);
+  *out_retry = is_exhaustion(e);
+  PKI_ERR(err, io_code(e), "cannot %s %s: %s", step, tmp, strerror(e));
+  return 0;
 }
 
 /* check_snapshot_position checks that a snapshot with a good hash matches the journal
@@ -734,17 +957,21 @@ pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
   if (!list_dir(dir, &l, 1, err)) goto fail;
 
   if (l.nsegs == 0) {
-    if (l.nsnaps > 0) {
+    if (l.nsnaps > 0 || l.ncuts > 0) {
       PKI_ERR(err, PKI_ERR_INVALID,
-              "journal %s has snapshots but no segments", dir);
+              "journal %s has snapshots or cut markers but no segments", dir);
       goto fail;
     }
-    if (!create_segment(j, 1, err)) goto fail;
+    int retry;
+    if (!create_segment(j, 1, &retry, err)) goto fail;
     dir_list_free(&l);
     return j;
   }
   char bad[PATH_MAX];
   if (!check_contiguous(dir, &l, bad, sizeof(bad), err)) goto fail;
+  cut_marker cut;
+  int have_cut = 0;
+  if (!read_cut(dir, &l, &cut, &have_cut, bad, sizeof(bad), err)) goto fail;
 
   pki_journal_scan scan;
   memset(&scan, 0, sizeof(scan));
@@ -790,33 +1017,52 @@ pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
     seg_path(path, sizeof(path), dir, l.segs[i]);
     int last = i + 1 == l.nsegs;
     uint64_t before = scan.records, file_len = 0;
-    if (!scan_segment(path, l.segs[i], &scan, from_top, last, fn, ctx,
+    uint64_t end = last && have_cut ? cut.offset : UINT64_MAX;
+    if (!scan_segment(path, l.segs[i], &scan, from_top, last, end, fn, ctx,
                       &file_len, err)) {
       goto fail;
     }
     from_top = 1;
     j->stats.replayed += scan.records - before;
-    if (last && scan.torn_bytes > 0) {
-      /* Cut the torn tail so that new records follow the last good one. */
-      int fd = open(path, O_WRONLY | O_CLOEXEC);
-      if (fd < 0 || ftruncate(fd, (off_t)scan.offset) != 0 || fsync(fd) != 0) {
-        PKI_ERR(err, PKI_ERR_IO, "cannot cut the torn tail of %s: %s", path,
-                strerror(errno));
-        if (fd >= 0) close(fd);
-        goto fail;
-      }
-      close(fd);
-      j->stats.truncated_bytes = scan.torn_bytes;
-    }
   }
 
   char path[PATH_MAX];
   uint64_t last_seg = l.segs[l.nsegs - 1];
   seg_path(path, sizeof(path), dir, last_seg);
+  if (have_cut && (scan.next_seq != cut.next_seq ||
+                   memcmp(scan.chain, cut.chain, PKI_JOURNAL_HASH_LEN) != 0)) {
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "%s: offset %llu: the record there is not the one the cut marker "
+            "names (seq %llu)", path, (ull)cut.offset,
+            (ull)(cut.next_seq - 1));
+    goto fail;
+  }
   j->fd = open(path, O_WRONLY | O_CLOEXEC);
   if (j->fd < 0) {
-    PKI_ERR(err, PKI_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    int e = errno;
+    PKI_ERR(err, io_code(e), "cannot open %s: %s", path, strerror(e));
     goto fail;
+  }
+  if (scan.torn_bytes > 0) {
+    /* Cut a torn tail, or what a cut marker says was never durable, so
+     * that new records follow the last good one. */
+    if (!truncate_sync(j->fd, scan.offset)) {
+      PKI_ERR(err, PKI_ERR_IO, "cannot cut %s back to offset %llu: %s", path,
+              (ull)scan.offset, strerror(errno));
+      goto fail;
+    }
+    j->stats.truncated_bytes = scan.torn_bytes;
+  }
+  if (have_cut) {
+    /* Only once the cut is durable, and before any append: a marker left
+     * behind would cut acknowledged records at the next open. */
+    char cpath[PATH_MAX];
+    cut_path(cpath, sizeof(cpath), dir, last_seg);
+    if ((unlink(cpath) != 0 && errno != ENOENT) || !sync_dir(j)) {
+      PKI_ERR(err, PKI_ERR_IO, "cannot remove cut marker %s: %s", cpath,
+              strerror(errno));
+      goto fail;
+    }
   }
   j->seg = last_seg;
   j->seg_size = scan.offset;
@@ -833,13 +1079,79 @@ fail:
 }
 
 static void set_failed(pki_journal *j, pki_err *err) {
-  j->failed = 1;
   snprintf(j->failure, sizeof(j->failure), "%s", err->msg);
+  atomic_store_explicit(&j->failed, 1, memory_order_release);
+}
+
+/* write_cut_marker records the durable end for the next open to cut back
+ * to, when a failed append could not cut the segment itself. */
+static int write_cut_marker(pki_journal *j, pki_err *err) {
+  cut_marker c;
+  c.segment = j->seg;
+  c.offset = j->seg_size;
+  c.next_seq = j->next_seq;
+  memcpy(c.chain, j->chain, PKI_JOURNAL_HASH_LEN);
+  uint8_t buf[CUT_LEN];
+  encode_cut(buf, &c);
+  char path[PATH_MAX];
+  cut_path(path, sizeof(path), j->dir, j->seg);
+  return pki_file_write_atomic(path, buf, sizeof(buf), 0600, err);
+}
+
+/* append_failed handles a write (|what| "write") or fdatasync ("sync") of
+ * an append that failed with |e|. Nothing of the append was acknowledged,
+ * so the segment is cut back to its durable end, whatever reached the page
+ * cache or the disk: a restart must replay only acknowledged records, and
+ * unsynced ones whose pages the kernel dropped after a failed writeback
+ * would otherwise turn into a hole under later records.
+ *
+ * A write that found the disk or quota full (before any sync) and was cut
+ * back cleanly changed nothing: PKI_ERR_EXHAUSTED, the journal goes on.
+ * Anything else makes the journal refuse every later append (a failed
+ * fdatasync cannot be retried: the kernel may have marked the dirty pages
+ * clean, so a second fdatasync would report success for data not on disk;
+ * fsync(2), "Linux writeback errors"). If the cut fails too, a cut marker
+ * asks the next open to make it; the message says whether that worked. */
+static int append_failed(pki_journal *j, const char *what, int e,
+                         pki_err *err) {
+  int cut = truncate_sync(j->fd, j->seg_size);
+  int cut_e = cut ? 0 : errno;
+  if (cut && is_exhaustion(e) && strcmp(what, "write") == 0) {
+    j->stats.exhausted++;
+    PKI_ERR(err, PKI_ERR_EXHAUSTED,
+            "journal %s: %s on writing segment %016llx (%s); nothing was "
+            "appended, retry when there is space", j->dir,
+            e == EDQUOT ? "disk quota exhausted" : "disk full",
+            (ull)j->seg, strerror(e));
+    return 0;
+  }
+  if (cut) {
+    PKI_ERR(err, PKI_ERR_IO,
+            "cannot %s journal segment %016llx in %s: %s; cut back to its "
+            "durable end (offset %llu), nothing of this append was kept",
+            what, (ull)j->seg, j->dir, strerror(e), (ull)j->seg_size);
+  } else {
+    pki_err merr;
+    pki_err_clear(&merr);
+    int marked = write_cut_marker(j, &merr);
+    PKI_ERR(err, PKI_ERR_IO,
+            "cannot %s journal segment %016llx in %s: %s; nor cut it back to "
+            "its durable end (offset %llu, seq %llu): %s; %s%s", what,
+            (ull)j->seg, j->dir, strerror(e), (ull)j->seg_size,
+            (ull)(j->next_seq - 1), strerror(cut_e),
+            marked ? "a cut marker was written: the next open cuts it"
+                   : "nor write a cut marker: a restart may replay this "
+                     "append's records, never acknowledged (see RECOVERY "
+                     "RULES): ",
+            marked ? "" : merr.msg);
+  }
+  set_failed(j, err);
+  return 0;
 }
 
 int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
                        size_t n, pki_err *err) {
-  if (j->failed) {
+  if (atomic_load_explicit(&j->failed, memory_order_relaxed)) {
     PKI_ERR(err, PKI_ERR_IO,
             "journal %s refuses appends after an earlier failure (%s); "
             "reopen it", j->dir, j->failure);
@@ -865,7 +1177,15 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
 
   if (j->seg_size >= j->segment_bytes &&
       j->seg_size > PKI_JOURNAL_SEG_HEADER_LEN) {
-    if (!create_segment(j, j->seg + 1, err)) {
+    int retry;
+    if (!create_segment(j, j->seg + 1, &retry, err)) {
+      pki_err_prefix(err, "journal %s: cannot start segment %016llx: ",
+                     j->dir, (ull)(j->seg + 1));
+      if (retry) {
+        /* Nothing was written: the next append tries the roll again. */
+        j->stats.exhausted++;
+        return 0;
+      }
       /* The state of the directory is unknown: stop rather than guess. */
       set_failed(j, err);
       return 0;
@@ -912,18 +1232,11 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
   }
 
   if (!pwrite_all(j->fd, j->buf, total, j->seg_size)) {
-    PKI_ERR(err, PKI_ERR_IO, "cannot write journal segment %016llx in %s: %s",
-            (ull)j->seg, j->dir, strerror(errno));
-    set_failed(j, err);
-    return 0;
+    return append_failed(j, "write", errno, err);
   }
   uint64_t t0 = now_ns();
-  if (!fdatasync_retry(j->fd)) {
-    PKI_ERR(err, PKI_ERR_IO, "cannot sync journal segment %016llx in %s: %s",
-            (ull)j->seg, j->dir, strerror(errno));
-    set_failed(j, err);
-    return 0;
-  }
+  if (!fdatasync_retry(j->fd)) return append_failed(j, "sync", errno, err);
+  /* Durable: only now do the durable end and the chain move. */
   j->stats.last_fsync_ns = now_ns() - t0;
   j->stats.syncs++;
   j->stats.records += n;
@@ -936,7 +1249,7 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
 
 int pki_journal_snapshot(pki_journal *j, const uint8_t *state, size_t len,
                          pki_err *err) {
-  if (j->failed) {
+  if (atomic_load_explicit(&j->failed, memory_order_relaxed)) {
     PKI_ERR(err, PKI_ERR_IO,
             "journal %s refuses snapshots after an earlier failure (%s)",
             j->dir, j->failure);
@@ -995,6 +1308,10 @@ uint64_t pki_journal_next_seq(const pki_journal *j) { return j->next_seq; }
 void pki_journal_last_hash(const pki_journal *j,
                            uint8_t out[PKI_JOURNAL_HASH_LEN]) {
   memcpy(out, j->chain, PKI_JOURNAL_HASH_LEN);
+}
+
+int pki_journal_failed(const pki_journal *j) {
+  return atomic_load_explicit(&j->failed, memory_order_acquire);
 }
 
 void pki_journal_get_stats(const pki_journal *j, pki_journal_stats *out) {
@@ -1102,6 +1419,12 @@ int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
   if (!check_contiguous(dir, &l, res->bad_file, sizeof(res->bad_file), err)) {
     goto done;
   }
+  cut_marker cut;
+  int have_cut = 0;
+  if (!read_cut(dir, &l, &cut, &have_cut, res->bad_file,
+                sizeof(res->bad_file), err)) {
+    goto done;
+  }
   if (!load_verify_snaps(&v, &l, err)) goto done;
   /* A snapshot of the empty journal (seq 0) sits before segment 1's first
    * record. */
@@ -1122,8 +1445,10 @@ int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
     char path[PATH_MAX];
     seg_path(path, sizeof(path), dir, l.segs[i]);
     uint64_t file_len = 0;
-    if (!scan_segment(path, l.segs[i], &scan, 1, i + 1 == l.nsegs,
-                      verify_record, &v, &file_len, err)) {
+    int last = i + 1 == l.nsegs;
+    uint64_t end = last && have_cut ? cut.offset : UINT64_MAX;
+    if (!scan_segment(path, l.segs[i], &scan, 1, last, end, verify_record,
+                      &v, &file_len, err)) {
       if (v.snap_failed) {
         /* The snapshot is at fault, not the segment that was being read. */
         PKI_ERR(err, PKI_ERR_INVALID, "%s: offset 16: %s", res->bad_file,
@@ -1137,6 +1462,17 @@ int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
     res->segments++;
     res->bytes += file_len;
   }
+  if (have_cut && (scan.next_seq != cut.next_seq ||
+                   memcmp(scan.chain, cut.chain, PKI_JOURNAL_HASH_LEN) != 0)) {
+    cut_path(res->bad_file, sizeof(res->bad_file), dir, cut.segment);
+    res->bad_offset = 24;
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "%s: offset 24: the segment's record at offset %llu is not the "
+            "one this cut marker names (seq %llu)", res->bad_file,
+            (ull)cut.offset, (ull)(cut.next_seq - 1));
+    goto done;
+  }
+  res->cut_marker = have_cut;
   res->records = scan.records;
   res->first_seq = scan.records > 0 ? 1 : 0;
   res->last_seq = scan.next_seq - 1;

@@ -9,6 +9,8 @@
  * FILES. A journal is a directory holding
  *   NNNNNNNNNNNNNNNN.seg   segment N (16 lower-case hex digits), N = 1, 2, ...
  *   SSSSSSSSSSSSSSSS.snap  a snapshot covering records up to seq S
+ *   NNNNNNNNNNNNNNNN.cut   a cut marker: segment N must be cut back to its
+ *                          durable end (see FAILED APPENDS); rare
  * The process that has the journal open holds flock(LOCK_EX) on the
  * directory itself, so that two pkid processes never append to one journal.
  * All integers are big-endian (written with CBB, read with CBS).
@@ -52,6 +54,37 @@
  *   80  n  the caller's state, opaque
  *   80+n 32  SHA-256 of bytes 0..79+n
  *
+ * CUT MARKER (76 bytes), written atomically (pki_file_write_atomic):
+ *    0  8  magic "PKIDCUT1"
+ *    8  4  format version, 1
+ *   12  4  reserved, 0
+ *   16  8  segment number N (equals the number in the file name)
+ *   24  8  durable end: the size of segment N that was last synced
+ *   32  8  seq of the record after the last durable one
+ *   40 32  chain hash after the last durable record
+ *   72  4  CRC32C of bytes 0..71
+ *
+ * FAILED APPENDS. The journal knows its durable end: the segment being
+ * appended to and its size after the last successful fdatasync (or after
+ * the segment's header was made durable); pki_journal_stats.segment and
+ * .segment_size. An append that fails after writing has acknowledged
+ * nothing, so it never leaves a record behind:
+ *  - Its segment is cut back to the durable end (ftruncate, fdatasync),
+ *    which also drops the unsynced bytes from the page cache.
+ *  - A write that failed with ENOSPC or EDQUOT (disk or quota full), once
+ *    cut back, is PKI_ERR_EXHAUSTED and the journal goes on: the next
+ *    append may succeed when there is space.
+ *  - Any other failed write, and every failed fdatasync (ENOSPC included:
+ *    the kernel may have dropped the pages, and a second fdatasync could
+ *    not tell), is PKI_ERR_IO and fails the journal for good
+ *    (pki_journal_failed): it refuses every later append and snapshot.
+ *  - If the cut fails too, the journal writes a cut marker for the next
+ *    open, and the message says whether that worked.
+ *  - Starting a new segment (a roll) writes only a temporary file until its
+ *    rename; when that fails with EMFILE, ENFILE (no descriptors), ENOSPC
+ *    or EDQUOT, nothing changed: the append is PKI_ERR_EXHAUSTED and the
+ *    next one tries the roll again. Other roll failures fail the journal.
+ *
  * RECOVERY RULES at pki_journal_open:
  *  - Only the final record of the last segment may be torn, and its CRC
  *    decides. A bad record (short header, length beyond the maximum, not
@@ -65,8 +98,26 @@
  *    naming the segment file and byte offset: a bad record with data after
  *    it, a bad record in any segment but the last, a CRC-valid record with
  *    the wrong seq or chain hash, a missing segment, a bad segment header.
- *  - Records that were written but whose fdatasync failed or never ran may
- *    survive a crash; they were never acknowledged, and appear at replay.
+ *  - A cut marker for the last segment makes open read only the records
+ *    before its durable end (all must be whole, and the last must have the
+ *    marker's seq and chain hash, or the open fails with PKI_ERR_INVALID),
+ *    cut the rest off (counted in truncated_bytes), sync, then remove the
+ *    marker and sync the directory, before any append: a marker left behind
+ *    would cut acknowledged records at the next open. A marker for any
+ *    other segment, two markers, or a damaged one is corruption.
+ *  - What a restart sees after a failed append: if the cut succeeded, only
+ *    acknowledged records. If it failed but the marker was written, the
+ *    same, once open has cut. If both failed (the disk is failing, or full
+ *    for the marker's new file), the records of that one append may still
+ *    be there: whole, and replayed although never acknowledged; torn, and
+ *    cut as a torn tail; or, if the kernel wrote back only some of their
+ *    pages, unreadable with readable records after them, and open fails
+ *    with PKI_ERR_INVALID naming the offset. The append's error gave the
+ *    durable end (offset and seq): everything from there on was never
+ *    acknowledged and may be cut by hand once the disk is sound.
+ *  - Records written by a process that died before its fdatasync returned
+ *    may survive the crash; they were never acknowledged, and appear at
+ *    replay.
  *
  * SNAPSHOTS keep restart time bounded: pki_journal_snapshot stores the
  * caller's state with the position it covers; the next open hands the
@@ -134,8 +185,10 @@ typedef struct pki_journal_options {
 
 typedef struct pki_journal_stats {
   uint64_t segments;          /* segment files, the current one included */
-  uint64_t segment;           /* number of the segment being appended to */
-  uint64_t segment_size;      /* its size in bytes */
+  /* The durable end: the segment being appended to, and how many of its
+   * bytes are durable (its size, except during an append). */
+  uint64_t segment;
+  uint64_t segment_size;
   uint64_t replayed;          /* records handed to the replay callback */
   uint64_t snapshot_seq;      /* seq of the snapshot used at open, 0: none */
   uint64_t snapshots_skipped; /* snapshots with a bad hash passed over */
@@ -144,6 +197,8 @@ typedef struct pki_journal_stats {
   uint64_t bytes;             /* appended since open */
   uint64_t syncs;             /* fdatasync calls made by appends */
   uint64_t last_fsync_ns;     /* duration of the latest one */
+  uint64_t exhausted; /* appends refused with PKI_ERR_EXHAUSTED for want of
+                         space or descriptors, the journal going on */
 } pki_journal_stats;
 
 typedef struct pki_journal pki_journal;
@@ -151,20 +206,27 @@ typedef struct pki_journal pki_journal;
 /* pki_journal_open opens (creating if missing) the journal in |dir|, takes
  * its lock, hands the newest valid snapshot to opts->on_snapshot, replays
  * every later record through |fn| (which may be NULL), and cuts a torn
- * tail (see RECOVERY RULES). |opts| may be NULL for the defaults.
- * Corruption fails with PKI_ERR_INVALID; a journal another process has
- * open fails with PKI_ERR_EXISTS. */
+ * tail or applies a cut marker (see RECOVERY RULES). |opts| may be NULL for
+ * the defaults. A directory it creates is made durable (its parent is
+ * synced). Corruption fails with PKI_ERR_INVALID; a journal another process
+ * has open fails with PKI_ERR_EXISTS; running out of descriptors
+ * (EMFILE, ENFILE) or space, PKI_ERR_EXHAUSTED. */
 pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
                               pki_journal_replay_fn fn, void *ctx,
                               pki_err *err);
 
 /* pki_journal_append writes |n| records with one write and one fdatasync,
- * giving them the next seqs, and returns once they are durable. Entries
- * with type 0 or an oversized payload are refused with PKI_ERR_INVALID and
- * nothing is written. If a write, an fdatasync or the creation of the next
- * segment fails, the journal refuses every later append with
- * PKI_ERR_IO (a failed fsync cannot be retried safely: the kernel may have
- * dropped the dirty pages); close it and open it again to recover. */
+ * giving them the next seqs, and returns 1 once they are durable. On 0
+ * none of them is kept (see FAILED APPENDS):
+ *  - PKI_ERR_INVALID: an entry with type 0 or an oversized payload; nothing
+ *    was written.
+ *  - PKI_ERR_EXHAUSTED: the disk or quota was full, or no descriptor was
+ *    left to start the next segment, or out of memory; the journal goes on
+ *    and a later append may succeed.
+ *  - PKI_ERR_IO: a write, an fdatasync or a segment roll failed otherwise;
+ *    the journal has failed (pki_journal_failed) and refuses every later
+ *    append with PKI_ERR_IO. Close it; opening it again recovers, once the
+ *    disk works. */
 int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
                        size_t n, pki_err *err);
 
@@ -177,6 +239,11 @@ int pki_journal_snapshot(pki_journal *j, const uint8_t *state, size_t len,
 /* pki_journal_close releases the journal (NULL is allowed). Appended
  * records are already durable, so it has nothing to flush. */
 void pki_journal_close(pki_journal *j);
+
+/* pki_journal_failed returns 1 once an append has failed the journal for
+ * good (PKI_ERR_IO above), 0 before: the server turns /readyz false and
+ * stops. Unlike the rest of the API it may be called from any thread. */
+int pki_journal_failed(const pki_journal *j);
 
 /* The seq the next appended record will get. */
 uint64_t pki_journal_next_seq(const pki_journal *j);
@@ -196,7 +263,9 @@ typedef struct pki_journal_verify_result {
   uint64_t first_seq;    /* 0 when there are no records */
   uint64_t last_seq;
   uint8_t chain[PKI_JOURNAL_HASH_LEN]; /* after the last good record */
-  uint64_t torn_bytes; /* a torn tail that the next open would cut */
+  uint64_t torn_bytes; /* what the next open would cut: a torn tail, or
+                          what lies past a cut marker's durable end */
+  int cut_marker;      /* a cut marker is waiting for the next open */
   uint64_t snapshots;      /* snapshots whose hash and chain match */
   uint64_t snapshots_bad;  /* snapshots with a bad hash (open skips them) */
   char bad_file[1024];     /* on failure: the file at fault, or "" */
@@ -206,7 +275,8 @@ typedef struct pki_journal_verify_result {
 /* pki_journal_verify_dir reads every segment of |dir| from segment 1 and
  * checks every header, CRC, seq and chain link, and every snapshot against
  * the chain. It modifies nothing and takes no lock. A torn tail is reported
- * in |res| but is not a failure. The first problem fails with
+ * in |res| but is not a failure; with a cut marker, the last segment is read
+ * only up to its durable end, as open would. The first problem fails with
  * PKI_ERR_INVALID, its file and offset in |res| and in the message. */
 int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
                            pki_err *err);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "client/journal_cmd.h"
@@ -15,6 +17,97 @@
 #include "tests/unit/test.h"
 
 static char tmp_root[PATH_MAX];
+
+/* ---- injected faults ----------------------------------------------------
+ * Bazel links lib/journal.o and lib/file.o into this binary
+ * (--dynamic_mode=off), so their calls to pwrite, fdatasync, fsync and
+ * ftruncate bind to the definitions below rather than to libc's. Unarmed,
+ * they go straight to the kernel (syscall(2)). An armed fault lets |skip|
+ * calls through, then fails the next |times| (-1: every later one) with
+ * |err|. For pwrite, |partial| bytes of the first failing call are written
+ * for real and that count returned, as a write that meets a full disk
+ * comes back short before the next one fails. tests/fault has the same for
+ * whole programs (LD_PRELOAD). */
+typedef struct fault {
+  int skip, times, err;
+  size_t partial;
+  int hits; /* calls failed (or cut short) so far */
+} fault;
+
+static fault fault_pwrite, fault_fdatasync, fault_fsync, fault_ftruncate;
+
+static void arm(fault *f, int skip, int times, int err) {
+  memset(f, 0, sizeof(*f));
+  f->skip = skip;
+  f->times = times;
+  f->err = err;
+}
+
+static void disarm_all(void) {
+  memset(&fault_pwrite, 0, sizeof(fault_pwrite));
+  memset(&fault_fdatasync, 0, sizeof(fault_fdatasync));
+  memset(&fault_fsync, 0, sizeof(fault_fsync));
+  memset(&fault_ftruncate, 0, sizeof(fault_ftruncate));
+}
+
+/* fault_hit counts a call and says whether it is to fail. */
+static int fault_hit(fault *f) {
+  if (f->times == 0) return 0;
+  if (f->skip > 0) {
+    f->skip--;
+    return 0;
+  }
+  if (f->times > 0) f->times--;
+  f->hits++;
+  return 1;
+}
+
+/* The paths of the descriptors fsync was called on, while logging. */
+static char fsync_log[32][PATH_MAX];
+static int fsync_log_len, fsync_logging;
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
+  if (fault_hit(&fault_pwrite)) {
+    if (fault_pwrite.partial > 0 && fault_pwrite.partial < n) {
+      n = fault_pwrite.partial;
+      fault_pwrite.partial = 0;
+    } else {
+      errno = fault_pwrite.err;
+      return -1;
+    }
+  }
+  return (ssize_t)syscall(SYS_pwrite64, fd, buf, n, off);
+}
+
+int fdatasync(int fd) {
+  if (fault_hit(&fault_fdatasync)) {
+    errno = fault_fdatasync.err;
+    return -1;
+  }
+  return (int)syscall(SYS_fdatasync, fd);
+}
+
+int fsync(int fd) {
+  if (fsync_logging && fsync_log_len < 32) {
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, fsync_log[fsync_log_len], PATH_MAX - 1);
+    if (n > 0) fsync_log[fsync_log_len++][n] = '\0';
+  }
+  if (fault_hit(&fault_fsync)) {
+    errno = fault_fsync.err;
+    return -1;
+  }
+  return (int)syscall(SYS_fsync, fd);
+}
+
+int ftruncate(int fd, off_t len) {
+  if (fault_hit(&fault_ftruncate)) {
+    errno = fault_ftruncate.err;
+    return -1;
+  }
+  return (int)syscall(SYS_ftruncate, fd, len);
+}
 
 /* make_dir names a fresh journal directory under $TEST_TMPDIR for one case;
  * the journal creates it. */
@@ -122,6 +215,11 @@ static int verify_ok(const char *dir, uint64_t records) {
     return 0;
   }
   return res.records == records && res.last_seq == records;
+}
+
+static int path_exists(const char *path) {
+  struct stat st;
+  return lstat(path, &st) == 0;
 }
 
 static long file_size(const char *path) {
@@ -766,6 +864,370 @@ TEST(verify_command_output) {
   free(text);
 }
 
+/* append_batch appends records first..last in one batch, keeping |err|. */
+static int append_batch(pki_journal *j, uint64_t first, uint64_t last,
+                        pki_err *err) {
+  static uint8_t bufs[64][300];
+  pki_journal_entry e[64];
+  size_t n = 0;
+  for (uint64_t s = first; s <= last && n < 64; s++, n++) {
+    make_payload(s, bufs[n]);
+    e[n].type = type_of(s);
+    e[n].time = 1000 + s;
+    e[n].payload = bufs[n];
+    e[n].len = payload_len(s);
+  }
+  pki_err_clear(err);
+  return pki_journal_append(j, e, n, err);
+}
+
+static int count_files(const char *dir, const char *suffix) {
+  DIR *d = opendir(dir);
+  if (d == NULL) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strstr(e->d_name, suffix) != NULL) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* A failed fdatasync acknowledges nothing, so nothing of it is kept: the
+ * segment is cut back to its durable end at once, the journal fails for
+ * good, and a restart replays only the records whose appends returned 1.
+ * A full disk found by fdatasync is no different: the pages may be gone. */
+TEST(failed_sync_cuts_back_and_fails) {
+  int errs[] = {EIO, ENOSPC};
+  for (size_t k = 0; k < sizeof(errs) / sizeof(errs[0]); k++) {
+    disarm_all();
+    char dir[PATH_MAX], seg[PATH_MAX + 32];
+    make_dir(dir, sizeof(dir));
+    seg_name(seg, sizeof(seg), dir, 1);
+    replay_log l;
+    pki_err err;
+    pki_journal *j = open_j(dir, 0, &l, &err);
+    REQUIRE(j != NULL);
+    REQUIRE(append_range(j, 1, 5, 5));
+    CHECK(!pki_journal_failed(j));
+    arm(&fault_fdatasync, 0, 1, errs[k]);
+    CHECK(!append_batch(j, 6, 8, &err));
+    CHECK(err.code == PKI_ERR_IO && strstr(err.msg, "durable end") != NULL);
+    CHECK(fault_fdatasync.hits == 1);
+    CHECK(pki_journal_failed(j));
+    CHECK(file_size(seg) == record_offset(6)); /* cut back at once */
+    pki_journal_stats st;
+    pki_journal_get_stats(j, &st);
+    CHECK(st.segment == 1 && st.segment_size == (uint64_t)record_offset(6));
+    CHECK(!append_batch(j, 6, 6, &err));
+    CHECK(err.code == PKI_ERR_IO && strstr(err.msg, "refuses") != NULL);
+    CHECK(pki_journal_next_seq(j) == 6);
+    pki_journal_close(j);
+
+    j = open_j(dir, 0, &l, &err);
+    REQUIRE(j != NULL);
+    CHECK(l.count == 5 && !l.bad && !pki_journal_failed(j));
+    CHECK(append_range(j, 6, 9, 4));
+    pki_journal_close(j);
+    CHECK(verify_ok(dir, 9));
+    CHECK(count_files(dir, ".cut") == 0);
+  }
+}
+
+/* A write that fails with EIO after part of the batch went out (whole
+ * records of it included): cut back, failed, nothing of it replayed. */
+TEST(failed_write_cuts_back_and_fails) {
+  disarm_all();
+  char dir[PATH_MAX], seg[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg, sizeof(seg), dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 1, 5, 5));
+  arm(&fault_pwrite, 0, 2, EIO);
+  fault_pwrite.partial = (size_t)(record_offset(7) - record_offset(6)) + 10;
+  CHECK(!append_batch(j, 6, 8, &err));
+  CHECK(err.code == PKI_ERR_IO && pki_journal_failed(j));
+  CHECK(fault_pwrite.hits == 2);
+  CHECK(file_size(seg) == record_offset(6));
+  pki_journal_close(j);
+  j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  pki_journal_stats st;
+  pki_journal_get_stats(j, &st);
+  CHECK(l.count == 5 && st.truncated_bytes == 0);
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 5));
+}
+
+/* A full disk (or quota) at write time, before any sync, is only "not
+ * now": the partial batch is cut back, the append is PKI_ERR_EXHAUSTED,
+ * the journal goes on, and the same records go in once there is space. */
+TEST(disk_full_write_is_retryable) {
+  int errs[] = {ENOSPC, EDQUOT};
+  for (size_t k = 0; k < sizeof(errs) / sizeof(errs[0]); k++) {
+    disarm_all();
+    char dir[PATH_MAX], seg[PATH_MAX + 32];
+    make_dir(dir, sizeof(dir));
+    seg_name(seg, sizeof(seg), dir, 1);
+    replay_log l;
+    pki_err err;
+    pki_journal *j = open_j(dir, 0, &l, &err);
+    REQUIRE(j != NULL);
+    REQUIRE(append_range(j, 1, 5, 5));
+    arm(&fault_pwrite, 0, 2, errs[k]);
+    fault_pwrite.partial = (size_t)(record_offset(7) - record_offset(6)) + 10;
+    CHECK(!append_batch(j, 6, 8, &err));
+    CHECK(err.code == PKI_ERR_EXHAUSTED);
+    CHECK(strstr(err.msg, errs[k] == ENOSPC ? "disk full" : "quota") != NULL);
+    CHECK(!pki_journal_failed(j));
+    CHECK(file_size(seg) == record_offset(6));
+    CHECK(pki_journal_next_seq(j) == 6);
+    pki_journal_stats st;
+    pki_journal_get_stats(j, &st);
+    CHECK(st.exhausted == 1 && st.records == 5);
+    /* Space is back. */
+    CHECK(append_batch(j, 6, 8, &err));
+    CHECK(append_range(j, 9, 10, 2));
+    pki_journal_close(j);
+    j = open_j(dir, 0, &l, &err);
+    REQUIRE(j != NULL);
+    CHECK(l.count == 10 && !l.bad);
+    pki_journal_close(j);
+    CHECK(verify_ok(dir, 10));
+  }
+}
+
+/* When the cut itself fails, a cut marker takes the durable end to the next
+ * open, which cuts there: the never-acknowledged records stay unreplayed
+ * even though they are still in the file. */
+TEST(failed_cut_leaves_marker_for_open) {
+  disarm_all();
+  char dir[PATH_MAX], seg[PATH_MAX + 32], cut[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg, sizeof(seg), dir, 1);
+  snprintf(cut, sizeof(cut), "%s/%016x.cut", dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 1, 5, 5));
+  arm(&fault_fdatasync, 0, 1, EIO);
+  arm(&fault_ftruncate, 0, 1, EIO);
+  CHECK(!append_batch(j, 6, 8, &err));
+  CHECK(err.code == PKI_ERR_IO && pki_journal_failed(j));
+  CHECK(strstr(err.msg, "cut marker was written") != NULL);
+  long written = record_offset(9);
+  CHECK(file_size(seg) == written); /* the records are still there */
+  CHECK(file_size(cut) == 76);
+  pki_journal_close(j);
+
+  static pki_journal_verify_result res;
+  REQUIRE(pki_journal_verify_dir(dir, &res, &err));
+  CHECK(res.cut_marker && res.records == 5 && res.last_seq == 5);
+  CHECK(res.torn_bytes == (uint64_t)(written - record_offset(6)));
+
+  j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  pki_journal_stats st;
+  pki_journal_get_stats(j, &st);
+  CHECK(l.count == 5 && !l.bad);
+  CHECK(st.truncated_bytes == (uint64_t)(written - record_offset(6)));
+  CHECK(file_size(seg) == record_offset(6) && !path_exists(cut));
+  CHECK(append_range(j, 6, 8, 3));
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 8));
+
+  /* If the marker cannot be written either, the error says what a restart
+   * may see: this append's records, whole, replayed although never
+   * acknowledged (journal.h, RECOVERY RULES). */
+  j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  arm(&fault_fdatasync, 0, 1, EIO);
+  arm(&fault_ftruncate, 0, 1, EIO);
+  arm(&fault_fsync, 0, -1, EIO);
+  CHECK(!append_batch(j, 9, 10, &err));
+  disarm_all();
+  CHECK(err.code == PKI_ERR_IO && strstr(err.msg, "nor write a cut marker"));
+  CHECK(count_files(dir, ".cut") == 0);
+  pki_journal_close(j);
+  j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  CHECK(l.count == 10 && !l.bad);
+  pki_journal_close(j);
+}
+
+/* A cut marker that does not match the journal, or is damaged, is
+ * corruption: open and verify refuse it and name it. */
+TEST(bad_cut_marker_fails) {
+  disarm_all();
+  char dir[PATH_MAX], cut[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  snprintf(cut, sizeof(cut), "%s/%016x.cut", dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 1, 5, 5));
+  arm(&fault_fdatasync, 0, 1, EIO);
+  arm(&fault_ftruncate, 0, 1, EIO);
+  CHECK(!append_batch(j, 6, 8, &err));
+  pki_journal_close(j);
+  long len;
+  uint8_t *m = read_all(cut, &len);
+  REQUIRE(m != NULL && len == 76);
+
+  /* The durable end moved back one record, CRC fixed: seq and chain no
+   * longer match the record there. */
+  uint8_t moved[76];
+  memcpy(moved, m, 76);
+  uint64_t off = (uint64_t)record_offset(5);
+  for (int i = 0; i < 8; i++) moved[24 + i] = (uint8_t)(off >> (56 - 8 * i));
+  uint32_t crc = pki_crc32c(0, moved, 72);
+  for (int i = 0; i < 4; i++) moved[72 + i] = (uint8_t)(crc >> (24 - 8 * i));
+  REQUIRE(write_all_file(cut, moved, 76));
+  j = open_j(dir, 0, &l, &err);
+  CHECK(j == NULL && err.code == PKI_ERR_INVALID);
+  CHECK(strstr(err.msg, "cut marker") != NULL);
+  pki_journal_close(j);
+  static pki_journal_verify_result res;
+  CHECK(!pki_journal_verify_dir(dir, &res, &err));
+  CHECK(strcmp(res.bad_file, cut) == 0);
+
+  /* A flipped bit. */
+  memcpy(moved, m, 76);
+  moved[30] ^= 1;
+  REQUIRE(write_all_file(cut, moved, 76));
+  j = open_j(dir, 0, &l, &err);
+  CHECK(j == NULL && err.code == PKI_ERR_INVALID && strstr(err.msg, ".cut"));
+  pki_journal_close(j);
+  CHECK(!pki_journal_verify_dir(dir, &res, &err));
+  CHECK(strcmp(res.bad_file, cut) == 0);
+
+  /* The real one works. */
+  REQUIRE(write_all_file(cut, m, 76));
+  free(m);
+  j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  CHECK(l.count == 5);
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 5));
+}
+
+/* lowest_free_fd: the descriptor the next open would get. */
+static int lowest_free_fd(void) {
+  int fd = dup(0);
+  if (fd >= 0) close(fd);
+  return fd;
+}
+
+/* Out of descriptors when the next segment is due: the roll has changed
+ * nothing, the append is PKI_ERR_EXHAUSTED, and the next one rolls. The
+ * limit is real (RLIMIT_NOFILE), so is the EMFILE. */
+TEST(roll_without_descriptors_is_retryable) {
+  disarm_all();
+  char dir[PATH_MAX], seg2[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg2, sizeof(seg2), dir, 2);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 1500, &l, &err);
+  REQUIRE(j != NULL);
+  uint64_t next = 1;
+  pki_journal_stats st;
+  do {
+    REQUIRE(append_range(j, next, next, 1));
+    next++;
+    pki_journal_get_stats(j, &st);
+  } while (st.segment_size < 1500);
+  REQUIRE(st.segment == 1);
+
+  struct rlimit saved, low;
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  low = saved;
+  low.rlim_cur = (rlim_t)lowest_free_fd();
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  int ok = append_batch(j, next, next + 1, &err);
+  setrlimit(RLIMIT_NOFILE, &saved);
+  CHECK(!ok && err.code == PKI_ERR_EXHAUSTED);
+  CHECK(strstr(err.msg, strerror(EMFILE)) != NULL);
+  CHECK(!pki_journal_failed(j));
+  CHECK(!path_exists(seg2) && count_files(dir, ".tmp") == 0);
+
+  CHECK(append_batch(j, next, next + 1, &err));
+  pki_journal_get_stats(j, &st);
+  CHECK(st.segment == 2 && st.exhausted == 1);
+  next += 2;
+  pki_journal_close(j);
+  j = open_j(dir, 1500, &l, &err);
+  REQUIRE(j != NULL);
+  CHECK(l.count == next - 1 && !l.bad);
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, next - 1));
+}
+
+/* A full disk while writing the next segment's header: the same. A failed
+ * fsync of it means a failing disk: the journal stops, and a restart
+ * finds only the durable records. */
+TEST(roll_on_full_disk_is_retryable) {
+  disarm_all();
+  char dir[PATH_MAX], seg2[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg2, sizeof(seg2), dir, 2);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 1000, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_batch(j, 1, 10, &err));
+  arm(&fault_pwrite, 0, 1, ENOSPC); /* the header, the roll's first write */
+  CHECK(!append_batch(j, 11, 12, &err));
+  CHECK(err.code == PKI_ERR_EXHAUSTED && !pki_journal_failed(j));
+  CHECK(strstr(err.msg, "segment 0000000000000002") != NULL);
+  CHECK(!path_exists(seg2) && count_files(dir, ".tmp") == 0);
+  CHECK(append_batch(j, 11, 12, &err));
+  CHECK(path_exists(seg2));
+
+  REQUIRE(append_batch(j, 13, 30, &err)); /* segment 2 is full too */
+  arm(&fault_fsync, 0, 1, EIO);
+  CHECK(!append_batch(j, 31, 31, &err));
+  CHECK(err.code == PKI_ERR_IO && pki_journal_failed(j));
+  CHECK(count_files(dir, ".tmp") == 0);
+  pki_journal_close(j);
+  j = open_j(dir, 1000, &l, &err);
+  REQUIRE(j != NULL);
+  CHECK(l.count == 30 && !l.bad);
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 30));
+}
+
+/* The journal directory and any parent made for it are synced into their
+ * parents: otherwise a crash could lose the directory, segments and all. */
+TEST(new_directory_is_durable) {
+  disarm_all();
+  char parent[PATH_MAX], dir[PATH_MAX + 16];
+  make_dir(parent, sizeof(parent));
+  snprintf(dir, sizeof(dir), "%s/journal", parent);
+  replay_log l;
+  pki_err err;
+  fsync_log_len = 0;
+  fsync_logging = 1;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  fsync_logging = 0;
+  REQUIRE(j != NULL);
+  pki_journal_close(j);
+  char root_real[PATH_MAX], parent_real[PATH_MAX];
+  REQUIRE(realpath(tmp_root, root_real) != NULL);
+  REQUIRE(realpath(parent, parent_real) != NULL);
+  int root_synced = 0, parent_synced = 0;
+  for (int i = 0; i < fsync_log_len; i++) {
+    root_synced |= strcmp(fsync_log[i], root_real) == 0;
+    parent_synced |= strcmp(fsync_log[i], parent_real) == 0;
+  }
+  CHECK(root_synced && parent_synced);
+}
+
 int main(void) {
   const char *t = getenv("TEST_TMPDIR");
   snprintf(tmp_root, sizeof(tmp_root), "%s/journal_test.%ld",
@@ -791,5 +1253,13 @@ int main(void) {
   RUN(replay_callback_aborts_open);
   RUN(second_open_is_refused);
   RUN(verify_command_output);
+  RUN(failed_sync_cuts_back_and_fails);
+  RUN(failed_write_cuts_back_and_fails);
+  RUN(disk_full_write_is_retryable);
+  RUN(failed_cut_leaves_marker_for_open);
+  RUN(bad_cut_marker_fails);
+  RUN(roll_without_descriptors_is_retryable);
+  RUN(roll_on_full_disk_is_retryable);
+  RUN(new_directory_is_durable);
   return test_finish();
 }
