@@ -320,6 +320,50 @@ static int get_key_type(parse_ctx *ctx, yaml_node_t *node, const char *what,
   return 1;
 }
 
+/* parse_service_keys reads a service's key policy: one type or a list, the
+ * first the default (ecdsa-p256 when the key is not given). */
+static int parse_service_keys(parse_ctx *ctx, yaml_node_t *node, const char *what,
+                              pki_catalog_service *svc) {
+  svc->num_key_types = 1;
+  svc->key_types[0] = PKI_KEY_ECDSA_P256;
+  svc->key_bits_list[0] = 256;
+  if (node != NULL && node->type == YAML_SEQUENCE_NODE) {
+    if (!get_seq(ctx, node, what, PKI_CATALOG_MAX_KEYS)) return 0;
+    svc->num_key_types = 0;
+    for (yaml_node_item_t *it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top; it++) {
+      yaml_node_t *item = get_node(ctx, *it, node_line(node));
+      size_t n = svc->num_key_types;
+      if (item == NULL ||
+          !get_key_type(ctx, item, what, &svc->key_types[n], &svc->key_bits_list[n])) {
+        return 0;
+      }
+      for (size_t i = 0; i < n; i++) {
+        if (svc->key_types[i] == svc->key_types[n] &&
+            svc->key_bits_list[i] == svc->key_bits_list[n]) {
+          return fail_at(ctx, node_line(item), "%s: a key type is listed twice", what);
+        }
+      }
+      svc->num_key_types++;
+    }
+    if (svc->num_key_types == 0) return fail_at(ctx, node_line(node), "%s: empty list", what);
+  } else if (node != NULL &&
+             !get_key_type(ctx, node, what, &svc->key_types[0], &svc->key_bits_list[0])) {
+    return 0;
+  }
+  svc->key_type = svc->key_types[0];
+  svc->key_bits = svc->key_bits_list[0];
+  return 1;
+}
+
+int pki_catalog_service_accepts_key(const pki_catalog_service *svc, pki_key_type type,
+                                    unsigned bits) {
+  for (size_t i = 0; i < svc->num_key_types; i++) {
+    if (svc->key_types[i] == type && svc->key_bits_list[i] == bits) return 1;
+  }
+  return 0;
+}
+
 /* ---- look-ups on a catalogue being built ---- */
 
 static const pki_catalog_ca *find_ca_n(const pki_catalog *cat, size_t limit,
@@ -1002,14 +1046,9 @@ static int parse_service(parse_ctx *ctx, pki_catalog *cat, size_t index,
     if (!ok) return 0;
   }
 
-  svc->key_type = PKI_KEY_ECDSA_P256;
-  svc->key_bits = 256;
   char field[128];
   snprintf(field, sizeof(field), "service '%s': key", svc->name);
-  if (f[K_KEY] != NULL &&
-      !get_key_type(ctx, f[K_KEY], field, &svc->key_type, &svc->key_bits)) {
-    return 0;
-  }
+  if (!parse_service_keys(ctx, f[K_KEY], field, svc)) return 0;
 
   svc->validity_s = CATALOG_DEFAULT_VALIDITY_S;
   int validity_line = svc->line;
@@ -1162,8 +1201,11 @@ static void yaml_error(const yaml_parser_t *parser, const char *source,
   } else {
     line = parser->problem_mark.line + 1;
   }
-  if (parser->error == YAML_MEMORY_ERROR) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "%s: out of memory parsing YAML", source);
+  /* libyaml 0.2.5's loader returns failure with no error set when it runs
+   * out of memory copying a node's default tag (yaml_parser_load_scalar and
+   * its siblings): that is out of memory too, not a syntax error. */
+  if (parser->error == YAML_MEMORY_ERROR || parser->error == YAML_NO_ERROR) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "%s: out of memory parsing YAML", source);
     return;
   }
   PKI_ERR(err, PKI_ERR_INVALID, "%s:%zu: YAML syntax error: %s%s%s", source,
@@ -1187,7 +1229,9 @@ pki_catalog *pki_catalog_load_mem(const char *source, const char *yaml,
 
   yaml_parser_t parser;
   if (!yaml_parser_initialize(&parser)) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "%s: cannot set up the YAML parser", source);
+    /* Its only failure is an allocation's. */
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "%s: out of memory setting up the YAML parser",
+            source);
     return NULL;
   }
   yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, yaml_len);

@@ -47,6 +47,7 @@ typedef struct pki_catalog_cert {
 } pki_catalog_cert;
 
 #define PKI_CATALOG_MAX_CERTS 4
+#define PKI_CATALOG_MAX_KEYS 6
 
 /* Permissions pkid acts on. Others in the file are refused as unknown. */
 #define PKI_PERM_ADMIN 0x1u /* may issue, renew and revoke for others */
@@ -61,8 +62,13 @@ typedef struct pki_catalog_service {
   char *dir;      /* directory under service-certificates/, "agents/pki-agent" */
   pki_name *names; /* DNS, IP and email SANs; the identity is added on top */
   size_t num_names;
+  /* The key types its CSRs may carry: "key: T" or "key: [T1, T2, ...]";
+   * the first is the one clients make by default. */
   pki_key_type key_type;
   unsigned key_bits;
+  pki_key_type key_types[PKI_CATALOG_MAX_KEYS];
+  unsigned key_bits_list[PKI_CATALOG_MAX_KEYS];
+  size_t num_key_types;
   uint32_t validity_s;     /* certificate lifetime */
   uint32_t rotation_s;     /* renew when this old; 0 when not set */
   uint32_t renew_before_s; /* renew when this much life is left; 0 when not set */
@@ -104,6 +110,11 @@ const pki_catalog_service *pki_catalog_find_service(const pki_catalog *cat,
                                                     const char *name);
 const pki_catalog_service *pki_catalog_find_identity(const pki_catalog *cat,
                                                      const char *identity);
+
+/* pki_catalog_service_accepts_key reports whether |svc|'s certificates may
+ * hold a key of |type| and |bits| (the catalogue's key policy). */
+int pki_catalog_service_accepts_key(const pki_catalog_service *svc, pki_key_type type,
+                                    unsigned bits);
 
 /* pki_duration_parse parses "45d", "24h", "90m" or "3600s" into seconds. */
 int pki_duration_parse(uint32_t *out_s, const char *text, pki_err *err);

@@ -2,6 +2,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/mem.h>
 
@@ -13,6 +15,14 @@ int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err 
   uint8_t *buf = NULL;
   size_t len = 0;
   if (file != NULL) {
+    struct stat st;
+    if (stat(file, &st) == 0 && ((st.st_mode & 077) != 0 || st.st_uid != geteuid())) {
+      PKI_ERR(err, PKI_ERR_DENIED,
+              "passphrase file %s is readable by others (mode %04o, owner %u): it must be "
+              "yours and mode 0600",
+              file, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
+      return 0;
+    }
     if (!pki_file_read(&buf, &len, file, 4096, err)) {
       pki_err_prefix(err, "passphrase file: ");
       return 0;
@@ -40,6 +50,11 @@ int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err 
   if (buf != NULL) {
     OPENSSL_cleanse(buf, len);
     free(buf);
+  } else {
+    /* getenv points into the environment block that /proc/PID/environ
+     * shows: wipe it there, then drop the variable. */
+    OPENSSL_cleanse((char *)text, len);
+    unsetenv(env);
   }
   return ok;
 }

@@ -21,7 +21,13 @@ typedef struct pki_secret {
 
 /* pki_secret_read takes a passphrase from |file| (its first line; a
  * trailing newline is not part of it) or, when |file| is NULL, from the
- * environment variable |env|. */
+ * environment variable |env|.
+ *
+ * A file must be its reader's own and readable by no one else (mode 0600
+ * or 0400): one that group or others can read, or that another user owns,
+ * is refused (PKI_ERR_DENIED), as ssh refuses such a private key. A
+ * variable is wiped and removed once read, so that it is neither in
+ * /proc/PID/environ nor passed to anything the process starts. */
 int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err *err);
 
 /* pki_secret_cleanup wipes |secret|. */

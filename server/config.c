@@ -22,7 +22,10 @@ static const field kTop[] = {
     STR(admin_listen), STR(passphrase_file), STR(catalog), NUM(node), NUM(workers),
 };
 static const field kLimits[] = {
-    NUM(max_conns), NUM(max_streams), NUM(idle_timeout_ms), NUM(handshake_timeout_ms),
+    NUM(max_conns),        NUM(max_streams),           NUM(idle_timeout_ms),
+    NUM(handshake_timeout_ms), NUM(max_conns_per_address), NUM(max_call_ms),
+    NUM(max_stream_ms),    NUM(max_connection_age_ms), NUM(identity_max_in_flight),
+    NUM(identity_rate),
 };
 
 static int set_field(pkid_config *cfg, const field *f, const yaml_node_t *v, const char *path,

@@ -7,8 +7,12 @@
  * one), presents the pki-ca service's certificate, and serves pki.v1.Pki
  * over gRPC with mutual TLS. SIGTERM or SIGINT drain it: GOAWAY to every
  * client, calls in progress finish, then exit. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,14 +42,45 @@
 #include "server/transport/tls.h"
 #include "server/transport/transport.h"
 
-/* The limits of the gRPC listener, across the transport and rpc layers. */
+/* The limits of the gRPC front end, across the transport, rpc and api
+ * layers; each is a flag (--NAME with dashes) and a config key (limits:
+ * NAME), in kLimits. */
 typedef struct pkid_limits {
-  unsigned max_conns;         /* connections at once; more are closed at accept */
-  unsigned max_streams;       /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
-  unsigned max_header_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE */
-  unsigned idle_timeout_ms;   /* a connection with no calls for this long is closed */
-  unsigned handshake_timeout_ms;
+  unsigned long max_conns, max_conns_per_address, max_streams, max_header_bytes;
+  unsigned long idle_timeout_ms, handshake_timeout_ms, max_call_ms, max_stream_ms;
+  unsigned long max_connection_age_ms, identity_max_in_flight, identity_rate;
 } pkid_limits;
+
+typedef struct limit_def {
+  const char *flag;
+  size_t offset;     /* in pkid_limits */
+  size_t cfg_offset; /* in pkid_config; 0: no config key */
+  unsigned long def, min, max;
+  const char *help;
+} limit_def;
+
+#define LIMIT(name, def, min, max, help)                                                   \
+  {#name, offsetof(pkid_limits, name), offsetof(pkid_config, name), def, min, max, help}
+
+static const limit_def kLimits[] = {
+    LIMIT(max_conns, 4096, 1, 1000000, "gRPC connections at once"),
+    LIMIT(max_conns_per_address, 256, 1, 1000000,
+          "gRPC connections at once from one address (IPv6: one /64)"),
+    LIMIT(max_streams, 256, 1, 100000, "concurrent calls per connection"),
+    LIMIT(idle_timeout_ms, 300000, 1, 100000000, "close a connection idle this long"),
+    LIMIT(handshake_timeout_ms, 5000, 1, 100000000, "close a connection not through TLS by then"),
+    LIMIT(max_call_ms, 30000, 1, 100000000, "the longest a unary call may take"),
+    LIMIT(max_stream_ms, 600000, 1, 100000000, "the longest an IssueStream may take"),
+    LIMIT(max_connection_age_ms, 3600000, 1000, 100000000,
+          "GOAWAY to a connection this old (with jitter)"),
+    LIMIT(identity_max_in_flight, 1024, 1, 1000000, "requests of one identity in the pipeline"),
+    LIMIT(identity_rate, 2000, 0, 100000000, "requests per second of one identity (0: no limit)"),
+};
+#define NUM_LIMITS (sizeof(kLimits) / sizeof(kLimits[0]))
+
+static unsigned long *limit_at(pkid_limits *l, const limit_def *d) {
+  return (unsigned long *)((char *)l + d->offset);
+}
 
 typedef struct options {
   const char *pki;
@@ -79,12 +114,14 @@ static const char kUsage[] =
     "                       (default DIR/journal under --pki)\n"
     "  --node N             this node's serial prefix, 1-32767 (default 1)\n"
     "  --workers N          signing threads (default: one per CPU)\n"
-    "  --max-conns N        gRPC connections at once (default 4096)\n"
-    "  --max-streams N      concurrent calls per connection (default 256)\n"
-    "  --idle-timeout-ms N  close a connection idle this long (default 300000)\n"
-    "  --handshake-timeout-ms N\n"
-    "                       close a connection not through TLS by then\n"
-    "                       (default 10000)\n";
+    "limits (flag --NAME-WITH-DASHES N, or limits: {NAME: N} in the config file):\n";
+
+static void usage(FILE *f) {
+  fputs(kUsage, f);
+  for (size_t i = 0; i < NUM_LIMITS; i++) {
+    fprintf(f, "  %-24s %s (default %lu)\n", kLimits[i].flag, kLimits[i].help, kLimits[i].def);
+  }
+}
 
 static pkid_config g_config; /* strings in |options| may point into it */
 
@@ -115,17 +152,36 @@ static int apply_config(options *o, int argc, char **argv) {
   }
   if (c->node != 0) o->node = (unsigned)c->node;
   if (c->workers != 0) o->workers = (unsigned)c->workers;
-  if (c->max_conns != 0) o->limits.max_conns = (unsigned)c->max_conns;
-  if (c->max_streams != 0) o->limits.max_streams = (unsigned)c->max_streams;
-  if (c->idle_timeout_ms != 0) o->limits.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
-  if (c->handshake_timeout_ms != 0) {
-    o->limits.handshake_timeout_ms = (unsigned)c->handshake_timeout_ms;
+  for (size_t i = 0; i < NUM_LIMITS; i++) {
+    unsigned long v = *(const unsigned long *)((const char *)c + kLimits[i].cfg_offset);
+    if (v == 0) continue; /* not set */
+    if (v < kLimits[i].min || v > kLimits[i].max) {
+      fprintf(stderr, "pkid: %s: limits: %s must be %lu to %lu\n", path, kLimits[i].flag,
+              kLimits[i].min, kLimits[i].max);
+      return 0;
+    }
+    *limit_at(&o->limits, &kLimits[i]) = v;
   }
   return 1;
 }
 
+/* parse_number reads a decimal number within [min, max] for |flag|. */
+static int parse_number(unsigned long *out, const char *text, const char *flag,
+                        unsigned long min, unsigned long max) {
+  char *end;
+  unsigned long v = strtoul(text, &end, 10);
+  if (text[0] == '\0' || text[0] == '-' || *end != '\0' || v < min || v > max) {
+    fprintf(stderr, "pkid: --%s must be a number from %lu to %lu\n", flag, min, max);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+enum { OPT_LIMIT = 1000 }; /* getopt values for the limits: OPT_LIMIT + index */
+
 static int parse_options(options *o, int argc, char **argv) {
-  static const struct option kOptions[] = {
+  static struct option opts[16 + NUM_LIMITS + 1] = {
       {"config", required_argument, NULL, 'F'},
       {"pki", required_argument, NULL, 'p'},
       {"listen", required_argument, NULL, 'l'},
@@ -136,28 +192,36 @@ static int parse_options(options *o, int argc, char **argv) {
       {"journal", required_argument, NULL, 'j'},
       {"node", required_argument, NULL, 'n'},
       {"workers", required_argument, NULL, 'w'},
-      {"max-conns", required_argument, NULL, 'C'},
-      {"max-streams", required_argument, NULL, 'S'},
-      {"idle-timeout-ms", required_argument, NULL, 'I'},
-      {"handshake-timeout-ms", required_argument, NULL, 'H'},
       {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
   };
+  static char flags[NUM_LIMITS][48];
+  size_t n = 0;
+  while (opts[n].name != NULL) n++;
+  for (size_t i = 0; i < NUM_LIMITS; i++) {
+    snprintf(flags[i], sizeof(flags[i]), "%s", kLimits[i].flag);
+    for (char *p = flags[i]; *p != '\0'; p++) {
+      if (*p == '_') *p = '-';
+    }
+    opts[n + i] = (struct option){flags[i], required_argument, NULL, OPT_LIMIT + (int)i};
+  }
   o->pki = "pki";
   o->listen = "127.0.0.1:8443";
   o->ocsp_listen = "127.0.0.1:8081";
   o->admin_listen = "127.0.0.1:9090";
   o->node = 1;
-  o->limits = (pkid_limits){
-      .max_conns = 4096,
-      .max_streams = 256,
-      .max_header_bytes = 16384,
-      .idle_timeout_ms = 300000,
-      .handshake_timeout_ms = 10000,
-  };
+  for (size_t i = 0; i < NUM_LIMITS; i++) *limit_at(&o->limits, &kLimits[i]) = kLimits[i].def;
+  o->limits.max_header_bytes = 16384;
   if (!apply_config(o, argc, argv)) return 0;
   int c;
-  while ((c = getopt_long(argc, argv, "", kOptions, NULL)) != -1) {
+  unsigned long v;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c >= OPT_LIMIT && c < OPT_LIMIT + (int)NUM_LIMITS) {
+      const limit_def *d = &kLimits[c - OPT_LIMIT];
+      if (!parse_number(limit_at(&o->limits, d), optarg, flags[c - OPT_LIMIT], d->min, d->max)) {
+        return 0;
+      }
+      continue;
+    }
     switch (c) {
       case 'F': break; /* read first, by apply_config */
       case 'p': o->pki = optarg; break;
@@ -167,48 +231,20 @@ static int parse_options(options *o, int argc, char **argv) {
       case 'f': o->passphrase_file = optarg; break;
       case 'c': o->catalog = optarg; break;
       case 'j': o->journal = optarg; break;
-      case 'n': {
-        char *end;
-        unsigned long v = strtoul(optarg, &end, 10);
-        if (*end != '\0' || v < 1 || v > 32767) {
-          fprintf(stderr, "pkid: --node must be 1 to 32767\n");
-          return 0;
-        }
+      case 'n':
+        if (!parse_number(&v, optarg, "node", 1, 32767)) return 0;
         o->node = (unsigned)v;
         break;
-      }
-      case 'w': {
-        char *end;
-        unsigned long v = strtoul(optarg, &end, 10);
-        if (*end != '\0' || v < 1 || v > 64) {
-          fprintf(stderr, "pkid: --workers must be 1 to 64\n");
-          return 0;
-        }
+      case 'w':
+        if (!parse_number(&v, optarg, "workers", 1, 64)) return 0;
         o->workers = (unsigned)v;
         break;
-      }
-      case 'C':
-      case 'S':
-      case 'I':
-      case 'H': {
-        char *end;
-        unsigned long v = strtoul(optarg, &end, 10);
-        if (*end != '\0' || v < 1 || v > 100000000) {
-          fprintf(stderr, "pkid: %s must be a positive number\n", argv[optind - 1]);
-          return 0;
-        }
-        if (c == 'C') o->limits.max_conns = (unsigned)v;
-        if (c == 'S') o->limits.max_streams = (unsigned)v;
-        if (c == 'I') o->limits.idle_timeout_ms = (unsigned)v;
-        if (c == 'H') o->limits.handshake_timeout_ms = (unsigned)v;
-        break;
-      }
-      case 'h': fputs(kUsage, stdout); exit(0);
-      default: fputs(kUsage, stderr); return 0;
+      case 'h': usage(stdout); exit(0);
+      default: usage(stderr); return 0;
     }
   }
   if (optind != argc) {
-    fputs(kUsage, stderr);
+    usage(stderr);
     return 0;
   }
   return 1;
@@ -264,10 +300,10 @@ static void on_drain_check(uv_timer_t *timer) {
 }
 
 static void on_signal(uv_signal_t *sig, int signum) {
-  (void)sig;
   if (g.draining) return;
   g.draining = 1;
-  pki_log("info", "draining", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+  pki_log("info", "draining", "signal",
+          sig == NULL ? "journal failure" : signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
   pkid_transport_stop_accepting(g.transport);
   pkid_admin_set_ready(g.admin, 0);
   pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
@@ -419,14 +455,24 @@ static unsigned default_workers(void) {
 static int start_grpc(const options *o, SSL_CTX *ssl_ctx, pki_err *err) {
   size_t num_methods;
   const pkid_method *methods = pkid_api_methods(&num_methods);
+  const pkid_limits *l = &o->limits;
   pkid_rpc_limits rpc_limits = {
-      .max_streams = o->limits.max_streams,
-      .max_header_bytes = o->limits.max_header_bytes,
-      .idle_timeout_ms = o->limits.idle_timeout_ms,
+      .max_streams = (unsigned)l->max_streams,
+      .max_header_bytes = (unsigned)l->max_header_bytes,
+      .idle_timeout_ms = (unsigned)l->idle_timeout_ms,
+      .max_call_ms = (unsigned)l->max_call_ms,
+      .max_stream_ms = (unsigned)l->max_stream_ms,
+      .max_connection_age_ms = l->max_connection_age_ms,
+      /* A connection's calls may hold a few messages' worth unparsed; all
+       * connections together, what a busy pkid needs and no more. */
+      .max_conn_buffered = 1 << 20,
+      .max_total_buffered = 64 << 20,
   };
   pkid_transport_limits transport_limits = {
-      .max_conns = o->limits.max_conns,
-      .handshake_timeout_ms = o->limits.handshake_timeout_ms,
+      .max_conns = (unsigned)l->max_conns,
+      .max_conns_per_address = (unsigned)l->max_conns_per_address,
+      .handshake_timeout_ms = (unsigned)l->handshake_timeout_ms,
+      .max_write_queue = 256 * 1024,
   };
   g.rpc = pkid_rpc_new(g.loop, methods, num_methods, &g.api, &rpc_limits, err);
   if (g.rpc == NULL) return 0;
@@ -440,6 +486,61 @@ static int start_grpc(const options *o, SSL_CTX *ssl_ctx, pki_err *err) {
   return 1;
 }
 
+/* harden_process: no core dumps (one prepared ECDSA nonce pair in a
+ * worker's memory yields the CA key), and no ptrace by other processes of
+ * the same user (PR_SET_DUMPABLE 0 also does that); descriptors raised to
+ * the hard limit, so that the connection limits, not EMFILE, bound pkid. */
+static int harden_process(const options *o, pki_err *err) {
+  struct rlimit no_core = {0, 0};
+  if (setrlimit(RLIMIT_CORE, &no_core) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "cannot disable core dumps: %s", strerror(errno));
+    return 0;
+  }
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  /* The gRPC and the two HTTP listeners at their limits, the journal's
+   * segment and snapshot files, and a margin for the rest. */
+  unsigned long need = o->limits.max_conns + 2 * pkid_http_default_limits().max_conns + 64;
+  if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < need) {
+    char have[32], want[32];
+    snprintf(have, sizeof(have), "%llu", (unsigned long long)nofile.rlim_cur);
+    snprintf(want, sizeof(want), "%lu", need);
+    pki_log("warn", "descriptor_limit", "limit", have, "connections_need", want, NULL);
+  }
+  return pkid_rpc_check_library(err);
+}
+
+/* on_health runs a few times a second: /readyz follows the journal. A
+ * commit that failed for lack of room or descriptors (retried at the next
+ * commit) makes pkid not ready until one succeeds; a commit that failed
+ * any other way (an fdatasync error: nothing after it can be trusted to be
+ * durable) fails pkid closed: not ready, nothing more accepted, drained,
+ * and exit status 75 for the supervisor to restart it on what is durable. */
+static uv_timer_t g_health;
+static int g_exit_code;
+
+static void on_signal(uv_signal_t *sig, int signum);
+
+static void on_health(uv_timer_t *timer) {
+  (void)timer;
+  pki_err last;
+  int ok = pkid_workers_last_commit(g.workers, &last);
+  if (!ok && last.code != PKI_ERR_EXHAUSTED && last.code != PKI_ERR_UNAVAILABLE &&
+      g_exit_code == 0) {
+    pki_log("error", "journal_failed", "reason", last.msg, "action", "stopping", NULL);
+    g_exit_code = 75;
+    g.api.stopped = 1;
+    on_signal(NULL, SIGTERM);
+  }
+  int ready = ok && !g.draining;
+  pkid_admin_set_ready(g.admin, ready);
+  pkid_gauge_set(pkid_m.ready, ready);
+}
+
 static int run(const options *o) {
   pki_err err;
   pki_err_clear(&err);
@@ -447,6 +548,7 @@ static int run(const options *o) {
   uint8_t token_key[PKI_TOKEN_KEY_LEN] = {0};
   g.o = o;
   g.loop = uv_default_loop();
+  if (!harden_process(o, &err)) goto fail;
   pki_catalog *cat = o->catalog != NULL ? pki_catalog_load_file(o->catalog, &err)
                                         : pki_catalog_default(&err);
   if (cat == NULL) goto fail;
@@ -480,13 +582,23 @@ static int run(const options *o) {
                                &g.cas, pkid_jobs_commit, &g.store, &err);
   if (g.workers == NULL) goto fail;
   g.serials.workers = g.workers;
+  pkid_quota_limits quota = {
+      .max_in_flight = (unsigned)o->limits.identity_max_in_flight,
+      .rate = (double)o->limits.identity_rate,
+      .burst = 2.0 * (double)o->limits.identity_rate,
+  };
   g.api = (pkid_api){.cat = cat,
                      .cas = &g.cas,
                      .serials = &g.serials,
                      .workers = g.workers,
                      .store = &g.store,
                      .status = g.status,
+                     .quotas = pkid_quotas_new(&quota),
                      .bootstrap = g.bootstrap};
+  if (g.api.quotas == NULL) {
+    PKI_ERR_OOM(&err);
+    goto fail;
+  }
   memcpy(g.api.token_key, token_key, sizeof(token_key));
   OPENSSL_cleanse(token_key, sizeof(token_key));
   if (!start_grpc(o, ssl_ctx, &err)) goto fail;
@@ -506,6 +618,9 @@ static int run(const options *o) {
   g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
   if (g.admin == NULL) goto fail;
   pkid_admin_set_ready(g.admin, 1);
+  pkid_gauge_set(pkid_m.ready, 1);
+  uv_timer_init(g.loop, &g_health);
+  uv_timer_start(&g_health, on_health, 200, 200);
   uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
   pkid_workers_free(g.workers);
@@ -523,11 +638,12 @@ static int run(const options *o) {
   pkid_status_free(g.status);
   pki_log("info", "stopped", NULL);
   pkid_cas_cleanup(&g.cas);
+  pkid_quotas_free(g.api.quotas);
   OPENSSL_cleanse(g.api.token_key, sizeof(g.api.token_key));
   /* |cat| may have been retired by a reload: free the current and the old. */
   pki_catalog_free((pki_catalog *)g.api.cat);
   for (size_t i = 0; i < g.num_retired; i++) pki_catalog_free(g.retired[i]);
-  return 0;
+  return g_exit_code;
 fail:
   SSL_CTX_free(ssl_ctx);
   OPENSSL_cleanse(token_key, sizeof(token_key));

@@ -20,9 +20,24 @@ typedef struct api_request {
   pkid_pending pending; /* the call; NULL once the call has gone */
   uint64_t request_id;
   int streaming; /* answer as an IssueStream message */
+  int counted;   /* in its caller's quota */
+  char quota_key[512]; /* the caller's identity; "" for bootstrap */
 } api_request;
 
 static void on_job_done(pkid_job *job);
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* on_call_gone: the call was reset or its connection closed before the
+ * job came back: a worker that has not signed it yet drops it. */
+static void on_call_gone(pkid_pending *p) {
+  api_request *r = (api_request *)((char *)p - offsetof(api_request, pending));
+  atomic_store_explicit(&r->job.cancelled, 1, memory_order_relaxed);
+}
 
 static api_request *request_new(pkid_api *api, pkid_record_type type, pki_err *err) {
   api_request *r = calloc(1, sizeof(*r));
@@ -32,20 +47,33 @@ static api_request *request_new(pkid_api *api, pkid_record_type type, pki_err *e
   }
   pkid_job_init(&r->job, type, on_job_done);
   r->api = api;
+  r->pending.on_gone = on_call_gone;
   return r;
 }
 
 static void request_free(api_request *r) {
   pkid_call_untrack(&r->pending);
+  if (r->counted) pkid_quota_release(r->api->quotas, r->quota_key);
   pkid_job_cleanup(&r->job);
   free(r);
 }
 
-/* submit hands |r| to the pipeline, answering |call| later. */
-static int submit(pkid_call *call, api_request *r, pki_err *err) {
+/* submit hands |r| to the pipeline, answering |call| later, within the
+ * caller's share (quota.h): past it, 0 with |*retry_ms|. */
+static int submit(pkid_call *call, api_request *r, uint64_t *retry_ms, pki_err *err) {
+  const pkid_peer *peer = pkid_call_peer(call);
+  if (r->api->stopped) {
+    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "pkid's journal failed; it is restarting");
+    return 0;
+  }
+  snprintf(r->quota_key, sizeof(r->quota_key), "%s", peer->identity);
+  if (!pkid_quota_take(r->api->quotas, r->quota_key, now_ms(), retry_ms, err)) return 0;
+  r->counted = 1;
   pkid_call_track(call, &r->pending);
   if (!pkid_workers_submit(r->api->workers, &r->job, err)) {
     pkid_call_untrack(&r->pending);
+    *retry_ms = 100;
+    pkid_metrics_limited("pool_full");
     return 0;
   }
   return 1;
@@ -53,12 +81,24 @@ static int submit(pkid_call *call, api_request *r, pki_err *err) {
 
 /* --- who is calling ------------------------------------------------------------ */
 
-/* caller_service finds the catalogue service of the caller, or fails. */
+/* caller_service finds the catalogue service of the caller, or fails. It
+ * runs for every call (at its headers) and every message of a stream: a
+ * certificate is the caller's identity only while it is valid, not revoked,
+ * and from the CA the catalogue assigns to that identity. */
 static const pki_catalog_service *caller_service(pkid_api *api, pkid_call *call,
                                                  pki_err *err) {
   const pkid_peer *peer = pkid_call_peer(call);
   if (peer->identity[0] == '\0') {
     PKI_ERR(err, PKI_ERR_AUTH, "a client certificate with a pkid identity is required");
+    return NULL;
+  }
+  /* Checked at the handshake, and again now: a connection outlives the
+   * certificate it was opened with (RFC 5280 6.1.3 (a)(2), at the time of
+   * use). */
+  int64_t now = (int64_t)time(NULL);
+  if (now < peer->not_before || now > peer->not_after) {
+    PKI_ERR(err, PKI_ERR_AUTH, "the client certificate is not valid now (notAfter %lld)",
+            (long long)peer->not_after);
     return NULL;
   }
   /* A revoked certificate authorizes nothing, even on a connection opened
@@ -72,8 +112,43 @@ static const pki_catalog_service *caller_service(pkid_api *api, pkid_call *call,
   const pki_catalog_service *svc = pki_catalog_find_identity(api->cat, peer->identity);
   if (svc == NULL) {
     PKI_ERR(err, PKI_ERR_DENIED, "identity %s is not in the catalogue", peer->identity);
+    return NULL;
+  }
+  /* Any of pkid's intermediates can sign a certificate that verifies: only
+   * the one the catalogue names for this service may vouch for its
+   * identity (its key identifier is the certificate's AKI). */
+  const pkid_ca *ca = pkid_cas_find(api->cas, svc->ca);
+  if (ca == NULL || peer->issuer_key_id_len != ca->issuer.ski_len ||
+      memcmp(peer->issuer_key_id, ca->issuer.ski, ca->issuer.ski_len) != 0) {
+    PKI_ERR(err, PKI_ERR_AUTH, "identity %s is vouched for only by CA '%s'", peer->identity,
+            svc->ca);
+    return NULL;
   }
   return svc;
+}
+
+/* --- authorization at the headers (rpc.h) ----------------------------------------- */
+
+/* authorize_identity: the call needs a caller in the catalogue. */
+static int authorize_identity(void *ctx, pkid_call *call, pki_err *err) {
+  return caller_service(ctx, call, err) != NULL;
+}
+
+/* authorize_issue: a caller in the catalogue, or, where bootstrap is on, a
+ * caller with no certificate, whose token is checked with the request. */
+static int authorize_issue(void *ctx, pkid_call *call, pki_err *err) {
+  pkid_api *api = ctx;
+  if (pkid_call_peer(call)->identity[0] == '\0' && api->bootstrap) return 1;
+  return authorize_identity(ctx, call, err);
+}
+
+/* authorize_any: the trust bundle is public (CA certificates are), to a
+ * client the TLS layer let in. */
+static int authorize_any(void *ctx, pkid_call *call, pki_err *err) {
+  (void)ctx;
+  (void)call;
+  (void)err;
+  return 1;
 }
 
 static int usage_from_proto(Pki__V1__Usage u, pki_usage *out) {
@@ -115,8 +190,11 @@ static void reply_unary(pkid_call *call, const ProtobufCMessage *msg) {
 }
 
 /* refuse answers one request that will not be issued: the call's status
- * for a unary call, an answer with the status for one of a stream. */
-static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pki_err *err) {
+ * for a unary call, an answer with the status for one of a stream. A
+ * refusal worth retrying carries when (|retry_ms|, 0 for none): in the
+ * grpc-retry-pushback-ms trailer, or in a stream's answer's message. */
+static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pki_err *err,
+                   uint64_t retry_ms) {
   /* "Try again later" is counted by the metrics, not logged: under
    * overload a line per request would only add to the load. */
   if (err->code != PKI_ERR_EXHAUSTED && err->code != PKI_ERR_UNAVAILABLE) {
@@ -124,13 +202,16 @@ static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pk
             NULL);
   }
   if (!streaming) {
-    pkid_call_fail(call, err);
+    pkid_call_fail_retry(call, err, retry_ms);
     return;
   }
+  char msg[sizeof(err->msg) + 48];
+  snprintf(msg, sizeof(msg), retry_ms > 0 ? "%s (retry in %llu ms)" : "%s", err->msg,
+           (unsigned long long)retry_ms);
   Pki__V1__IssueResponse resp = PKI__V1__ISSUE_RESPONSE__INIT;
   resp.request_id = request_id;
   resp.status_code = (int32_t)pki_grpc_status_from_err(err->code);
-  resp.status_message = (char *)err->msg;
+  resp.status_message = msg;
   send_packed(call, &resp.base);
 }
 
@@ -168,6 +249,21 @@ static void reply_revoked(pkid_call *call, int64_t revoked_at) {
   reply_unary(call, &resp.base);
 }
 
+/* first_revocation: two revocations of one serial may be in flight at
+ * once. The first to become durable stands (the index keeps it, and so
+ * does a replay of the journal, which holds both records in that order);
+ * the later one is answered with the first's time, and its OCSP response,
+ * which says another reason and time, is dropped. */
+static void first_revocation(pkid_api *api, pkid_job *job) {
+  pkid_cert_record rec;
+  if (!pkid_status_get(api->status, job->rec.serial.bytes, job->rec.serial.len, &rec)) return;
+  if (rec.revoked_at == job->rec.revoked_at && rec.reason == job->rec.reason) return;
+  job->rec.revoked_at = rec.revoked_at;
+  job->rec.reason = rec.reason;
+  free(job->ocsp);
+  job->ocsp = NULL;
+}
+
 /* on_job_done: the pipeline gives back a job, durable or failed. The
  * index learns of it before anyone hears of it, and the responder has its
  * first OCSP response. */
@@ -177,6 +273,7 @@ static void on_job_done(pkid_job *job) {
   if (job->ok) {
     pkid_store_apply(api->store, &job->rec);
     pkid_counter_add(job->rec.type == PKID_REC_ISSUE ? pkid_m.issued : pkid_m.revoked, 1);
+    if (job->rec.type == PKID_REC_REVOKE) first_revocation(api, job);
     if (job->ocsp != NULL) {
       pkid_status_set_response(api->status, job->rec.serial.bytes, job->rec.serial.len,
                                PKI_OCSP_HASH_SHA1, job->ocsp, job->ocsp_len,
@@ -196,7 +293,7 @@ static void on_job_done(pkid_job *job) {
   if (call != NULL) {
     pkid_call_untrack(&r->pending);
     if (!job->ok) {
-      refuse(call, r->request_id, r->streaming, &job->err);
+      refuse(call, r->request_id, r->streaming, &job->err, 0);
     } else if (job->rec.type == PKID_REC_ISSUE) {
       reply_issued(call, r);
     } else {
@@ -309,6 +406,7 @@ static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueReques
   pki_err_clear(&err);
   pki_token tok;
   const pki_catalog_service *svc;
+  uint64_t retry_ms = 0;
   int bootstrap = pkid_call_peer(call)->identity[0] == '\0' && req->bootstrap_token[0] != '\0';
   api_request *r = request_new(api, PKID_REC_ISSUE, &err);
   if (r == NULL) goto refuse;
@@ -326,14 +424,14 @@ static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueReques
   } else {
     pkid_job_set_identity(&r->job, pkid_call_peer(call)->identity);
   }
-  if (!issue_job(api, r, svc, req, &err) || !submit(call, r, &err)) {
+  if (!issue_job(api, r, svc, req, &err) || !submit(call, r, &retry_ms, &err)) {
     if (bootstrap) pkid_store_token_release(api->store, tok.id);
     goto refuse;
   }
   return;
 refuse:
   if (r != NULL) request_free(r);
-  refuse(call, req->request_id, streaming, &err);
+  refuse(call, req->request_id, streaming, &err, retry_ms);
 }
 
 /* issue_message decodes one IssueRequest, alone or one of a stream. A
@@ -453,6 +551,18 @@ static int find_record(pkid_api *api, const char *hex, pki_serial *serial,
   return 1;
 }
 
+/* may_see: a certificate's status (service, CA, validity) is for its
+ * holder's service and for admins, not for any identity that asks. */
+static int may_see(const pkid_api *api, const pki_catalog_service *caller,
+                   const pkid_cert_record *rec, const char *hex, pki_err *err) {
+  if ((caller->permissions & PKI_PERM_ADMIN) ||
+      (rec->service < api->cat->num_services && &api->cat->services[rec->service] == caller)) {
+    return 1;
+  }
+  PKI_ERR(err, PKI_ERR_DENIED, "%s may not see %s", caller->identity, hex);
+  return 0;
+}
+
 static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
   pkid_api *api = ctx;
   pki_err err;
@@ -466,10 +576,10 @@ static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len
   pki_serial serial;
   pkid_cert_record rec;
   api_request *r = NULL;
+  uint64_t retry_ms = 0;
   if (caller == NULL || !find_record(api, req->serial, &serial, &rec, &err)) goto fail;
   /* A holder revokes its own service's certificates; an admin any. */
-  if (!(caller->permissions & PKI_PERM_ADMIN) &&
-      (rec.service >= api->cat->num_services || &api->cat->services[rec.service] != caller)) {
+  if (!may_see(api, caller, &rec, req->serial, &err)) {
     PKI_ERR(&err, PKI_ERR_DENIED, "%s may not revoke %s", caller->identity, req->serial);
     goto fail;
   }
@@ -493,11 +603,11 @@ static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len
   r->job.rec.reason = (uint8_t)req->reason;
   r->job.now = r->job.rec.revoked_at = (int64_t)time(NULL);
   pkid_job_set_identity(&r->job, pkid_call_peer(call)->identity);
-  if (!submit(call, r, &err)) goto fail;
+  if (!submit(call, r, &retry_ms, &err)) goto fail;
   goto out;
 fail:
   if (r != NULL) request_free(r);
-  pkid_call_fail(call, &err);
+  pkid_call_fail_retry(call, &err, retry_ms);
 out:
   pki__v1__revoke_request__free_unpacked(req, NULL);
 }
@@ -513,8 +623,9 @@ static void on_get_status(void *ctx, pkid_call *call, const uint8_t *msg, size_t
   }
   pki_serial serial;
   pkid_cert_record rec;
-  if (caller_service(api, call, &err) == NULL ||
-      !find_record(api, req->serial, &serial, &rec, &err)) {
+  const pki_catalog_service *caller = caller_service(api, call, &err);
+  if (caller == NULL || !find_record(api, req->serial, &serial, &rec, &err) ||
+      !may_see(api, caller, &rec, req->serial, &err)) {
     pkid_call_fail(call, &err);
     goto out;
   }
@@ -545,13 +656,20 @@ out:
   pki__v1__get_status_request__free_unpacked(req, NULL);
 }
 
+/* Request messages: a CSR is a few hundred bytes (an RSA-4096 one with
+ * many names a few KiB); the others hold a serial or a CA's name. */
+#define CSR_MESSAGE_MAX (16 * 1024)
+#define SMALL_MESSAGE_MAX 1024
+
 static const pkid_method kMethods[] = {
-    {"/pki.v1.Pki/Issue", 0, on_issue, NULL},
-    {"/pki.v1.Pki/IssueStream", 1, on_issue_stream, on_issue_stream_end},
-    {"/pki.v1.Pki/Renew", 0, on_renew, NULL},
-    {"/pki.v1.Pki/Revoke", 0, on_revoke, NULL},
-    {"/pki.v1.Pki/GetStatus", 0, on_get_status, NULL},
-    {"/pki.v1.Pki/GetTrustBundle", 0, on_get_trust_bundle, NULL},
+    {"/pki.v1.Pki/Issue", 0, CSR_MESSAGE_MAX, authorize_issue, on_issue, NULL},
+    {"/pki.v1.Pki/IssueStream", 1, CSR_MESSAGE_MAX, authorize_issue, on_issue_stream,
+     on_issue_stream_end},
+    {"/pki.v1.Pki/Renew", 0, CSR_MESSAGE_MAX, authorize_identity, on_renew, NULL},
+    {"/pki.v1.Pki/Revoke", 0, SMALL_MESSAGE_MAX, authorize_identity, on_revoke, NULL},
+    {"/pki.v1.Pki/GetStatus", 0, SMALL_MESSAGE_MAX, authorize_identity, on_get_status, NULL},
+    {"/pki.v1.Pki/GetTrustBundle", 0, SMALL_MESSAGE_MAX, authorize_any, on_get_trust_bundle,
+     NULL},
 };
 
 const pkid_method *pkid_api_methods(size_t *out_num) {

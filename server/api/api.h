@@ -18,6 +18,7 @@
 
 #include "lib/catalog.h"
 #include "lib/token.h"
+#include "server/api/quota.h"
 #include "server/ca/ca.h"
 #include "server/pipeline/serials.h"
 #include "server/pipeline/workers.h"
@@ -32,6 +33,8 @@ typedef struct pkid_api {
   pkid_workers *workers;
   pkid_store *store;
   pkid_status *status;
+  pkid_quotas *quotas; /* each identity's share */
+  int stopped; /* the journal failed: nothing more is accepted */
   int bootstrap; /* bootstrap tokens accepted (a token key was found) */
   uint8_t token_key[PKI_TOKEN_KEY_LEN];
 } pkid_api;

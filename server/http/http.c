@@ -8,6 +8,7 @@
 
 #include <http_parser.h>
 
+#include "lib/addr_count.h"
 #include "lib/hostport.h"
 
 /* One read buffer per connection; a read never asks for more. */
@@ -38,8 +39,9 @@ struct pkid_http_server {
   int grace_closed;
   route routes[PKID_HTTP_MAX_ROUTES];
   size_t num_routes;
-  struct pkid_http_conn *conns;
+  struct pkid_http_conn *conns, *conns_tail; /* newest first */
   unsigned num_conns;   /* open connections, for the limit */
+  pki_addr_count *per_address;
   unsigned conns_alive; /* connections not yet freed (closing ones too) */
   void (*done)(void *arg);
   void *done_arg;
@@ -86,6 +88,7 @@ typedef struct pkid_http_conn {
   /* Input not yet parsed: rbuf[rpos, rlen). */
   size_t rpos, rlen;
   char rbuf[READ_BUF];
+  struct sockaddr_storage addr; /* the peer's, counted per address */
   struct pkid_http_conn *next, *prev;
   char url[]; /* max_url_bytes + 1 */
 } pkid_http_conn;
@@ -96,6 +99,7 @@ pkid_http_limits pkid_http_default_limits(void) {
       .max_url_bytes = 4096,
       .max_body_bytes = 16384,
       .max_conns = 4096,
+      .max_conns_per_address = 256,
       .idle_timeout_ms = 30000,
       .request_timeout_ms = 10000,
   };
@@ -599,6 +603,7 @@ static void server_check_stopped(pkid_http_server *srv) {
   if (srv->handles_open != 0) return;
   void (*done)(void *) = srv->done;
   void *arg = srv->done_arg;
+  pki_addr_count_free(srv->per_address);
   free(srv);
   if (done != NULL) done(arg);
 }
@@ -622,11 +627,41 @@ static void conn_close(pkid_http_conn *c) {
   if (c->prev != NULL) c->prev->next = c->next;
   if (c->next != NULL) c->next->prev = c->prev;
   if (srv->conns == c) srv->conns = c->next;
+  if (srv->conns_tail == c) srv->conns_tail = c->prev;
   srv->num_conns--;
+  pki_addr_count_remove(srv->per_address, (const struct sockaddr *)&c->addr);
   uv_timer_stop(&c->timer);
   c->handles_open = 2;
   uv_close((uv_handle_t *)&c->timer, on_closed);
   uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+/* make_room closes the longest-open idle connection, if there is one
+ * among the oldest few: an idle keep-alive connection is worth less than a
+ * new client. */
+static int make_room(pkid_http_server *srv) {
+  int looked = 0;
+  for (pkid_http_conn *c = srv->conns_tail; c != NULL && looked < 64; c = c->prev, looked++) {
+    if (!c->in_request && !c->writing && !c->closing) {
+      conn_close(c);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* admit: one address may hold max_conns_per_address; at max_conns, a
+ * new connection displaces an idle one or is refused. */
+static int admit(pkid_http_server *srv, const struct sockaddr *addr) {
+  if (srv->stopping) return 0;
+  if (!pki_addr_count_add(srv->per_address, addr, srv->limits.max_conns_per_address)) {
+    return 0;
+  }
+  if (srv->num_conns >= srv->limits.max_conns && !make_room(srv)) {
+    pki_addr_count_remove(srv->per_address, addr);
+    return 0;
+  }
+  return 1;
 }
 
 static void on_connection(uv_stream_t *listener, int status) {
@@ -637,8 +672,10 @@ static void on_connection(uv_stream_t *listener, int status) {
   c->srv = srv;
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || srv->stopping ||
-      srv->num_conns >= srv->limits.max_conns) {
+  int addr_len = sizeof(c->addr);
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->addr, &addr_len) != 0 ||
+      !admit(srv, (const struct sockaddr *)&c->addr)) {
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
@@ -651,6 +688,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   c->next = srv->conns;
   if (srv->conns != NULL) srv->conns->prev = c;
   srv->conns = c;
+  if (srv->conns_tail == NULL) srv->conns_tail = c;
   srv->num_conns++;
   srv->conns_alive++;
   uv_timer_start(&c->timer, on_timer, srv->limits.idle_timeout_ms, 0);
@@ -660,6 +698,10 @@ static void on_connection(uv_stream_t *listener, int status) {
 pkid_http_server *pkid_http_new(uv_loop_t *loop, const pkid_http_limits *limits) {
   pkid_http_server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL) return NULL;
+  if ((srv->per_address = pki_addr_count_new()) == NULL) {
+    free(srv);
+    return NULL;
+  }
   srv->loop = loop;
   srv->limits = limits != NULL ? *limits : pkid_http_default_limits();
   return srv;

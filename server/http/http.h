@@ -56,13 +56,17 @@ typedef struct pkid_http_limits {
   size_t max_header_bytes;    /* request line and headers; more: 431 (URI: 414) */
   size_t max_url_bytes;       /* request-target; more: 414 */
   size_t max_body_bytes;      /* more: 413 */
-  unsigned max_conns;         /* more are closed at accept */
+  /* Connections at once. At the limit, a new connection takes the place of
+   * the longest-open idle one (no request in progress); with none, it is
+   * closed at accept. */
+  unsigned max_conns;
+  unsigned max_conns_per_address; /* from one address (IPv6: one /64) */
   unsigned idle_timeout_ms;   /* no request in progress for this long: close */
   unsigned request_timeout_ms; /* first byte to last byte of a request */
 } pkid_http_limits;
 
 /* pkid_http_default_limits: 8 KiB of headers, 4 KiB URI, 16 KiB body, 4096
- * connections, 30 s idle, 10 s per request. */
+ * connections, 256 from one address, 30 s idle, 10 s per request. */
 pkid_http_limits pkid_http_default_limits(void);
 
 typedef struct pkid_http_server pkid_http_server;

@@ -408,6 +408,7 @@ int pkid_metrics_init(void) {
   static const char *const kMethod[] = {"method"};
   static const char *const kResult[] = {"result"};
   static const char *const kCertName[] = {"cert_name"};
+  static const char *const kReason[] = {"reason"};
   static const char *const kResults[PKID_OCSP_NUM_RESULTS] = {
       "good", "revoked", "unknown", "malformed", "unauthorized", "try_later"};
   pthread_mutex_lock(&once);
@@ -453,6 +454,15 @@ int pkid_metrics_init(void) {
     m.ocsp_refreshed = pkid_counter_new(r, "pkid_ocsp_refreshed_total",
                                         "Stored OCSP responses signed again before nextUpdate.");
     m.connections = pkid_gauge_new(r, "pkid_connections", "Open client connections.");
+    m.conn_refused = pkid_family_new(
+        r, PKID_COUNTER, "pkid_connections_refused_total",
+        "gRPC connections closed at accept, or displaced while in their handshake, by reason.",
+        kReason, 1, NULL, 0, 0);
+    m.limited = pkid_family_new(r, PKID_COUNTER, "pkid_requests_limited_total",
+                                "Requests refused by a limit (per identity, per call), "
+                                "by reason.",
+                                kReason, 1, NULL, 0, 0);
+    m.ready = pkid_gauge_new(r, "pkid_ready", "1 while pkid is ready to issue (/readyz).");
     m.cert_expiry = pkid_family_new(r, PKID_GAUGE, "cert_expiry_timestamp",
                                     "notAfter of the server's own certificates, in seconds "
                                     "since the epoch.",
@@ -464,7 +474,8 @@ int pkid_metrics_init(void) {
     ok = ok && m.grpc_requests && m.grpc_request_duration && m.issued && m.revoked &&
          m.queue_depth && m.worker_batch_size && m.commit_batch_size && m.fsync_duration &&
          m.ocsp_requests && m.ocsp_response_seconds && m.ocsp_signed_on_demand &&
-         m.ocsp_refreshed && m.connections && m.cert_expiry && m.lb_cert_rotation_success;
+         m.ocsp_refreshed && m.connections && m.conn_refused && m.limited && m.ready &&
+         m.cert_expiry && m.lb_cert_rotation_success;
   }
   if (ok) {
     pkid_m = m;
@@ -482,4 +493,9 @@ void pkid_metrics_cert_expiry(const char *name, int64_t not_after) {
 
 void pkid_metrics_lb_rotation(int success) {
   pkid_gauge_set(pkid_metric_child(pkid_m.lb_cert_rotation_success, NULL), success ? 1.0 : 0.0);
+}
+
+void pkid_metrics_limited(const char *reason) {
+  const char *labels[] = {reason};
+  pkid_counter_add(pkid_metric_child(pkid_m.limited, labels), 1);
 }

@@ -107,6 +107,9 @@ typedef struct pkid_metrics {
   pkid_metric *ocsp_signed_on_demand;  /* pkid_ocsp_signed_on_demand_total */
   pkid_metric *ocsp_refreshed;         /* pkid_ocsp_refreshed_total */
   pkid_metric *connections;            /* pkid_connections */
+  pkid_family *conn_refused;           /* pkid_connections_refused_total{reason} */
+  pkid_family *limited;                /* pkid_requests_limited_total{reason} */
+  pkid_metric *ready;                  /* pkid_ready: what /readyz says, 1 or 0 */
   pkid_family *cert_expiry;            /* cert_expiry_timestamp{cert_name} */
   pkid_family *lb_cert_rotation_success; /* lazy: shown once set */
 } pkid_metrics;
@@ -122,6 +125,11 @@ int pkid_metrics_init(void);
  * to |not_after| (seconds since the epoch): the server's certificate and
  * each CA's, set at start and at reload. */
 void pkid_metrics_cert_expiry(const char *name, int64_t not_after);
+
+/* pkid_metrics_limited counts one request refused by a limit, in
+ * pkid_requests_limited_total{reason=|reason|} (reasons are pkid's own
+ * words, never a client's). */
+void pkid_metrics_limited(const char *reason);
 
 /* pkid_metrics_lb_rotation sets lb_cert_rotation_success (1 or 0), which
  * is not exposed before its first setting: until the rotation tooling

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include <openssl/bytestring.h>
+#include <openssl/evp.h>
+#include <openssl/mem.h>
 #include <openssl/sha.h>
 
 #include "lib/cert.h"
@@ -26,30 +28,55 @@ static int sign_ocsp(pkid_job *job, const pkid_cert_record *rec) {
                                    1, &job->err);
 }
 
+/* canonical_spki re-encodes the CSR's key: a certificate carries pkid's
+ * own encoding, never the requester's bytes. X9.62 allows compressed
+ * points (and BoringSSL parses them), but RFC 5480 2.2 says the
+ * uncompressed form MUST be supported and strict verifiers (Go's
+ * crypto/x509) refuse anything else. */
+static int canonical_spki(uint8_t **out, size_t *out_len, const pki_csr *csr, pki_err *err) {
+  CBB cbb;
+  if (!CBB_init(&cbb, 128) || !EVP_marshal_public_key(&cbb, csr->key) ||
+      !CBB_finish(&cbb, out, out_len)) {
+    CBB_cleanup(&cbb);
+    PKI_ERR(err, PKI_ERR_INVALID, "the CSR's public key cannot be re-encoded");
+    return 0;
+  }
+  return 1;
+}
+
 void pkid_issue_run(pkid_job *job) {
   pki_csr csr;
   pki_profile profile;
+  uint8_t *spki = NULL;
+  size_t spki_len = 0;
   memset(&profile, 0, sizeof(profile));
   job->ok = 0;
   if (!pki_csr_parse(&csr, job->csr, job->csr_len, &job->err)) return;
-  if (!pki_profile_for_service(&profile, job->cat, job->svc, job->rec.usage, &job->err)) {
-    pki_csr_cleanup(&csr);
-    return;
+  /* The catalogue's key policy: the service's certificates hold only the
+   * key types it lists. */
+  if (!pki_catalog_service_accepts_key(job->svc, csr.key_type, csr.key_bits)) {
+    PKI_ERR(&job->err, PKI_ERR_DENIED, "service '%s' does not take %s keys", job->svc->name,
+            pki_key_type_name(csr.key_type, csr.key_bits));
+    goto out;
+  }
+  if (!canonical_spki(&spki, &spki_len, &csr, &job->err) ||
+      !pki_profile_for_service(&profile, job->cat, job->svc, job->rec.usage, &job->err)) {
+    goto out;
   }
   uint32_t lifetime = profile.validity_s;
   if (job->validity_s != 0 && job->validity_s < lifetime) lifetime = job->validity_s;
   pki_issue_request req = {
       .profile = &profile,
       .serial = job->rec.serial,
-      .spki = CBS_data(&csr.spki),
-      .spki_len = CBS_len(&csr.spki),
+      .spki = spki,
+      .spki_len = spki_len,
       /* Names the CSR asks for must be the profile's; none asked: all. */
       .names = csr.num_names > 0 ? csr.names : NULL,
       .num_names = csr.num_names,
   };
   const pki_issuer *issuer = &job->rec.ca->issuer;
   pki_validity(&req.not_before, &req.not_after, issuer, lifetime, job->now);
-  SHA256(CBS_data(&csr.spki), CBS_len(&csr.spki), job->rec.key_hash);
+  SHA256(spki, spki_len, job->rec.key_hash);
   size_t cert_len;
   if (pki_cert_issue_with(&job->cert, &cert_len, issuer, job->signer, &req, &job->err)) {
     job->rec.cert = job->cert;
@@ -60,6 +87,8 @@ void pkid_issue_run(pkid_job *job) {
     memset(&good, 0, sizeof(good));
     job->ok = sign_ocsp(job, &good);
   }
+out:
+  OPENSSL_free(spki);
   pki_csr_cleanup(&csr);
   pki_profile_cleanup(&profile);
 }

@@ -6,6 +6,7 @@
 
 void pkid_job_init(pkid_job *job, pkid_record_type type, pkid_job_done_fn done) {
   memset(job, 0, sizeof(*job));
+  atomic_init(&job->cancelled, 0);
   job->rec.type = type;
   job->rec.identity = job->identity;
   job->done = done;

@@ -15,6 +15,7 @@
 #ifndef PKID_SERVER_PIPELINE_JOB_H
 #define PKID_SERVER_PIPELINE_JOB_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,6 +55,10 @@ struct pkid_job {
   size_t ocsp_len;
   int64_t ocsp_next_update;
   pkid_job_done_fn done;
+  /* Set by the owner (loop thread) when nobody waits for the job any more
+   * (its call was reset): a worker that has not signed it yet fails it
+   * instead (PKI_ERR_UNAVAILABLE), so nothing is signed or journaled. */
+  atomic_int cancelled;
 };
 
 /* pkid_job_init zeroes |job| and sets what it is and who gets it back. */

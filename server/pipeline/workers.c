@@ -38,6 +38,11 @@ struct pkid_workers {
   pkid_commit_fn commit;
   void *commit_ctx;
   atomic_uint_least64_t jobs_done, worker_batches, commit_batches, commit_ns_total;
+  /* The last commit's outcome: |commit_ok|, else its error, under the lock
+   * (taken only when a commit fails and when the error is read). */
+  atomic_int commit_ok;
+  pthread_mutex_t commit_err_lock;
+  pki_err commit_err;
 };
 
 static uint64_t now_ns(void) {
@@ -76,6 +81,11 @@ static int keep_refilling(void *ctx) {
 }
 
 static void run_job(pkid_job *job, const pkid_signers *signers) {
+  if (atomic_load_explicit(&job->cancelled, memory_order_relaxed)) {
+    job->ok = 0;
+    PKI_ERR(&job->err, PKI_ERR_UNAVAILABLE, "the call went away before its job was signed");
+    return;
+  }
   job->signer = pkid_signers_for(signers, job->rec.ca);
   switch (job->rec.type) {
     case PKID_REC_ISSUE: pkid_issue_run(job); break;
@@ -133,7 +143,11 @@ static void *committer_main(void *arg) {
         job->ok = 0;
         job->err = err;
       }
+      pthread_mutex_lock(&w->commit_err_lock);
+      w->commit_err = err;
+      pthread_mutex_unlock(&w->commit_err_lock);
     }
+    atomic_store(&w->commit_ok, ok);
     for (size_t i = 0; i < n; i++) pkid_queue_push_mpmc(&w->done, batch[i]);
     uv_async_send(&w->async);
   }
@@ -163,6 +177,7 @@ static void destroy(pkid_workers *w) {
   pkid_queue_cleanup(&w->jobs);
   pkid_queue_cleanup(&w->commits);
   pkid_queue_cleanup(&w->done);
+  pthread_mutex_destroy(&w->commit_err_lock);
   free(w);
 }
 
@@ -197,6 +212,8 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
   w->capacity = capacity;
   w->commit = commit;
   w->commit_ctx = commit_ctx;
+  atomic_init(&w->commit_ok, 1);
+  pthread_mutex_init(&w->commit_err_lock, NULL);
   if (!pkid_queue_init(&w->jobs, cap) || !pkid_queue_init(&w->commits, cap) ||
       !pkid_queue_init(&w->done, cap)) {
     PKI_ERR_OOM(err);
@@ -259,6 +276,14 @@ int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err) {
   w->in_flight++;
   sem_post(&w->jobs_ready);
   return 1;
+}
+
+int pkid_workers_last_commit(pkid_workers *w, pki_err *out) {
+  if (atomic_load(&w->commit_ok)) return 1;
+  pthread_mutex_lock(&w->commit_err_lock);
+  *out = w->commit_err;
+  pthread_mutex_unlock(&w->commit_err_lock);
+  return 0;
 }
 
 void pkid_workers_stats_get(pkid_workers *w, pkid_workers_stats *out) {

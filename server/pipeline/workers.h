@@ -63,6 +63,10 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
  * job stays the caller's, and its done is never called). Loop thread. */
 int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err);
 
+/* pkid_workers_last_commit is 1 when the last commit succeeded (or none
+ * ran yet); else 0, with that commit's error in |out|. Any thread. */
+int pkid_workers_last_commit(pkid_workers *w, pki_err *out);
+
 /* pkid_workers_stats_get reads the counters (loop thread). */
 void pkid_workers_stats_get(pkid_workers *w, pkid_workers_stats *out);
 

@@ -10,11 +10,15 @@
 
 #define FRAME_HEADER PKID_GRPC_FRAME_HEADER
 
+static void on_deadline(pkid_deadline *d);
+static void drop_in(pkid_call *call);
+
 pkid_call *pkid_call_new(pkid_session *s, int32_t stream_id) {
   pkid_call *call = calloc(1, sizeof(*call));
   if (call == NULL) return NULL;
   call->session = s;
   call->stream_id = stream_id;
+  call->deadline.fire = on_deadline;
   return call;
 }
 
@@ -83,7 +87,34 @@ void pkid_call_headers_done(pkid_call *call) {
     pkid_call_finish(call, PKI_GRPC_UNAVAILABLE, "server is shutting down");
     return;
   }
-  if (call->timeout_ms != 0) pkid_rpc_set_deadline(rpc, call, call->timeout_ms);
+  /* Every call has a deadline: the client's, or the server's maximum. */
+  uint64_t max = call->method->client_streaming ? rpc->limits.max_stream_ms
+                                                : rpc->limits.max_call_ms;
+  uint64_t ms = call->timeout_ms != 0 && call->timeout_ms < max ? call->timeout_ms : max;
+  if (!pkid_rpc_set_deadline(rpc, &call->deadline, ms)) {
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  /* Who may call it is decided now, before anything of the body is kept. */
+  pki_err err;
+  if (call->method->authorize != NULL && !call->method->authorize(rpc->ctx, call, &err)) {
+    pkid_call_fail(call, &err);
+  }
+}
+
+/* on_deadline: the call's time is up. Without a status yet, it ends with
+ * DEADLINE_EXCEEDED; with one (given a grace period, PKID_RPC_GRACE_MS,
+ * for the client to read it and close), its stream is reset: a stream held
+ * open costs a slot of max_streams and memory. */
+static void on_deadline(pkid_deadline *d) {
+  pkid_call *call = (pkid_call *)((char *)d - offsetof(pkid_call, deadline));
+  if (!call->finished) {
+    pkid_metrics_limited("deadline");
+    pkid_call_finish(call, PKI_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    return;
+  }
+  pkid_metrics_limited("stream_held_open");
+  pkid_session_reset(call->session, call, NGHTTP2_CANCEL);
 }
 
 /* next_message takes one complete message off the request body at
@@ -100,10 +131,13 @@ static int next_message(pkid_call *call, const uint8_t **out, size_t *out_len,
     pkid_call_finish(call, PKI_GRPC_UNIMPLEMENTED, "compressed messages are not supported");
     return -1;
   }
-  if (r == PKID_GRPC_FRAME_TOO_LARGE) {
+  /* The length prefix is known as soon as five bytes are in: refuse an
+   * oversize message then, not after buffering it. */
+  size_t max = call->method->max_message != 0 ? call->method->max_message
+                                              : PKID_GRPC_MAX_MESSAGE;
+  if (r == PKID_GRPC_FRAME_TOO_LARGE || *out_len > max) {
     pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED,
-                     "request message of %zu bytes exceeds the limit of %d", *out_len,
-                     PKID_GRPC_MAX_MESSAGE);
+                     "request message of %zu bytes exceeds the limit of %zu", *out_len, max);
     return -1;
   }
   *consumed += used;
@@ -120,7 +154,7 @@ static void dispatch_streaming(pkid_call *call) {
     call->method->on_message(call->session->rpc->ctx, call, msg, len);
   }
   if (call->finished) {
-    call->in_len = 0;
+    drop_in(call);
     return;
   }
   if (consumed > 0) {
@@ -129,26 +163,58 @@ static void dispatch_streaming(pkid_call *call) {
   }
 }
 
-void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {
-  if (call->finished || call->method == NULL) return;
-  if (call->in_len + len > PKID_GRPC_MAX_MESSAGE + FRAME_HEADER + 16384) {
+/* grow_in makes room for |more| request bytes, within the limits on what
+ * one call, one connection and all of them may hold unparsed. */
+static int grow_in(pkid_call *call, size_t more) {
+  pkid_session *s = call->session;
+  pkid_rpc *rpc = s->rpc;
+  size_t max = call->method->max_message != 0 ? call->method->max_message
+                                              : PKID_GRPC_MAX_MESSAGE;
+  if (call->in_len + more > max + FRAME_HEADER + 16384) {
     /* More than one message's worth is waiting: for a unary call that is an
      * oversize message, for a stream a client that ignores flow control. */
-    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "request exceeds %d bytes",
-                     PKID_GRPC_MAX_MESSAGE);
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "request exceeds %zu bytes", max);
+    return 0;
+  }
+  if (call->in_len + more <= call->in_cap) return 1;
+  size_t cap = call->in_cap == 0 ? 1024 : call->in_cap;
+  while (cap < call->in_len + more) cap *= 2;
+  size_t added = cap - call->in_cap;
+  if (s->buffered + added > rpc->limits.max_conn_buffered ||
+      rpc->total_buffered + added > rpc->limits.max_total_buffered) {
+    pkid_metrics_limited("buffered_requests");
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED,
+                     "too many request bytes waiting; retry later");
+    return 0;
+  }
+  uint8_t *in = realloc(call->in, cap);
+  if (in == NULL) {
+    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return 0;
+  }
+  call->in = in;
+  call->in_cap = cap;
+  s->buffered += added;
+  rpc->total_buffered += added;
+  return 1;
+}
+
+/* drop_in gives back the request buffer (a finished call needs no more). */
+static void drop_in(pkid_call *call) {
+  call->session->buffered -= call->in_cap;
+  call->session->rpc->total_buffered -= call->in_cap;
+  free(call->in);
+  call->in = NULL;
+  call->in_len = call->in_cap = 0;
+}
+
+void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {
+  if (call->finished) {
+    drop_in(call); /* what follows a status is not read */
     return;
   }
-  if (call->in_len + len > call->in_cap) {
-    size_t cap = call->in_cap == 0 ? 1024 : call->in_cap;
-    while (cap < call->in_len + len) cap *= 2;
-    uint8_t *in = realloc(call->in, cap);
-    if (in == NULL) {
-      pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-      return;
-    }
-    call->in = in;
-    call->in_cap = cap;
-  }
+  if (call->method == NULL) return;
+  if (!grow_in(call, len)) return;
   memcpy(call->in + call->in_len, data, len);
   call->in_len += len;
   if (call->method->client_streaming) {
@@ -247,17 +313,30 @@ static size_t percent_encode(char *out, size_t size, const char *in) {
   return n;
 }
 
-/* status_fields fills the grpc-status and grpc-message header fields. */
-static size_t status_fields(pkid_call *call, nghttp2_nv *nva, char *code, char *msg,
-                            size_t msg_size) {
-  snprintf(code, 4, "%d", (int)call->status);
-  size_t msg_len = percent_encode(msg, msg_size, call->message);
-  nva[0] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code),
-                        NGHTTP2_NV_FLAG_NO_COPY_NAME};
-  if (msg_len == 0) return 1;
-  nva[1] = (nghttp2_nv){(uint8_t *)"grpc-message", (uint8_t *)msg, 12, msg_len,
-                        NGHTTP2_NV_FLAG_NO_COPY_NAME};
-  return 2;
+/* The trailer fields of a status: grpc-status, grpc-message, and the retry
+ * hint gRPC's retry support reads (grpc-retry-pushback-ms, gRFC A6). */
+typedef struct status_text {
+  char code[4], retry[24];
+  char msg[sizeof(((pkid_call *)0)->message) * 3 + 1];
+} status_text;
+
+/* status_fields fills those fields into |nva| (room for 3). */
+static size_t status_fields(pkid_call *call, nghttp2_nv *nva, status_text *t) {
+  size_t n = 0;
+  snprintf(t->code, sizeof(t->code), "%d", (int)call->status);
+  size_t msg_len = percent_encode(t->msg, sizeof(t->msg), call->message);
+  nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)t->code, 11, strlen(t->code),
+                          NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  if (msg_len > 0) {
+    nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-message", (uint8_t *)t->msg, 12, msg_len,
+                            NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  }
+  if (call->retry_ms > 0) {
+    snprintf(t->retry, sizeof(t->retry), "%llu", (unsigned long long)call->retry_ms);
+    nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-retry-pushback-ms", (uint8_t *)t->retry, 22,
+                            strlen(t->retry), NGHTTP2_NV_FLAG_NO_COPY_NAME};
+  }
+  return n;
 }
 
 /* count_call adds a finished call to the request metrics. The method label
@@ -287,12 +366,17 @@ void pkid_call_finish(pkid_call *call, pki_grpc_status status, const char *fmt, 
   va_start(ap, fmt);
   vsnprintf(call->message, sizeof(call->message), fmt, ap);
   va_end(ap);
-  pkid_rpc_clear_deadline(call->session->rpc, call);
+  /* The stream should close soon now; if it does not, on_deadline resets
+   * it. (The request buffer goes at the next data or at the end: a handler
+   * that finishes the call may still be reading its message.) */
+  if (!pkid_rpc_set_deadline(call->session->rpc, &call->deadline, PKID_RPC_GRACE_MS)) {
+    pkid_session_reset(call->session, call, NGHTTP2_INTERNAL_ERROR);
+  }
   if (!call->headers_sent) {
     /* Trailers-only: one HEADERS frame with the status, ending the stream. */
-    char code[4], msg[sizeof(call->message) * 3 + 1];
-    nghttp2_nv nva[4] = {kResponseHeaders[0], kResponseHeaders[1]};
-    size_t n = 2 + status_fields(call, nva + 2, code, msg, sizeof(msg));
+    status_text t;
+    nghttp2_nv nva[5] = {kResponseHeaders[0], kResponseHeaders[1]};
+    size_t n = 2 + status_fields(call, nva + 2, &t);
     call->headers_sent = call->trailers_sent = 1;
     pkid_session_respond(call->session, call, nva, n, 0);
   } else {
@@ -304,6 +388,11 @@ void pkid_call_ok(pkid_call *call) { pkid_call_finish(call, PKI_GRPC_OK, "%s", "
 
 void pkid_call_fail(pkid_call *call, const pki_err *err) {
   pkid_call_finish(call, pki_grpc_status_from_err(err->code), "%s", err->msg);
+}
+
+void pkid_call_fail_retry(pkid_call *call, const pki_err *err, uint64_t retry_ms) {
+  if (!call->finished) call->retry_ms = retry_ms;
+  pkid_call_fail(call, err);
 }
 
 const pkid_peer *pkid_call_peer(const pkid_call *call) { return call->session->peer; }
@@ -321,9 +410,9 @@ size_t pkid_call_read_out(pkid_call *call, uint8_t *buf, size_t len, int *eof) {
   call->out_off += n;
   *eof = 0;
   if (call->out_off == call->out_len && call->finished && !call->trailers_sent) {
-    char code[4], msg[sizeof(call->message) * 3 + 1];
-    nghttp2_nv nva[2];
-    size_t nv = status_fields(call, nva, code, msg, sizeof(msg));
+    status_text t;
+    nghttp2_nv nva[3];
+    size_t nv = status_fields(call, nva, &t);
     call->trailers_sent = 1;
     pkid_session_trailers(call->session, call, nva, nv);
     *eof = 1;
@@ -352,10 +441,15 @@ void pkid_call_untrack(pkid_pending *p) {
 }
 
 void pkid_call_free(pkid_call *call) {
-  /* Work still running for this call must not answer into freed memory. */
-  while (call->pending != NULL) pkid_call_untrack(call->pending);
-  pkid_rpc_clear_deadline(call->session->rpc, call);
-  free(call->in);
+  /* Work still running for this call must not answer into freed memory;
+   * its owner hears that the call has gone. */
+  while (call->pending != NULL) {
+    pkid_pending *p = call->pending;
+    pkid_call_untrack(p);
+    if (p->on_gone != NULL) p->on_gone(p);
+  }
+  pkid_rpc_clear_deadline(call->session->rpc, &call->deadline);
+  drop_in(call);
   free(call->out);
   free(call);
 }

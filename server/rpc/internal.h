@@ -27,8 +27,12 @@ struct pkid_rpc {
   int draining;
   pkid_deadlines deadlines;
   uv_timer_t deadline_timer; /* armed for the earliest deadline */
-  int freeing;
+  size_t total_buffered;     /* request bytes buffered, all connections */
 };
+
+/* How long a stream may stay open after its call has its status, or a
+ * connection after its GOAWAY for age, before it is reset or closed. */
+#define PKID_RPC_GRACE_MS 10000
 
 /* One connection's HTTP/2 session. */
 struct pkid_session {
@@ -40,6 +44,8 @@ struct pkid_session {
   unsigned num_calls;
   int goaway; /* GOAWAY submitted: close once the calls are done */
   int broken; /* HTTP/2 state lost (out of memory): close at the next flush */
+  pkid_deadline age; /* max_connection_age, then the grace after its GOAWAY */
+  size_t buffered;   /* request bytes its calls hold */
   pkid_session *next, *prev;
 };
 
@@ -63,6 +69,7 @@ struct pkid_call {
   int headers_sent, finished, trailers_sent;
   pki_grpc_status status;
   char message[256];
+  uint64_t retry_ms; /* a retry hint for the trailers; 0: none */
   /* Work in flight on other threads, answering later. */
   pkid_pending *pending;
   unsigned num_pending;
@@ -87,10 +94,13 @@ void pkid_session_kick(pkid_session *s);
 /* pkid_rpc_find_method returns the method served at |path|, or NULL. */
 const pkid_method *pkid_rpc_find_method(const pkid_rpc *rpc, const char *path);
 
-/* pkid_rpc_set_deadline makes |call| end with DEADLINE_EXCEEDED after
- * |ms| unless it has finished; pkid_rpc_clear_deadline forgets it. */
-void pkid_rpc_set_deadline(pkid_rpc *rpc, pkid_call *call, uint64_t ms);
-void pkid_rpc_clear_deadline(pkid_rpc *rpc, pkid_call *call);
+/* pkid_rpc_set_deadline makes |d| fire after |ms|; pkid_rpc_clear_deadline
+ * forgets it. Out of memory fails (0): the caller decides what that means. */
+int pkid_rpc_set_deadline(pkid_rpc *rpc, pkid_deadline *d, uint64_t ms);
+void pkid_rpc_clear_deadline(pkid_rpc *rpc, pkid_deadline *d);
+
+/* pkid_session_reset ends |call|'s stream with RST_STREAM |code|. */
+void pkid_session_reset(pkid_session *s, pkid_call *call, uint32_t code);
 
 /* --- call.c, for session.c --- */
 

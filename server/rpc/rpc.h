@@ -36,19 +36,29 @@
 typedef struct pkid_rpc pkid_rpc;
 typedef struct pkid_call pkid_call;
 
-/* pkid_pending links one piece of outstanding work to its call. */
+/* pkid_pending links one piece of outstanding work to its call. When the
+ * call goes first (the stream closed, was reset, the connection died),
+ * |call| becomes NULL and |on_gone| (if set) runs, so that the owner can
+ * drop the work before spending anything more on it. */
 typedef struct pkid_pending {
   pkid_call *call; /* NULL once the call has gone */
+  void (*on_gone)(struct pkid_pending *p);
   struct pkid_pending *next, *prev;
 } pkid_pending;
 
 /* A method: its path and what to do with each request message. For unary
  * methods |on_message| runs once, after the request ends; for streaming
  * methods once per message as they arrive, then |on_half_close|. |ctx| is
- * the one given to pkid_rpc_new. */
+ * the one given to pkid_rpc_new.
+ *
+ * |authorize| runs when the request headers are in, before any of the
+ * body is read: a caller who may not call the method is refused then (0
+ * with a pki_err), having made pkid buffer nothing. */
 typedef struct pkid_method {
   const char *path; /* "/pki.v1.Pki/Issue" */
   int client_streaming;
+  size_t max_message; /* the largest request message; at most PKID_GRPC_MAX_MESSAGE */
+  int (*authorize)(void *ctx, pkid_call *call, pki_err *err);
   void (*on_message)(void *ctx, pkid_call *call, const uint8_t *msg, size_t len);
   void (*on_half_close)(void *ctx, pkid_call *call);
 } pkid_method;
@@ -57,6 +67,16 @@ typedef struct pkid_rpc_limits {
   unsigned max_streams;      /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
   unsigned max_header_bytes; /* SETTINGS_MAX_HEADER_LIST_SIZE */
   unsigned idle_timeout_ms;  /* a connection with no calls for this long gets GOAWAY */
+  /* Every call ends by then, whatever grpc-timeout says or if it says
+   * nothing (DEADLINE_EXCEEDED); a stream still open a grace period after
+   * its status is reset. Streaming calls get the longer limit. */
+  unsigned max_call_ms, max_stream_ms;
+  /* A connection this old gets GOAWAY (with jitter), then is closed a
+   * grace period later: long-lived clients move to fresh connections. */
+  uint64_t max_connection_age_ms;
+  /* Request bytes waiting to be split into messages, for one connection
+   * and for all of them: more and the call is RESOURCE_EXHAUSTED. */
+  size_t max_conn_buffered, max_total_buffered;
 } pkid_rpc_limits;
 
 /* pkid_rpc_new serves |methods| (which must outlive it) with |ctx|. */
@@ -71,6 +91,12 @@ const pkid_conn_handler *pkid_rpc_conn_handler(void);
  * (and new ones), new calls refused with UNAVAILABLE, calls in progress
  * finish; each connection closes when its calls are done. */
 void pkid_rpc_drain(pkid_rpc *rpc);
+
+/* pkid_rpc_check_library refuses an nghttp2 older than the one pkid's
+ * defences were written against (1.52.0 with Debian's fixes for
+ * CVE-2023-44487 and CVE-2024-28182: pkid links the options those fixes
+ * added, so a library without them does not even load). */
+int pkid_rpc_check_library(pki_err *err);
 
 /* pkid_rpc_num_sessions is the number of HTTP/2 sessions open. */
 unsigned pkid_rpc_num_sessions(const pkid_rpc *rpc);
@@ -94,6 +120,10 @@ void pkid_call_ok(pkid_call *call);
 /* pkid_call_fail ends the call with the status for |err|'s class and its
  * message in grpc-message. */
 void pkid_call_fail(pkid_call *call, const pki_err *err);
+
+/* pkid_call_fail_retry is pkid_call_fail with a hint of when to try again
+ * (the grpc-retry-pushback-ms trailer), for refusals that are not final. */
+void pkid_call_fail_retry(pkid_call *call, const pki_err *err, uint64_t retry_ms);
 
 /* pkid_call_finished: the call has its status (it may still be sending). */
 int pkid_call_finished(const pkid_call *call);

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "lib/log.h"
 #include "server/rpc/internal.h"
 
@@ -20,7 +22,10 @@ static void session_flush(pkid_session *s) {
     pkid_conn_close(s->conn);
     return;
   }
-  for (;;) {
+  /* Output is produced only while the connection has room: a peer that
+   * does not read leaves the rest in nghttp2 and in the calls, bounded by
+   * what they may hold (transport.h, max_write_queue). */
+  while (pkid_conn_writable(s->conn)) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(s->h2, &data);
     if (n < 0) {
@@ -45,6 +50,13 @@ static void reset_stream(pkid_session *s, pkid_call *call, int rv) {
           NULL);
   if (nghttp2_submit_rst_stream(s->h2, NGHTTP2_FLAG_NONE, call->stream_id,
                                 NGHTTP2_INTERNAL_ERROR) != 0) {
+    s->broken = 1;
+  }
+  pkid_session_kick(s);
+}
+
+void pkid_session_reset(pkid_session *s, pkid_call *call, uint32_t code) {
+  if (nghttp2_submit_rst_stream(s->h2, NGHTTP2_FLAG_NONE, call->stream_id, code) != 0) {
     s->broken = 1;
   }
   pkid_session_kick(s);
@@ -181,16 +193,37 @@ static nghttp2_session_callbacks *callbacks(void) {
   return cbs;
 }
 
+/* h2_options: every limit pkid relies on, set explicitly rather than left
+ * to the library's defaults (which depend on its version and patches). */
 static nghttp2_option *h2_options(void) {
   static nghttp2_option *opt;
   if (opt == NULL) {
     nghttp2_option_new(&opt);
-    /* Bound what a peer can make us buffer. */
+    /* Bound what a peer can make us buffer: its HPACK table, the PING and
+     * SETTINGS acknowledgements we owe it (a PING flood against a peer
+     * that does not read ends the session: ENHANCE_YOUR_CALM). */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
+    /* Rapid reset (CVE-2023-44487): a token bucket for incoming
+     * RST_STREAM, past which the session ends with GOAWAY. pkid's calls
+     * are short; a client that resets more than this is attacking. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 200, 50);
+    /* CONTINUATION flood (CVE-2024-28182): a header block in at most this
+     * many frames, besides the header list size limit. */
+    nghttp2_option_set_max_continuations(opt, 8);
   }
   return opt;
+}
+
+int pkid_rpc_check_library(pki_err *err) {
+  const nghttp2_info *info = nghttp2_version(0);
+  if (info == NULL || info->version_num < 0x013400) {
+    PKI_ERR(err, PKI_ERR_UNSUPPORTED, "nghttp2 %s is older than 1.52.0",
+            info != NULL ? info->version_str : "?");
+    return 0;
+  }
+  return 1;
 }
 
 /* --- the connection handler ----------------------------------------------------------- */
@@ -211,6 +244,30 @@ static void goaway(pkid_session *s) {
     return;
   }
   pkid_session_kick(s);
+}
+
+/* on_age: the connection has lived max_connection_age; after its GOAWAY
+ * and a grace period, it is closed whatever is still open on it. */
+static void on_age(pkid_deadline *d) {
+  pkid_session *s = (pkid_session *)((char *)d - offsetof(pkid_session, age));
+  if (s->goaway) {
+    pkid_conn_close(s->conn);
+    return;
+  }
+  pkid_conn *conn = s->conn;
+  if (!pkid_rpc_set_deadline(s->rpc, &s->age, PKID_RPC_GRACE_MS)) {
+    pkid_conn_close(conn);
+    return;
+  }
+  goaway(s); /* may close (and free |s|) at once */
+}
+
+/* age_ms spreads max_connection_age by up to a tenth, so that clients
+ * that connected together do not all reconnect together. */
+static uint64_t age_ms(uint64_t max) {
+  uint32_t r = 0;
+  RAND_bytes((uint8_t *)&r, sizeof(r));
+  return max - max / 10 + (max / 5) * (r % 1000) / 1000;
 }
 
 static void *on_open(void *ctx, pkid_conn *conn, const pkid_peer *peer) {
@@ -234,6 +291,12 @@ static void *on_open(void *ctx, pkid_conn *conn, const pkid_peer *peer) {
   if (nghttp2_submit_settings(s->h2, NGHTTP2_FLAG_NONE, settings,
                               sizeof(settings) / sizeof(settings[0])) != 0 ||
       nghttp2_session_set_local_window_size(s->h2, NGHTTP2_FLAG_NONE, 0, 8 << 20) != 0) {
+    nghttp2_session_del(s->h2);
+    free(s);
+    return NULL;
+  }
+  s->age.fire = on_age;
+  if (!pkid_rpc_set_deadline(rpc, &s->age, age_ms(rpc->limits.max_connection_age_ms))) {
     nghttp2_session_del(s->h2);
     free(s);
     return NULL;
@@ -269,6 +332,7 @@ static void on_close(void *session) {
     pkid_call_free(call);
   }
   nghttp2_session_del(s->h2);
+  pkid_rpc_clear_deadline(rpc, &s->age);
   if (s->prev != NULL) s->prev->next = s->next;
   if (s->next != NULL) s->next->prev = s->prev;
   if (rpc->sessions == s) rpc->sessions = s->next;
@@ -291,8 +355,7 @@ static void on_deadline(uv_timer_t *timer) {
   pkid_deadline *d;
   while ((d = pkid_deadlines_first(&rpc->deadlines)) != NULL && d->at_ms <= now) {
     pkid_deadlines_remove(&rpc->deadlines, d);
-    pkid_call *call = (pkid_call *)((char *)d - offsetof(pkid_call, deadline));
-    pkid_call_finish(call, PKI_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    d->fire(d); /* may free what |d| is in, or set it again */
   }
   arm_deadline_timer(rpc);
 }
@@ -307,19 +370,17 @@ static void arm_deadline_timer(pkid_rpc *rpc) {
   uv_timer_start(&rpc->deadline_timer, on_deadline, d->at_ms > now ? d->at_ms - now : 0, 0);
 }
 
-void pkid_rpc_set_deadline(pkid_rpc *rpc, pkid_call *call, uint64_t ms) {
+int pkid_rpc_set_deadline(pkid_rpc *rpc, pkid_deadline *d, uint64_t ms) {
   pkid_deadline *first = pkid_deadlines_first(&rpc->deadlines);
   uint64_t at = uv_now(rpc->loop) + ms;
-  if (!pkid_deadlines_add(&rpc->deadlines, &call->deadline, at)) {
-    pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  if (first == NULL || at < first->at_ms) arm_deadline_timer(rpc);
+  if (!pkid_deadlines_add(&rpc->deadlines, d, at)) return 0;
+  if (first == NULL || first == d || at < first->at_ms) arm_deadline_timer(rpc);
+  return 1;
 }
 
-void pkid_rpc_clear_deadline(pkid_rpc *rpc, pkid_call *call) {
+void pkid_rpc_clear_deadline(pkid_rpc *rpc, pkid_deadline *d) {
   /* The timer may fire for nothing later; that costs one wake-up. */
-  pkid_deadlines_remove(&rpc->deadlines, &call->deadline);
+  pkid_deadlines_remove(&rpc->deadlines, d);
 }
 
 const pkid_method *pkid_rpc_find_method(const pkid_rpc *rpc, const char *path) {

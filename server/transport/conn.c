@@ -4,6 +4,7 @@
 
 #include <openssl/err.h>
 
+#include "lib/addr_count.h"
 #include "lib/hostport.h"
 #include "lib/log.h"
 #include "server/metrics/metrics.h"
@@ -21,11 +22,17 @@ struct pkid_conn {
   BIO *rbio, *wbio;
   pkid_peer peer;
   void *session; /* the upper layer's, once TLS is up */
+  struct sockaddr_storage addr; /* the peer's, as counted per address */
+  int counted;                   /* counted in the transport's per_address */
   int closing;
   int handles_open; /* counted down by close callbacks; freed at 0 */
   int dirty;        /* kicked: on_flush in the check phase */
+  int congested;    /* too much output waiting: not read, nothing produced */
   pkid_conn *next_dirty;
   pkid_conn *next, *prev;
+  /* Still in its handshake: in the transport's oldest-first list. */
+  pkid_conn *next_hs, *prev_hs;
+  int in_handshake_list;
 };
 
 struct pkid_transport {
@@ -40,22 +47,57 @@ struct pkid_transport {
   pkid_conn *conns;
   unsigned num_conns;
   pkid_conn *dirty;
+  pki_addr_count *per_address;
+  pkid_conn *handshaking, *handshaking_tail; /* oldest first */
 };
 
 static void on_closed(uv_handle_t *handle);
+static void handshake_list_remove(pkid_transport *t, pkid_conn *conn);
 
 /* --- writing ------------------------------------------------------------------ */
 
 typedef struct write_req {
   uv_write_t req;
   uv_buf_t buf;
+  pkid_conn *conn;
 } write_req;
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+
+/* queued is what the connection holds for the peer: encrypted and not yet
+ * handed to libuv (wbio), and handed to libuv but not yet to the kernel. */
+static size_t queued(const pkid_conn *conn) {
+  return BIO_pending(conn->wbio) + uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+}
+
+int pkid_conn_writable(const pkid_conn *conn) {
+  return !conn->closing && queued(conn) < conn->t->limits.max_write_queue;
+}
+
+/* check_congestion stops reading a connection whose peer does not read
+ * what it is sent, and starts again once it has read most of it: what one
+ * connection can make pkid hold is bounded by max_write_queue. */
+static void check_congestion(pkid_conn *conn) {
+  size_t q = queued(conn), high = conn->t->limits.max_write_queue;
+  if (!conn->congested && q >= high) {
+    conn->congested = 1;
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+  } else if (conn->congested && q <= high / 4) {
+    conn->congested = 0;
+    uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+    pkid_conn_kick(conn); /* the session may produce again */
+  }
+}
 
 static void on_written(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
+  pkid_conn *conn = w->conn;
   free(w->buf.base);
   free(w);
-  (void)status; /* a failed write shows up as a read error or EOF too */
+  /* A failed write shows up as a read error or EOF too. A cancelled one
+   * (status UV_ECANCELED) belongs to a connection being closed. */
+  if (status == 0 && !conn->closing) check_congestion(conn);
 }
 
 /* flush_tls sends what TLS has produced (wbio) to the socket; 0 when the
@@ -77,12 +119,14 @@ static int flush_tls(pkid_conn *conn) {
       return 1;
     }
     w->buf = uv_buf_init(data, (unsigned)n);
+    w->conn = conn;
     if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &w->buf, 1, on_written) != 0) {
       free(data);
       free(w);
       return 0;
     }
   }
+  check_congestion(conn);
   return 1;
 }
 
@@ -111,7 +155,7 @@ static void on_check(uv_check_t *check) {
     t->dirty = conn->next_dirty;
     conn->dirty = 0;
     conn->next_dirty = NULL;
-    if (conn->session != NULL) t->handler.on_flush(conn->session);
+    if (conn->session != NULL && !conn->congested) t->handler.on_flush(conn->session);
     if (!conn->closing && !flush_tls(conn)) pkid_conn_close(conn);
   }
 }
@@ -162,6 +206,7 @@ static int on_handshake(pkid_conn *conn) {
     return 0;
   }
   uv_timer_stop(&conn->timer);
+  handshake_list_remove(conn->t, conn);
   conn->session = conn->t->handler.on_open(conn->t->ctx, conn, &conn->peer);
   return conn->session != NULL;
 }
@@ -226,6 +271,52 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 /* --- life ----------------------------------------------------------------------------- */
 
+/* The handshake list: connections not through TLS yet, oldest first, so
+ * that at the connection limit the oldest can make room for a new one. */
+static void handshake_list_add(pkid_transport *t, pkid_conn *conn) {
+  conn->prev_hs = t->handshaking_tail;
+  conn->next_hs = NULL;
+  if (t->handshaking_tail != NULL) t->handshaking_tail->next_hs = conn;
+  t->handshaking_tail = conn;
+  if (t->handshaking == NULL) t->handshaking = conn;
+  conn->in_handshake_list = 1;
+}
+
+static void handshake_list_remove(pkid_transport *t, pkid_conn *conn) {
+  if (!conn->in_handshake_list) return;
+  if (conn->prev_hs != NULL) conn->prev_hs->next_hs = conn->next_hs;
+  if (conn->next_hs != NULL) conn->next_hs->prev_hs = conn->prev_hs;
+  if (t->handshaking == conn) t->handshaking = conn->next_hs;
+  if (t->handshaking_tail == conn) t->handshaking_tail = conn->prev_hs;
+  conn->in_handshake_list = 0;
+}
+
+static void refused(const char *reason) {
+  const char *labels[] = {reason};
+  pkid_counter_add(pkid_metric_child(pkid_m.conn_refused, labels), 1);
+}
+
+/* admit decides whether a new connection from |addr| may stay, making
+ * room for it if it can. A flood of connections that never finish their
+ * handshake (no ClientHello) only ever displaces itself: each new one
+ * takes the place of the oldest still waiting. */
+static int admit(pkid_transport *t, const struct sockaddr *addr) {
+  if (!pki_addr_count_add(t->per_address, addr, t->limits.max_conns_per_address)) {
+    refused("per_address");
+    return 0;
+  }
+  if (t->num_conns >= t->limits.max_conns) {
+    if (t->handshaking == NULL) {
+      pki_addr_count_remove(t->per_address, addr);
+      refused("max_conns");
+      return 0;
+    }
+    refused("evicted_in_handshake");
+    pkid_conn_close(t->handshaking);
+  }
+  return 1;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   pkid_transport *t = listener->data;
   if (status < 0) return;
@@ -234,17 +325,16 @@ static void on_connection(uv_stream_t *listener, int status) {
   conn->t = t;
   uv_tcp_init(t->loop, &conn->tcp);
   conn->tcp.data = conn;
+  int addr_len = sizeof(conn->addr);
   if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 ||
-      t->num_conns >= t->limits.max_conns) {
+      uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&conn->addr, &addr_len) != 0 ||
+      !admit(t, (const struct sockaddr *)&conn->addr)) {
     uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
     return;
   }
-  struct sockaddr_storage addr;
-  int addr_len = sizeof(addr);
-  if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &addr_len) == 0) {
-    pki_hostport_format(conn->peer.address, sizeof(conn->peer.address),
-                        (const struct sockaddr *)&addr);
-  }
+  conn->counted = 1;
+  pki_hostport_format(conn->peer.address, sizeof(conn->peer.address),
+                      (const struct sockaddr *)&conn->addr);
   uv_tcp_nodelay(&conn->tcp, 1);
   uv_timer_init(t->loop, &conn->timer);
   conn->timer.data = conn;
@@ -256,6 +346,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     BIO_free(conn->rbio);
     BIO_free(conn->wbio);
     SSL_free(conn->ssl);
+    pki_addr_count_remove(t->per_address, (const struct sockaddr *)&conn->addr);
     uv_close((uv_handle_t *)&conn->timer, on_closed);
     uv_close((uv_handle_t *)&conn->tcp, on_closed);
     return;
@@ -269,6 +360,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (t->conns != NULL) t->conns->prev = conn;
   t->conns = conn;
   t->num_conns++;
+  handshake_list_add(t, conn);
   pkid_gauge_set(pkid_m.connections, (double)t->num_conns);
   uv_timer_start(&conn->timer, on_timer, t->limits.handshake_timeout_ms, 0);
   uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
@@ -303,6 +395,9 @@ void pkid_conn_close(pkid_conn *conn) {
   }
   SSL_free(conn->ssl); /* frees both BIOs */
   conn->ssl = NULL;
+  handshake_list_remove(t, conn);
+  if (conn->counted) pki_addr_count_remove(t->per_address, (const struct sockaddr *)&conn->addr);
+  conn->counted = 0;
   if (conn->prev != NULL) conn->prev->next = conn->next;
   if (conn->next != NULL) conn->next->prev = conn->prev;
   if (t->conns == conn) t->conns = conn->next;
@@ -317,7 +412,8 @@ pkid_transport *pkid_transport_new(uv_loop_t *loop, SSL_CTX *ssl_ctx,
                                    const pkid_transport_limits *limits,
                                    const pkid_conn_handler *handler, void *ctx, pki_err *err) {
   pkid_transport *t = calloc(1, sizeof(*t));
-  if (t == NULL) {
+  if (t == NULL || (t->per_address = pki_addr_count_new()) == NULL) {
+    free(t);
     PKI_ERR_OOM(err);
     return NULL;
   }
@@ -373,6 +469,7 @@ unsigned pkid_transport_num_conns(const pkid_transport *t) { return t->num_conns
 static void on_transport_closed(uv_handle_t *handle) {
   pkid_transport *t = handle->data;
   SSL_CTX_free(t->ssl_ctx);
+  pki_addr_count_free(t->per_address);
   free(t);
 }
 

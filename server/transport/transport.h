@@ -51,8 +51,18 @@ typedef struct pkid_conn_handler {
 } pkid_conn_handler;
 
 typedef struct pkid_transport_limits {
-  unsigned max_conns;            /* connections at once; more are closed at accept */
+  /* Connections at once. At the limit, a new connection takes the place of
+   * the oldest one still in its handshake; with none, it is closed. */
+  unsigned max_conns;
+  /* Connections at once from one address (IPv6: one /64), so that one
+   * client cannot take them all. Behind a load balancer that does not pass
+   * the client's address on, every connection has the balancer's: raise it. */
+  unsigned max_conns_per_address;
   unsigned handshake_timeout_ms; /* a connection not through TLS by then is closed */
+  /* Bytes a connection may have waiting to be written (encrypted, not yet
+   * taken by the socket). Past it the connection is not read and the layer
+   * above is asked for nothing more until the peer has read some. */
+  size_t max_write_queue;
 } pkid_transport_limits;
 
 /* pkid_transport_new makes a listener that hands connections to |handler|
@@ -87,6 +97,11 @@ void pkid_transport_free(pkid_transport *t);
  * socket at the end of the flush. 0 if the connection failed (it is
  * closing). */
 int pkid_conn_write(pkid_conn *conn, const uint8_t *data, size_t len);
+
+/* pkid_conn_writable: the connection has room for more output (less than
+ * max_write_queue waiting). The session stops producing output while it
+ * is 0; the transport kicks it when the peer has read enough. */
+int pkid_conn_writable(const pkid_conn *conn);
 
 /* pkid_conn_kick schedules the session's on_flush for this iteration's
  * check phase. */

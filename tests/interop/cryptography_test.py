@@ -133,7 +133,7 @@ def main():
     pkictl = os.path.realpath(sys.argv[1])
     tmp = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
     pki = os.path.join(tmp, "pki")
-    with open(os.path.join(tmp, "pass"), "w") as f:
+    with open(os.open(os.path.join(tmp, "pass"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         f.write("cryptography-test\n")
     subprocess.run([pkictl, "ceremony", "demo", "--out", pki, "--passphrase-file",
                     os.path.join(tmp, "pass")], check=True, stdout=subprocess.DEVNULL)

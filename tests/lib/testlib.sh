@@ -9,6 +9,10 @@
 # Every case runs in a subshell with `set -e`-free control, in its own
 # scratch folder $T_DIR under $TEST_TMPDIR.
 
+# Tests write passphrases and keys: readable by their owner only, as pkid
+# and pkictl require of a passphrase file.
+umask 077
+
 T_NAMES=()
 T_RESULTS=()
 T_MESSAGES=()

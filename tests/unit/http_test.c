@@ -112,10 +112,19 @@ typedef struct response {
   size_t body_len;
 } response;
 
-static client *client_open(int port) {
+/* client_open_from connects from the loopback address |from|
+ * (127.0.0.0/8 holds many: another client on the same machine). */
+static client *client_open_from(int port, uint32_t from) {
   client *c = calloc(1, sizeof(*c));
   if (c == NULL) return NULL;
   c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in src = {.sin_family = AF_INET};
+  src.sin_addr.s_addr = htonl(from);
+  if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
+    close(c->fd);
+    free(c);
+    return NULL;
+  }
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   struct timeval tv = {.tv_sec = 5};
@@ -128,6 +137,8 @@ static client *client_open(int port) {
   }
   return c;
 }
+
+static client *client_open(int port) { return client_open_from(port, INADDR_LOOPBACK); }
 
 static void client_close(client *c) {
   if (c == NULL) return;
@@ -519,6 +530,9 @@ TEST(idle_timeout) {
   run_server(&l, client_idle);
 }
 
+/* At max_conns (2), a new connection takes the place of the longest-open
+ * idle one; when every connection has a request in progress, the new one
+ * is refused. */
 static void client_max_conns(fixture *f) {
   client *a = client_open(f->port), *b = client_open(f->port);
   response *r = malloc(sizeof(*r));
@@ -526,19 +540,61 @@ static void client_max_conns(fixture *f) {
     /* Both are accepted (a request on each proves it) before the third. */
     CHECK(send_str(a, "GET /echo/a HTTP/1.1\r\n\r\n") && read_response(a, r));
     CHECK(send_str(b, "GET /echo/b HTTP/1.1\r\n\r\n") && read_response(b, r));
+    /* b is busy: half a request. */
+    CHECK(send_str(b, "GET /echo/b HTTP/1.1\r\n"));
+    usleep(100 * 1000);
     client *c = client_open(f->port);
-    if (c != NULL) {
-      CHECK(closed_by_server(c));
-      client_close(c);
+    /* a, idle, made room for c; b kept its place. */
+    CHECK(closed_by_server(a));
+    CHECK(c != NULL && send_str(c, "GET /echo/c HTTP/1.1\r\n\r\n") && read_response(c, r) &&
+          r->status == 200);
+    CHECK(send_str(b, "\r\n") && read_response(b, r) && r->status == 200);
+    /* Now both busy: a fourth is refused. */
+    CHECK(send_str(b, "GET /echo/b HTTP/1.1\r\n") && send_str(c, "GET /echo/c HTTP/1.1\r\n"));
+    usleep(100 * 1000);
+    client *d = client_open(f->port);
+    if (d != NULL) {
+      CHECK(closed_by_server(d));
+      client_close(d);
     }
-    /* The first two still work. */
-    CHECK(send_str(a, "GET /echo/a HTTP/1.1\r\n\r\n") && read_response(a, r) && r->status == 200);
+    client_close(c);
   } else {
     CHECK(!"connect");
   }
   client_close(a);
   client_close(b);
   free(r);
+}
+
+/* One address may hold max_conns_per_address (2); another is still let in. */
+static void client_per_address(fixture *f) {
+  client *a = client_open(f->port), *b = client_open(f->port);
+  response *r = malloc(sizeof(*r));
+  CHECK(a != NULL && b != NULL);
+  if (a != NULL && b != NULL) {
+    CHECK(send_str(a, "GET /echo/a HTTP/1.1\r\n\r\n") && read_response(a, r));
+    CHECK(send_str(b, "GET /echo/b HTTP/1.1\r\n\r\n") && read_response(b, r));
+    client *c = client_open(f->port);
+    if (c != NULL) {
+      CHECK(closed_by_server(c));
+      client_close(c);
+    }
+    client *other = client_open_from(f->port, INADDR_LOOPBACK + 1); /* 127.0.0.2 */
+    CHECK(other != NULL && send_str(other, "GET /echo/o HTTP/1.1\r\n\r\n") &&
+          read_response(other, r) && r->status == 200);
+    client_close(other);
+    /* The first two still work. */
+    CHECK(send_str(a, "GET /echo/a HTTP/1.1\r\n\r\n") && read_response(a, r) && r->status == 200);
+  }
+  client_close(a);
+  client_close(b);
+  free(r);
+}
+
+TEST(max_conns_per_address) {
+  pkid_http_limits l = pkid_http_default_limits();
+  l.max_conns_per_address = 2;
+  run_server(&l, client_per_address);
 }
 
 TEST(max_conns) {
@@ -640,6 +696,7 @@ int main(void) {
   RUN(slowloris_request_timeout);
   RUN(idle_timeout);
   RUN(max_conns);
+  RUN(max_conns_per_address);
   RUN(graceful_stop);
   RUN(listen_errors);
   RUN(http_date);
