@@ -1136,7 +1136,8 @@ static int append_failed(pki_journal *j, const char *what, int e,
     int marked = write_cut_marker(j, &merr);
     PKI_ERR(err, PKI_ERR_IO,
             "cannot %s journal segment %016llx in %s: %s; nor cut it back to "
-            "its durable end (offset %llu, seq %llu): %s; %s%s", what,
+            "its durable end (offset %llu, after record %llu): %s; %s%s",
+            what,
             (ull)j->seg, j->dir, strerror(e), (ull)j->seg_size,
             (ull)(j->next_seq - 1), strerror(cut_e),
             marked ? "a cut marker was written: the next open cuts it"
@@ -1183,6 +1184,10 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
                      j->dir, (ull)(j->seg + 1));
       if (retry) {
         /* Nothing was written: the next append tries the roll again. */
+        char why[sizeof(err->msg)];
+        snprintf(why, sizeof(why), "%s", err->msg);
+        PKI_ERR(err, PKI_ERR_EXHAUSTED, "%s; nothing was appended, retry "
+                "later", why);
         j->stats.exhausted++;
         return 0;
       }
