@@ -4,7 +4,8 @@
  * checksummed and hash-chained to the one before it, and an append returns
  * only once its records are on disk. It does not interpret payloads; types
  * are small integers the caller defines. It has no threads and no locks:
- * one thread at a time uses a pki_journal (the server's journal thread).
+ * one thread at a time uses a pki_journal (the server's journal thread);
+ * only pki_journal_failed may be called from any thread.
  *
  * FILES. A journal is a directory holding
  *   NNNNNNNNNNNNNNNN.seg   segment N (16 lower-case hex digits), N = 1, 2, ...
@@ -78,8 +79,12 @@
  *    the kernel may have dropped the pages, and a second fdatasync could
  *    not tell), is PKI_ERR_IO and fails the journal for good
  *    (pki_journal_failed): it refuses every later append and snapshot.
- *  - If the cut fails too, the journal writes a cut marker for the next
- *    open, and the message says whether that worked.
+ *  - If the cut fails too, the segment may still hold those records (and
+ *    after a reboot, perhaps only some of their pages, a hole under any
+ *    later record). The journal then writes a cut marker, so that the next
+ *    open cuts there before anything else, and the message says whether
+ *    that worked. Only this rare path writes one: appends cost nothing
+ *    more, and a clean failure leaves no extra file.
  *  - Starting a new segment (a roll) writes only a temporary file until its
  *    rename; when that fails with EMFILE, ENFILE (no descriptors), ENOSPC
  *    or EDQUOT, nothing changed: the append is PKI_ERR_EXHAUSTED and the
@@ -113,8 +118,9 @@
  *    cut as a torn tail; or, if the kernel wrote back only some of their
  *    pages, unreadable with readable records after them, and open fails
  *    with PKI_ERR_INVALID naming the offset. The append's error gave the
- *    durable end (offset and seq): everything from there on was never
- *    acknowledged and may be cut by hand once the disk is sound.
+ *    durable end (offset, and the last durable record): everything from
+ *    there on was never acknowledged and may be cut by hand once the disk
+ *    is sound.
  *  - Records written by a process that died before its fdatasync returned
  *    may survive the crash; they were never acknowledged, and appear at
  *    replay.
