@@ -1,5 +1,6 @@
 #include "lib/csr.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,10 +114,10 @@ int pki_csr_parse(pki_csr *out, const uint8_t *der, size_t len, pki_err *err) {
     out->common_name[0] = '\0';
   }
   spki = out->spki;
+  errno = 0; /* for PKI_ERR_CRYPTO */
   out->key = EVP_parse_public_key(&spki);
   if (out->key == NULL || CBS_len(&spki) != 0) {
-    ERR_clear_error();
-    PKI_ERR(err, PKI_ERR_UNSUPPORTED,
+    PKI_ERR_CRYPTO(err, PKI_ERR_UNSUPPORTED,
             "CSR: public key is malformed or of an unsupported type "
             "(accepted: ECDSA P-256/P-384, Ed25519, RSA 2048-4096)");
     goto fail;

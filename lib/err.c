@@ -1,12 +1,36 @@
 #include "lib/err.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 void pki_err_set_at(pki_err *err, pki_err_code code, const char *file, int line,
                     const char *fmt, ...) {
   if (err == NULL) return;
+  err->code = code;
+  err->file = file;
+  err->line = line;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+  va_end(ap);
+}
+
+void pki_err_crypto_at(pki_err *err, pki_err_code code, const char *file, int line,
+                       const char *fmt, ...) {
+  int oom = errno == ENOMEM;
+  uint32_t e;
+  while ((e = ERR_get_error()) != 0) {
+    if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE) oom = 1;
+  }
+  if (err == NULL) return;
+  if (oom) {
+    pki_err_set_at(err, PKI_ERR_EXHAUSTED, file, line, "out of memory");
+    return;
+  }
   err->code = code;
   err->file = file;
   err->line = line;

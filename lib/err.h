@@ -44,6 +44,18 @@ void pki_err_set_at(pki_err *err, pki_err_code code, const char *file, int line,
  * same request may well succeed once memory is back. */
 #define PKI_ERR_OOM(err) PKI_ERR((err), PKI_ERR_EXHAUSTED, "out of memory")
 
+/* pki_err_crypto_at records the failure of a BoringSSL call as |code|, or
+ * as PKI_ERR_EXHAUSTED if an allocation failed in it: BoringSSL's parsers
+ * and verifiers return the same 0 or NULL for that as for bad input. An
+ * allocation failed if the thread's error queue holds ERR_R_MALLOC_FAILURE
+ * or if errno is ENOMEM: not every allocation site of BoringSSL queues an
+ * error, but a failed malloc always sets ENOMEM, so set errno to 0 before
+ * the call. The queue is cleared either way. Use PKI_ERR_CRYPTO. */
+void pki_err_crypto_at(pki_err *err, pki_err_code code, const char *file, int line,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define PKI_ERR_CRYPTO(err, code, ...) \
+  pki_err_crypto_at((err), (code), __FILE__, __LINE__, __VA_ARGS__)
+
 /* pki_err_prefix prepends context ("catalog.yaml:12: ") to the message of an
  * error already set, keeping its code and origin. */
 void pki_err_prefix(pki_err *err, const char *fmt, ...)

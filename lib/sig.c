@@ -1,5 +1,6 @@
 #include "lib/sig.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #include <openssl/digest.h>
@@ -134,12 +135,14 @@ int pki_sig_verify(const CBS *alg_in, EVP_PKEY *key, const uint8_t *data,
   }
   EVP_MD_CTX ctx;
   EVP_MD_CTX_init(&ctx);
+  errno = 0; /* for PKI_ERR_CRYPTO */
   int ok = EVP_DigestVerifyInit(&ctx, NULL, md, NULL, key) &&
            EVP_DigestVerify(&ctx, sig, sig_len, data, data_len);
   EVP_MD_CTX_cleanup(&ctx);
   if (!ok) {
-    ERR_clear_error(); /* the reason is ours to report; keep the queue empty */
-    PKI_ERR(err, PKI_ERR_AUTH, "signature does not verify");
+    /* The reason is ours to report (this also empties the queue); an
+     * allocation that failed is not a bad signature. */
+    PKI_ERR_CRYPTO(err, PKI_ERR_AUTH, "signature does not verify");
     return 0;
   }
   return 1;
