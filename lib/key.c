@@ -1,5 +1,6 @@
 #include "lib/key.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,11 +363,11 @@ static int scrypt_params_ok(uint64_t log2n, uint64_t r, uint64_t p) {
 static int derive_key(uint8_t out[SEALED_KEY_LEN], const uint8_t *secret,
                       size_t secret_len, const uint8_t *salt, uint64_t log2n,
                       uint64_t r, uint64_t p, pki_err *err) {
+  errno = 0; /* for PKI_ERR_CRYPTO */
   if (!EVP_PBE_scrypt((const char *)secret, secret_len, salt, SEALED_SALT_LEN,
                       (uint64_t)1 << log2n, r, p, SCRYPT_MAX_MEM, out,
                       SEALED_KEY_LEN)) {
-    ERR_clear_error();
-    PKI_ERR(err, PKI_ERR_INTERNAL, "scrypt failed (out of memory?)");
+    PKI_ERR_CRYPTO(err, PKI_ERR_INTERNAL, "scrypt failed");
     return 0;
   }
   return 1;
@@ -552,8 +553,13 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
   pki_err pem_err;
   if (!pki_pem_decode(&der, &der_len, NULL, kSealedLabel, 1, (const uint8_t *)pem, pem_len, 0,
                       &pem_err)) {
-    /* Whatever is wrong with the PEM, this is not a sealed key. */
-    PKI_ERR(err, PKI_ERR_INVALID, "not a sealed private key (%s)", pem_err.msg);
+    /* Whatever is wrong with the PEM, this is not a sealed key; unless
+     * there was no memory to decode it. */
+    if (pem_err.code == PKI_ERR_EXHAUSTED) {
+      *err = pem_err;
+    } else {
+      PKI_ERR(err, PKI_ERR_INVALID, "not a sealed private key (%s)", pem_err.msg);
+    }
     goto done;
   }
 
@@ -567,9 +573,10 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
     PKI_ERR_OOM(err);
     goto done;
   }
+  errno = 0; /* for PKI_ERR_CRYPTO */
   if (!EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), aead_key,
                          sizeof(aead_key), EVP_AEAD_DEFAULT_TAG_LENGTH, NULL)) {
-    PKI_ERR(err, PKI_ERR_INTERNAL, "cannot set up AES-256-GCM");
+    PKI_ERR_CRYPTO(err, PKI_ERR_INTERNAL, "cannot set up AES-256-GCM");
     goto done;
   }
   if (!EVP_AEAD_CTX_open(&ctx, pt, &pt_len, parts.ct_len, parts.nonce,
@@ -580,14 +587,15 @@ EVP_PKEY *pki_key_open(const char *pem, size_t pem_len, const uint8_t *secret,
     goto done;
   }
   CBS_init(&cbs, pt, pt_len);
+  errno = 0; /* for PKI_ERR_CRYPTO */
   pkey = EVP_parse_private_key(&cbs);
   if (pkey != NULL && CBS_len(&cbs) != 0) {
     EVP_PKEY_free(pkey);
     pkey = NULL;
   }
   if (pkey == NULL) {
-    PKI_ERR(err, PKI_ERR_INVALID,
-            "sealed key: decrypted, but does not hold a valid private key");
+    PKI_ERR_CRYPTO(err, PKI_ERR_INVALID,
+                   "sealed key: decrypted, but does not hold a valid private key");
   }
 
 done:
