@@ -1,5 +1,6 @@
 #include "lib/token.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,14 @@ int pki_token_check(pki_token *out, const char *text, size_t len,
     return 0;
   }
   unsigned want_len = 0;
-  HMAC(EVP_sha256(), key, PKI_TOKEN_KEY_LEN, payload, payload_len, want, &want_len);
+  /* HMAC allocates its digest state, so it can fail: then |want| holds
+   * nothing to compare with. */
+  errno = 0; /* for PKI_ERR_CRYPTO */
+  if (HMAC(EVP_sha256(), key, PKI_TOKEN_KEY_LEN, payload, payload_len, want, &want_len) ==
+      NULL) {
+    PKI_ERR_CRYPTO(err, PKI_ERR_INTERNAL, "cannot compute the token's HMAC");
+    return 0;
+  }
   if (mac_len != want_len || CRYPTO_memcmp(mac, want, want_len) != 0) {
     PKI_ERR(err, PKI_ERR_AUTH, "bootstrap token is not valid");
     return 0;
