@@ -166,9 +166,13 @@ static int parse_aia(pki_cert_info *info, CBS *value, pki_err *err) {
     if (PKI_DER_OID_IS(&method, PKI_OID_AD_OCSP) && info->ocsp_url == NULL) {
       CBS uri;
       if (!CBS_get_asn1(&location, &uri, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI) ||
-          CBS_len(&uri) == 0 || CBS_contains_zero_byte(&uri) ||
-          !CBS_strdup(&uri, &info->ocsp_url)) {
+          CBS_len(&uri) == 0 || CBS_contains_zero_byte(&uri)) {
         goto bad;
+      }
+      if (!CBS_strdup(&uri, &info->ocsp_url)) {
+        ERR_clear_error();
+        PKI_ERR_OOM(err);
+        return 0;
       }
     }
   }
