@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
   long rss1 = rss_bytes();
 
   pkid_store store;
-  if (!pkid_store_open(&store, dir, cat, &cas, status, 1, &err)) {
+  if (!pkid_store_open(&store, dir, cat, &cas, status, &(pkid_store_options){.node = 1}, &err)) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
   }
@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
   /* The restart: what pkid_store_open does at start, from the snapshot. */
   status = pkid_status_new(16);
   double t2 = now_s();
-  if (!pkid_store_open(&store, dir, cat, &cas, status, 1, &err)) {
+  if (!pkid_store_open(&store, dir, cat, &cas, status, &(pkid_store_options){.node = 1}, &err)) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
   }

@@ -316,6 +316,12 @@ static int sign_intermediate(const pki_catalog *cat, const char *dir,
   }
   const uint8_t *ders[1] = {der};
   if (!write_pem(cert_path, ders, &der_len, 1, err)) goto out;
+  /* A CA signed by another intermediate (load-balancer-ca) is that
+   * intermediate's to vouch for: pkid learns of it too. */
+  if (pki_catalog_find_ca(cat, ca->parent)->parent != NULL &&
+      !pki_tree_record_issued(dir, der, der_len, err)) {
+    goto out;
+  }
   /* The chain file is this CA and its parents below the root. */
   if (!chain_load(&parents, cat, dir, ca, 0, err) ||
       !write_pem(chain_path, (const uint8_t *const *)parents.ders, parents.lens,
@@ -450,7 +456,11 @@ static int issue_one(const pki_catalog *cat, const char *dir, const pki_issuer *
     goto out;
   }
   const uint8_t *ders[1] = {der};
-  if (!write_pem(cert_path, ders, &der_len, 1, err)) goto out;
+  /* Issued offline: pkid learns of it from the issued/ folder. */
+  if (!write_pem(cert_path, ders, &der_len, 1, err) ||
+      !pki_tree_record_issued(dir, der, der_len, err)) {
+    goto out;
+  }
   ok = 1;
 out:
   pki_csr_cleanup(&csr);

@@ -7,6 +7,7 @@
 
 #include <openssl/mem.h>
 
+#include "lib/cert_info.h"
 #include "lib/file.h"
 #include "lib/key.h"
 #include "lib/pem.h"
@@ -71,6 +72,34 @@ int pki_tree_truststore_path(char *out, size_t out_size, const char *dir,
 int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned index,
                         pki_err *err) {
   return path_fmt(out, out_size, err, "%s/root-ca/shares/custodian-%u.share", dir, index);
+}
+
+int pki_tree_issued_dir(char *out, size_t out_size, const char *dir, pki_err *err) {
+  return path_fmt(out, out_size, err, "%s/issued", dir);
+}
+
+int pki_tree_record_issued(const char *dir, const uint8_t *der, size_t der_len, pki_err *err) {
+  pki_cert_info info;
+  if (!pki_cert_info_parse(&info, der, der_len, err)) return 0;
+  /* The file is named by the serial, in hex, without a sign octet. */
+  CBS serial = info.serial;
+  if (CBS_len(&serial) > 1 && CBS_data(&serial)[0] == 0) CBS_skip(&serial, 1);
+  char hex[2 * 32 + 1];
+  size_t n = 0;
+  for (size_t i = 0; i < CBS_len(&serial) && n + 2 < sizeof(hex); i++) {
+    n += (size_t)snprintf(hex + n, sizeof(hex) - n, "%02x", CBS_data(&serial)[i]);
+  }
+  pki_cert_info_cleanup(&info);
+  char folder[PKI_PATH_MAX], path[PKI_PATH_MAX];
+  char *pem = NULL;
+  size_t pem_len = 0;
+  int ok = pki_tree_issued_dir(folder, sizeof(folder), dir, err) &&
+           path_fmt(path, sizeof(path), err, "%s/%s.crt", folder, hex) &&
+           pki_mkdirs(folder, 0755, err) &&
+           pki_pem_append(&pem, &pem_len, "CERTIFICATE", der, der_len, err) &&
+           pki_file_write_atomic(path, pem, pem_len, 0644, err);
+  free(pem);
+  return ok;
 }
 
 int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err *err) {

@@ -11,6 +11,9 @@
  *   service-certificates/<dir>/<name>-chain.crt the intermediates to send with it
  *   trust-stores/<ca>-truststore.pem            a CA and its parents up to the root
  *   trust-stores/agent-truststore.pem           the seed's name for agents-ca's
+ *   issued/<serial>.crt                         every certificate an intermediate
+ *                                               signed offline (the ceremonies),
+ *                                               for pkid to import
  *
  * The functions write a path into |out| and fail (PKI_ERR_INVALID) only if
  * it does not fit. */
@@ -45,6 +48,16 @@ int pki_tree_truststore_path(char *out, size_t out_size, const char *dir,
 
 int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned index,
                         pki_err *err);
+
+/* pki_tree_issued_dir names the folder of certificates signed offline. */
+int pki_tree_issued_dir(char *out, size_t out_size, const char *dir, pki_err *err);
+
+/* pki_tree_record_issued leaves a copy of |der|, a certificate one of the
+ * intermediates signed offline, in the issued/ folder (as <serial>.crt,
+ * PEM, written atomically), so that pkid learns of it at its next start or
+ * reload: every certificate an intermediate signs must be known to pkid,
+ * revocable and answered by OCSP. */
+int pki_tree_record_issued(const char *dir, const uint8_t *der, size_t der_len, pki_err *err);
 
 /* pki_tree_read_cert reads a PEM (or DER) certificate file into DER. */
 int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err *err);

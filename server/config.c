@@ -25,7 +25,7 @@ static const field kLimits[] = {
     NUM(max_conns),        NUM(max_streams),           NUM(idle_timeout_ms),
     NUM(handshake_timeout_ms), NUM(max_conns_per_address), NUM(max_call_ms),
     NUM(max_stream_ms),    NUM(max_connection_age_ms), NUM(identity_max_in_flight),
-    NUM(identity_rate),
+    NUM(identity_rate),    NUM(journal_segment_bytes),
 };
 
 static int set_field(pkid_config *cfg, const field *f, const yaml_node_t *v, const char *path,

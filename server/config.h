@@ -12,7 +12,7 @@
  *   catalog: /etc/pkid/catalog.yaml
  *   node: 1
  *   workers: 2
- *   limits: {max_conns: 4096, max_conns_per_address: 256, max_streams: 256,
+ *   limits: {max_conns: 4096, max_conns_per_address: 64, max_streams: 256,
  *            idle_timeout_ms: 300000, handshake_timeout_ms: 5000,
  *            max_call_ms: 30000, max_stream_ms: 600000,
  *            max_connection_age_ms: 3600000, identity_max_in_flight: 1024,
@@ -30,7 +30,7 @@ typedef struct pkid_config {
   unsigned long node, workers; /* 0: not set */
   unsigned long max_conns, max_streams, idle_timeout_ms, handshake_timeout_ms;
   unsigned long max_conns_per_address, max_call_ms, max_stream_ms, max_connection_age_ms;
-  unsigned long identity_max_in_flight, identity_rate;
+  unsigned long identity_max_in_flight, identity_rate, journal_segment_bytes;
 } pkid_config;
 
 /* pkid_config_load reads |path| into |out| (zeroed first). */

@@ -33,6 +33,7 @@
 #include "server/http/admin.h"
 #include "server/http/ocsp_http.h"
 #include "server/metrics/metrics.h"
+#include "server/pipeline/import.h"
 #include "server/pipeline/job.h"
 #include "server/pipeline/serials.h"
 #include "server/pipeline/workers.h"
@@ -49,6 +50,7 @@ typedef struct pkid_limits {
   unsigned long max_conns, max_conns_per_address, max_streams, max_header_bytes;
   unsigned long idle_timeout_ms, handshake_timeout_ms, max_call_ms, max_stream_ms;
   unsigned long max_connection_age_ms, identity_max_in_flight, identity_rate;
+  unsigned long journal_segment_bytes;
 } pkid_limits;
 
 typedef struct limit_def {
@@ -64,7 +66,7 @@ typedef struct limit_def {
 
 static const limit_def kLimits[] = {
     LIMIT(max_conns, 4096, 1, 1000000, "gRPC connections at once"),
-    LIMIT(max_conns_per_address, 256, 1, 1000000,
+    LIMIT(max_conns_per_address, 64, 1, 1000000,
           "gRPC connections at once from one address (IPv6: one /64)"),
     LIMIT(max_streams, 256, 1, 100000, "concurrent calls per connection"),
     LIMIT(idle_timeout_ms, 300000, 1, 100000000, "close a connection idle this long"),
@@ -75,6 +77,8 @@ static const limit_def kLimits[] = {
           "GOAWAY to a connection this old (with jitter)"),
     LIMIT(identity_max_in_flight, 1024, 1, 1000000, "requests of one identity in the pipeline"),
     LIMIT(identity_rate, 2000, 0, 100000000, "requests per second of one identity (0: no limit)"),
+    LIMIT(journal_segment_bytes, 64 << 20, 64 << 10, 1ul << 40,
+          "journal segment files roll at this size"),
 };
 #define NUM_LIMITS (sizeof(kLimits) / sizeof(kLimits[0]))
 
@@ -264,6 +268,7 @@ typedef struct process {
   pkid_transport *transport;
   pkid_ocsp_http *ocsp;
   pkid_admin *admin;
+  pkid_import *import;
   int draining;
   int http_stopped; /* OCSP and admin listeners done (counts to 2) */
   uv_signal_t sigterm, sigint, sighup;
@@ -360,6 +365,7 @@ static void reload_catalog(void) {
   g.retired[g.num_retired++] = (pki_catalog *)cur;
   g.api.cat = next;
   g.store.cat = next;
+  pkid_import_set_catalog(g.import, next);
   pki_log("info", "reloaded", "what", "catalogue", "file", g.o->catalog, NULL);
 }
 
@@ -377,6 +383,10 @@ static void on_sighup(uv_signal_t *sig, int signum) {
     pki_log("info", "reloaded", "what", "certificate", "file", g.crt, NULL);
   }
   if (g.o->catalog != NULL) reload_catalog();
+  /* And what the ceremonies signed since. */
+  if (!pkid_import_scan(g.import, &err)) {
+    pki_log("error", "import_failed", "reason", err.msg, NULL);
+  }
 }
 
 static void close_handle(uv_handle_t *handle, void *arg) {
@@ -394,7 +404,9 @@ static int open_store(const options *o, const pki_catalog *cat, pki_err *err) {
     PKI_ERR_OOM(err);
     return 0;
   }
-  if (!pkid_store_open(&g.store, journal_dir, cat, &g.cas, g.status, (uint16_t)o->node, err)) {
+  pkid_store_options store_opts = {.node = (uint16_t)o->node,
+                                   .segment_bytes = o->limits.journal_segment_bytes};
+  if (!pkid_store_open(&g.store, journal_dir, cat, &g.cas, g.status, &store_opts, err)) {
     return 0;
   }
   pki_journal_stats jstats;
@@ -467,12 +479,14 @@ static int start_grpc(const options *o, SSL_CTX *ssl_ctx, pki_err *err) {
        * connections together, what a busy pkid needs and no more. */
       .max_conn_buffered = 1 << 20,
       .max_total_buffered = 64 << 20,
+      .max_conn_output = 512 << 10,
+      .max_total_output = 64 << 20,
   };
   pkid_transport_limits transport_limits = {
       .max_conns = (unsigned)l->max_conns,
       .max_conns_per_address = (unsigned)l->max_conns_per_address,
       .handshake_timeout_ms = (unsigned)l->handshake_timeout_ms,
-      .max_write_queue = 256 * 1024,
+      .max_write_queue = 64 * 1024,
   };
   g.rpc = pkid_rpc_new(g.loop, methods, num_methods, &g.api, &rpc_limits, err);
   if (g.rpc == NULL) return 0;
@@ -601,7 +615,11 @@ static int run(const options *o) {
   }
   memcpy(g.api.token_key, token_key, sizeof(token_key));
   OPENSSL_cleanse(token_key, sizeof(token_key));
-  if (!start_grpc(o, ssl_ctx, &err)) goto fail;
+  /* Certificates the ceremonies signed offline become known to pkid. */
+  g.import = pkid_import_new(o->pki, &g.cas, &g.store, g.workers, &err);
+  if (g.import == NULL || !pkid_import_scan(g.import, &err) || !start_grpc(o, ssl_ctx, &err)) {
+    goto fail;
+  }
   SSL_CTX_free(ssl_ctx); /* the transport holds its reference */
   ssl_ctx = NULL;
   signal(SIGPIPE, SIG_IGN);
@@ -623,7 +641,9 @@ static int run(const options *o) {
   uv_timer_start(&g_health, on_health, 200, 200);
   uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
+  pkid_import_stop(g.import);
   pkid_workers_free(g.workers);
+  pkid_import_free(g.import);
   pkid_transport_free(g.transport);
   pkid_rpc_free(g.rpc);
   uv_walk(g.loop, close_handle, NULL);

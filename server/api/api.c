@@ -249,21 +249,6 @@ static void reply_revoked(pkid_call *call, int64_t revoked_at) {
   reply_unary(call, &resp.base);
 }
 
-/* first_revocation: two revocations of one serial may be in flight at
- * once. The first to become durable stands (the index keeps it, and so
- * does a replay of the journal, which holds both records in that order);
- * the later one is answered with the first's time, and its OCSP response,
- * which says another reason and time, is dropped. */
-static void first_revocation(pkid_api *api, pkid_job *job) {
-  pkid_cert_record rec;
-  if (!pkid_status_get(api->status, job->rec.serial.bytes, job->rec.serial.len, &rec)) return;
-  if (rec.revoked_at == job->rec.revoked_at && rec.reason == job->rec.reason) return;
-  job->rec.revoked_at = rec.revoked_at;
-  job->rec.reason = rec.reason;
-  free(job->ocsp);
-  job->ocsp = NULL;
-}
-
 /* on_job_done: the pipeline gives back a job, durable or failed. The
  * index learns of it before anyone hears of it, and the responder has its
  * first OCSP response. */
@@ -271,15 +256,8 @@ static void on_job_done(pkid_job *job) {
   api_request *r = (api_request *)((char *)job - offsetof(api_request, job));
   pkid_api *api = r->api;
   if (job->ok) {
-    pkid_store_apply(api->store, &job->rec);
+    pkid_job_apply(job, api->store);
     pkid_counter_add(job->rec.type == PKID_REC_ISSUE ? pkid_m.issued : pkid_m.revoked, 1);
-    if (job->rec.type == PKID_REC_REVOKE) first_revocation(api, job);
-    if (job->ocsp != NULL) {
-      pkid_status_set_response(api->status, job->rec.serial.bytes, job->rec.serial.len,
-                               PKI_OCSP_HASH_SHA1, job->ocsp, job->ocsp_len,
-                               job->ocsp_next_update);
-      job->ocsp = NULL; /* the index owns it now */
-    }
   } else if (job->rec.has_token) {
     /* A token whose issuance failed may be used again. */
     pkid_store_token_release(api->store, job->rec.token_id);

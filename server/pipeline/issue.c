@@ -45,6 +45,14 @@ static int canonical_spki(uint8_t **out, size_t *out_len, const pki_csr *csr, pk
 }
 
 void pkid_issue_run(pkid_job *job) {
+  if (job->cert != NULL) {
+    /* Signed offline and imported (import.h): only its first OCSP
+     * response is to be made. */
+    pkid_cert_record good;
+    memset(&good, 0, sizeof(good));
+    job->ok = sign_ocsp(job, &good);
+    return;
+  }
   pki_csr csr;
   pki_profile profile;
   uint8_t *spki = NULL;

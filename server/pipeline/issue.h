@@ -12,7 +12,8 @@
 
 /* pkid_issue_run does the work of an ISSUE job and sets ok, err and the
  * outputs: the certificate (and the record's fields that describe it) and
- * its first OCSP response ("good"). */
+ * its first OCSP response ("good"). A job that comes with its certificate
+ * (an import, import.h) gets only the response. */
 void pkid_issue_run(pkid_job *job);
 
 /* pkid_revoke_run signs the OCSP response ("revoked") of a REVOKE job. */

@@ -26,6 +26,25 @@ void pkid_job_cleanup(pkid_job *job) {
   job->rec.cert = NULL;
 }
 
+void pkid_job_apply(pkid_job *job, pkid_store *store) {
+  pkid_store_apply(store, &job->rec);
+  if (job->rec.type == PKID_REC_REVOKE) {
+    pkid_cert_record rec;
+    if (pkid_status_get(store->status, job->rec.serial.bytes, job->rec.serial.len, &rec) &&
+        (rec.revoked_at != job->rec.revoked_at || rec.reason != job->rec.reason)) {
+      job->rec.revoked_at = rec.revoked_at;
+      job->rec.reason = rec.reason;
+      free(job->ocsp);
+      job->ocsp = NULL;
+    }
+  }
+  if (job->ocsp != NULL) {
+    pkid_status_set_response(store->status, job->rec.serial.bytes, job->rec.serial.len,
+                             PKI_OCSP_HASH_SHA1, job->ocsp, job->ocsp_len, job->ocsp_next_update);
+    job->ocsp = NULL; /* the index owns it now */
+  }
+}
+
 int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
   const pkid_record **recs = malloc((n > 0 ? n : 1) * sizeof(*recs));
   if (recs == NULL) {

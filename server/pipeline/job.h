@@ -70,6 +70,14 @@ void pkid_job_set_identity(pkid_job *job, const char *identity);
 /* pkid_job_cleanup frees what the job owns (not the job). */
 void pkid_job_cleanup(pkid_job *job);
 
+/* pkid_job_apply makes a durable job's change visible, on the loop thread
+ * before anyone hears of it: its record goes into the store's status index
+ * and its first OCSP response to the responder's store. Of two revocations
+ * of one serial, the first to become durable stands (as a replay of the
+ * journal would have it): the later job is given the first's time and
+ * reason, and its own response is dropped. */
+void pkid_job_apply(pkid_job *job, pkid_store *store);
+
 /* pkid_jobs_commit is the worker pool's commit function (workers.h) for
  * pkid's store (|ctx|): the records of the jobs that succeeded, in one
  * pkid_store_commit. A job that failed (a bad CSR, a name outside its

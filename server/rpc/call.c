@@ -13,6 +13,34 @@
 static void on_deadline(pkid_deadline *d);
 static void drop_in(pkid_call *call);
 
+/* count_output keeps the session's and the rpc's count of answer bytes
+ * that HTTP/2 has not taken yet. */
+static void count_output(pkid_call *call, ssize_t delta) {
+  call->session->output += (size_t)delta;
+  call->session->rpc->total_output += (size_t)delta;
+}
+
+/* answers_waiting: too much of what was answered is still waiting for the
+ * client(s) to read it. The call then pauses: its messages stay unread,
+ * and since pkid hands HTTP/2 flow control back only for what it has
+ * read (pkid_session_consume), the client's window closes and it stops
+ * sending. The session resumes paused calls as the answers drain. With
+ * the transport's write limit, this bounds what a client that does not
+ * read can make pkid hold. */
+static int answers_waiting(pkid_call *call) {
+  pkid_session *s = call->session;
+  if (s->output <= s->rpc->limits.max_conn_output &&
+      s->rpc->total_output <= s->rpc->limits.max_total_output) {
+    return 0;
+  }
+  if (!call->paused) {
+    pkid_metrics_limited("paused_answers_not_read");
+    call->paused = 1;
+    s->num_paused++;
+  }
+  return 1;
+}
+
 pkid_call *pkid_call_new(pkid_session *s, int32_t stream_id) {
   pkid_call *call = calloc(1, sizeof(*call));
   if (call == NULL) return NULL;
@@ -144,25 +172,6 @@ static int next_message(pkid_call *call, const uint8_t **out, size_t *out_len,
   return r;
 }
 
-/* dispatch_streaming hands every complete message to a streaming method. */
-static void dispatch_streaming(pkid_call *call) {
-  size_t consumed = 0;
-  const uint8_t *msg;
-  size_t len;
-  int r;
-  while (!call->finished && (r = next_message(call, &msg, &len, &consumed)) == 1) {
-    call->method->on_message(call->session->rpc->ctx, call, msg, len);
-  }
-  if (call->finished) {
-    drop_in(call);
-    return;
-  }
-  if (consumed > 0) {
-    memmove(call->in, call->in + consumed, call->in_len - consumed);
-    call->in_len -= consumed;
-  }
-}
-
 /* grow_in makes room for |more| request bytes, within the limits on what
  * one call, one connection and all of them may hold unparsed. */
 static int grow_in(pkid_call *call, size_t more) {
@@ -170,9 +179,9 @@ static int grow_in(pkid_call *call, size_t more) {
   pkid_rpc *rpc = s->rpc;
   size_t max = call->method->max_message != 0 ? call->method->max_message
                                               : PKID_GRPC_MAX_MESSAGE;
-  if (call->in_len + more > max + FRAME_HEADER + 16384) {
-    /* More than one message's worth is waiting: for a unary call that is an
-     * oversize message, for a stream a client that ignores flow control. */
+  if (call->in_len + more > max + FRAME_HEADER + PKID_RPC_STREAM_WINDOW) {
+    /* More than a message and a window's worth is waiting: for a unary call
+     * an oversize request, for a stream a client that ignores flow control. */
     pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "request exceeds %zu bytes", max);
     return 0;
   }
@@ -199,8 +208,11 @@ static int grow_in(pkid_call *call, size_t more) {
   return 1;
 }
 
-/* drop_in gives back the request buffer (a finished call needs no more). */
+/* drop_in gives back the request buffer (a finished call needs no more),
+ * and what it held to flow control: the connection's window counts every
+ * stream's bytes until pkid says they are read. */
 static void drop_in(pkid_call *call) {
+  pkid_session_consume(call->session, call, call->in_len);
   call->session->buffered -= call->in_cap;
   call->session->rpc->total_buffered -= call->in_cap;
   free(call->in);
@@ -208,49 +220,92 @@ static void drop_in(pkid_call *call) {
   call->in_len = call->in_cap = 0;
 }
 
-void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {
-  if (call->finished) {
-    drop_in(call); /* what follows a status is not read */
-    return;
-  }
-  if (call->method == NULL) return;
-  if (!grow_in(call, len)) return;
-  memcpy(call->in + call->in_len, data, len);
-  call->in_len += len;
-  if (call->method->client_streaming) {
-    dispatch_streaming(call);
-  } else if (call->in_len >= FRAME_HEADER) {
-    /* Check the size prefix early: no need to wait for 64 KiB to refuse it. */
-    const uint8_t *msg;
-    size_t msg_len, consumed = 0;
-    if (next_message(call, &msg, &msg_len, &consumed) < 0) return;
-  }
+/* take_in removes |n| bytes from the front of the request buffer: they
+ * are read, and the client may send as much again (flow control). */
+static void take_in(pkid_call *call, size_t n) {
+  if (n == 0) return;
+  memmove(call->in, call->in + n, call->in_len - n);
+  call->in_len -= n;
+  pkid_session_consume(call->session, call, n);
 }
 
-void pkid_call_end_of_request(pkid_call *call) {
-  call->half_closed = 1;
-  if (call->finished || call->method == NULL) return;
-  if (call->method->client_streaming) {
-    dispatch_streaming(call);
-    if (call->finished) return;
-    if (call->in_len != 0) {
-      pkid_call_finish(call, PKI_GRPC_INVALID_ARGUMENT, "request ends inside a message");
-      return;
-    }
-    call->method->on_half_close(call->session->rpc->ctx, call);
+/* process_streaming hands each complete message to a streaming method,
+ * while the call's answers are being read; once the client has sent all
+ * and everything is read, the request ends. */
+static void process_streaming(pkid_call *call) {
+  const uint8_t *msg;
+  size_t len, used;
+  int r = 0;
+  while (!call->finished && !answers_waiting(call)) {
+    used = 0;
+    if ((r = next_message(call, &msg, &len, &used)) != 1) break;
+    call->method->on_message(call->session->rpc->ctx, call, msg, len);
+    if (call->finished) break;
+    take_in(call, used);
+  }
+  if (call->finished || call->paused || r < 0 || !call->half_closed) return;
+  if (call->in_len != 0) {
+    pkid_call_finish(call, PKI_GRPC_INVALID_ARGUMENT, "request ends inside a message");
     return;
   }
-  size_t consumed = 0;
+  call->method->on_half_close(call->session->rpc->ctx, call);
+}
+
+/* process_unary waits for the whole request, refuses an oversize one as
+ * soon as its length prefix is in, and hands the one message over. */
+static void process_unary(pkid_call *call) {
   const uint8_t *msg;
-  size_t len;
-  int r = next_message(call, &msg, &len, &consumed);
-  if (r < 0) return;
-  if (r == 0 || consumed != call->in_len) {
+  size_t len, used = 0;
+  int r = next_message(call, &msg, &len, &used);
+  if (r < 0 || !call->half_closed) return;
+  if (r == 0 || used != call->in_len) {
     pkid_call_finish(call, PKI_GRPC_INVALID_ARGUMENT,
                      "a unary call takes exactly one request message");
     return;
   }
+  if (answers_waiting(call)) return;
+  pkid_session_consume(call->session, call, used);
+  call->in_len = 0; /* read: the message stays in the buffer for the handler */
   call->method->on_message(call->session->rpc->ctx, call, msg, len);
+}
+
+/* process_request moves the call's request on as far as it can go. */
+static void process_request(pkid_call *call) {
+  if (call->finished || call->method == NULL || call->paused) return;
+  if (call->method->client_streaming) {
+    process_streaming(call);
+  } else {
+    process_unary(call);
+  }
+}
+
+void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len) {
+  if (call->finished || call->method == NULL) {
+    /* What follows a status (or a refused request) is not read: given
+     * back to flow control at once. */
+    drop_in(call);
+    pkid_session_consume(call->session, call, len);
+    return;
+  }
+  if (!grow_in(call, len)) {
+    pkid_session_consume(call->session, call, len);
+    return;
+  }
+  memcpy(call->in + call->in_len, data, len);
+  call->in_len += len;
+  process_request(call);
+}
+
+void pkid_call_end_of_request(pkid_call *call) {
+  call->half_closed = 1;
+  process_request(call);
+}
+
+void pkid_call_resume(pkid_call *call) {
+  if (!call->paused) return;
+  call->paused = 0;
+  call->session->num_paused--;
+  process_request(call);
 }
 
 static int out_reserve(pkid_call *call, size_t more) {
@@ -286,6 +341,7 @@ void pkid_call_send(pkid_call *call, const uint8_t *msg, size_t len) {
   pkid_grpc_frame_header(p, len);
   memcpy(p + FRAME_HEADER, msg, len);
   call->out_len += FRAME_HEADER + len;
+  count_output(call, (ssize_t)(FRAME_HEADER + len));
   if (!call->headers_sent) {
     call->headers_sent = 1;
     pkid_session_respond(call->session, call, kResponseHeaders, 2, 1);
@@ -406,8 +462,9 @@ unsigned pkid_call_num_pending(const pkid_call *call) { return call->num_pending
 size_t pkid_call_read_out(pkid_call *call, uint8_t *buf, size_t len, int *eof) {
   size_t avail = call->out_len - call->out_off;
   size_t n = avail < len ? avail : len;
-  memcpy(buf, call->out + call->out_off, n);
+  if (n > 0) memcpy(buf, call->out + call->out_off, n);
   call->out_off += n;
+  count_output(call, -(ssize_t)n);
   *eof = 0;
   if (call->out_off == call->out_len && call->finished && !call->trailers_sent) {
     status_text t;
@@ -441,6 +498,7 @@ void pkid_call_untrack(pkid_pending *p) {
 }
 
 void pkid_call_free(pkid_call *call) {
+  if (call->paused) call->session->num_paused--;
   /* Work still running for this call must not answer into freed memory;
    * its owner hears that the call has gone. */
   while (call->pending != NULL) {
@@ -450,6 +508,7 @@ void pkid_call_free(pkid_call *call) {
   }
   pkid_rpc_clear_deadline(call->session->rpc, &call->deadline);
   drop_in(call);
+  count_output(call, -(ssize_t)(call->out_len - call->out_off));
   free(call->out);
   free(call);
 }

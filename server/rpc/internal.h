@@ -28,11 +28,19 @@ struct pkid_rpc {
   pkid_deadlines deadlines;
   uv_timer_t deadline_timer; /* armed for the earliest deadline */
   size_t total_buffered;     /* request bytes buffered, all connections */
+  size_t total_output;       /* answer bytes not yet taken by HTTP/2, all connections */
 };
 
 /* How long a stream may stay open after its call has its status, or a
  * connection after its GOAWAY for age, before it is reset or closed. */
 #define PKID_RPC_GRACE_MS 10000
+
+/* Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE): what a
+ * client may send before pkid has read it. pkid gives window back only as
+ * it reads (no automatic WINDOW_UPDATE), so this bounds what a stream can
+ * make pkid buffer; 64 KiB holds a hundred queued CSRs. */
+#define PKID_RPC_STREAM_WINDOW 65535
+#define PKID_RPC_CONN_WINDOW (16 << 20)
 
 /* One connection's HTTP/2 session. */
 struct pkid_session {
@@ -46,6 +54,8 @@ struct pkid_session {
   int broken; /* HTTP/2 state lost (out of memory): close at the next flush */
   pkid_deadline age; /* max_connection_age, then the grace after its GOAWAY */
   size_t buffered;   /* request bytes its calls hold */
+  size_t output;     /* answer bytes its calls hold, not yet taken by HTTP/2 */
+  unsigned num_paused; /* calls paused until the answers drain */
   pkid_session *next, *prev;
 };
 
@@ -67,6 +77,7 @@ struct pkid_call {
   uint8_t *out;
   size_t out_len, out_off, out_cap;
   int headers_sent, finished, trailers_sent;
+  int paused; /* its answers wait to be read: its request is not read on */
   pki_grpc_status status;
   char message[256];
   uint64_t retry_ms; /* a retry hint for the trailers; 0: none */
@@ -87,6 +98,10 @@ void pkid_session_respond(pkid_session *s, pkid_call *call, const nghttp2_nv *nv
 void pkid_session_trailers(pkid_session *s, pkid_call *call, const nghttp2_nv *nva,
                            size_t nvlen);
 void pkid_session_resume(pkid_session *s, pkid_call *call);
+
+/* pkid_session_consume gives |n| bytes of |call|'s request back to flow
+ * control: pkid has read them (or thrown them away). */
+void pkid_session_consume(pkid_session *s, pkid_call *call, size_t n);
 
 /* pkid_session_kick schedules writing out what HTTP/2 has to send. */
 void pkid_session_kick(pkid_session *s);
@@ -110,6 +125,9 @@ void pkid_call_header(pkid_call *call, const uint8_t *name, size_t name_len,
 void pkid_call_headers_done(pkid_call *call);
 void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len);
 void pkid_call_end_of_request(pkid_call *call);
+
+/* pkid_call_resume carries on with a call paused by answers_waiting. */
+void pkid_call_resume(pkid_call *call);
 
 /* pkid_call_free detaches pending work and frees the call (stream closed). */
 void pkid_call_free(pkid_call *call);

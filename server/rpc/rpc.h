@@ -77,6 +77,10 @@ typedef struct pkid_rpc_limits {
   /* Request bytes waiting to be split into messages, for one connection
    * and for all of them: more and the call is RESOURCE_EXHAUSTED. */
   size_t max_conn_buffered, max_total_buffered;
+  /* Answer bytes waiting for HTTP/2 (a client that does not read them, or
+   * keeps its windows shut), for one connection and all: past them, a new
+   * request is refused with RESOURCE_EXHAUSTED instead of answered. */
+  size_t max_conn_output, max_total_output;
 } pkid_rpc_limits;
 
 /* pkid_rpc_new serves |methods| (which must outlive it) with |ctx|. */

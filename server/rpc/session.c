@@ -8,6 +8,8 @@
 #include "lib/log.h"
 #include "server/rpc/internal.h"
 
+static void resume_paused(pkid_session *s);
+
 static pkid_call *call_of(nghttp2_session *h2, int32_t stream_id) {
   return nghttp2_session_get_stream_user_data(h2, stream_id);
 }
@@ -37,10 +39,36 @@ static void session_flush(pkid_session *s) {
   }
   if (!nghttp2_session_want_read(s->h2) && !nghttp2_session_want_write(s->h2)) {
     pkid_conn_close(s->conn);
+    return;
   }
+  /* Outside nghttp2's callbacks, so the handlers may answer at once: what
+   * they produce goes out at the next flush. */
+  resume_paused(s);
 }
 
 void pkid_session_kick(pkid_session *s) { pkid_conn_kick(s->conn); }
+
+void pkid_session_consume(pkid_session *s, pkid_call *call, size_t n) {
+  if (n == 0) return;
+  /* Fails only for a stream nghttp2 has closed already: nothing to give. */
+  (void)nghttp2_session_consume(s->h2, call->stream_id, n);
+  pkid_session_kick(s); /* the WINDOW_UPDATE */
+}
+
+/* resume_paused carries on with the calls paused while their answers
+ * waited, once half of what was waiting has been read. */
+static void resume_paused(pkid_session *s) {
+  const pkid_rpc_limits *l = &s->rpc->limits;
+  if (s->num_paused == 0 || s->output > l->max_conn_output / 2 ||
+      s->rpc->total_output > l->max_total_output / 2) {
+    return;
+  }
+  for (pkid_call *call = s->calls; call != NULL && s->num_paused > 0;) {
+    pkid_call *next = call->next;
+    pkid_call_resume(call);
+    call = next;
+  }
+}
 
 /* reset_stream ends a stream we cannot answer properly; if even that
  * fails, the connection goes, at the next flush: never from inside a
@@ -155,7 +183,13 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
   (void)flags;
   (void)user_data;
   pkid_call *call = call_of(h2, stream_id);
-  if (call != NULL) pkid_call_data(call, data, len);
+  if (call != NULL) {
+    pkid_call_data(call, data, len);
+  } else {
+    /* DATA for a stream that is no call (refused, or not a request):
+     * read and given back to flow control. */
+    (void)nghttp2_session_consume(h2, stream_id, len);
+  }
   return 0;
 }
 
@@ -212,6 +246,10 @@ static nghttp2_option *h2_options(void) {
     /* CONTINUATION flood (CVE-2024-28182): a header block in at most this
      * many frames, besides the header list size limit. */
     nghttp2_option_set_max_continuations(opt, 8);
+    /* Flow control follows what pkid has read, not what arrived
+     * (pkid_session_consume): a client cannot make pkid buffer requests
+     * beyond its windows. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
   }
   return opt;
 }
@@ -285,12 +323,13 @@ static void *on_open(void *ctx, pkid_conn *conn, const pkid_peer *peer) {
   nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, rpc->limits.max_streams},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, rpc->limits.max_header_bytes},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PKID_RPC_STREAM_WINDOW},
   };
-  /* A larger connection window lets bulk streams run without waiting. */
+  /* A larger connection window lets many streams run without waiting. */
   if (nghttp2_submit_settings(s->h2, NGHTTP2_FLAG_NONE, settings,
                               sizeof(settings) / sizeof(settings[0])) != 0 ||
-      nghttp2_session_set_local_window_size(s->h2, NGHTTP2_FLAG_NONE, 0, 8 << 20) != 0) {
+      nghttp2_session_set_local_window_size(s->h2, NGHTTP2_FLAG_NONE, 0,
+                                            PKID_RPC_CONN_WINDOW) != 0) {
     nghttp2_session_del(s->h2);
     free(s);
     return NULL;

@@ -386,14 +386,16 @@ out:
 /* --- open, commit, apply ------------------------------------------------------ */
 
 int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
-                    const pkid_cas *cas, pkid_status *status, uint16_t node, pki_err *err) {
+                    const pkid_cas *cas, pkid_status *status, const pkid_store_options *opts,
+                    pki_err *err) {
   memset(out, 0, sizeof(*out));
   out->cat = cat;
   out->cas = cas;
   out->status = status;
-  out->node = node;
-  pki_journal_options opts = {.on_snapshot = load_snapshot};
-  out->journal = pki_journal_open(dir, &opts, replay_record, out, err);
+  out->node = opts->node;
+  pki_journal_options jopts = {.on_snapshot = load_snapshot,
+                               .segment_bytes = opts->segment_bytes};
+  out->journal = pki_journal_open(dir, &jopts, replay_record, out, err);
   if (out->journal == NULL) {
     pki_err_prefix(err, "journal %s: ", dir);
     return 0;

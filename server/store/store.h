@@ -91,11 +91,17 @@ typedef struct pkid_store {
   size_t tokens_mask, num_tokens;
 } pkid_store;
 
+typedef struct pkid_store_options {
+  uint16_t node;          /* this node's serial prefix */
+  uint64_t segment_bytes; /* journal segments roll at this size; 0: the journal's default */
+} pkid_store_options;
+
 /* pkid_store_open opens the journal in |dir|, loads the newest snapshot and
  * replays the records after it into |status|. Corruption stops it with the
  * journal's error (file and offset). */
 int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
-                    const pkid_cas *cas, pkid_status *status, uint16_t node, pki_err *err);
+                    const pkid_cas *cas, pkid_status *status, const pkid_store_options *opts,
+                    pki_err *err);
 
 /* pkid_store_reserve appends a SERIAL_BLOCK record for |count| sequence
  * numbers after every earlier block, durably, and returns the first. Loop

@@ -64,7 +64,7 @@ static pkid_record issue_rec(uint64_t n, const char *svc, const char *who) {
 /* open_store opens |dir| into a fresh status index; close_store undoes it. */
 static int open_store(pkid_store *st, const char *dir, pki_err *err) {
   pkid_status *status = pkid_status_new(16);
-  if (pkid_store_open(st, dir, g_cat, &g_cas, status, 3, err)) return 1;
+  if (pkid_store_open(st, dir, g_cat, &g_cas, status, &(pkid_store_options){.node = 3}, err)) return 1;
   pkid_status_free(status);
   return 0;
 }

@@ -77,7 +77,7 @@ TEST(jobs_round_trip_through_journal) {
   memset(&cas, 0, sizeof(cas));
   pkid_status *status = pkid_status_new(16);
   pkid_store store;
-  REQUIRE(pkid_store_open(&store, g_dir, cat, &cas, status, 3, &err));
+  REQUIRE(pkid_store_open(&store, g_dir, cat, &cas, status, &(pkid_store_options){.node = 3}, &err));
   g.store = &store;
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -116,7 +116,7 @@ TEST(jobs_round_trip_through_journal) {
 
   /* A restart replays them: the next block starts after the last. */
   status = pkid_status_new(16);
-  REQUIRE(pkid_store_open(&store, g_dir, cat, &cas, status, 3, &err));
+  REQUIRE(pkid_store_open(&store, g_dir, cat, &cas, status, &(pkid_store_options){.node = 3}, &err));
   CHECK(store.reserved_end == 1000000 + (uint64_t)NUM_JOBS * 10);
   uint64_t first = 0;
   CHECK(pkid_store_reserve(&store, 100, &first, &err));
@@ -197,7 +197,7 @@ TEST(failed_commit_answers_nothing_as_done) {
   snprintf(dir, sizeof(dir), "%s-failing", g_dir);
   pkid_status *status = pkid_status_new(16);
   pkid_store store;
-  REQUIRE(pkid_store_open(&store, dir, cat, &cas, status, 3, &err));
+  REQUIRE(pkid_store_open(&store, dir, cat, &cas, status, &(pkid_store_options){.node = 3}, &err));
   f.store = &store;
   uv_loop_t loop;
   uv_loop_init(&loop);

@@ -1,0 +1,44 @@
+/* import.h: certificates pkid's intermediates signed offline, made known to
+ * pkid: journaled (an ISSUE record whose identity is "offline-ceremony"),
+ * in the status index, answered by OCSP, revocable like any other.
+ *
+ * pkictl's ceremonies leave a copy of each such certificate in the pki
+ * tree's issued/ folder (lib/pki_tree.h). pkid reads the folder at start
+ * and at each reload and imports what it does not know yet: a certificate
+ * goes in only if one of the loaded CAs signed it (its AKI names the CA and
+ * the CA's key verifies its signature). Imports go through the worker pool
+ * like issuances (the worker signs the first OCSP response; the committer
+ * journals the record), as many at once as the pool takes; the rest follow
+ * as those finish. Loop thread. Errors: 1/0 and a pki_err; a file that is
+ * not a certificate of ours is logged and passed over. */
+#ifndef PKID_SERVER_PIPELINE_IMPORT_H
+#define PKID_SERVER_PIPELINE_IMPORT_H
+
+#include "lib/catalog.h"
+#include "lib/err.h"
+#include "server/ca/ca.h"
+#include "server/pipeline/workers.h"
+#include "server/store/store.h"
+
+typedef struct pkid_import pkid_import;
+
+/* pkid_import_new prepares imports from |pki_dir| into |store| through
+ * |workers|; |cat| names services (pkid_import_set_catalog after a reload). */
+pkid_import *pkid_import_new(const char *pki_dir, const pkid_cas *cas, pkid_store *store,
+                             pkid_workers *workers, pki_err *err);
+void pkid_import_set_catalog(pkid_import *imp, const pki_catalog *cat);
+
+/* pkid_import_scan reads the issued/ folder and starts importing what pkid
+ * does not know. A scan while one is in progress only adds to it. */
+int pkid_import_scan(pkid_import *imp, pki_err *err);
+
+/* pkid_import_pending is how many certificates wait or are in flight. */
+size_t pkid_import_pending(const pkid_import *imp);
+
+/* pkid_import_stop: the pool is about to stop; nothing more is submitted.
+ * pkid_import_free then frees what still waits (no import may be in
+ * flight: the pool has stopped). */
+void pkid_import_stop(pkid_import *imp);
+void pkid_import_free(pkid_import *imp);
+
+#endif /* PKID_SERVER_PIPELINE_IMPORT_H */
