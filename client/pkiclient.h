@@ -26,6 +26,16 @@
  * ends with DEADLINE_EXCEEDED (not retried here: the caller chose the
  * budget).
  *
+ * Who pkid is: a server is pkid only if its certificate carries pkid's
+ * identity and comes from pkid's CA (pkc_options.server_identity and
+ * server_ca_*), on top of TLS's chain and name checks: under one root, a
+ * DNS name alone does not tell pkid from the load balancer, whose
+ * "*.cybersec-framework.local" matches pkid's name. Any other server is
+ * refused during the handshake, before a request (or a bootstrap token) is
+ * sent: the call fails with UNAUTHENTICATED, |local| and |server_refused|
+ * set and the reason in the message. It is not retried: the server is not
+ * pkid, and asking it again will not make it so.
+ *
  * Every |err| argument may be NULL.
  *
  * Thread safety: a pkc_client may be used by any number of threads at once
@@ -68,6 +78,9 @@ enum {
 typedef struct pkc_error {
   int status;        /* PKC_STATUS_*; PKC_STATUS_OK when there is no error */
   int local;         /* 1: found here, before or after the call; 0: from the wire */
+  /* 1: the server's certificate was refused: it is not pkid (the message
+   * says why). Then |status| is UNAUTHENTICATED and |local| is set. */
+  int server_refused;
   unsigned attempts; /* attempts made by the last call (retries included) */
   char message[512]; /* the server's grpc-message, or what went wrong here */
 } pkc_error;
@@ -98,9 +111,30 @@ typedef struct pkc_options {
   /* The name pkid's certificate must carry, when it differs from the host
    * in |target| (e.g. a loopback address): "pki-ca.cybersec-framework.local". */
   const char *server_name_override;
+  /* Who pkid is. Its certificate's URI SAN (the first: pkid's identity)
+   * must be |server_identity|; NULL: the pki-ca service's identity in the
+   * catalogue built into the library,
+   * "spiffe://cybersec-framework.local/infrastructure/pki-ca".
+   * And it must be issued by pkid's CA:
+   *  - with |server_ca_pem_file| (that CA's certificate, PEM or DER; of a
+   *    file of several, such as a trust store, the first), by key: its
+   *    issuer is the CA's subject, its authority key identifier the CA's
+   *    subject key identifier, and its signature verifies with the CA's key;
+   *  - without, by name: its issuer's CN is |server_ca_common_name| (NULL:
+   *    that of pki-ca's CA in the built-in catalogue, infrastructure-ca's).
+   *    The chain to the root is verified by TLS already, and the root
+   *    certifies one CA of each name; the key check is stronger still, and
+   *    preferred wherever the CA's certificate is at hand (a pki/ tree). */
+  const char *server_identity;
+  const char *server_ca_pem_file;
+  const char *server_ca_common_name;
   uint64_t deadline_us; /* per attempt; 0: 30 s */
   pkc_retry_policy retry;
 } pkc_options;
+
+/* PKC_PKID_SERVICE is the catalogue service whose certificate pkid
+ * presents: its identity and its CA say who pkid is. */
+#define PKC_PKID_SERVICE "pki-ca"
 
 typedef struct pkc_client pkc_client;
 

@@ -34,6 +34,7 @@ void pkc_err_set(pkc_error *err, int status, int local, const char *fmt, ...) {
   if (err == NULL) return;
   err->status = status;
   err->local = local;
+  err->server_refused = 0;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err->message, sizeof(err->message), fmt, ap);
@@ -95,7 +96,16 @@ pkc_client *pkc_client_new(const pkc_options *opts, pkc_error *err) {
   }
   char *root = NULL, *cert = NULL, *chain = NULL, *key = NULL, *full = NULL;
   pkc_client *client = NULL;
+  pkc_certs roots = {0};
+  pkc_peer_check *peer = NULL;
   if (!read_pem(&root, opts->root_pem_file, "root certificates", err)) goto out;
+  {
+    char what[1200];
+    snprintf(what, sizeof(what), "root certificates %s", opts->root_pem_file);
+    if (!pkc_certs_from_pem(&roots, (const uint8_t *)root, strlen(root), what, err)) goto out;
+  }
+  peer = pkc_peer_check_new(opts, err);
+  if (peer == NULL) goto out;
   if (opts->cert_pem_file != NULL) {
     if (!read_pem(&cert, opts->cert_pem_file, "client certificate", err) ||
         !read_pem(&key, opts->key_pem_file, "client key", err) ||
@@ -116,7 +126,9 @@ pkc_client *pkc_client_new(const pkc_options *opts, pkc_error *err) {
     full[n + chain_len] = '\0';
   }
   client = calloc(1, sizeof(*client));
-  if (client == NULL) {
+  if (client == NULL || (client->target = strdup(opts->target)) == NULL) {
+    free(client);
+    client = NULL;
     pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
     goto out;
   }
@@ -125,10 +137,20 @@ pkc_client *pkc_client_new(const pkc_options *opts, pkc_error *err) {
 
   grpc_init();
   grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = full};
+  /* After its own chain check, gRPC hands us the server's certificate:
+   * the credentials take a reference to the check, dropped when they go. */
+  pkc_peer_check_ref(peer);
+  grpc_ssl_verify_peer_options verify = {
+      .verify_peer_callback = pkc_peer_check_grpc_verify,
+      .verify_peer_callback_userdata = peer,
+      .verify_peer_destruct = pkc_peer_check_grpc_destruct,
+  };
   grpc_channel_credentials *creds =
-      grpc_ssl_credentials_create(root, full != NULL ? &pair : NULL, NULL, NULL);
+      grpc_ssl_credentials_create_ex(root, full != NULL ? &pair : NULL, &verify, NULL);
   if (creds == NULL) {
+    pkc_peer_check_unref(peer);
     grpc_shutdown();
+    free(client->target);
     free(client);
     client = NULL;
     pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "gRPC refused the TLS credentials");
@@ -155,11 +177,19 @@ pkc_client *pkc_client_new(const pkc_options *opts, pkc_error *err) {
   grpc_channel_credentials_release(creds);
   if (client->channel == NULL) {
     grpc_shutdown();
+    free(client->target);
     free(client);
     client = NULL;
     pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "no channel to %s", opts->target);
+    goto out;
   }
+  client->peer = peer;
+  client->roots = roots;
+  peer = NULL;
+  memset(&roots, 0, sizeof(roots));
 out:
+  pkc_peer_check_unref(peer);
+  pkc_certs_cleanup(&roots);
   free(root);
   free(cert);
   free(chain);
@@ -171,6 +201,9 @@ out:
 void pkc_client_free(pkc_client *client) {
   if (client == NULL) return;
   grpc_channel_destroy(client->channel);
+  pkc_peer_check_unref(client->peer);
+  pkc_certs_cleanup(&client->roots);
+  free(client->target);
   free(client);
   /* The last shutdown, on a thread of ours, cleans up synchronously. */
   grpc_shutdown();
@@ -471,6 +504,21 @@ static int should_retry(const pkc_error *err) {
   return !err->local && pki_grpc_status_retryable(err->status);
 }
 
+/* note_refusal turns a failed attempt into a refusal when the handshake
+ * behind it was refused by our check of who pkid is: gRPC reports only
+ * UNAVAILABLE ("failed to connect"), and the reason lives in the check.
+ * A refusal is local and not retryable (should_retry says no). */
+static void note_refusal(pkc_client *client, pkc_error *err) {
+  char why[400];
+  if (err->local || err->status != PKC_STATUS_UNAVAILABLE ||
+      !pkc_peer_check_refused(client->peer, why, sizeof(why))) {
+    return;
+  }
+  pkc_err_set(err, PKC_STATUS_UNAUTHENTICATED, 1, "the server at %s is not pkid: %s",
+              client->target, why);
+  err->server_refused = 1;
+}
+
 /* backoff_sleep sleeps before retry number |retry| (1 for the first). */
 static void backoff_sleep(const pkc_retry_policy *p, unsigned retry) {
   double ms = p->initial_backoff_ms;
@@ -503,6 +551,7 @@ int pkc_call_unary(pkc_client *client, const char *method, const uint8_t *req,
     int ok = unary_attempt(client, method, req, req_len, out, out_len, err);
     err->attempts = attempt;
     if (ok) return 1;
+    note_refusal(client, err);
     if (attempt >= client->retry.max_attempts || !should_retry(err)) return 0;
   }
 }
@@ -521,6 +570,7 @@ int pkc_call_stream(pkc_client *client, const char *method, const pkc_der *reqs,
     int ok = stream_attempt(client, method, reqs, num, on_message, ctx, &received, err);
     err->attempts = attempt;
     if (ok) return 1;
+    note_refusal(client, err);
     /* Once answers came back, trying again would issue twice. */
     if (received > 0 || attempt >= client->retry.max_attempts || !should_retry(err)) {
       return 0;

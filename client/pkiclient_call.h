@@ -10,14 +10,20 @@
 #include <grpc/grpc.h>
 
 #include "client/pkiclient.h"
+#include "client/pkiclient_trust.h"
 #include "lib/err.h"
 
 struct pkc_client {
   grpc_channel *channel;
   uint64_t deadline_us;
   pkc_retry_policy retry; /* defaults filled in */
+  char *target;           /* for messages */
+  pkc_peer_check *peer;   /* who pkid is; one reference (gRPC holds another) */
+  pkc_certs roots;        /* the certificates of root_pem_file */
 };
 
+/* pkc_err_set fills |err| (status, local, message; server_refused cleared;
+ * attempts kept). */
 void pkc_err_set(pkc_error *err, int status, int local, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
