@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 
 #include "client/pkiclient_call.h"
+#include "client/pkiclient_trust.h"
+#include "lib/cert_info.h"
 #include "lib/csr.h"
 #include "lib/file.h"
 #include "lib/grpc_status.h"
@@ -510,8 +512,12 @@ int pkc_trust_bundle_get(pkc_client *client, const char *ca_name, pkc_trust_bund
     pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
   }
   pki__v1__trust_bundle__free_unpacked(tb, NULL);
-  if (!ok) pkc_trust_bundle_cleanup(out);
-  return ok;
+  if (!ok) {
+    pkc_trust_bundle_cleanup(out);
+    return 0;
+  }
+  out->root_trusted = pkc_certs_contains(&client->roots, out->root.data, out->root.len);
+  return 1;
 }
 
 /* --- files --- */
@@ -566,9 +572,80 @@ int pkc_issued_write(const pkc_issued *issued, const char *key_path, const char 
   return ok;
 }
 
+/* check_store checks that a trust store's PEM is what |root| certifies:
+ * the last certificate is |root| itself, self-signed, and each one before
+ * is signed by the one after it. */
+static int check_store(const pkc_trust_store *s, const pkc_der *root, pkc_error *err) {
+  char what[256];
+  snprintf(what, sizeof(what), "the trust store of CA '%s'", s->ca);
+  pkc_certs certs;
+  if (!pkc_certs_from_pem(&certs, (const uint8_t *)s->pem, strlen(s->pem), what, err)) {
+    err->status = PKC_STATUS_FAILED_PRECONDITION;
+    return 0;
+  }
+  int ok = 0;
+  const pkc_der *last = &certs.certs[certs.num - 1];
+  if (last->len != root->len || memcmp(last->data, root->data, root->len) != 0) {
+    char got[256];
+    pkc_cert_describe(got, sizeof(got), last->data, last->len);
+    pkc_err_set(err, PKC_STATUS_FAILED_PRECONDITION, 1,
+                "%s does not end with the bundle's root but with %s: not installed", what,
+                got);
+    goto out;
+  }
+  for (size_t i = 0; i < certs.num; i++) {
+    const pkc_der *child = &certs.certs[i];
+    const pkc_der *parent = i + 1 < certs.num ? &certs.certs[i + 1] : child;
+    pki_cert_info ci, pi;
+    memset(&ci, 0, sizeof(ci));
+    memset(&pi, 0, sizeof(pi));
+    pki_err e;
+    pki_err_clear(&e);
+    int good = pki_cert_info_parse(&ci, child->data, child->len, &e) &&
+               pki_cert_info_parse(&pi, parent->data, parent->len, &e) &&
+               CBS_mem_equal(&ci.issuer, CBS_data(&pi.subject), CBS_len(&pi.subject)) &&
+               pki_cert_verify_signature(&ci, &pi.spki, &e);
+    pki_cert_info_cleanup(&ci);
+    pki_cert_info_cleanup(&pi);
+    if (!good) {
+      char got[256];
+      pkc_cert_describe(got, sizeof(got), child->data, child->len);
+      pkc_err_set(err, PKC_STATUS_FAILED_PRECONDITION, 1,
+                  "%s: certificate %zu (%s) is not certified by the %s after it%s%s: not "
+                  "installed",
+                  what, i + 1, got, i + 1 < certs.num ? "certificate" : "root, itself",
+                  e.msg[0] != '\0' ? ": " : "", e.msg);
+      goto out;
+    }
+  }
+  ok = 1;
+out:
+  pkc_certs_cleanup(&certs);
+  return ok;
+}
+
 int pkc_trust_bundle_write(const pkc_trust_bundle *bundle, const char *ca_name,
                            const char *path, pkc_error *err) {
+  return pkc_trust_bundle_write_ex(bundle, ca_name, path, 0, err);
+}
+
+int pkc_trust_bundle_write_ex(const pkc_trust_bundle *bundle, const char *ca_name,
+                              const char *path, unsigned flags, pkc_error *err) {
   ERR_OR_LOCAL(err);
+  if ((flags & ~PKC_BUNDLE_ACCEPT_NEW_ROOT) != 0) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "unknown flags 0x%x", flags);
+    return 0;
+  }
+  if (bundle->root.len > 0 && !bundle->root_trusted &&
+      !(flags & PKC_BUNDLE_ACCEPT_NEW_ROOT)) {
+    char got[256];
+    pkc_cert_describe(got, sizeof(got), bundle->root.data, bundle->root.len);
+    pkc_err_set(err, PKC_STATUS_FAILED_PRECONDITION, 1,
+                "the bundle's root (%s) is not the root this client trusts: a new root is "
+                "installed only when the caller asks for it",
+                got);
+    return 0;
+  }
   if (ca_name == NULL) {
     char *pem = NULL;
     size_t len = 0;
@@ -584,7 +661,14 @@ int pkc_trust_bundle_write(const pkc_trust_bundle *bundle, const char *ca_name,
   for (size_t i = 0; i < bundle->num_stores; i++) {
     const pkc_trust_store *s = &bundle->stores[i];
     if (strcmp(s->ca, ca_name) == 0) {
-      return write_file(path, s->pem, strlen(s->pem), 0644, err);
+      if (bundle->root.len == 0) {
+        pkc_err_set(err, PKC_STATUS_FAILED_PRECONDITION, 1,
+                    "the bundle has no root certificate to check CA '%s''s store against",
+                    ca_name);
+        return 0;
+      }
+      return check_store(s, &bundle->root, err) &&
+             write_file(path, s->pem, strlen(s->pem), 0644, err);
     }
   }
   pkc_err_set(err, PKC_STATUS_NOT_FOUND, 1, "the bundle has no store for CA '%s'", ca_name);

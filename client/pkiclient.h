@@ -262,12 +262,17 @@ typedef struct pkc_trust_store {
 
 typedef struct pkc_trust_bundle {
   pkc_der root; /* the offline root's certificate */
+  /* 1 when |root| is one of the certificates of the client's root_pem_file:
+   * the root this client already trusts. Set by pkc_trust_bundle_get. */
+  int root_trusted;
   pkc_trust_store *stores;
   size_t num_stores;
 } pkc_trust_bundle;
 
 /* pkc_trust_bundle_get fetches every CA's store, or only |ca_name|'s (NULL:
- * all); an unknown CA is NOT_FOUND. */
+ * all); an unknown CA is NOT_FOUND. A bundle whose root is not the one the
+ * client trusts is returned (with root_trusted 0): reading it is harmless,
+ * installing it is what pkc_trust_bundle_write guards. */
 int pkc_trust_bundle_get(pkc_client *client, const char *ca_name, pkc_trust_bundle *out,
                          pkc_error *err);
 void pkc_trust_bundle_cleanup(pkc_trust_bundle *bundle);
@@ -284,9 +289,29 @@ int pkc_issued_write(const pkc_issued *issued, const char *key_path, const char 
                      const char *chain_path, pkc_error *err);
 
 /* pkc_trust_bundle_write writes |ca_name|'s trust store PEM to |path|, or
- * the root certificate alone when |ca_name| is NULL. */
+ * the root certificate alone when |ca_name| is NULL: it is
+ * pkc_trust_bundle_write_ex with no flags. */
 int pkc_trust_bundle_write(const pkc_trust_bundle *bundle, const char *ca_name,
                            const char *path, pkc_error *err);
+
+/* Flags of pkc_trust_bundle_write_ex. */
+/* PKC_BUNDLE_ACCEPT_NEW_ROOT: install a bundle whose root is not the one
+ * the client trusts (a root being replaced on purpose). */
+#define PKC_BUNDLE_ACCEPT_NEW_ROOT 0x1u
+
+/* pkc_trust_bundle_write_ex writes as pkc_trust_bundle_write, after two
+ * checks; nothing is written when either fails (a local
+ * FAILED_PRECONDITION saying why):
+ *  - the bundle's root is the one the client trusts (root_trusted), unless
+ *    |flags| has PKC_BUNDLE_ACCEPT_NEW_ROOT: whoever can swap the root in
+ *    every trust store owns the fleet, so a new root is installed only when
+ *    the caller says so;
+ *  - the store written is what the root certifies, whatever the flags: it
+ *    ends with the bundle's root, and each certificate in it is signed by
+ *    the next (so a store cannot smuggle another root past the first
+ *    check). */
+int pkc_trust_bundle_write_ex(const pkc_trust_bundle *bundle, const char *ca_name,
+                              const char *path, unsigned flags, pkc_error *err);
 
 #if defined(__cplusplus)
 }
