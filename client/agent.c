@@ -37,11 +37,13 @@ static const char kAgentUsage[] =
     "    [--once] [--metrics-file F] [--reload-signal SIG --reload-pid PID |\n"
     "    --reload-command CMD] [--jitter PCT] [--check-interval-ms N]\n"
     "    [--min-backoff-ms N] [--max-backoff-ms N] [--server HOST:PORT]\n"
-    "    [--server-name NAME] [--root FILE] [--timeout-ms N] [--catalog FILE]\n";
+    "    [--server-name NAME] [--server-identity URI] [--server-ca FILE]\n"
+    "    [--root FILE] [--timeout-ms N] [--catalog FILE]\n";
 
 typedef struct agent_opts {
   const char *pki, *as, *certs, *catalog;
   const char *server, *server_name, *root;
+  const char *server_identity, *server_ca;
   const char *metrics_file, *reload_command;
   int reload_signal;
   long reload_pid;
@@ -68,6 +70,11 @@ typedef struct agent {
   agent_opts o;
   const pki_catalog_service *svc;
   char root[PKI_PATH_MAX];
+  /* Who pkid is (pkc_options): the catalogue's pki-ca identity, issued by
+   * its CA, whose certificate the tree holds (else checked by name). */
+  const char *pkid_identity;
+  char pkid_ca[PKI_PATH_MAX];
+  const char *pkid_ca_cn;
   agent_cert certs[MAX_AGENT_CERTS];
   size_t num_certs;
 } agent;
@@ -165,7 +172,7 @@ static int parse_signal(int *out, const char *text) {
 enum {
   A_PKI = 2000, A_AS, A_CERTS, A_ONCE, A_METRICS_FILE, A_METRICS_LISTEN, A_RELOAD_SIGNAL,
   A_RELOAD_PID, A_RELOAD_COMMAND, A_JITTER, A_CHECK, A_MIN_BACKOFF, A_MAX_BACKOFF, A_SERVER,
-  A_SERVER_NAME, A_ROOT, A_TIMEOUT, A_CATALOG,
+  A_SERVER_NAME, A_ROOT, A_TIMEOUT, A_CATALOG, A_SERVER_IDENTITY, A_SERVER_CA,
 };
 
 static const struct option kAgentOptions[] = {
@@ -187,6 +194,8 @@ static const struct option kAgentOptions[] = {
     {"root", required_argument, NULL, A_ROOT},
     {"timeout-ms", required_argument, NULL, A_TIMEOUT},
     {"catalog", required_argument, NULL, A_CATALOG},
+    {"server-identity", required_argument, NULL, A_SERVER_IDENTITY},
+    {"server-ca", required_argument, NULL, A_SERVER_CA},
     {NULL, 0, NULL, 0},
 };
 
@@ -243,6 +252,8 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
         }
         break;
       case A_CATALOG: o->catalog = optarg; break;
+      case A_SERVER_IDENTITY: o->server_identity = optarg; break;
+      case A_SERVER_CA: o->server_ca = optarg; break;
       default:
         return usage_fail("unknown or incomplete option '%s'", argv[optind - 1]);
     }
@@ -324,6 +335,36 @@ static int select_certs(agent *a, const pki_catalog *cat, pki_err *err) {
   }
   if (a->num_certs == 0) {
     PKI_ERR(err, PKI_ERR_NOT_FOUND, "service '%s' has none of the certificates asked for", name);
+    return 0;
+  }
+  return 1;
+}
+
+/* who_is_pkid sets what pkid's certificate must be: --server-identity or
+ * the catalogue's pki-ca identity; issued by the CA of --server-ca, else
+ * the tree's copy of pki-ca's CA certificate, else by that CA's name. */
+static int who_is_pkid(agent *a, const pki_catalog *cat, pki_err *err) {
+  const pki_catalog_service *self = pki_catalog_find_service(cat, PKC_PKID_SERVICE);
+  const pki_catalog_ca *self_ca = self != NULL ? pki_catalog_find_ca(cat, self->ca) : NULL;
+  a->pkid_identity = a->o.server_identity != NULL ? a->o.server_identity
+                     : self != NULL               ? self->identity
+                                                  : NULL;
+  if (a->o.server_ca != NULL) {
+    snprintf(a->pkid_ca, sizeof(a->pkid_ca), "%s", a->o.server_ca);
+  } else if (self_ca != NULL) {
+    pki_err path_err;
+    if (!pki_tree_ca_path(a->pkid_ca, sizeof(a->pkid_ca), a->o.pki, self_ca, PKI_TREE_CA_CERT,
+                          &path_err) ||
+        !pki_file_exists(a->pkid_ca)) {
+      a->pkid_ca[0] = '\0';
+    }
+    a->pkid_ca_cn = self_ca->common_name;
+  }
+  if (a->pkid_identity == NULL || (a->pkid_ca[0] == '\0' && a->pkid_ca_cn == NULL)) {
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "the catalogue has no %s service to tell who pkid is: give --server-identity URI "
+            "and --server-ca FILE",
+            PKC_PKID_SERVICE);
     return 0;
   }
   return 1;
@@ -497,6 +538,12 @@ static int renew_one(agent *a, agent_cert *c, int64_t now, const char **method,
   po.target = a->o.server != NULL ? a->o.server : DEFAULT_SERVER;
   po.server_name_override = a->o.server_name != NULL ? a->o.server_name : DEFAULT_SERVER_NAME;
   po.root_pem_file = a->o.root != NULL ? a->o.root : a->root;
+  po.server_identity = a->pkid_identity;
+  if (a->pkid_ca[0] != '\0') {
+    po.server_ca_pem_file = a->pkid_ca;
+  } else {
+    po.server_ca_common_name = a->pkid_ca_cn;
+  }
   po.cert_pem_file = auth->crt;
   po.key_pem_file = auth->key;
   po.chain_pem_file = pki_file_exists(auth->chain) ? auth->chain : NULL;
@@ -669,7 +716,9 @@ static size_t pass(agent *a, size_t *renewed, int *changed) {
     c->error_total++;
     c->attempt++;
     uint64_t base = c->backoff_ms == 0 ? a->o.min_backoff_ms : c->backoff_ms * 2;
-    if (base > a->o.max_backoff_ms) base = a->o.max_backoff_ms;
+    /* A server that is not pkid will not become pkid in a moment: no quick
+     * retries against it, only the slowest, in case the address is fixed. */
+    if (err.server_refused || base > a->o.max_backoff_ms) base = a->o.max_backoff_ms;
     c->backoff_ms = base;
     double scaled = (double)base * (1.0 + BACKOFF_JITTER * uniform());
     uint64_t wait = scaled < 1.0 ? 1 : (uint64_t)scaled;
@@ -677,9 +726,10 @@ static size_t pass(agent *a, size_t *renewed, int *changed) {
     c->next_try_ms = now_ms() + wait;
     char wait_text[32];
     fmt_u64(wait_text, sizeof(wait_text), wait);
-    pki_log("warn", "renew_failed", "cert", c->cc->file, "method", method, "attempt", attempt,
-             "status", pkc_status_name(err.status), "message", err.message, "retryable",
-             pkc_error_retryable(&err) ? "true" : "false", "retry_in_ms",
+    pki_log(err.server_refused ? "error" : "warn", "renew_failed", "cert", c->cc->file,
+             "method", method, "attempt", attempt, "status", pkc_status_name(err.status),
+             "message", err.message, "retryable", pkc_error_retryable(&err) ? "true" : "false",
+             "server_refused", err.server_refused ? "true" : "false", "retry_in_ms",
              a->o.once ? "-" : wait_text, NULL);
   }
   return failed;
@@ -697,7 +747,7 @@ int agent_main(int argc, char **argv) {
   if (cat == NULL ||
       !pki_tree_ca_path(a.root, sizeof(a.root), a.o.pki, pki_catalog_root(cat),
                         PKI_TREE_CA_CERT, &err) ||
-      !select_certs(&a, cat, &err)) {
+      !select_certs(&a, cat, &err) || !who_is_pkid(&a, cat, &err)) {
     fprintf(stderr, "pkictl: %s: %s\n", pki_err_code_name(err.code), err.msg);
     pki_catalog_free(cat);
     return 1;

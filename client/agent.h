@@ -29,6 +29,14 @@
  * --max-backoff-ms; the agent never gives up. Every attempt is a JSON line
  * on stderr (server/log.h).
  *
+ * Who pkid is: as pkictl, the catalogue's pki-ca identity (or
+ * --server-identity), issued by pki-ca's CA, checked by key against the
+ * tree's copy of that CA's certificate (or --server-ca; by name when the
+ * tree has none). A server that fails is refused before anything is sent
+ * (pkc_error.server_refused): logged at level error with
+ * "server_refused":"true", and tried again only after --max-backoff-ms,
+ * never at the quick pace of an outage.
+ *
  * Metrics, Prometheus text format, written atomically to --metrics-file
  * (node_exporter's textfile collector reads it):
  *   cert_expiry_timestamp{cert_name="redis-client.crt"} 1.7e9 (seconds)

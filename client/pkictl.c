@@ -33,6 +33,7 @@
 #include "client/pkiclient.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
+#include "lib/file.h"
 #include "lib/pki_tree.h"
 #include "lib/token.h"
 
@@ -85,9 +86,13 @@ static const char kUsage[] =
     "  status --serial HEX\n"
     "      Print the certificate's state, service, usage, issuer, validity and\n"
     "      revocation.\n"
-    "  bundle [--ca NAME] --out FILE\n"
+    "  bundle [--ca NAME] --out FILE [--accept-new-root]\n"
     "      Write NAME's trust store PEM (the CA, its parents, the root), or the\n"
-    "      root certificate alone.\n"
+    "      root certificate alone. A bundle whose root is not the root trusted\n"
+    "      here (--root, or --pki's) is refused, since whoever swaps the root\n"
+    "      owns the fleet; --accept-new-root installs it, for a root replaced\n"
+    "      on purpose. A store that the bundle's root does not certify is\n"
+    "      refused either way.\n"
     "  Files are replaced atomically; keys get mode 0600. Without --out-chain,\n"
     "  the chain follows the certificate in --out-cert.\n"
     "  Connection options:\n"
@@ -97,6 +102,13 @@ static const char kUsage[] =
     "                           its chain, or with --chain FILE) and its key\n"
     "    --server-name NAME     the name pkid's certificate carries\n"
     "                           (default " DEFAULT_SERVER_NAME ")\n"
+    "    --server-identity URI  pkid's identity, the URI SAN its certificate must\n"
+    "                           carry (default: the catalogue's " PKC_PKID_SERVICE " identity)\n"
+    "    --server-ca FILE       the CA certificate that must have issued pkid's\n"
+    "                           (default: --pki's copy of the catalogue's CA of\n"
+    "                           " PKC_PKID_SERVICE "; without one, that CA is checked by name)\n"
+    "                           A server that fails these is not pkid: refused\n"
+    "                           before anything is sent, UNAUTHENTICATED, no retry.\n"
     "    --timeout-ms N         deadline of each attempt (default 30000)\n"
     "    --pki DIR [--as SERVICE[:server|client]]\n"
     "                           take --root (and SERVICE's certificate, client by\n"
@@ -107,6 +119,9 @@ static const char kUsage[] =
     "      Renew the service's certificates when due (renew_before, rotation or 2/3\n"
     "      of the lifetime, with jitter), replace the files, run the reload hook;\n"
     "      retry with backoff while pkid is down. Metrics go to --metrics-file.\n"
+    "      Takes --server, --server-name, --server-identity, --server-ca, --root\n"
+    "      and --timeout-ms as above; a server that is not pkid is retried only\n"
+    "      after --max-backoff-ms.\n"
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
@@ -161,6 +176,11 @@ typedef struct options {
   const char *validity;
   const char *serial;
   const char *reason;
+  const char *server_identity;
+  const char *server_ca;
+  int accept_new_root;
+  /* Set by run_online: the root certificate file the client trusts. */
+  const char *trusted_root;
 } options;
 
 enum {
@@ -193,6 +213,9 @@ enum {
   OPT_VALIDITY,
   OPT_SERIAL,
   OPT_REASON,
+  OPT_SERVER_IDENTITY,
+  OPT_SERVER_CA,
+  OPT_ACCEPT_NEW_ROOT,
 };
 
 static const struct option kOptions[] = {
@@ -225,6 +248,9 @@ static const struct option kOptions[] = {
     {"validity", required_argument, NULL, OPT_VALIDITY},
     {"serial", required_argument, NULL, OPT_SERIAL},
     {"reason", required_argument, NULL, OPT_REASON},
+    {"server-identity", required_argument, NULL, OPT_SERVER_IDENTITY},
+    {"server-ca", required_argument, NULL, OPT_SERVER_CA},
+    {"accept-new-root", no_argument, NULL, OPT_ACCEPT_NEW_ROOT},
     {NULL, 0, NULL, 0},
 };
 
@@ -270,6 +296,9 @@ static int parse_options(options *o, int argc, char **argv, out_rule rule) {
       case OPT_VALIDITY: o->validity = optarg; break;
       case OPT_SERIAL: o->serial = optarg; break;
       case OPT_REASON: o->reason = optarg; break;
+      case OPT_SERVER_IDENTITY: o->server_identity = optarg; break;
+      case OPT_SERVER_CA: o->server_ca = optarg; break;
+      case OPT_ACCEPT_NEW_ROOT: o->accept_new_root = 1; break;
       case OPT_SHARE:
         if (o->num_shares == MAX_SHARES) return usage_error("too many shares%s", "");
         o->shares[o->num_shares++] = optarg;
@@ -416,6 +445,10 @@ static int run(command_fn fn, int argc, char **argv) {
 /* Online commands: libpkiclient calls to pkid. Their errors carry a gRPC
  * status, printed by name: "pkictl: UNAVAILABLE: ...". */
 
+/* g_hint, when set by a command, is printed after its error: what the
+ * user can do about it, beyond the library's words. */
+static char g_hint[1400];
+
 static int fail_client(const pkc_error *err) {
   if (!err->local && err->attempts > 1) {
     fprintf(stderr, "pkictl: %s: %s (after %u attempts)\n", pkc_status_name(err->status),
@@ -449,7 +482,8 @@ typedef struct tree_files {
   char cert[PKI_PATH_MAX];
   char chain[PKI_PATH_MAX];
   char key[PKI_PATH_MAX];
-  int have_root, have_service;
+  char server_ca[PKI_PATH_MAX]; /* the tree's copy of pkid's CA certificate */
+  int have_root, have_service, have_server_ca;
 } tree_files;
 
 /* resolve_tree finds --pki DIR's root and --as SERVICE[:server|client]'s
@@ -467,6 +501,17 @@ static int resolve_tree(tree_files *t, const options *o, const pki_catalog *cat,
     return 0;
   }
   t->have_root = 1;
+  /* pkid's CA, when the tree holds its certificate: pkid is then checked by
+   * that CA's key, not only its name. */
+  const pki_catalog_service *self = pki_catalog_find_service(cat, PKC_PKID_SERVICE);
+  const pki_catalog_ca *self_ca = self != NULL ? pki_catalog_find_ca(cat, self->ca) : NULL;
+  pki_err path_err;
+  if (self_ca != NULL &&
+      pki_tree_ca_path(t->server_ca, sizeof(t->server_ca), o->pki, self_ca, PKI_TREE_CA_CERT,
+                       &path_err) &&
+      pki_file_exists(t->server_ca)) {
+    t->have_server_ca = 1;
+  }
   if (o->as == NULL) return 1;
   char name[256];
   snprintf(name, sizeof(name), "%s", o->as);
@@ -506,15 +551,37 @@ static int resolve_tree(tree_files *t, const options *o, const pki_catalog *cat,
 }
 
 /* client_options fills the connection from the options (explicit files
- * first, then --pki/--as). |anonymous|: no client certificate (bootstrap). */
+ * first, then --pki/--as). |anonymous|: no client certificate (bootstrap).
+ * Strings may point into |cat| and |t|, which must outlive pkc_client_new. */
 static int client_options(pkc_options *po, const options *o, const tree_files *t,
-                          int anonymous, pki_err *err) {
+                          const pki_catalog *cat, int anonymous, pki_err *err) {
   memset(po, 0, sizeof(*po));
   po->target = o->server != NULL ? o->server : DEFAULT_SERVER;
   po->server_name_override = o->server_name != NULL ? o->server_name : DEFAULT_SERVER_NAME;
   po->root_pem_file = o->root != NULL ? o->root : (t->have_root ? t->root : NULL);
   if (po->root_pem_file == NULL) {
     PKI_ERR(err, PKI_ERR_INVALID, "--root FILE (or --pki DIR) is required");
+    return 0;
+  }
+  /* Who pkid is: the catalogue's pki-ca service, from its CA. */
+  const pki_catalog_service *self = pki_catalog_find_service(cat, PKC_PKID_SERVICE);
+  const pki_catalog_ca *self_ca = self != NULL ? pki_catalog_find_ca(cat, self->ca) : NULL;
+  po->server_identity = o->server_identity != NULL ? o->server_identity
+                        : self != NULL             ? self->identity
+                                                   : NULL;
+  if (o->server_ca != NULL) {
+    po->server_ca_pem_file = o->server_ca;
+  } else if (t->have_server_ca) {
+    po->server_ca_pem_file = t->server_ca;
+  } else if (self_ca != NULL) {
+    po->server_ca_common_name = self_ca->common_name;
+  }
+  if (po->server_identity == NULL ||
+      (po->server_ca_pem_file == NULL && po->server_ca_common_name == NULL)) {
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "the catalogue has no %s service to tell who pkid is: give --server-identity URI "
+            "and --server-ca FILE",
+            PKC_PKID_SERVICE);
     return 0;
   }
   if (!anonymous) {
@@ -775,8 +842,22 @@ static int cmd_bundle(const options *o, pkc_client *client, pkc_error *err) {
   }
   pkc_trust_bundle bundle;
   memset(&bundle, 0, sizeof(bundle));
-  int ok = pkc_trust_bundle_get(client, o->ca, &bundle, err) &&
-           pkc_trust_bundle_write(&bundle, o->ca, o->out, err);
+  if (!pkc_trust_bundle_get(client, o->ca, &bundle, err)) return 0;
+  int ok = pkc_trust_bundle_write_ex(&bundle, o->ca, o->out,
+                                     o->accept_new_root ? PKC_BUNDLE_ACCEPT_NEW_ROOT : 0, err);
+  if (!ok && !bundle.root_trusted && !o->accept_new_root &&
+      err->status == PKC_STATUS_FAILED_PRECONDITION) {
+    /* The library's words, then what to do about them here. */
+    snprintf(g_hint, sizeof(g_hint),
+             "pkictl: the root trusted here is %s. Nothing was written. If the root is being "
+             "replaced on purpose, run again with --accept-new-root.\n",
+             o->trusted_root);
+  } else if (ok && !bundle.root_trusted) {
+    fprintf(stderr,
+            "pkictl: warning: the bundle's root is not the root trusted here (%s); "
+            "installed because --accept-new-root was given\n",
+            o->trusted_root);
+  }
   pkc_trust_bundle_cleanup(&bundle);
   if (ok) printf("%s written to %s\n", o->ca != NULL ? o->ca : "root", o->out);
   return ok;
@@ -794,16 +875,24 @@ static int run_online(online_fn fn, int anonymous, int argc, char **argv) {
   if (cat == NULL) return fail(&err);
   tree_files tree;
   pkc_options po;
-  int ok = resolve_tree(&tree, &o, cat, &err) && client_options(&po, &o, &tree, anonymous, &err);
-  pki_catalog_free(cat);
-  if (!ok) return fail(&err);
+  int ok = resolve_tree(&tree, &o, cat, &err) &&
+           client_options(&po, &o, &tree, cat, anonymous, &err);
+  if (!ok) {
+    pki_catalog_free(cat);
+    return fail(&err);
+  }
   pkc_error perr;
   memset(&perr, 0, sizeof(perr));
   pkc_client *client = pkc_client_new(&po, &perr);
+  pki_catalog_free(cat); /* po's strings are copied by now */
   if (client == NULL) return fail_client(&perr);
+  o.trusted_root = po.root_pem_file;
   ok = fn(&o, client, &perr);
   pkc_client_free(client);
-  return ok ? 0 : fail_client(&perr);
+  if (ok) return 0;
+  fail_client(&perr);
+  fputs(g_hint, stderr);
+  return 1;
 }
 
 /* has_offline reports whether --offline is among the arguments. */
