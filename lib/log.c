@@ -62,3 +62,24 @@ void pki_log(const char *level, const char *event, ...) {
   ssize_t unused = write(STDERR_FILENO, line, pos);
   (void)unused;
 }
+
+int pki_log_allow(pki_log_limit *limit) {
+  long now = (long)time(NULL);
+  if (now != limit->second) {
+    limit->second = now;
+    limit->written = 0;
+  }
+  if (limit->written >= limit->per_second) {
+    limit->suppressed++;
+    return 0;
+  }
+  limit->written++;
+  return 1;
+}
+
+const char *pki_log_suppressed(pki_log_limit *limit) {
+  static char text[24];
+  snprintf(text, sizeof(text), "%u", limit->suppressed);
+  limit->suppressed = 0;
+  return text;
+}

@@ -197,9 +197,11 @@ static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pk
                    uint64_t retry_ms) {
   /* "Try again later" is counted by the metrics, not logged: under
    * overload a line per request would only add to the load. */
-  if (err->code != PKI_ERR_EXHAUSTED && err->code != PKI_ERR_UNAVAILABLE) {
+  static pki_log_limit refused_log = {.per_second = 50};
+  if (err->code != PKI_ERR_EXHAUSTED && err->code != PKI_ERR_UNAVAILABLE &&
+      pki_log_allow(&refused_log)) {
     pki_log("info", "refused", "identity", pkid_call_peer(call)->identity, "reason", err->msg,
-            NULL);
+            "suppressed", pki_log_suppressed(&refused_log), NULL);
   }
   if (!streaming) {
     pkid_call_fail_retry(call, err, retry_ms);

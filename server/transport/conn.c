@@ -51,6 +51,9 @@ struct pkid_transport {
   pkid_conn *handshaking, *handshaking_tail; /* oldest first */
 };
 
+/* Handshakes refused: anyone can cause them, so their lines are bounded. */
+static pki_log_limit g_refused_log = {.per_second = 20};
+
 static void on_closed(uv_handle_t *handle);
 static void handshake_list_remove(pkid_transport *t, pkid_conn *conn);
 
@@ -197,7 +200,11 @@ static int on_handshake(pkid_conn *conn) {
   unsigned alpn_len;
   SSL_get0_alpn_selected(conn->ssl, &alpn, &alpn_len);
   if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
-    pki_log("warn", "tls_refused", "reason", "client did not negotiate h2", NULL);
+    if (pki_log_allow(&g_refused_log)) {
+      pki_log("warn", "tls_refused", "peer", conn->peer.address, "reason",
+              "client did not negotiate h2", "suppressed", pki_log_suppressed(&g_refused_log),
+              NULL);
+    }
     return 0;
   }
   pki_err err;
@@ -236,7 +243,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         char why[160];
         ERR_error_string_n(ERR_peek_last_error(), why, sizeof(why));
         ERR_clear_error();
-        pki_log("info", "tls_refused", "peer", conn->peer.address, "reason", why, NULL);
+        if (pki_log_allow(&g_refused_log)) {
+          pki_log("info", "tls_refused", "peer", conn->peer.address, "reason", why,
+                  "suppressed", pki_log_suppressed(&g_refused_log), NULL);
+        }
         pkid_conn_close(conn); /* the alert goes out first */
       }
       return;

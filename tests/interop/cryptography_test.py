@@ -28,7 +28,11 @@ from testlib import finish, run  # noqa: E402
 def load_all(pki):
     """Every certificate in the tree, by path (chains and trust stores aside)."""
     certs = {}
-    for root, _, files in os.walk(pki):
+    for root, dirs, files in os.walk(pki):
+        # issued/ holds copies of certificates found elsewhere in the tree,
+        # left for pkid to import.
+        if "issued" in dirs:
+            dirs.remove("issued")
         for f in files:
             if f.endswith(".crt") and not f.endswith("-chain.crt"):
                 path = os.path.join(root, f)
