@@ -135,7 +135,12 @@ int pki_file_read(uint8_t **out, size_t *out_len, const char *path,
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
-    PKI_ERR(err, e == ENOENT ? PKI_ERR_NOT_FOUND : PKI_ERR_IO,
+    /* Out of descriptors or memory: worth trying again, unlike a file that
+     * is not there or cannot be read. */
+    PKI_ERR(err,
+            e == ENOENT                                 ? PKI_ERR_NOT_FOUND
+            : e == EMFILE || e == ENFILE || e == ENOMEM ? PKI_ERR_EXHAUSTED
+                                                        : PKI_ERR_IO,
             "cannot open %s: %s", path, strerror(e));
     return 0;
   }

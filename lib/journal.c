@@ -73,7 +73,7 @@ static uint64_t now_ns(void) {
  * and left nothing behind may be tried again once space or descriptors are
  * back, so it is PKI_ERR_EXHAUSTED, which callers retry. */
 static int is_exhaustion(int e) {
-  return e == ENOSPC || e == EDQUOT || e == EMFILE || e == ENFILE;
+  return e == ENOSPC || e == EDQUOT || e == EMFILE || e == ENFILE || e == ENOMEM;
 }
 
 static pki_err_code io_code(int e) {
@@ -893,8 +893,15 @@ static int load_snapshot(pki_journal *j, const dir_list *l,
     if (!pki_file_read(&data, &len, path, MAX_SNAPSHOT_FILE, &perr) ||
         !pki_journal_parse_snapshot(data, len, out, &perr) ||
         out->seq != l->snaps[k]) {
-      /* A damaged snapshot is only a slower start: fall back. */
       free(data);
+      /* Out of memory or descriptors says nothing about the snapshot: the
+       * open fails, to be retried, rather than count a good snapshot as
+       * damaged and replay everything. */
+      if (perr.code == PKI_ERR_EXHAUSTED) {
+        *err = perr;
+        return 0;
+      }
+      /* A damaged snapshot is only a slower start: fall back. */
       j->stats.snapshots_skipped++;
       continue;
     }
@@ -1393,6 +1400,10 @@ static int load_verify_snaps(verify_ctx *v, const dir_list *l, pki_err *err) {
         !pki_journal_parse_snapshot(data, len, &info, &perr) ||
         info.seq != l->snaps[k]) {
       free(data);
+      if (perr.code == PKI_ERR_EXHAUSTED) { /* says nothing about the snapshot */
+        *err = perr;
+        return 0;
+      }
       v->res->snapshots_bad++;
       continue;
     }
