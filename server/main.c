@@ -270,6 +270,7 @@ typedef struct process {
   pkid_admin *admin;
   pkid_import *import;
   int draining;
+  int admin_stopping;
   int http_stopped; /* OCSP and admin listeners done (counts to 2) */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer, drain_check;
@@ -297,11 +298,29 @@ static void on_drain_timeout(uv_timer_t *timer) {
    * check goes on until they have. */
 }
 
+/* The admin listener goes last: until the gRPC connections are gone it
+ * answers /readyz with 503, which is what tells a load balancer to stop
+ * sending (a listener that is simply gone tells it less). */
+static void on_admin_stopped(void *arg) {
+  g.admin = NULL;
+  on_http_stopped(arg);
+}
+
 static void on_drain_check(uv_timer_t *timer) {
-  if (pkid_transport_num_conns(g.transport) == 0 && g.http_stopped == 2) {
+  if (pkid_transport_num_conns(g.transport) != 0) return;
+  if (g.admin != NULL && !g.admin_stopping) {
+    g.admin_stopping = 1;
+    pkid_admin_stop(g.admin, on_admin_stopped, NULL);
+  }
+  if (g.http_stopped == 2) {
     uv_timer_stop(timer);
     uv_stop(g.loop);
   }
+}
+
+static void set_ready(int ready) {
+  if (g.admin != NULL) pkid_admin_set_ready(g.admin, ready);
+  pkid_gauge_set(pkid_m.ready, ready);
 }
 
 static void on_signal(uv_signal_t *sig, int signum) {
@@ -310,9 +329,8 @@ static void on_signal(uv_signal_t *sig, int signum) {
   pki_log("info", "draining", "signal",
           sig == NULL ? "journal failure" : signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
   pkid_transport_stop_accepting(g.transport);
-  pkid_admin_set_ready(g.admin, 0);
+  set_ready(0);
   pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
-  pkid_admin_stop(g.admin, on_http_stopped, NULL);
   pkid_rpc_drain(g.rpc);
   uv_timer_start(&g.drain_timer, on_drain_timeout, 10000, 0);
   uv_timer_start(&g.drain_check, on_drain_check, 0, 20);
@@ -528,31 +546,34 @@ static int harden_process(const options *o, pki_err *err) {
   return pkid_rpc_check_library(err);
 }
 
-/* on_health runs a few times a second: /readyz follows the journal. A
- * commit that failed for lack of room or descriptors (retried at the next
- * commit) makes pkid not ready until one succeeds; a commit that failed
- * any other way (an fdatasync error: nothing after it can be trusted to be
- * durable) fails pkid closed: not ready, nothing more accepted, drained,
- * and exit status 75 for the supervisor to restart it on what is durable. */
-static uv_timer_t g_health;
+/* on_commit_state runs when commits start failing or succeed again (the
+ * pipeline calls it on the loop thread, before the jobs of that commit
+ * are answered): /readyz follows the journal. A commit that failed for
+ * lack of room or descriptors (retried at the next commit) makes pkid not
+ * ready until one succeeds. A journal that failed for good (an fdatasync
+ * error: nothing after it can be trusted to be durable) fails pkid closed:
+ * not ready, nothing more accepted, drained, and exit status 75 for the
+ * supervisor to restart it on what is durable. */
 static int g_exit_code;
 
-static void on_signal(uv_signal_t *sig, int signum);
-
-static void on_health(uv_timer_t *timer) {
-  (void)timer;
+static void on_commit_state(void *ctx) {
+  (void)ctx;
   pki_err last;
   int ok = pkid_workers_last_commit(g.workers, &last);
-  if (!ok && last.code != PKI_ERR_EXHAUSTED && last.code != PKI_ERR_UNAVAILABLE &&
-      g_exit_code == 0) {
-    pki_log("error", "journal_failed", "reason", last.msg, "action", "stopping", NULL);
-    g_exit_code = 75;
-    g.api.stopped = 1;
-    on_signal(NULL, SIGTERM);
+  if (pki_journal_failed(g.store.journal)) {
+    if (g_exit_code == 0) {
+      pki_log("error", "journal_failed", "reason", last.msg, "action", "stopping", NULL);
+      g_exit_code = 75;
+      g.api.stopped = 1;
+      on_signal(NULL, SIGTERM);
+    }
+  } else if (!ok) {
+    pki_log("error", "journal_unavailable", "reason", last.msg, "action",
+            "not ready until a commit succeeds", NULL);
+  } else {
+    pki_log("info", "journal_available", NULL);
   }
-  int ready = ok && !g.draining;
-  pkid_admin_set_ready(g.admin, ready);
-  pkid_gauge_set(pkid_m.ready, ready);
+  set_ready(ok && !g.draining);
 }
 
 static int run(const options *o) {
@@ -635,10 +656,8 @@ static int run(const options *o) {
   if (g.ocsp == NULL) goto fail;
   g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
   if (g.admin == NULL) goto fail;
-  pkid_admin_set_ready(g.admin, 1);
-  pkid_gauge_set(pkid_m.ready, 1);
-  uv_timer_init(g.loop, &g_health);
-  uv_timer_start(&g_health, on_health, 200, 200);
+  set_ready(1);
+  pkid_workers_on_commit_state(g.workers, on_commit_state, NULL);
   uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
   pkid_import_stop(g.import);

@@ -43,6 +43,9 @@ struct pkid_workers {
   atomic_int commit_ok;
   pthread_mutex_t commit_err_lock;
   pki_err commit_err;
+  int seen_ok; /* loop thread: commit_ok when |on_state| last ran */
+  void (*on_state)(void *ctx);
+  void *state_ctx;
 };
 
 static uint64_t now_ns(void) {
@@ -158,6 +161,11 @@ static void on_async(uv_async_t *async) {
   pkid_workers *w = async->data;
   void *batch[256];
   size_t n;
+  int ok = atomic_load(&w->commit_ok);
+  if (ok != w->seen_ok) {
+    w->seen_ok = ok;
+    if (w->on_state != NULL) w->on_state(w->state_ctx);
+  }
   while ((n = pkid_queue_pop_batch_mpmc(&w->done, batch, 256)) > 0) {
     for (size_t i = 0; i < n; i++) {
       pkid_job *job = batch[i];
@@ -213,6 +221,7 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
   w->commit = commit;
   w->commit_ctx = commit_ctx;
   atomic_init(&w->commit_ok, 1);
+  w->seen_ok = 1;
   pthread_mutex_init(&w->commit_err_lock, NULL);
   if (!pkid_queue_init(&w->jobs, cap) || !pkid_queue_init(&w->commits, cap) ||
       !pkid_queue_init(&w->done, cap)) {
@@ -276,6 +285,11 @@ int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err) {
   w->in_flight++;
   sem_post(&w->jobs_ready);
   return 1;
+}
+
+void pkid_workers_on_commit_state(pkid_workers *w, void (*fn)(void *ctx), void *ctx) {
+  w->on_state = fn;
+  w->state_ctx = ctx;
 }
 
 int pkid_workers_last_commit(pkid_workers *w, pki_err *out) {

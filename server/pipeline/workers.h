@@ -67,6 +67,12 @@ int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err);
  * ran yet); else 0, with that commit's error in |out|. Any thread. */
 int pkid_workers_last_commit(pkid_workers *w, pki_err *out);
 
+/* pkid_workers_on_commit_state asks for |fn(ctx)| on the loop thread each
+ * time the commits go from succeeding to failing or back (before the
+ * jobs of that commit are given back), so that readiness follows the
+ * journal at once. */
+void pkid_workers_on_commit_state(pkid_workers *w, void (*fn)(void *ctx), void *ctx);
+
 /* pkid_workers_stats_get reads the counters (loop thread). */
 void pkid_workers_stats_get(pkid_workers *w, pkid_workers_stats *out);
 

@@ -455,6 +455,12 @@ static int add_entry(pki_journal_entry *e, uint8_t **payload, const pkid_store *
 }
 
 int pkid_store_commit(pkid_store *st, const pkid_record *const *recs, size_t n, pki_err *err) {
+  /* After a failure the journal takes nothing more; pkid is on its way
+   * down, to be restarted: for the clients, that is "retry". */
+  if (pki_journal_failed(st->journal)) {
+    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "pkid's journal failed; it is restarting");
+    return 0;
+  }
   /* At most two entries per change: a used token, then the issuance. */
   pki_journal_entry *entries = calloc(2 * n + 1, sizeof(*entries));
   uint8_t **payloads = calloc(2 * n + 1, sizeof(*payloads));

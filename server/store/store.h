@@ -110,7 +110,8 @@ int pkid_store_reserve(pkid_store *st, uint64_t count, uint64_t *out_first, pki_
 
 /* pkid_store_commit appends the journal records of |n| changes and makes
  * them durable: one append, one fdatasync (group commit). On failure none
- * of them may be reported as done: the caller fails them all. */
+ * of them may be reported as done: the caller fails them all. Once the
+ * journal has failed for good, commits fail with PKI_ERR_UNAVAILABLE. */
 int pkid_store_commit(pkid_store *st, const pkid_record *const *recs, size_t n, pki_err *err);
 
 /* pkid_store_apply updates the status index and the reserved serials for
