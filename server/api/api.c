@@ -183,6 +183,19 @@ static void send_packed(pkid_call *call, const ProtobufCMessage *msg) {
   free(buf);
 }
 
+/* unpack decodes a request message of type |d|, or ends the call with
+ * INVALID_ARGUMENT naming it. Free with protobuf_c_message_free_unpacked. */
+static void *unpack(pkid_call *call, const ProtobufCMessageDescriptor *d, const uint8_t *msg,
+                    size_t len, const char *where) {
+  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, msg);
+  if (m == NULL) {
+    pki_err err;
+    PKI_ERR(&err, PKI_ERR_INVALID, "malformed %s%s", d->short_name, where);
+    pkid_call_fail(call, &err);
+  }
+  return m;
+}
+
 /* reply_unary sends |msg| and OK. */
 static void reply_unary(pkid_call *call, const ProtobufCMessage *msg) {
   send_packed(call, msg);
@@ -418,16 +431,11 @@ refuse:
  * stream cannot say which of its requests was garbage: it ends. */
 static void issue_message(pkid_api *api, pkid_call *call, const uint8_t *msg, size_t len,
                           int streaming) {
-  Pki__V1__IssueRequest *req = pki__v1__issue_request__unpack(NULL, len, msg);
-  if (req == NULL) {
-    pki_err err;
-    PKI_ERR(&err, PKI_ERR_INVALID, "malformed IssueRequest%s",
-            streaming ? " on the stream" : "");
-    pkid_call_fail(call, &err);
-    return;
-  }
+  Pki__V1__IssueRequest *req = unpack(call, &pki__v1__issue_request__descriptor, msg, len,
+                                      streaming ? " on the stream" : "");
+  if (req == NULL) return;
   issue_one(api, call, req, streaming);
-  pki__v1__issue_request__free_unpacked(req, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 static void on_issue(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
@@ -448,12 +456,8 @@ static void on_issue_stream_end(void *ctx, pkid_call *call) {
 static void on_renew(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
   pkid_api *api = ctx;
   pki_err err;
-  Pki__V1__RenewRequest *req = pki__v1__renew_request__unpack(NULL, len, msg);
-  if (req == NULL) {
-    PKI_ERR(&err, PKI_ERR_INVALID, "malformed RenewRequest");
-    pkid_call_fail(call, &err);
-    return;
-  }
+  Pki__V1__RenewRequest *req = unpack(call, &pki__v1__renew_request__descriptor, msg, len, "");
+  if (req == NULL) return;
   const pkid_peer *peer = pkid_call_peer(call);
   pki_cert_info info;
   if (caller_service(api, call, &err) == NULL ||
@@ -469,7 +473,7 @@ static void on_renew(void *ctx, pkid_call *call, const uint8_t *msg, size_t len)
   issue.validity_seconds = req->validity_seconds;
   issue_one(api, call, &issue, 0);
 out:
-  pki__v1__renew_request__free_unpacked(req, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* --- the trust bundle ------------------------------------------------------------------ */
@@ -478,12 +482,8 @@ static void on_get_trust_bundle(void *ctx, pkid_call *call, const uint8_t *msg, 
   pkid_api *api = ctx;
   pki_err err;
   Pki__V1__GetTrustBundleRequest *req =
-      pki__v1__get_trust_bundle_request__unpack(NULL, len, msg);
-  if (req == NULL) {
-    PKI_ERR(&err, PKI_ERR_INVALID, "malformed GetTrustBundleRequest");
-    pkid_call_fail(call, &err);
-    return;
-  }
+      unpack(call, &pki__v1__get_trust_bundle_request__descriptor, msg, len, "");
+  if (req == NULL) return;
   const pkid_cas *cas = api->cas;
   Pki__V1__TrustBundle bundle = PKI__V1__TRUST_BUNDLE__INIT;
   Pki__V1__TrustBundle__Store stores[16], *store_ptrs[16];
@@ -514,7 +514,7 @@ static void on_get_trust_bundle(void *ctx, pkid_call *call, const uint8_t *msg, 
   } else {
     reply_unary(call, &bundle.base);
   }
-  pki__v1__get_trust_bundle_request__free_unpacked(req, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* --- revocation and status ---------------------------------------------------------------- */
@@ -546,12 +546,8 @@ static int may_see(const pkid_api *api, const pki_catalog_service *caller,
 static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
   pkid_api *api = ctx;
   pki_err err;
-  Pki__V1__RevokeRequest *req = pki__v1__revoke_request__unpack(NULL, len, msg);
-  if (req == NULL) {
-    PKI_ERR(&err, PKI_ERR_INVALID, "malformed RevokeRequest");
-    pkid_call_fail(call, &err);
-    return;
-  }
+  Pki__V1__RevokeRequest *req = unpack(call, &pki__v1__revoke_request__descriptor, msg, len, "");
+  if (req == NULL) return;
   const pki_catalog_service *caller = caller_service(api, call, &err);
   pki_serial serial;
   pkid_cert_record rec;
@@ -589,18 +585,15 @@ fail:
   if (r != NULL) request_free(r);
   pkid_call_fail_retry(call, &err, retry_ms);
 out:
-  pki__v1__revoke_request__free_unpacked(req, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 static void on_get_status(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
   pkid_api *api = ctx;
   pki_err err;
-  Pki__V1__GetStatusRequest *req = pki__v1__get_status_request__unpack(NULL, len, msg);
-  if (req == NULL) {
-    PKI_ERR(&err, PKI_ERR_INVALID, "malformed GetStatusRequest");
-    pkid_call_fail(call, &err);
-    return;
-  }
+  Pki__V1__GetStatusRequest *req =
+      unpack(call, &pki__v1__get_status_request__descriptor, msg, len, "");
+  if (req == NULL) return;
   pki_serial serial;
   pkid_cert_record rec;
   const pki_catalog_service *caller = caller_service(api, call, &err);
@@ -633,7 +626,7 @@ static void on_get_status(void *ctx, pkid_call *call, const uint8_t *msg, size_t
   st.revocation_reason = (Pki__V1__RevocationReason)rec.reason;
   reply_unary(call, &st.base);
 out:
-  pki__v1__get_status_request__free_unpacked(req, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* Request messages: a CSR is a few hundred bytes (an RSA-4096 one with

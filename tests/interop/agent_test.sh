@@ -90,7 +90,8 @@ watcher() {
         echo "partial key" >>"$WORK/watch.bad"
       [ "$pub_crt" = "$pub_key" ] || echo "mismatched pair" >>"$WORK/watch.bad"
       n=$((n + 1))
-      echo "$n" >"$WORK/watch.count"
+      # Renamed into place: a reader never sees the file half-written.
+      echo "$n" >"$WORK/watch.count.tmp" && mv "$WORK/watch.count.tmp" "$WORK/watch.count"
     fi
   done
 }
