@@ -28,12 +28,41 @@ static int sign_ocsp(pkid_job *job, const pkid_cert_record *rec) {
                                    1, &job->err);
 }
 
-/* canonical_spki re-encodes the CSR's key: a certificate carries pkid's
- * own encoding, never the requester's bytes. X9.62 allows compressed
- * points (and BoringSSL parses them), but RFC 5480 2.2 says the
- * uncompressed form MUST be supported and strict verifiers (Go's
- * crypto/x509) refuse anything else. */
+/* The uncompressed P-256 and P-384 SubjectPublicKeyInfo under a named
+ * curve (RFC 5480 2.1.1.1, 2.2), up to the point's first octet (0x04), and
+ * the whole length: what almost every CSR carries. */
+static const uint8_t kP256Prefix[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+                                      0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+                                      0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04};
+static const uint8_t kP384Prefix[] = {0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86,
+                                      0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+                                      0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00, 0x04};
+
+/* is_canonical_ec: |spki| (of a key the CSR parser has checked is on its
+ * curve) is already the encoding pkid would write. */
+static int is_canonical_ec(const CBS *spki, pki_key_type type) {
+  const uint8_t *prefix = type == PKI_KEY_ECDSA_P256 ? kP256Prefix : kP384Prefix;
+  size_t prefix_len = type == PKI_KEY_ECDSA_P256 ? sizeof(kP256Prefix) : sizeof(kP384Prefix);
+  size_t total = type == PKI_KEY_ECDSA_P256 ? 2 + 0x59 : 2 + 0x76;
+  return CBS_len(spki) == total && memcmp(CBS_data(spki), prefix, prefix_len) == 0;
+}
+
+/* canonical_spki gives the CSR's key in pkid's own encoding: a certificate
+ * never carries the requester's bytes. X9.62 allows compressed points
+ * (and BoringSSL parses them), but RFC 5480 2.2 says the uncompressed form
+ * MUST be supported and strict verifiers (Go's crypto/x509) refuse anything
+ * else. An EC key already in that form is copied: re-encoding it costs a
+ * field inversion (the point to affine coordinates), 5% of an issuance. */
 static int canonical_spki(uint8_t **out, size_t *out_len, const pki_csr *csr, pki_err *err) {
+  if ((csr->key_type == PKI_KEY_ECDSA_P256 || csr->key_type == PKI_KEY_ECDSA_P384) &&
+      is_canonical_ec(&csr->spki, csr->key_type)) {
+    if ((*out = OPENSSL_memdup(CBS_data(&csr->spki), CBS_len(&csr->spki))) == NULL) {
+      PKI_ERR_OOM(err);
+      return 0;
+    }
+    *out_len = CBS_len(&csr->spki);
+    return 1;
+  }
   CBB cbb;
   if (!CBB_init(&cbb, 128) || !EVP_marshal_public_key(&cbb, csr->key) ||
       !CBB_finish(&cbb, out, out_len)) {
