@@ -7,15 +7,20 @@
 
 #include <openssl/err.h>
 
-void pki_err_set_at(pki_err *err, pki_err_code code, const char *file, int line,
-                    const char *fmt, ...) {
-  if (err == NULL) return;
+static void err_vset(pki_err *err, pki_err_code code, const char *file, int line,
+                     const char *fmt, va_list ap) {
   err->code = code;
   err->file = file;
   err->line = line;
+  vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+}
+
+void pki_err_set_at(pki_err *err, pki_err_code code, const char *file, int line,
+                    const char *fmt, ...) {
+  if (err == NULL) return;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+  err_vset(err, code, file, line, fmt, ap);
   va_end(ap);
 }
 
@@ -31,12 +36,9 @@ void pki_err_crypto_at(pki_err *err, pki_err_code code, const char *file, int li
     pki_err_set_at(err, PKI_ERR_EXHAUSTED, file, line, "out of memory");
     return;
   }
-  err->code = code;
-  err->file = file;
-  err->line = line;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+  err_vset(err, code, file, line, fmt, ap);
   va_end(ap);
 }
 
