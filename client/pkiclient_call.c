@@ -537,6 +537,18 @@ static void backoff_sleep(const pkc_retry_policy *p, unsigned retry) {
   }
 }
 
+/* try_again is the one retry rule for both kinds of call: after attempt
+ * number |attempt| failed with |err|, it says whether to make another, and
+ * if so waits the backoff first. */
+static int try_again(pkc_client *client, unsigned attempt, pkc_error *err) {
+  err->attempts = attempt;
+  note_refusal(client, err);
+  if (attempt >= client->retry.max_attempts || !should_retry(err)) return 0;
+  backoff_sleep(&client->retry, attempt);
+  grpc_channel_reset_connect_backoff(client->channel);
+  return 1;
+}
+
 int pkc_call_unary(pkc_client *client, const char *method, const uint8_t *req,
                    size_t req_len, uint8_t **out, size_t *out_len, pkc_error *err) {
   pkc_error local;
@@ -544,15 +556,11 @@ int pkc_call_unary(pkc_client *client, const char *method, const uint8_t *req,
   *out = NULL;
   *out_len = 0;
   for (unsigned attempt = 1;; attempt++) {
-    if (attempt > 1) {
-      backoff_sleep(&client->retry, attempt - 1);
-      grpc_channel_reset_connect_backoff(client->channel);
+    if (unary_attempt(client, method, req, req_len, out, out_len, err)) {
+      err->attempts = attempt;
+      return 1;
     }
-    int ok = unary_attempt(client, method, req, req_len, out, out_len, err);
-    err->attempts = attempt;
-    if (ok) return 1;
-    note_refusal(client, err);
-    if (attempt >= client->retry.max_attempts || !should_retry(err)) return 0;
+    if (!try_again(client, attempt, err)) return 0;
   }
 }
 
@@ -562,18 +570,17 @@ int pkc_call_stream(pkc_client *client, const char *method, const pkc_der *reqs,
   pkc_error local;
   if (err == NULL) err = &local;
   for (unsigned attempt = 1;; attempt++) {
-    if (attempt > 1) {
-      backoff_sleep(&client->retry, attempt - 1);
-      grpc_channel_reset_connect_backoff(client->channel);
-    }
     size_t received = 0;
-    int ok = stream_attempt(client, method, reqs, num, on_message, ctx, &received, err);
-    err->attempts = attempt;
-    if (ok) return 1;
-    note_refusal(client, err);
+    if (stream_attempt(client, method, reqs, num, on_message, ctx, &received, err)) {
+      err->attempts = attempt;
+      return 1;
+    }
     /* Once answers came back, trying again would issue twice. */
-    if (received > 0 || attempt >= client->retry.max_attempts || !should_retry(err)) {
+    if (received > 0) {
+      err->attempts = attempt;
+      note_refusal(client, err);
       return 0;
     }
+    if (!try_again(client, attempt, err)) return 0;
   }
 }
