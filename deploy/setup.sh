@@ -23,6 +23,10 @@ packages=(
   # interop peers used by the tests
   openssl python3-cryptography python3-grpcio python3-protobuf
   protobuf-compiler nghttp2-client python3-h2
+  # real components the tests start on loopback: haproxy (client
+  # certificates checked against pkid's CRLs), Prometheus' promtool (the
+  # alert rules)
+  haproxy prometheus
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )

@@ -74,6 +74,16 @@ int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned in
   return path_fmt(out, out_size, err, "%s/root-ca/shares/custodian-%u.share", dir, index);
 }
 
+int pki_tree_crl_dir(char *out, size_t out_size, const char *dir, pki_err *err) {
+  return path_fmt(out, out_size, err, "%s/crl", dir);
+}
+
+int pki_tree_crl_path(char *out, size_t out_size, const char *dir, const char *ca_name,
+                      int delta, int pem, pki_err *err) {
+  return path_fmt(out, out_size, err, "%s/crl/%s%s.crl%s", dir, ca_name,
+                  delta ? "-delta" : "", pem ? ".pem" : "");
+}
+
 int pki_tree_issued_dir(char *out, size_t out_size, const char *dir, pki_err *err) {
   return path_fmt(out, out_size, err, "%s/issued", dir);
 }

@@ -14,6 +14,10 @@
  *   issued/<serial>.crt                         every certificate an intermediate
  *                                               signed offline (the ceremonies),
  *                                               for pkid to import
+ *   crl/<ca>.crl, crl/<ca>.crl.pem              a CA's complete CRL, DER and PEM
+ *                                               (pkid writes the intermediates';
+ *                                               the root's is a ceremony's)
+ *   crl/<ca>-delta.crl, crl/<ca>-delta.crl.pem  its delta CRL (intermediates)
  *
  * The functions write a path into |out| and fail (PKI_ERR_INVALID) only if
  * it does not fit. */
@@ -48,6 +52,12 @@ int pki_tree_truststore_path(char *out, size_t out_size, const char *dir,
 
 int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned index,
                         pki_err *err);
+
+/* pki_tree_crl_dir names the folder of CRLs; pki_tree_crl_path one CRL
+ * file of |ca_name|: complete or delta, DER or PEM. */
+int pki_tree_crl_dir(char *out, size_t out_size, const char *dir, pki_err *err);
+int pki_tree_crl_path(char *out, size_t out_size, const char *dir, const char *ca_name,
+                      int delta, int pem, pki_err *err);
 
 /* pki_tree_issued_dir names the folder of certificates signed offline. */
 int pki_tree_issued_dir(char *out, size_t out_size, const char *dir, pki_err *err);
