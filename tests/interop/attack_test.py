@@ -215,6 +215,7 @@ class Raw:
     def __init__(self, files=None, window=2**31 - 1):
         self.s = tls(SERVER.grpc, files)
         self.enc = hpack.Encoder()
+        self.sent = 0  # bytes the server took
         # Preface; SETTINGS: huge initial window, no push; the connection
         # window opened as far as it goes.
         self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -222,7 +223,6 @@ class Raw:
         self.send(8, 0, 0, struct.pack(">I", window - 65535))
         self.s.setblocking(False)
         self.next_id = 1
-        self.sent = 0  # bytes the server took
 
     def send(self, ftype, flags, sid, payload):
         self.sendall(struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) +
