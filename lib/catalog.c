@@ -36,6 +36,7 @@ extern const size_t pki_catalog_default_yaml_len;
 #define CATALOG_MAX_LABELS 64
 #define CATALOG_MAX_VALIDITY_DAYS 36500
 #define CATALOG_MAX_PATH_LEN 16
+#define CATALOG_MAX_BASE_URL 1024 /* crl_url, ca_issuers_url */
 #define CATALOG_DEFAULT_VALIDITY_S (30u * 86400u)
 /* X.520 upper bounds of commonName and organizationName. */
 #define SUBJECT_ATTR_MAX 64
@@ -594,6 +595,16 @@ static int check_ca_against_ancestors(parse_ctx *ctx, const pki_catalog *cat,
   return 1;
 }
 
+/* join_url sets |*out| to |base|, |name| and |suffix| joined. */
+static int join_url(parse_ctx *ctx, char **out, const char *base, const char *name,
+                    const char *suffix) {
+  size_t len = strlen(base) + strlen(name) + strlen(suffix) + 1;
+  *out = malloc(len);
+  if (*out == NULL) return oom(ctx);
+  snprintf(*out, len, "%s%s%s", base, name, suffix);
+  return 1;
+}
+
 static int parse_ca(parse_ctx *ctx, pki_catalog *cat, size_t index,
                     yaml_node_t *node) {
   static const char *const keys[] = {
@@ -615,6 +626,14 @@ static int parse_ca(parse_ctx *ctx, pki_catalog *cat, size_t index,
   }
   char what[96];
   snprintf(what, sizeof(what), "CA '%s'", ca->name);
+  /* The bases were checked, and a CA name adds only [a-z0-9-]. */
+  if ((cat->crl_url != NULL &&
+       (!join_url(ctx, &ca->crl_url, cat->crl_url, ca->name, ".crl") ||
+        !join_url(ctx, &ca->delta_crl_url, cat->crl_url, ca->name, "-delta.crl"))) ||
+      (cat->ca_issuers_url != NULL &&
+       !join_url(ctx, &ca->cert_url, cat->ca_issuers_url, ca->name, ".crt"))) {
+    return 0;
+  }
 
   if (index == 0 && f[K_PARENT] != NULL) {
     return fail_at(ctx, ca->line,
@@ -1104,13 +1123,46 @@ static int parse_service(parse_ctx *ctx, pki_catalog *cat, size_t index,
 
 /* ---- the top level ---- */
 
+/* get_http_url reads a URL that relying parties fetch without TLS. */
+static int get_http_url(parse_ctx *ctx, yaml_node_t *node, const char *what,
+                        size_t max_len, char **out) {
+  if (!get_string(ctx, node, what, max_len, out)) return 0;
+  if (!pki_name_check(PKI_NAME_URI, *out, ctx->err)) {
+    return prefix_at(ctx, node_line(node), what);
+  }
+  if (strncmp(*out, "http://", 7) != 0) {
+    return fail_at(ctx, node_line(node), "%s '%.200s' must start with http://",
+                   what, *out);
+  }
+  return 1;
+}
+
+/* get_base_url reads a base to which CA names are appended: an http URL
+ * ending in "/", without query or fragment, which would end up between the
+ * base and the name. Short enough that base and name stay within a URI's
+ * 2048 characters. */
+static int get_base_url(parse_ctx *ctx, yaml_node_t *node, const char *what,
+                        char **out) {
+  if (!get_http_url(ctx, node, what, CATALOG_MAX_BASE_URL, out)) return 0;
+  size_t len = strlen(*out);
+  if (strpbrk(*out, "?#") != NULL || (*out)[len - 1] != '/') {
+    return fail_at(ctx, node_line(node),
+                   "%s '%.200s' must end in '/' and have no '?' or '#': the "
+                   "CA's file name is appended to it",
+                   what, *out);
+  }
+  return 1;
+}
+
 static int parse_catalog(parse_ctx *ctx, pki_catalog *cat, yaml_node_t *root) {
-  static const char *const keys[] = {"trust_domain", "organization",
-                                     "ocsp_url", "cas", "services"};
-  enum { K_TD, K_ORG, K_OCSP, K_CAS, K_SERVICES, K_NUM };
+  static const char *const keys[] = {"trust_domain", "organization", "ocsp_url",
+                                     "cas",          "services",     "crl_url",
+                                     "ca_issuers_url"};
+  enum { K_TD, K_ORG, K_OCSP, K_CAS, K_SERVICES, K_CRL, K_CA_ISSUERS, K_NUM };
   yaml_node_t *f[K_NUM];
   if (!get_fields(ctx, root, "the catalogue", keys, K_NUM, f)) return 0;
-  for (size_t i = 0; i < K_NUM; i++) {
+  /* All but the URL bases are required. */
+  for (size_t i = 0; i < K_CRL; i++) {
     if (!require_field(ctx, root, f[i], keys[i], "catalogue")) return 0;
   }
 
@@ -1134,15 +1186,17 @@ static int parse_catalog(parse_ctx *ctx, pki_catalog *cat, yaml_node_t *root) {
     return 0;
   }
 
-  if (!get_string(ctx, f[K_OCSP], "ocsp_url", 2048, &cat->ocsp_url)) return 0;
-  if (!pki_name_check(PKI_NAME_URI, cat->ocsp_url, ctx->err)) {
-    return prefix_at(ctx, node_line(f[K_OCSP]), "ocsp_url");
+  /* RFC 5019: OCSP is fetched over plain HTTP; https would need OCSP to
+   * check the responder's own certificate. */
+  if (!get_http_url(ctx, f[K_OCSP], "ocsp_url", 2048, &cat->ocsp_url)) return 0;
+  /* The same holds of CRLs and CA certificates (RFC 5280 4.2.1.13,
+   * 4.2.2.1: an "http" URI names the DER object itself). */
+  if (f[K_CRL] != NULL && !get_base_url(ctx, f[K_CRL], "crl_url", &cat->crl_url)) {
+    return 0;
   }
-  if (strncmp(cat->ocsp_url, "http://", 7) != 0) {
-    /* RFC 5019: OCSP is fetched over plain HTTP; https would need OCSP to
-     * check the responder's own certificate. */
-    return fail_at(ctx, node_line(f[K_OCSP]),
-                   "ocsp_url '%.200s' must start with http://", cat->ocsp_url);
+  if (f[K_CA_ISSUERS] != NULL &&
+      !get_base_url(ctx, f[K_CA_ISSUERS], "ca_issuers_url", &cat->ca_issuers_url)) {
+    return 0;
   }
 
   if (!get_seq(ctx, f[K_CAS], "cas", CATALOG_MAX_CAS)) return 0;
@@ -1313,6 +1367,9 @@ void pki_catalog_free(pki_catalog *cat) {
     free(ca->common_name);
     pki_names_free(ca->permitted, ca->num_permitted);
     pki_names_free(ca->excluded, ca->num_excluded);
+    free(ca->crl_url);
+    free(ca->delta_crl_url);
+    free(ca->cert_url);
   }
   free(cat->cas);
   for (size_t i = 0; i < cat->num_services; i++) {
@@ -1329,6 +1386,8 @@ void pki_catalog_free(pki_catalog *cat) {
   free(cat->trust_domain);
   free(cat->organization);
   free(cat->ocsp_url);
+  free(cat->crl_url);
+  free(cat->ca_issuers_url);
   free(cat);
 }
 

@@ -36,6 +36,12 @@ typedef struct pki_catalog_ca {
   size_t num_permitted;
   pki_name *excluded; /* nameConstraints excludedSubtrees; may be empty */
   size_t num_excluded;
+  /* Where relying parties fetch what this CA publishes, made from the
+   * catalogue's bases; NULL when the base is not set. The certificates it
+   * signs point at these (RFC 5280 4.2.1.13, 4.2.2.1). */
+  char *crl_url;       /* <crl_url><name>.crl: its complete CRL, DER */
+  char *delta_crl_url; /* <crl_url><name>-delta.crl: its delta CRL, DER */
+  char *cert_url;      /* <ca_issuers_url><name>.crt: its certificate, DER */
   int line; /* where it is defined, for messages */
 } pki_catalog_ca;
 
@@ -83,6 +89,11 @@ typedef struct pki_catalog {
   char *trust_domain; /* "cybersec-framework.local" */
   char *organization; /* subject O of every certificate */
   char *ocsp_url;     /* put in leaves' AIA; "http://host:port/" */
+  /* Optional bases, each ending in "/", to which a CA's name is appended
+   * (see pki_catalog_ca); NULL when not set, and then certificates carry
+   * no cRLDistributionPoints or caIssuers. */
+  char *crl_url;        /* "http://host:port/crl/" */
+  char *ca_issuers_url; /* "http://host:port/ca/" */
   pki_catalog_ca *cas; /* root first, each CA after its parent */
   size_t num_cas;
   pki_catalog_service *services;

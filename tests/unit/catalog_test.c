@@ -143,6 +143,8 @@ TEST(default_catalogue) {
   CHECK(strcmp(cat->trust_domain, "cybersec-framework.local") == 0);
   CHECK(strcmp(cat->organization, "Cybersec Framework") == 0);
   CHECK(strcmp(cat->ocsp_url, "http://127.0.0.1:8081/") == 0);
+  CHECK(strcmp(cat->crl_url, "http://127.0.0.1:8081/crl/") == 0);
+  CHECK(strcmp(cat->ca_issuers_url, "http://127.0.0.1:8081/ca/") == 0);
   CHECK(cat->num_cas == 5);
   CHECK(cat->num_services == 11);
 
@@ -152,6 +154,16 @@ TEST(default_catalogue) {
   CHECK(root->parent == NULL);
   CHECK(root->validity_days == 7300);
   CHECK(root->key_type == PKI_KEY_ECDSA_P256);
+  /* What each CA publishes, where: its name on the bases. */
+  CHECK(strcmp(root->crl_url, "http://127.0.0.1:8081/crl/root.crl") == 0);
+  CHECK(strcmp(root->delta_crl_url, "http://127.0.0.1:8081/crl/root-delta.crl") == 0);
+  CHECK(strcmp(root->cert_url, "http://127.0.0.1:8081/ca/root.crt") == 0);
+  const pki_catalog_ca *agents_ca = pki_catalog_find_ca(cat, "agents-ca");
+  REQUIRE(agents_ca != NULL);
+  CHECK(strcmp(agents_ca->crl_url, "http://127.0.0.1:8081/crl/agents-ca.crl") == 0);
+  CHECK(strcmp(agents_ca->delta_crl_url,
+               "http://127.0.0.1:8081/crl/agents-ca-delta.crl") == 0);
+  CHECK(strcmp(agents_ca->cert_url, "http://127.0.0.1:8081/ca/agents-ca.crt") == 0);
 
   const char *intermediates[] = {"infrastructure-ca", "agents-ca",
                                  "external-ca"};
@@ -275,6 +287,10 @@ TEST(base_loads) {
   CHECK(cat->services[0].names[1].type == PKI_NAME_IP);
   CHECK(cat->services[0].validity_s == 30u * 86400u);
   CHECK(cat->services[0].rotation_s == 0);
+  /* No URL bases: nothing to point at. */
+  CHECK(cat->crl_url == NULL && cat->ca_issuers_url == NULL);
+  CHECK(cat->cas[1].crl_url == NULL && cat->cas[1].delta_crl_url == NULL &&
+        cat->cas[1].cert_url == NULL);
   pki_catalog_free(cat);
 
   /* Optional parts that the base leaves out. */
@@ -392,6 +408,62 @@ TEST(top_level_values) {
   CHECK(expect_fail(3, "ocsp_url: https://127.0.0.1:8081/", 3,
                     "must start with http://"));
   CHECK(expect_fail(3, "ocsp_url: 127.0.0.1:8081", 3, "ocsp_url"));
+}
+
+/* crl_url and ca_issuers_url: optional bases, checked like ocsp_url. */
+TEST(url_bases) {
+  static const char kBoth[] = "ocsp_url: http://127.0.0.1:8081/\n"
+                              "crl_url: http://crl.example.local/pki/crl/\n"
+                              "ca_issuers_url: \"http://127.0.0.1:8081/ca/\"";
+  char *doc = with_line(3, kBoth);
+  pki_err err;
+  pki_catalog *cat = load_text(doc, &err);
+  free(doc);
+  if (cat == NULL) fprintf(stderr, "  %s\n", err.msg);
+  REQUIRE(cat != NULL);
+  CHECK(strcmp(cat->crl_url, "http://crl.example.local/pki/crl/") == 0);
+  CHECK(strcmp(cat->cas[0].crl_url, "http://crl.example.local/pki/crl/root.crl") == 0);
+  CHECK(strcmp(cat->cas[1].crl_url, "http://crl.example.local/pki/crl/issuing-ca.crl") == 0);
+  CHECK(strcmp(cat->cas[1].delta_crl_url,
+               "http://crl.example.local/pki/crl/issuing-ca-delta.crl") == 0);
+  CHECK(strcmp(cat->cas[1].cert_url, "http://127.0.0.1:8081/ca/issuing-ca.crt") == 0);
+  pki_catalog_free(cat);
+  /* One without the other. */
+  CHECK(expect_ok(3, "ocsp_url: http://127.0.0.1:8081/\ncrl_url: http://127.0.0.1:8081/crl/"));
+  CHECK(expect_ok(3, "ocsp_url: http://127.0.0.1:8081/\nca_issuers_url: http://a.b/"));
+
+  const char *const kBad[][2] = {
+      {"crl_url: https://127.0.0.1:8081/crl/", "crl_url 'https://127.0.0.1:8081/crl/' must "
+                                               "start with http://"},
+      {"crl_url: ldap://127.0.0.1/crl/", "must start with http://"},
+      {"crl_url: http://127.0.0.1:8081/crl", "crl_url 'http://127.0.0.1:8081/crl' must end "
+                                             "in '/'"},
+      {"crl_url: http://127.0.0.1:8081/crl?x=/", "no '?' or '#'"},
+      {"crl_url: http://127.0.0.1:8081/#/", "no '?' or '#'"},
+      {"crl_url: 127.0.0.1:8081/crl/", "crl_url: "},
+      {"crl_url: \"http://a b/\"", "crl_url: "},
+      {"crl_url: http://user@host/crl/", "userinfo"},
+      {"crl_url: [http://127.0.0.1/]", "crl_url must be a single value"},
+      {"crl_url: \"\"", "crl_url is empty"},
+      {"ca_issuers_url: https://127.0.0.1:8081/ca/", "ca_issuers_url 'https://127.0.0.1:8081/"
+                                                     "ca/' must start with http://"},
+      {"ca_issuers_url: http://127.0.0.1:8081/ca", "ca_issuers_url 'http://127.0.0.1:8081/ca'"
+                                                   " must end in '/'"},
+      {"ca_issuers_url: {a: b}", "must be a single value"},
+  };
+  for (size_t i = 0; i < sizeof(kBad) / sizeof(kBad[0]); i++) {
+    char text[256];
+    snprintf(text, sizeof(text), "ocsp_url: http://127.0.0.1:8081/\n%s", kBad[i][0]);
+    CHECK(expect_fail(3, text, 4, kBad[i][1]));
+  }
+  /* Long enough that a CA name could not follow within a URI's limit. */
+  char long_url[1200];
+  snprintf(long_url, sizeof(long_url), "ocsp_url: http://a.b/\ncrl_url: http://a.b/%01090d/",
+           0);
+  CHECK(expect_fail(3, long_url, 4, "crl_url is longer than 1024 characters"));
+  CHECK(expect_fail(3, "ocsp_url: http://127.0.0.1:8081/\ncrl_url: http://a/\n"
+                       "crl_url: http://b/",
+                    5, "duplicate key 'crl_url'"));
   CHECK(expect_fail(2,
                     "organization: "
                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -699,6 +771,7 @@ int main(void) {
   RUN(syntax_and_structure);
   RUN(keys_and_types);
   RUN(top_level_values);
+  RUN(url_bases);
   RUN(ca_hierarchy);
   RUN(name_constraints);
   RUN(services);

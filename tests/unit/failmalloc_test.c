@@ -639,9 +639,14 @@ static void catalog_finish(void *ctx, int ok, desc *d) {
   desc_str(d, cat->trust_domain);
   desc_str(d, cat->organization);
   desc_str(d, cat->ocsp_url);
+  desc_str(d, cat->crl_url);
+  desc_str(d, cat->ca_issuers_url);
   for (size_t i = 0; i < cat->num_cas; i++) {
     const pki_catalog_ca *ca = &cat->cas[i];
     desc_str(d, ca->name);
+    desc_str(d, ca->crl_url);
+    desc_str(d, ca->delta_crl_url);
+    desc_str(d, ca->cert_url);
     desc_str(d, ca->parent);
     desc_str(d, ca->common_name);
     desc_u64(d, ca->key_type);
