@@ -43,13 +43,13 @@
 #include "lib/serial.h"
 #include "lib/sig.h"
 
-/* CRL and CRL entry extensions (RFC 5280 5.2, 5.3). */
+/* CRL and CRL entry extensions (RFC 5280 5.2, 5.3). cRLDistributionPoints,
+ * a certificate extension, is in der.h. */
 PKI_DER_OID(PKI_OID_CRL_NUMBER, 0x55, 0x1d, 0x14);
 PKI_DER_OID(PKI_OID_CRL_REASON, 0x55, 0x1d, 0x15);
 PKI_DER_OID(PKI_OID_INVALIDITY_DATE, 0x55, 0x1d, 0x18);
 PKI_DER_OID(PKI_OID_DELTA_CRL_INDICATOR, 0x55, 0x1d, 0x1b);
 PKI_DER_OID(PKI_OID_ISSUING_DISTRIBUTION_POINT, 0x55, 0x1d, 0x1c);
-PKI_DER_OID(PKI_OID_CRL_DISTRIBUTION_POINTS, 0x55, 0x1d, 0x1f);
 PKI_DER_OID(PKI_OID_FRESHEST_CRL, 0x55, 0x1d, 0x2e);
 
 /* CRLReason (RFC 5280 5.3.1). 7 is not used. */
