@@ -1313,6 +1313,30 @@ int pki_journal_snapshot(pki_journal *j, const uint8_t *state, size_t len,
   return 1;
 }
 
+int pki_journal_read_all(pki_journal *j, pki_journal_replay_fn fn, void *ctx,
+                         pki_err *err) {
+  pki_journal_scan scan;
+  memset(&scan, 0, sizeof(scan));
+  scan.next_seq = 1;
+  for (uint64_t seg = 1; seg <= j->seg; seg++) {
+    char path[PATH_MAX];
+    seg_path(path, sizeof(path), j->dir, seg);
+    uint64_t file_len = 0;
+    /* The last segment only up to its durable end: an append may be
+     * under way (on this thread it is not, but the rule is the same). */
+    uint64_t end = seg == j->seg ? j->seg_size : UINT64_MAX;
+    if (!scan_segment(path, seg, &scan, 1, 0, end, fn, ctx, &file_len, err)) {
+      return 0;
+    }
+  }
+  if (scan.next_seq != j->next_seq) {
+    PKI_ERR(err, PKI_ERR_INVALID, "journal %s: read %llu records where %llu were written",
+            j->dir, (ull)(scan.next_seq - 1), (ull)(j->next_seq - 1));
+    return 0;
+  }
+  return 1;
+}
+
 void pki_journal_close(pki_journal *j) { journal_free(j); }
 
 uint64_t pki_journal_next_seq(const pki_journal *j) { return j->next_seq; }

@@ -242,6 +242,16 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
 int pki_journal_snapshot(pki_journal *j, const uint8_t *state, size_t len,
                          pki_err *err);
 
+/* pki_journal_read_all hands every durable record, from segment 1 to the
+ * durable end, to |fn|, checking CRCs, seqs and the chain as replay does.
+ * It is the journal's own thread's (it reads what that thread appended):
+ * a question about all of history, such as which certificates were ever
+ * issued for one key, answered exactly and with nothing kept in memory.
+ * Its cost grows with the journal; a caller that holds appends meanwhile
+ * must say so. */
+int pki_journal_read_all(pki_journal *j, pki_journal_replay_fn fn, void *ctx,
+                         pki_err *err);
+
 /* pki_journal_close releases the journal (NULL is allowed). Appended
  * records are already durable, so it has nothing to flush. */
 void pki_journal_close(pki_journal *j);
