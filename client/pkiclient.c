@@ -378,18 +378,46 @@ static int check_serial(const char *serial_hex, pkc_error *err) {
   return 1;
 }
 
-int pkc_revoke(pkc_client *client, const char *serial_hex, pkc_revocation_reason reason,
-               int64_t *out_revoked_at, pkc_error *err) {
+static int reason_valid(int r) { return r >= 0 && r <= 10 && r != 7; }
+
+void pkc_revoked_cleanup(pkc_revoked *revoked) {
+  if (revoked == NULL) return;
+  for (size_t i = 0; i < revoked->num_serials; i++) free(revoked->serials[i]);
+  free(revoked->serials);
+  memset(revoked, 0, sizeof(*revoked));
+}
+
+int pkc_revoke_ex(pkc_client *client, const pkc_revoke_params *params, pkc_revoked *out,
+                  pkc_error *err) {
   ERR_OR_LOCAL(err);
-  if (!check_serial(serial_hex, err)) return 0;
+  memset(out, 0, sizeof(*out));
+  if (!check_serial(params->serial, err)) return 0;
+  if (!reason_valid((int)params->reason) || params->reason == PKC_REVOKE_REMOVE_FROM_CRL) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1,
+                "reason %d is not one to revoke for (RFC 5280 5.3.1: 0 to 10 but 7; "
+                "removeFromCRL is only for delta CRLs)",
+                (int)params->reason);
+    return 0;
+  }
+  if (params->invalidity_date < 0) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "the invalidity date is before 1970");
+    return 0;
+  }
+  if (params->same_key && params->reason != PKC_REVOKE_KEY_COMPROMISE) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1,
+                "revoking every certificate of the same key is for keyCompromise only");
+    return 0;
+  }
   Pki__V1__RevokeRequest req = PKI__V1__REVOKE_REQUEST__INIT;
-  req.serial = (char *)serial_hex;
-  req.reason = (Pki__V1__RevocationReason)reason;
+  req.serial = (char *)params->serial;
+  req.reason = (Pki__V1__RevocationReason)params->reason;
+  req.invalidity_date = params->invalidity_date;
+  req.revoke_same_key = params->same_key ? 1 : 0;
   uint8_t buf[256], *resp_buf;
   size_t resp_len;
   if (pki__v1__revoke_request__get_packed_size(&req) > sizeof(buf)) {
     pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "serial '%.40s...' is too long",
-                serial_hex);
+                params->serial);
     return 0;
   }
   size_t len = pki__v1__revoke_request__pack(&req, buf);
@@ -402,8 +430,31 @@ int pkc_revoke(pkc_client *client, const char *serial_hex, pkc_revocation_reason
     pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid's RevokeResponse does not parse");
     return 0;
   }
-  if (out_revoked_at != NULL) *out_revoked_at = resp->revoked_at;
+  out->revoked_at = resp->revoked_at;
+  /* A pkid that predates revoked_serials names none: the one asked for. */
+  size_t num = resp->n_revoked_serials > 0 ? resp->n_revoked_serials : 1;
+  int ok = (out->serials = calloc(num, sizeof(char *))) != NULL;
+  for (size_t i = 0; ok && i < num; i++) {
+    const char *s = resp->n_revoked_serials > 0 ? resp->revoked_serials[i] : params->serial;
+    ok = (out->serials[i] = strdup(s != NULL ? s : "")) != NULL;
+    if (ok) out->num_serials++;
+  }
   pki__v1__revoke_response__free_unpacked(resp, NULL);
+  if (!ok) {
+    pkc_revoked_cleanup(out);
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "out of memory");
+    return 0;
+  }
+  return 1;
+}
+
+int pkc_revoke(pkc_client *client, const char *serial_hex, pkc_revocation_reason reason,
+               int64_t *out_revoked_at, pkc_error *err) {
+  pkc_revoke_params p = {.serial = serial_hex, .reason = reason};
+  pkc_revoked r;
+  if (!pkc_revoke_ex(client, &p, &r, err)) return 0;
+  if (out_revoked_at != NULL) *out_revoked_at = r.revoked_at;
+  pkc_revoked_cleanup(&r);
   return 1;
 }
 
@@ -444,6 +495,7 @@ int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,
   out->not_after = st->not_after;
   out->revoked_at = st->revoked_at;
   out->revocation_reason = (pkc_revocation_reason)st->revocation_reason;
+  out->invalidity_date = st->invalidity_date;
   pki__v1__certificate_status__free_unpacked(st, NULL);
   return 1;
 }

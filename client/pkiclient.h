@@ -215,7 +215,7 @@ int pkc_renew(pkc_client *client, const pkc_issue_params *params, pkc_issued *ou
 int pkc_issue_stream(pkc_client *client, const pkc_issue_params *params, size_t num,
                      pkc_issued *out, pkc_error *err);
 
-/* RFC 5280 CRLReason values pkid records. */
+/* RFC 5280 5.3.1 CRLReason values (7 is not used). */
 typedef enum pkc_revocation_reason {
   PKC_REVOKE_UNSPECIFIED = 0,
   PKC_REVOKE_KEY_COMPROMISE = 1,
@@ -223,12 +223,47 @@ typedef enum pkc_revocation_reason {
   PKC_REVOKE_AFFILIATION_CHANGED = 3,
   PKC_REVOKE_SUPERSEDED = 4,
   PKC_REVOKE_CESSATION_OF_OPERATION = 5,
+  PKC_REVOKE_CERTIFICATE_HOLD = 6, /* final in pkid: no certificate comes back from it */
+  PKC_REVOKE_REMOVE_FROM_CRL = 8,  /* only delta CRLs carry it; never a reason to revoke */
+  PKC_REVOKE_PRIVILEGE_WITHDRAWN = 9,
+  PKC_REVOKE_AA_COMPROMISE = 10,
 } pkc_revocation_reason;
 
 /* pkc_revoke revokes the certificate with serial |serial_hex|; on success
- * |*out_revoked_at| (may be NULL) is when pkid recorded it. */
+ * |*out_revoked_at| (may be NULL) is when pkid recorded it. It is
+ * pkc_revoke_ex with no invalidity date and not by key. */
 int pkc_revoke(pkc_client *client, const char *serial_hex, pkc_revocation_reason reason,
                int64_t *out_revoked_at, pkc_error *err);
+
+typedef struct pkc_revoke_params {
+  const char *serial;           /* hex, required */
+  pkc_revocation_reason reason; /* any but PKC_REVOKE_REMOVE_FROM_CRL */
+  /* When the key is known or suspected to have been compromised, or the
+   * certificate to have become invalid (RFC 5280 5.3.2): seconds since
+   * the epoch, not after the revocation; 0: not given. */
+  int64_t invalidity_date;
+  /* With PKC_REVOKE_KEY_COMPROMISE only: revoke every unexpired
+   * certificate of the same subject key, whatever its service (each was
+   * issued on proof of possession of that key). */
+  int same_key;
+} pkc_revoke_params;
+
+typedef struct pkc_revoked {
+  int64_t revoked_at; /* when pkid recorded the revocation */
+  /* Every certificate the call revoked, lower-case hex, the one named
+   * first (more than one only with |same_key|); malloc'd. */
+  char **serials;
+  size_t num_serials;
+} pkc_revoked;
+
+void pkc_revoked_cleanup(pkc_revoked *revoked);
+
+/* pkc_revoke_ex revokes as |params| says and fills |out|. A reason out of
+ * range, removeFromCRL, a negative invalidity date or |same_key| without
+ * keyCompromise fail here with INVALID_ARGUMENT (|local| set), before
+ * anything is sent. */
+int pkc_revoke_ex(pkc_client *client, const pkc_revoke_params *params, pkc_revoked *out,
+                  pkc_error *err);
 
 typedef enum pkc_cert_state {
   PKC_CERT_UNSPECIFIED = 0,
@@ -247,6 +282,7 @@ typedef struct pkc_cert_status {
   int64_t not_before, not_after;
   int64_t revoked_at; /* 0 unless revoked */
   pkc_revocation_reason revocation_reason;
+  int64_t invalidity_date; /* 0 unless given at revocation (RFC 5280 5.3.2) */
 } pkc_cert_status;
 
 int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,

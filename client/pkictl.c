@@ -81,8 +81,14 @@ static const char kUsage[] =
     "  renew --out-cert F --out-key F [--out-chain F] [--key-type T]\n"
     "      Replace the certificate given by --cert/--key (or --as): same service\n"
     "      and usage, a new key.\n"
-    "  revoke --serial HEX [--reason key-compromise|ca-compromise|\n"
-    "      affiliation-changed|superseded|cessation-of-operation|unspecified]\n"
+    "  revoke --serial HEX [--reason REASON] [--invalidity-date TIME] [--same-key]\n"
+    "      REASON (RFC 5280 5.3.1): key-compromise, ca-compromise,\n"
+    "      affiliation-changed, superseded, cessation-of-operation,\n"
+    "      certificate-hold, privilege-withdrawn, aa-compromise or unspecified\n"
+    "      (the default). TIME (5.3.2), when the key was compromised or the\n"
+    "      certificate became invalid: 2026-11-30T12:00:00Z (UTC) or Unix seconds.\n"
+    "      --same-key, with key-compromise only: every unexpired certificate of\n"
+    "      the same key. Prints each serial revoked.\n"
     "  status --serial HEX\n"
     "      Print the certificate's state, service, usage, issuer, validity and\n"
     "      revocation.\n"
@@ -176,6 +182,8 @@ typedef struct options {
   const char *validity;
   const char *serial;
   const char *reason;
+  const char *invalidity_date;
+  int same_key;
   const char *server_identity;
   const char *server_ca;
   int accept_new_root;
@@ -216,6 +224,8 @@ enum {
   OPT_SERVER_IDENTITY,
   OPT_SERVER_CA,
   OPT_ACCEPT_NEW_ROOT,
+  OPT_INVALIDITY_DATE,
+  OPT_SAME_KEY,
 };
 
 static const struct option kOptions[] = {
@@ -251,6 +261,8 @@ static const struct option kOptions[] = {
     {"server-identity", required_argument, NULL, OPT_SERVER_IDENTITY},
     {"server-ca", required_argument, NULL, OPT_SERVER_CA},
     {"accept-new-root", no_argument, NULL, OPT_ACCEPT_NEW_ROOT},
+    {"invalidity-date", required_argument, NULL, OPT_INVALIDITY_DATE},
+    {"same-key", no_argument, NULL, OPT_SAME_KEY},
     {NULL, 0, NULL, 0},
 };
 
@@ -299,6 +311,8 @@ static int parse_options(options *o, int argc, char **argv, out_rule rule) {
       case OPT_SERVER_IDENTITY: o->server_identity = optarg; break;
       case OPT_SERVER_CA: o->server_ca = optarg; break;
       case OPT_ACCEPT_NEW_ROOT: o->accept_new_root = 1; break;
+      case OPT_INVALIDITY_DATE: o->invalidity_date = optarg; break;
+      case OPT_SAME_KEY: o->same_key = 1; break;
       case OPT_SHARE:
         if (o->num_shares == MAX_SHARES) return usage_error("too many shares%s", "");
         o->shares[o->num_shares++] = optarg;
@@ -733,6 +747,8 @@ static int cmd_renew(const options *o, pkc_client *client, pkc_error *err) {
   return ok;
 }
 
+/* The CRLReason names of RFC 5280 5.3.1, in pkictl's spelling; all but
+ * removeFromCRL, which only delta CRLs use. */
 static const struct {
   const char *name;
   pkc_revocation_reason reason;
@@ -743,13 +759,55 @@ static const struct {
     {"affiliation-changed", PKC_REVOKE_AFFILIATION_CHANGED},
     {"superseded", PKC_REVOKE_SUPERSEDED},
     {"cessation-of-operation", PKC_REVOKE_CESSATION_OF_OPERATION},
+    {"certificate-hold", PKC_REVOKE_CERTIFICATE_HOLD},
+    {"privilege-withdrawn", PKC_REVOKE_PRIVILEGE_WITHDRAWN},
+    {"aa-compromise", PKC_REVOKE_AA_COMPROMISE},
 };
 
 static const char *reason_name(pkc_revocation_reason r) {
   for (size_t i = 0; i < sizeof(kReasons) / sizeof(kReasons[0]); i++) {
     if (kReasons[i].reason == r) return kReasons[i].name;
   }
-  return "unknown";
+  return r == PKC_REVOKE_REMOVE_FROM_CRL ? "remove-from-crl" : "unknown";
+}
+
+/* parse_time_arg reads an RFC 3339 UTC time ("2026-11-30T12:00:00Z",
+ * RFC 3339 5.6 with the "Z" offset and no fraction) or Unix seconds. */
+static int parse_time_arg(int64_t *out, const char *text) {
+  size_t len = strlen(text), digits = strspn(text, "0123456789");
+  if (len > 0 && digits == len) {
+    if (len > 12) return 0;
+    *out = (int64_t)strtoll(text, NULL, 10);
+    return 1;
+  }
+  static const char kShape[] = "dddd-dd-ddTdd:dd:ddZ";
+  for (size_t i = 0; i < len && len == 20; i++) {
+    if (kShape[i] == 'd' && (text[i] < '0' || text[i] > '9')) return 0;
+  }
+  int y, mo, d, h, mi, sec, n = 0;
+  if (len != 20 || sscanf(text, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%*1[Zz]%n", &y, &mo, &d, &h, &mi,
+                          &sec, &n) != 6 ||
+      n != 20 || text[4] != '-' || text[7] != '-' || text[13] != ':' || text[16] != ':') {
+    return 0;
+  }
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  time_t t = timegm(&tm);
+  /* timegm normalizes 02-30 into March: a date that moved was not one. */
+  struct tm back;
+  if (t == (time_t)-1 || gmtime_r(&t, &back) == NULL || back.tm_year != tm.tm_year ||
+      back.tm_mon != mo - 1 || back.tm_mday != d || back.tm_hour != h || back.tm_min != mi ||
+      back.tm_sec != sec || y < 1970) {
+    return 0;
+  }
+  *out = (int64_t)t;
+  return 1;
 }
 
 /* serial_arg copies --serial, lower-cased, without a "0x" prefix. */
@@ -774,23 +832,41 @@ static int serial_arg(char *out, size_t out_size, const options *o, pkc_error *e
 static int cmd_revoke(const options *o, pkc_client *client, pkc_error *err) {
   char serial[128];
   if (!serial_arg(serial, sizeof(serial), o, err)) return 0;
-  pkc_revocation_reason reason = PKC_REVOKE_UNSPECIFIED;
+  pkc_revoke_params p = {.serial = serial, .reason = PKC_REVOKE_UNSPECIFIED};
   if (o->reason != NULL) {
     size_t i = 0, n = sizeof(kReasons) / sizeof(kReasons[0]);
     while (i < n && strcmp(kReasons[i].name, o->reason) != 0) i++;
     if (i == n) {
       return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
                          "--reason is key-compromise, ca-compromise, affiliation-changed, "
-                         "superseded, cessation-of-operation or unspecified, not '%s'",
+                         "superseded, cessation-of-operation, certificate-hold, "
+                         "privilege-withdrawn, aa-compromise or unspecified, not '%s'",
                          o->reason);
     }
-    reason = kReasons[i].reason;
+    p.reason = kReasons[i].reason;
   }
-  int64_t at = 0;
-  if (!pkc_revoke(client, serial, reason, &at, err)) return 0;
-  char when[64];
-  format_time(when, sizeof(when), at);
-  printf("revoked %s at %s (%s)\n", serial, when, reason_name(reason));
+  if (o->invalidity_date != NULL && !parse_time_arg(&p.invalidity_date, o->invalidity_date)) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                       "--invalidity-date wants a UTC time like 2026-11-30T12:00:00Z or Unix "
+                       "seconds, not '%s'",
+                       o->invalidity_date);
+  }
+  if (o->same_key && p.reason != PKC_REVOKE_KEY_COMPROMISE) {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT,
+                       "--same-key goes with --reason key-compromise only%s", "");
+  }
+  p.same_key = o->same_key;
+  pkc_revoked r;
+  if (!pkc_revoke_ex(client, &p, &r, err)) return 0;
+  char when[64], invalid[64];
+  format_time(when, sizeof(when), r.revoked_at);
+  format_time(invalid, sizeof(invalid), p.invalidity_date);
+  for (size_t i = 0; i < r.num_serials; i++) {
+    printf("revoked %s at %s (%s)\n", r.serials[i], when, reason_name(p.reason));
+  }
+  if (p.invalidity_date != 0) printf("invalidity date: %s\n", invalid);
+  if (p.same_key) printf("%zu certificate(s) of the same key revoked\n", r.num_serials);
+  pkc_revoked_cleanup(&r);
   return 1;
 }
 
@@ -832,6 +908,11 @@ static int cmd_status(const options *o, pkc_client *client, pkc_error *err) {
     printf("revoked at: %s\n"
            "reason:     %s\n",
            when, reason_name(st.revocation_reason));
+    if (st.invalidity_date != 0) {
+      char invalid[64];
+      format_time(invalid, sizeof(invalid), st.invalidity_date);
+      printf("invalid since: %s\n", invalid);
+    }
   }
   return 1;
 }
