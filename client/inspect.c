@@ -135,6 +135,10 @@ static void print_cert(FILE *out, const pki_cert_info *c, const uint8_t *der, si
   print_names(out, "Permitted:", c->permitted, c->num_permitted);
   print_names(out, "Excluded:", c->excluded, c->num_excluded);
   if (c->ocsp_url != NULL) fprintf(out, "  %-18s%s\n", "OCSP:", c->ocsp_url);
+  if (c->crl_url != NULL) {
+    fprintf(out, "  %-18s%s%s\n", "CRL:", c->crl_url, c->crl_dp_other ? " (and more)" : "");
+  }
+  if (c->ca_issuers_url != NULL) fprintf(out, "  %-18s%s\n", "Issuer cert:", c->ca_issuers_url);
   if (c->has_ski) {
     fprintf(out, "  %-18s", "Key id:");
     print_hex(out, CBS_data(&c->ski), CBS_len(&c->ski), ":");

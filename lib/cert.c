@@ -190,10 +190,17 @@ static int add_key_usage(CBB *cbb, unsigned ku) {
          CBB_add_bytes(&bits, octets, len) && CBB_flush(cbb);
 }
 
+/* add_uri writes a GeneralName uniformResourceIdentifier [6] (IA5String). */
+static int add_uri(CBB *cbb, const char *uri) {
+  CBB loc;
+  return CBB_add_asn1(cbb, &loc, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI) &&
+         CBB_add_bytes(&loc, (const uint8_t *)uri, strlen(uri)) && CBB_flush(cbb);
+}
+
 static int add_extensions(CBB *tbs, const pki_issuer *issuer, const pki_issue_request *req,
                           const uint8_t ski[20], pki_err *err) {
   const pki_profile *p = req->profile;
-  CBB outer, exts, ext, value, seq, child, desc, loc;
+  CBB outer, exts, ext, value, seq, child, desc;
   if (!CBB_add_asn1(tbs, &outer, CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 3) ||
       !CBB_add_asn1(&outer, &exts, CBS_ASN1_SEQUENCE)) {
     goto oom;
@@ -250,19 +257,46 @@ static int add_extensions(CBB *tbs, const pki_issuer *issuer, const pki_issue_re
       if (!pki_der_add_general_name(&seq, &names[i], err)) return 0;
     }
     if (!CBB_flush(&exts)) goto oom;
-    /* authorityInfoAccess (4.2.2.1): where to ask OCSP about this leaf. */
-    if (p->ocsp_url != NULL) {
-      if (!ext_begin(&exts, &ext, &value, PKI_OID_AUTHORITY_INFO_ACCESS,
-                     sizeof(PKI_OID_AUTHORITY_INFO_ACCESS), 0) ||
-          !CBB_add_asn1(&value, &seq, CBS_ASN1_SEQUENCE) ||
-          !CBB_add_asn1(&seq, &desc, CBS_ASN1_SEQUENCE) ||
-          !pki_der_add_oid(&desc, PKI_OID_AD_OCSP, sizeof(PKI_OID_AD_OCSP)) ||
-          !CBB_add_asn1(&desc, &loc, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI) ||
-          !CBB_add_bytes(&loc, (const uint8_t *)p->ocsp_url, strlen(p->ocsp_url)) ||
-          !CBB_flush(&exts)) {
-        goto oom;
-      }
+  }
+  /* cRLDistributionPoints (4.2.1.13): not critical; one DistributionPoint
+   * whose distributionPoint (explicit [0], a CHOICE) is a fullName [0] of
+   * one URI, with no reasons (the CRL covers all of them) and no cRLIssuer
+   * (the CA signs its own CRL). */
+  if (p->crl_url != NULL) {
+    CBB point, dp_name, full_name;
+    if (!ext_begin(&exts, &ext, &value, PKI_OID_CRL_DISTRIBUTION_POINTS,
+                   sizeof(PKI_OID_CRL_DISTRIBUTION_POINTS), 0) ||
+        !CBB_add_asn1(&value, &seq, CBS_ASN1_SEQUENCE) ||
+        !CBB_add_asn1(&seq, &point, CBS_ASN1_SEQUENCE) ||
+        !CBB_add_asn1(&point, &dp_name, CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0) ||
+        !CBB_add_asn1(&dp_name, &full_name,
+                      CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0) ||
+        !add_uri(&full_name, p->crl_url) || !CBB_flush(&exts)) {
+      goto oom;
     }
+  }
+  /* authorityInfoAccess (4.2.2.1): where to ask OCSP about a leaf, and
+   * where the issuer's certificate is (caIssuers), for relying parties
+   * that were not sent the chain. */
+  if (p->ocsp_url != NULL || p->ca_issuers_url != NULL) {
+    if (!ext_begin(&exts, &ext, &value, PKI_OID_AUTHORITY_INFO_ACCESS,
+                   sizeof(PKI_OID_AUTHORITY_INFO_ACCESS), 0) ||
+        !CBB_add_asn1(&value, &seq, CBS_ASN1_SEQUENCE)) {
+      goto oom;
+    }
+    if (p->ocsp_url != NULL &&
+        (!CBB_add_asn1(&seq, &desc, CBS_ASN1_SEQUENCE) ||
+         !pki_der_add_oid(&desc, PKI_OID_AD_OCSP, sizeof(PKI_OID_AD_OCSP)) ||
+         !add_uri(&desc, p->ocsp_url) || !CBB_flush(&seq))) {
+      goto oom;
+    }
+    if (p->ca_issuers_url != NULL &&
+        (!CBB_add_asn1(&seq, &desc, CBS_ASN1_SEQUENCE) ||
+         !pki_der_add_oid(&desc, PKI_OID_AD_CA_ISSUERS, sizeof(PKI_OID_AD_CA_ISSUERS)) ||
+         !add_uri(&desc, p->ca_issuers_url) || !CBB_flush(&seq))) {
+      goto oom;
+    }
+    if (!CBB_flush(&exts)) goto oom;
   }
   /* nameConstraints (4.2.1.10): critical, CAs only. */
   if (p->is_ca && (p->num_permitted > 0 || p->num_excluded > 0)) {

@@ -12,8 +12,11 @@
  *    (SHA-1 of the public key, RFC 5280 4.2.1.2 method 1),
  *    authorityKeyIdentifier (the issuer's), subjectAltName (leaves; critical
  *    only if the subject is empty, which pkid never makes),
- *    authorityInfoAccess with the OCSP URL (leaves), nameConstraints
- *    (critical; CAs whose profile has them). */
+ *    cRLDistributionPoints (one URI, the issuer's CRL; all but the root,
+ *    when the catalogue has crl_url), authorityInfoAccess (the OCSP URL on
+ *    leaves, then caIssuers, the issuer's certificate, on all but the root
+ *    when the catalogue has ca_issuers_url; left out when it would be
+ *    empty), nameConstraints (critical; CAs whose profile has them). */
 #ifndef PKID_LIB_CERT_H
 #define PKID_LIB_CERT_H
 

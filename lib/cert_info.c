@@ -150,6 +150,21 @@ static int parse_name_constraints(pki_cert_info *info, CBS *value, pki_err *err)
   return 1;
 }
 
+/* uri_ok: a URI's IA5String contents, neither empty nor holding a NUL. */
+static int uri_ok(const CBS *uri) {
+  return CBS_len(uri) > 0 && !CBS_contains_zero_byte(uri);
+}
+
+/* copy_uri copies them into |*out|; it fails only for memory. */
+static int copy_uri(const CBS *uri, char **out, pki_err *err) {
+  if (!CBS_strdup(uri, out)) {
+    ERR_clear_error();
+    PKI_ERR_OOM(err);
+    return 0;
+  }
+  return 1;
+}
+
 static int parse_aia(pki_cert_info *info, CBS *value, pki_err *err) {
   CBS seq;
   if (!CBS_get_asn1(value, &seq, CBS_ASN1_SEQUENCE) || CBS_len(value) != 0 ||
@@ -166,19 +181,90 @@ static int parse_aia(pki_cert_info *info, CBS *value, pki_err *err) {
     if (PKI_DER_OID_IS(&method, PKI_OID_AD_OCSP) && info->ocsp_url == NULL) {
       CBS uri;
       if (!CBS_get_asn1(&location, &uri, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI) ||
-          CBS_len(&uri) == 0 || CBS_contains_zero_byte(&uri)) {
+          !uri_ok(&uri)) {
         goto bad;
       }
-      if (!CBS_strdup(&uri, &info->ocsp_url)) {
-        ERR_clear_error();
-        PKI_ERR_OOM(err);
-        return 0;
+      if (!copy_uri(&uri, &info->ocsp_url, err)) return 0;
+    } else if (PKI_DER_OID_IS(&method, PKI_OID_AD_CA_ISSUERS) &&
+               info->ca_issuers_url == NULL &&
+               CBS_peek_asn1_tag(&location, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI)) {
+      /* A directoryName is allowed here too (an LDAP directory); pkid
+       * writes a URI and counts anything else as other. */
+      CBS uri;
+      if (!CBS_get_asn1(&location, &uri, CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI) ||
+          !uri_ok(&uri)) {
+        goto bad;
       }
+      if (!copy_uri(&uri, &info->ca_issuers_url, err)) return 0;
+    } else {
+      info->aia_other = 1;
     }
   }
   return 1;
 bad:
   PKI_ERR(err, PKI_ERR_INVALID, "malformed authorityInfoAccess");
+  return 0;
+}
+
+/* parse_crl_dp reads cRLDistributionPoints (RFC 5280 4.2.1.13):
+ *   SEQUENCE SIZE (1..MAX) OF DistributionPoint ::= SEQUENCE {
+ *     distributionPoint [0] DistributionPointName OPTIONAL,  -- explicit: a CHOICE
+ *     reasons           [1] ReasonFlags OPTIONAL,
+ *     cRLIssuer         [2] GeneralNames OPTIONAL }
+ *   DistributionPointName ::= CHOICE {
+ *     fullName                [0] GeneralNames,
+ *     nameRelativeToCRLIssuer [1] RelativeDistinguishedName }
+ * It keeps the first fullName URI and notes that there is more. */
+static int parse_crl_dp(pki_cert_info *info, CBS *value, pki_err *err) {
+  CBS points;
+  size_t num_points = 0;
+  if (!CBS_get_asn1(value, &points, CBS_ASN1_SEQUENCE) || CBS_len(value) != 0 ||
+      CBS_len(&points) == 0) {
+    goto bad;
+  }
+  while (CBS_len(&points) > 0) {
+    CBS dp, name, reasons, issuer, full, relative;
+    int has_name, has_reasons, has_issuer, has_full, has_relative;
+    if (!CBS_get_asn1(&points, &dp, CBS_ASN1_SEQUENCE) ||
+        !CBS_get_optional_asn1(&dp, &name, &has_name,
+                               CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0) ||
+        !CBS_get_optional_asn1(&dp, &reasons, &has_reasons, CBS_ASN1_CONTEXT_SPECIFIC | 1) ||
+        !CBS_get_optional_asn1(&dp, &issuer, &has_issuer,
+                               CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 2) ||
+        CBS_len(&dp) != 0 ||
+        /* "either distributionPoint or cRLIssuer MUST be present" */
+        (!has_name && !has_issuer)) {
+      goto bad;
+    }
+    if (num_points++ > 0 || has_reasons || has_issuer) info->crl_dp_other = 1;
+    if (!has_name) continue;
+    if (!CBS_get_optional_asn1(&name, &full, &has_full,
+                               CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0) ||
+        !CBS_get_optional_asn1(&name, &relative, &has_relative,
+                               CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 1) ||
+        CBS_len(&name) != 0 || has_full == has_relative ||
+        (has_full && CBS_len(&full) == 0)) {
+      goto bad;
+    }
+    if (has_relative) {
+      info->crl_dp_other = 1;
+      continue;
+    }
+    while (CBS_len(&full) > 0) {
+      CBS general_name;
+      unsigned tag;
+      if (!CBS_get_any_asn1(&full, &general_name, &tag)) goto bad;
+      if (tag != (CBS_ASN1_CONTEXT_SPECIFIC | PKI_NAME_URI) || info->crl_url != NULL) {
+        info->crl_dp_other = 1;
+        continue;
+      }
+      if (!uri_ok(&general_name)) goto bad;
+      if (!copy_uri(&general_name, &info->crl_url, err)) return 0;
+    }
+  }
+  return 1;
+bad:
+  PKI_ERR(err, PKI_ERR_INVALID, "malformed cRLDistributionPoints");
   return 0;
 }
 
@@ -207,6 +293,8 @@ static const ext_kind kExtensions[] = {
     EXT(PKI_OID_NAME_CONSTRAINTS, "nameConstraints", parse_name_constraints,
         has_name_constraints, 0),
     EXT(PKI_OID_AUTHORITY_INFO_ACCESS, "authorityInfoAccess", parse_aia, has_aia, 0),
+    EXT(PKI_OID_CRL_DISTRIBUTION_POINTS, "cRLDistributionPoints", parse_crl_dp, has_crl_dp,
+        offsetof(pki_cert_info, crl_dp_critical)),
 };
 
 static int parse_extensions(pki_cert_info *info, CBS *exts, pki_err *err) {
@@ -360,7 +448,10 @@ void pki_cert_info_cleanup(pki_cert_info *info) {
   pki_names_free(info->sans, info->num_sans);
   pki_names_free(info->permitted, info->num_permitted);
   pki_names_free(info->excluded, info->num_excluded);
-  OPENSSL_free(info->ocsp_url); /* from CBS_strdup */
+  /* From CBS_strdup. */
+  OPENSSL_free(info->ocsp_url);
+  OPENSSL_free(info->ca_issuers_url);
+  OPENSSL_free(info->crl_url);
   memset(info, 0, sizeof(*info));
 }
 

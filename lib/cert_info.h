@@ -49,8 +49,20 @@ typedef struct pki_cert_info {
   int has_name_constraints;
   pki_name *permitted, *excluded;
   size_t num_permitted, num_excluded;
+  /* authorityInfoAccess (RFC 5280 4.2.2.1): the first URI of each method
+   * pkid knows, NULL when absent; |aia_other| when it holds anything else
+   * (another method, a second location, a caIssuers that is no URI). */
   int has_aia;
-  char *ocsp_url; /* from AIA; NULL when absent */
+  char *ocsp_url;       /* id-ad-ocsp */
+  char *ca_issuers_url; /* id-ad-caIssuers: the issuer's certificate */
+  int aia_other;
+  /* cRLDistributionPoints (4.2.1.13): the first URI of the first point's
+   * fullName, NULL when absent; |crl_dp_other| when the extension says more
+   * than that one URI (more points or names, reasons, a cRLIssuer, a name
+   * relative to the issuer). */
+  int has_crl_dp, crl_dp_critical;
+  char *crl_url;
+  int crl_dp_other;
   unsigned num_unknown_extensions; /* non-critical ones pkid does not know */
 } pki_cert_info;
 

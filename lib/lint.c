@@ -59,6 +59,12 @@ static int check_names(const pki_cert_info *c, const pki_profile *profile,
   return 1;
 }
 
+/* url_matches: the certificate's URL is the profile's, or both are absent. */
+static int url_matches(int has_ext, const char *got, const char *want) {
+  if (want == NULL) return got == NULL;
+  return has_ext && got != NULL && strcmp(got, want) == 0;
+}
+
 int pki_lint_tbs(const uint8_t *tbs, size_t tbs_len, const pki_profile *profile,
                  const pki_issuer *issuer, pki_err *err) {
   pki_cert_info c;
@@ -139,10 +145,33 @@ int pki_lint_tbs(const uint8_t *tbs, size_t tbs_len, const pki_profile *profile,
     }
   }
 
+  /* Where the issuer publishes its CRL and certificate: exactly the
+   * profile's, or nothing when the profile has none (RFC 5280 4.2.1.13,
+   * 4.2.2.1). */
+  if (profile->crl_url == NULL) {
+    if (c.has_crl_dp) DENY("profile %s has no cRLDistributionPoints", profile->name);
+  } else if (!url_matches(c.has_crl_dp, c.crl_url, profile->crl_url) || c.crl_dp_other ||
+             c.crl_dp_critical) {
+    DENY("cRLDistributionPoints must be one non-critical point, fullName '%s', no reasons "
+         "or cRLIssuer",
+         profile->crl_url);
+  }
+  if (c.has_aia != (profile->ocsp_url != NULL || profile->ca_issuers_url != NULL) ||
+      c.aia_other) {
+    DENY("authorityInfoAccess differs from profile %s", profile->name);
+  }
+  if (!url_matches(c.has_aia, c.ocsp_url, profile->ocsp_url)) {
+    DENY("OCSP URL is not '%s'", profile->ocsp_url != NULL ? profile->ocsp_url : "(none)");
+  }
+  if (!url_matches(c.has_aia, c.ca_issuers_url, profile->ca_issuers_url)) {
+    DENY("caIssuers URL is not '%s'",
+         profile->ca_issuers_url != NULL ? profile->ca_issuers_url : "(none)");
+  }
+
   if (profile->is_ca) {
     if (c.path_len != profile->path_len) DENY("path length differs from profile");
-    if (c.has_ext_key_usage || c.has_san || c.has_aia) {
-      DENY("CA certificates here carry no extKeyUsage, subjectAltName or AIA");
+    if (c.has_ext_key_usage || c.has_san || c.ocsp_url != NULL) {
+      DENY("CA certificates here carry no extKeyUsage, subjectAltName or OCSP URL");
     }
     if ((size_t)c.num_permitted != profile->num_permitted ||
         (size_t)c.num_excluded != profile->num_excluded ||
@@ -156,10 +185,6 @@ int pki_lint_tbs(const uint8_t *tbs, size_t tbs_len, const pki_profile *profile,
     }
     if (c.has_name_constraints) DENY("a leaf cannot carry nameConstraints");
     if (!check_names(&c, profile, issuer, err)) goto out;
-    if (profile->ocsp_url != NULL &&
-        (c.ocsp_url == NULL || strcmp(c.ocsp_url, profile->ocsp_url) != 0)) {
-      DENY("OCSP URL is missing or not '%s'", profile->ocsp_url);
-    }
   }
   ok = 1;
 out:

@@ -5,7 +5,7 @@
  * every field is what the profile and the issuer allow: RFC 5280 rules
  * (version, serial, validity order, extensions present and critical where
  * required, key identifiers), the profile (CA or leaf, key usage, extended
- * key usage, names, lifetime, OCSP URL), and the issuer (issuer name,
+ * key usage, names, lifetime, the OCSP, CRL and caIssuers URLs), and the issuer (issuer name,
  * validity inside the issuer's, path length, name constraints). The first
  * problem found is the error: PKI_ERR_DENIED with the reason. */
 #ifndef PKID_LIB_LINT_H

@@ -19,6 +19,11 @@ int pki_profile_for_service(pki_profile *out, const pki_catalog *cat,
   out->organization = cat->organization;
   out->common_name = svc->name;
   out->ocsp_url = cat->ocsp_url;
+  const pki_catalog_ca *ca = pki_catalog_find_ca(cat, svc->ca);
+  if (ca != NULL) {
+    out->crl_url = ca->crl_url;
+    out->ca_issuers_url = ca->cert_url;
+  }
   if (!pki_names_push(&out->names, &out->num_names, PKI_NAME_URI, svc->identity,
                       strlen(svc->identity), err)) {
     return 0;
@@ -52,6 +57,15 @@ int pki_profile_for_ca(pki_profile *out, const pki_catalog *cat,
   out->num_permitted = ca->num_permitted;
   out->excluded = ca->excluded;
   out->num_excluded = ca->num_excluded;
+  /* A CA below another points at its issuer's CRL, which is where it is
+   * revoked (for the intermediates, the root's CRL made in a ceremony).
+   * CAs carry no OCSP URL: with the root's key offline nothing could sign
+   * a response for the intermediates, and pkid's responder is for leaves. */
+  const pki_catalog_ca *parent = pki_catalog_find_ca(cat, ca->parent);
+  if (parent != NULL) {
+    out->crl_url = parent->crl_url;
+    out->ca_issuers_url = parent->cert_url;
+  }
   return 1;
 }
 

@@ -35,6 +35,12 @@ typedef struct pki_profile {
   const pki_name *excluded;
   size_t num_excluded;
   const char *ocsp_url; /* leaf: AIA OCSP URL; NULL for CAs */
+  /* Where the issuing CA publishes its CRL (cRLDistributionPoints, RFC 5280
+   * 4.2.1.13) and its certificate (AIA caIssuers, 4.2.2.1): leaves and CAs
+   * below another CA; NULL for the root, and when the catalogue sets no
+   * base. */
+  const char *crl_url;
+  const char *ca_issuers_url;
 } pki_profile;
 
 /* pki_profile_for_service fills |out| for |svc|'s certificate of |usage|:

@@ -31,6 +31,14 @@ static void check_parsed(const pki_cert_info *info) {
   }
   const char *identity = pki_cert_info_identity(info);
   if (identity != NULL && identity[0] == '\0') abort();
+  /* A URL comes from its extension, and is never empty. */
+  if ((info->ocsp_url != NULL && (!info->has_aia || info->ocsp_url[0] == '\0')) ||
+      (info->ca_issuers_url != NULL &&
+       (!info->has_aia || info->ca_issuers_url[0] == '\0')) ||
+      (info->crl_url != NULL && (!info->has_crl_dp || info->crl_url[0] == '\0')) ||
+      (info->has_crl_dp && info->crl_url == NULL && !info->crl_dp_other)) {
+    abort();
+  }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

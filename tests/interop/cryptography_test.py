@@ -101,6 +101,12 @@ def rebuild_extension(ext, cert, issuer):
         return x509.AuthorityInformationAccess(
             [x509.AccessDescription(d.access_method, rebuild_general_name(d.access_location))
              for d in v])
+    if oid == ExtensionOID.CRL_DISTRIBUTION_POINTS:
+        return x509.CRLDistributionPoints(
+            [x509.DistributionPoint(
+                full_name=[rebuild_general_name(n) for n in p.full_name] if p.full_name else None,
+                relative_name=p.relative_name, reasons=p.reasons, crl_issuer=p.crl_issuer)
+             for p in v])
     if oid == ExtensionOID.NAME_CONSTRAINTS:
         return x509.NameConstraints(
             permitted_subtrees=[rebuild_general_name(n) for n in v.permitted_subtrees]
@@ -108,6 +114,29 @@ def rebuild_extension(ext, cert, issuer):
             excluded_subtrees=[rebuild_general_name(n) for n in v.excluded_subtrees]
             if v.excluded_subtrees else None)
     raise AssertionError("unexpected extension %s" % oid.dotted_string)
+
+
+# The default catalogue's crl_url and ca_issuers_url share this base; the
+# CA names that follow it, by common name.
+BASE = "http://127.0.0.1:8081/"
+CA_NAMES = {
+    "Cybersec Framework Root CA": "root",
+    "Cybersec Framework Infrastructure CA": "infrastructure-ca",
+    "Cybersec Framework Agents CA": "agents-ca",
+    "Cybersec Framework External Integrations CA": "external-ca",
+    "Cybersec Framework Load Balancer CA": "load-balancer-ca",
+}
+
+
+def check_crl_dp(cert, url, what):
+    """One non-critical DistributionPoint: fullName |url|, nothing else."""
+    ext = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    assert not ext.critical, what
+    points = list(ext.value)
+    assert len(points) == 1, what
+    p = points[0]
+    assert p.full_name == [x509.UniformResourceIdentifier(url)], (what, p.full_name)
+    assert p.relative_name is None and p.reasons is None and p.crl_issuer is None, what
 
 
 def rebuild_name(name):
@@ -177,6 +206,15 @@ def main():
                 "spiffe://cybersec-framework.local/"), path
             aia = ext.get_extension_for_class(x509.AuthorityInformationAccess).value
             assert aia[0].access_location.value.startswith("http://"), path
+            # OCSP, then where the issuer's certificate is; the issuer's CRL.
+            issuer_cn = issuer_of(c, cas).subject.get_attributes_for_oid(
+                NameOID.COMMON_NAME)[0].value
+            name = CA_NAMES[issuer_cn]
+            assert [d.access_method for d in aia] == [
+                x509.AuthorityInformationAccessOID.OCSP,
+                x509.AuthorityInformationAccessOID.CA_ISSUERS], path
+            assert aia[1].access_location.value == BASE + "ca/%s.crt" % name, path
+            check_crl_dp(c, BASE + "crl/%s.crl" % name, path)
             eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
             assert len(list(eku)) == 1, path
             assert c.subject.get_attributes_for_oid(NameOID.COMMON_NAME), path
@@ -200,6 +238,21 @@ def main():
             if c is not root[0]:
                 nc = c.extensions.get_extension_for_class(x509.NameConstraints)
                 assert nc.critical, cn
+                # Revoked on its issuer's CRL; no OCSP for CAs.
+                name = CA_NAMES[c.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value]
+                aia = c.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+                assert not aia.critical, cn
+                assert [(d.access_method, d.access_location.value) for d in aia.value] == [
+                    (x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                     BASE + "ca/%s.crt" % name)], cn
+                check_crl_dp(c, BASE + "crl/%s.crl" % name, cn)
+            else:
+                for cls in (x509.CRLDistributionPoints, x509.AuthorityInformationAccess):
+                    try:
+                        c.extensions.get_extension_for_class(cls)
+                        raise AssertionError("the root has %s" % cls.__name__)
+                    except x509.ExtensionNotFound:
+                        pass
         lb_ca = [c for cn, c in by_cn.items() if "Load Balancer" in cn][0]
         assert lb_ca.extensions.get_extension_for_class(
             x509.BasicConstraints).value.path_length == 0

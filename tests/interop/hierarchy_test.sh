@@ -125,6 +125,33 @@ test_mutual_tls_handshake() {
   grep -q 'depth=0 O = Cybersec Framework, CN = pki-agent' server.log || { cat server.log >&2; return 1; }
 }
 
+# Where each certificate sends a relying party: its issuer's CRL
+# (cRLDistributionPoints) and certificate (AIA caIssuers), as OpenSSL reads
+# them; OCSP on leaves only; nothing on the root.
+test_crl_and_issuer_pointers() {
+  local text url=http://127.0.0.1:8081
+  text=$(openssl x509 -in "$PKI/service-certificates/infrastructure/vault/vault-server.crt" \
+    -noout -text) || return 1
+  for want in 'X509v3 CRL Distribution Points' "URI:$url/crl/infrastructure-ca.crl" \
+    "OCSP - URI:$url/" "CA Issuers - URI:$url/ca/infrastructure-ca.crt"; do
+    grep -qF "$want" <<<"$text" || { t_log "vault-server: no '$want' in"; t_log "$text"; return 1; }
+  done
+  text=$(openssl x509 -in "$PKI/intermediate-ca/agents-ca/certs/agents-ca.crt" -noout -text)
+  grep -qF "URI:$url/crl/root.crl" <<<"$text" &&
+    grep -qF "CA Issuers - URI:$url/ca/root.crt" <<<"$text" || { t_log "$text"; return 1; }
+  ! grep -q 'OCSP' <<<"$text" || { t_log "agents-ca has an OCSP URL"; return 1; }
+  text=$(openssl x509 -in "$PKI/intermediate-ca/load-balancer-ca/certs/load-balancer-ca.crt" \
+    -noout -text)
+  grep -qF "URI:$url/crl/infrastructure-ca.crl" <<<"$text" &&
+    grep -qF "CA Issuers - URI:$url/ca/infrastructure-ca.crt" <<<"$text" || { t_log "$text"; return 1; }
+  text=$(openssl x509 -in "$ROOT" -noout -text)
+  ! grep -qE 'CRL Distribution|Authority Information Access' <<<"$text" ||
+    { t_log "the root points somewhere: $text"; return 1; }
+  text=$("$PKICTL" inspect "$PKI/service-certificates/agents/pki-agent/pki-agent-client.crt")
+  grep -qE "^  CRL: +$url/crl/agents-ca.crl\$" <<<"$text" &&
+    grep -qE "^  Issuer cert: +$url/ca/agents-ca.crt\$" <<<"$text" || { t_log "$text"; return 1; }
+}
+
 test_inspect_summarises() {
   local out
   out=$("$PKICTL" inspect "$PKI/intermediate-ca/load-balancer-ca/certs/load-balancer-ca.crt") || return 1
@@ -198,6 +225,7 @@ t_run openssl_verifies_cas test_openssl_verifies_cas
 t_run openssl_verifies_every_service_cert test_openssl_verifies_every_service_cert
 t_run lb_has_seed_names test_lb_has_seed_names
 t_run mutual_tls_handshake test_mutual_tls_handshake
+t_run crl_and_issuer_pointers test_crl_and_issuer_pointers
 t_run inspect_summarises test_inspect_summarises
 t_run demo_refuses_existing_root test_demo_refuses_existing_root
 t_run root_with_passphrase test_root_with_passphrase

@@ -6,8 +6,9 @@
  * back twice: with pki_cert_info_parse, and with BoringSSL's own X509 code
  * (signatures, key identifiers, and a whole-chain verification that applies
  * path lengths and name constraints as a TLS peer would). Then requests
- * outside a profile or an issuer's constraints, which lint must refuse, and
- * the DER pieces: keyUsage bits, times, serials. */
+ * outside a profile or an issuer's constraints, which lint must refuse,
+ * where certificates point (their issuer's CRL and certificate), and the
+ * DER pieces: keyUsage bits, times, serials. */
 #include "lib/cert.h"
 
 #include <stdint.h>
@@ -265,6 +266,70 @@ static const uint8_t kKuCaOnline[] = {0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 
 static const uint8_t kKuLeaf[] = {0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 0xff,
                                   0x04, 0x04, 0x03, 0x02, 0x07, 0x80};
 
+/* boring_uri returns the first URI of |names| as BoringSSL read it. */
+static const char *boring_uri(const GENERAL_NAMES *names) {
+  for (size_t i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type == GEN_URI) return (const char *)ASN1_STRING_get0_data(gn->d.ia5);
+  }
+  return NULL;
+}
+
+/* check_pointers checks that a certificate issued by |issuer| points at
+ * that CA's CRL (cRLDistributionPoints: one non-critical point, one URI,
+ * no reasons or cRLIssuer) and certificate (AIA caIssuers), as lib/ and as
+ * BoringSSL read them, and that only a leaf has an OCSP URL. */
+static void check_pointers(const pki_cert_info *info, const uint8_t *der, size_t len,
+                           const char *issuer) {
+  char crl[256], crt[256];
+  snprintf(crl, sizeof(crl), "http://127.0.0.1:8081/crl/%s.crl", issuer);
+  snprintf(crt, sizeof(crt), "http://127.0.0.1:8081/ca/%s.crt", issuer);
+  CHECK(info->has_crl_dp && !info->crl_dp_critical && !info->crl_dp_other);
+  CHECK(info->crl_url != NULL && strcmp(info->crl_url, crl) == 0);
+  CHECK(info->has_aia && !info->aia_other);
+  CHECK(info->ca_issuers_url != NULL && strcmp(info->ca_issuers_url, crt) == 0);
+  CHECK((info->ocsp_url != NULL) == !info->is_ca);
+  /* The DER of the whole extension: OID, then the OCTET STRING holding
+   * SEQUENCE { SEQUENCE { [0] { [0] { [6] uri } } } }. */
+  size_t n = strlen(crl);
+  uint8_t want[300] = {0x06, 0x03, 0x55, 0x1d, 0x1f, 0x04, (uint8_t)(n + 10),
+                       0x30, (uint8_t)(n + 8), 0x30, (uint8_t)(n + 6), 0xa0,
+                       (uint8_t)(n + 4), 0xa0, (uint8_t)(n + 2), 0x86, (uint8_t)n};
+  memcpy(want + 17, crl, n);
+  CHECK(der_contains(der, len, want, 17 + n));
+
+  X509 *x = to_x509(der, len);
+  REQUIRE(x != NULL);
+  int crit = -1;
+  CRL_DIST_POINTS *dps = X509_get_ext_d2i(x, NID_crl_distribution_points, &crit, NULL);
+  CHECK(dps != NULL && crit == 0 && sk_DIST_POINT_num(dps) == 1);
+  if (dps != NULL && sk_DIST_POINT_num(dps) == 1) {
+    const DIST_POINT *dp = sk_DIST_POINT_value(dps, 0);
+    CHECK(dp->reasons == NULL && dp->CRLissuer == NULL && dp->distpoint != NULL &&
+          dp->distpoint->type == 0);
+    if (dp->distpoint != NULL && dp->distpoint->type == 0) {
+      CHECK(sk_GENERAL_NAME_num(dp->distpoint->name.fullname) == 1);
+      const char *uri = boring_uri(dp->distpoint->name.fullname);
+      CHECK(uri != NULL && strcmp(uri, crl) == 0);
+    }
+  }
+  CRL_DIST_POINTS_free(dps);
+  AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(x, NID_info_access, &crit, NULL);
+  CHECK(aia != NULL && crit == 0);
+  int seen_ca_issuers = 0;
+  for (size_t i = 0; aia != NULL && i < sk_ACCESS_DESCRIPTION_num(aia); i++) {
+    const ACCESS_DESCRIPTION *ad = sk_ACCESS_DESCRIPTION_value(aia, i);
+    if (OBJ_obj2nid(ad->method) == NID_ad_ca_issuers) {
+      CHECK(ad->location->type == GEN_URI &&
+            strcmp((const char *)ASN1_STRING_get0_data(ad->location->d.ia5), crt) == 0);
+      seen_ca_issuers++;
+    }
+  }
+  CHECK(seen_ca_issuers == 1);
+  AUTHORITY_INFO_ACCESS_free(aia);
+  X509_free(x);
+}
+
 TEST(root_fields) {
   REQUIRE(g_ready);
   pki_cert_info info;
@@ -286,6 +351,8 @@ TEST(root_fields) {
   CHECK(der_contains(g_root.der, g_root.len, kKuCaRoot, sizeof(kKuCaRoot)));
   CHECK(!info.has_ext_key_usage && !info.has_san && !info.has_aia);
   CHECK(!info.has_name_constraints && info.ocsp_url == NULL);
+  /* Nothing above the root to point at. */
+  CHECK(!info.has_crl_dp && info.crl_url == NULL && info.ca_issuers_url == NULL);
   CHECK(info.not_after - info.not_before == 7300LL * DAY + PKI_BACKDATE_S);
   /* The signer loaded from it agrees. */
   CHECK(g_root.iss.path_len == 2 && g_root.iss.key_type == PKI_KEY_ECDSA_P256);
@@ -328,7 +395,9 @@ TEST(intermediate_fields) {
   /* Online CAs also sign OCSP responses: digitalSignature on top. */
   CHECK(info.key_usage == (PKI_KU_DIGITAL_SIGNATURE | PKI_KU_KEY_CERT_SIGN | PKI_KU_CRL_SIGN));
   CHECK(der_contains(g_infra.der, g_infra.len, kKuCaOnline, sizeof(kKuCaOnline)));
-  CHECK(!info.has_ext_key_usage && !info.has_san && !info.has_aia);
+  CHECK(!info.has_ext_key_usage && !info.has_san);
+  /* It is revoked on the root's CRL; its issuer is the root. No OCSP. */
+  check_pointers(&info, g_infra.der, g_infra.len, "root");
   /* No IP subtree: see deploy/catalog.yaml on BoringSSL's verifier. */
   static const char *const kInfra[] = {"cybersec-framework.local", "localhost",
                                        "cybersec-framework.local"};
@@ -344,6 +413,7 @@ TEST(intermediate_fields) {
   check_issued(&info, g_agents.der, g_agents.len, &g_root, g_agents.key,
                &g_agents.serial, g_agents.not_before, g_agents.not_after);
   CHECK(info.is_ca && info.path_len == 0);
+  check_pointers(&info, g_agents.der, g_agents.len, "root");
   pki_cert_info_cleanup(&info);
 
   /* load-balancer-ca, below infrastructure-ca: loopback only. */
@@ -354,6 +424,7 @@ TEST(intermediate_fields) {
   static const char *const kLb[] = {"cybersec-framework.local", "localhost", "127.0.0.1/32",
                                     "::1/128", "cybersec-framework.local"};
   check_constraints(&info, kLb, 5);
+  check_pointers(&info, g_lbca.der, g_lbca.len, "infrastructure-ca");
   CHECK(info.not_after - info.not_before == 1095LL * DAY + PKI_BACKDATE_S);
   pki_cert_info_cleanup(&info);
 }
@@ -475,6 +546,7 @@ static void leaf(const char *service, pki_usage usage, const test_ca *ca,
           strcmp(pki_cert_info_identity(&info), svc->identity) == 0);
     CHECK(info.has_aia && info.ocsp_url != NULL &&
           strcmp(info.ocsp_url, "http://127.0.0.1:8081/") == 0);
+    check_pointers(&info, der, len, svc->ca);
     CHECK(!info.has_name_constraints);
     CHECK(info.not_after - info.not_before == (int64_t)svc->validity_s + PKI_BACKDATE_S);
     char cn[256];
@@ -939,6 +1011,269 @@ TEST(lint_rsa_ca_key) {
   pki_profile_cleanup(&profile);
 }
 
+/* --- where certificates point: the CRL and the issuer's certificate --- */
+
+/* A catalogue without crl_url or ca_issuers_url gives profiles without
+ * them, and certificates without the extensions (and a CA without AIA at
+ * all), as before either existed. */
+TEST(no_url_bases) {
+  REQUIRE(g_ready);
+  pki_err err;
+  pki_err_clear(&err);
+  const pki_catalog_service *svc = pki_catalog_find_service(g_cat, "vault");
+  REQUIRE(svc != NULL);
+  pki_profile leaf_profile, ca_profile;
+  REQUIRE(pki_profile_for_service(&leaf_profile, g_cat, svc, PKI_USAGE_SERVER, &err));
+  REQUIRE(pki_profile_for_ca(&ca_profile, g_cat, pki_catalog_find_ca(g_cat, "agents-ca"), &err));
+  CHECK(leaf_profile.crl_url != NULL && ca_profile.ca_issuers_url != NULL);
+  leaf_profile.crl_url = leaf_profile.ca_issuers_url = NULL;
+  ca_profile.crl_url = ca_profile.ca_issuers_url = NULL;
+  EVP_PKEY *key = pki_key_generate(PKI_KEY_ECDSA_P256, 256, &err);
+  REQUIRE(key != NULL);
+  int64_t nb, na;
+  pki_validity(&nb, &na, &g_infra.iss, leaf_profile.validity_s, g_now);
+  uint8_t *der = NULL;
+  size_t len = 0;
+  pki_cert_info info;
+  int ok = issue(&der, &len, &g_infra.iss, &leaf_profile, key, nb, na, NULL, 0, NULL, &err);
+  if (!ok) show("leaf", &err);
+  REQUIRE(ok);
+  REQUIRE(pki_cert_info_parse(&info, der, len, &err));
+  CHECK(!info.has_crl_dp && info.crl_url == NULL);
+  CHECK(info.has_aia && info.ocsp_url != NULL && info.ca_issuers_url == NULL && !info.aia_other);
+  CHECK(boring_verify(der, len, g_infra.der, g_infra.len));
+  pki_cert_info_cleanup(&info);
+  free(der);
+  pki_validity(&nb, &na, &g_root.iss, ca_profile.validity_s, g_now);
+  der = NULL;
+  ok = issue(&der, &len, &g_root.iss, &ca_profile, key, nb, na, NULL, 0, NULL, &err);
+  if (!ok) show("CA", &err);
+  REQUIRE(ok);
+  REQUIRE(pki_cert_info_parse(&info, der, len, &err));
+  CHECK(!info.has_crl_dp && !info.has_aia);
+  pki_cert_info_cleanup(&info);
+  free(der);
+  EVP_PKEY_free(key);
+  pki_profile_cleanup(&ca_profile);
+  pki_profile_cleanup(&leaf_profile);
+}
+
+/* lint_other builds a TBSCertificate with |built| and lints it against
+ * |want|: it must be refused, mentioning |needle|. */
+static int lint_other(const test_ca *ca, const pki_profile *built, const pki_profile *want,
+                      const EVP_PKEY *key, const char *needle) {
+  pki_err err;
+  pki_err_clear(&err);
+  pki_issue_request req;
+  memset(&req, 0, sizeof(req));
+  req.profile = built;
+  size_t spki_len = 0;
+  uint8_t *spki = spki_der(key, &spki_len), *tbs = NULL;
+  size_t tbs_len = 0;
+  req.spki = spki;
+  req.spki_len = spki_len;
+  pki_validity(&req.not_before, &req.not_after, &ca->iss, built->validity_s, g_now);
+  int ok = spki != NULL && pki_serial_make(&req.serial, 0, g_seq++, &err) &&
+           pki_cert_build_tbs(&tbs, &tbs_len, &ca->iss, &req, &err);
+  if (!ok) {
+    show("build", &err);
+  } else if (pki_lint_tbs(tbs, tbs_len, want, &ca->iss, &err)) {
+    fprintf(stderr, "  lint passed, want refused (%s)\n", needle);
+    ok = 0;
+  } else if (err.code != PKI_ERR_DENIED || strstr(err.msg, needle) == NULL) {
+    fprintf(stderr, "  want denied mentioning '%s', got %s: %s\n", needle,
+            pki_err_code_name(err.code), err.msg);
+    ok = 0;
+  }
+  free(tbs);
+  OPENSSL_free(spki);
+  return ok;
+}
+
+TEST(lint_url_pointers) {
+  REQUIRE(g_ready);
+  pki_err err;
+  pki_err_clear(&err);
+  const pki_catalog_service *svc = pki_catalog_find_service(g_cat, "vault");
+  REQUIRE(svc != NULL);
+  pki_profile want, built;
+  REQUIRE(pki_profile_for_service(&want, g_cat, svc, PKI_USAGE_SERVER, &err));
+  EVP_PKEY *key = pki_key_generate(PKI_KEY_ECDSA_P256, 256, &err);
+  REQUIRE(key != NULL);
+  /* The builder's copy of the profile differs in one URL at a time. */
+  built = want;
+  built.crl_url = "http://127.0.0.1:8081/crl/agents-ca.crl";
+  CHECK(lint_other(&g_infra, &built, &want, key,
+                   "cRLDistributionPoints must be one non-critical point, fullName "
+                   "'http://127.0.0.1:8081/crl/infrastructure-ca.crl'"));
+  built.crl_url = NULL;
+  CHECK(lint_other(&g_infra, &built, &want, key, "cRLDistributionPoints must be"));
+  built = want;
+  pki_profile none = want;
+  none.crl_url = NULL;
+  CHECK(lint_other(&g_infra, &built, &none, key,
+                   "profile vault/server has no cRLDistributionPoints"));
+  built.ca_issuers_url = "http://127.0.0.1:8081/ca/root.crt";
+  CHECK(lint_other(&g_infra, &built, &want, key,
+                   "caIssuers URL is not 'http://127.0.0.1:8081/ca/infrastructure-ca.crt'"));
+  built.ca_issuers_url = NULL;
+  CHECK(lint_other(&g_infra, &built, &want, key, "caIssuers URL is not"));
+  CHECK(lint_other(&g_infra, &want, &built, key, "caIssuers URL is not '(none)'"));
+  built.ocsp_url = NULL;
+  CHECK(lint_other(&g_infra, &built, &want, key, "authorityInfoAccess differs"));
+  /* A CA certificate carries no OCSP URL, even if its profile asked. */
+  pki_profile ca;
+  REQUIRE(pki_profile_for_ca(&ca, g_cat, pki_catalog_find_ca(g_cat, "agents-ca"), &err));
+  ca.ocsp_url = "http://127.0.0.1:8081/";
+  int64_t nb, na;
+  pki_validity(&nb, &na, &g_root.iss, ca.validity_s, g_now);
+  CHECK(expect_denied(&g_root, &ca, key, nb, na, NULL, 0, "OCSP URL"));
+  EVP_PKEY_free(key);
+  pki_profile_cleanup(&ca);
+  pki_profile_cleanup(&want);
+}
+
+/* tbs_with builds a bare TBSCertificate holding one extension, |value|
+ * as its extnValue contents: the parser's view of forms pkid never
+ * writes. OPENSSL_malloc'd. */
+static uint8_t *tbs_with(size_t *out_len, const uint8_t *oid, size_t oid_len, int critical,
+                         const uint8_t *value, size_t value_len) {
+  size_t spki_len = 0;
+  uint8_t *spki = spki_der(g_root.key, &spki_len), *out = NULL;
+  CBB cbb, tbs, version, alg, validity, outer, exts, ext, octets;
+  if (spki == NULL || !CBB_init(&cbb, 512)) {
+    OPENSSL_free(spki);
+    return NULL;
+  }
+  if (!CBB_add_asn1(&cbb, &tbs, CBS_ASN1_SEQUENCE) ||
+      !CBB_add_asn1(&tbs, &version, CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0) ||
+      !CBB_add_asn1_uint64(&version, 2) || !CBB_add_asn1_uint64(&tbs, 1) ||
+      !CBB_add_asn1(&tbs, &alg, CBS_ASN1_SEQUENCE) ||
+      !pki_der_add_oid(&alg, PKI_OID_ECDSA_SHA256, sizeof(PKI_OID_ECDSA_SHA256)) ||
+      !pki_der_add_name(&tbs, "Example", "Issuer") ||
+      !CBB_add_asn1(&tbs, &validity, CBS_ASN1_SEQUENCE) ||
+      !pki_der_add_time(&validity, g_now) || !pki_der_add_time(&validity, g_now + DAY) ||
+      !pki_der_add_name(&tbs, "Example", "Subject") || !CBB_add_bytes(&tbs, spki, spki_len) ||
+      !CBB_add_asn1(&tbs, &outer, CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 3) ||
+      !CBB_add_asn1(&outer, &exts, CBS_ASN1_SEQUENCE) ||
+      !CBB_add_asn1(&exts, &ext, CBS_ASN1_SEQUENCE) || !pki_der_add_oid(&ext, oid, oid_len) ||
+      (critical && !CBB_add_asn1_bool(&ext, 1)) ||
+      !CBB_add_asn1(&ext, &octets, CBS_ASN1_OCTETSTRING) ||
+      !CBB_add_bytes(&octets, value, value_len) || !CBB_finish(&cbb, &out, out_len)) {
+    CBB_cleanup(&cbb);
+    out = NULL;
+  }
+  OPENSSL_free(spki);
+  return out;
+}
+
+static const uint8_t kDpOne[] = {0x30, 0x16, 0x30, 0x14, 0xa0, 0x12, 0xa0, 0x10, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c};
+static const uint8_t kDpTwoUris[] = {0x30, 0x26, 0x30, 0x24, 0xa0, 0x22, 0xa0, 0x20, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x62, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c};
+static const uint8_t kDpDnsFirst[] = {0x30, 0x1b, 0x30, 0x19, 0xa0, 0x17, 0xa0, 0x15, 0x82, 0x03, 0x61, 0x2e, 0x62, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c};
+static const uint8_t kDpDirName[] = {0x30, 0x16, 0x30, 0x14, 0xa0, 0x12, 0xa0, 0x10, 0xa4, 0x0e, 0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 0x78};
+static const uint8_t kDpReasons[] = {0x30, 0x1a, 0x30, 0x18, 0xa0, 0x12, 0xa0, 0x10, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c, 0x81, 0x02, 0x07, 0x80};
+static const uint8_t kDpIssuerOnly[] = {0x30, 0x14, 0x30, 0x12, 0xa2, 0x10, 0xa4, 0x0e, 0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 0x78};
+static const uint8_t kDpTwoPoints[] = {0x30, 0x2c, 0x30, 0x14, 0xa0, 0x12, 0xa0, 0x10, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c, 0x30, 0x14, 0xa0, 0x12, 0xa0, 0x10, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x62, 0x2f, 0x79, 0x2e, 0x63, 0x72, 0x6c};
+static const uint8_t kDpRelative[] = {0x30, 0x10, 0x30, 0x0e, 0xa0, 0x0c, 0xa1, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 0x78};
+static const uint8_t kDpEmpty[] = {0x30, 0x00};
+static const uint8_t kDpEmptyPoint[] = {0x30, 0x02, 0x30, 0x00};
+static const uint8_t kDpEmptyFullName[] = {0x30, 0x06, 0x30, 0x04, 0xa0, 0x02, 0xa0, 0x00};
+static const uint8_t kDpEmptyUri[] = {0x30, 0x08, 0x30, 0x06, 0xa0, 0x04, 0xa0, 0x02, 0x86, 0x00};
+static const uint8_t kDpNulUri[] = {0x30, 0x16, 0x30, 0x14, 0xa0, 0x12, 0xa0, 0x10, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x00, 0x2e, 0x63, 0x72, 0x6c};
+static const uint8_t kDpTrailing[] = {0x30, 0x16, 0x30, 0x14, 0xa0, 0x12, 0xa0, 0x10, 0x86, 0x0e, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x78, 0x2e, 0x63, 0x72, 0x6c, 0x00};
+static const uint8_t kDpBothNames[] = {0x30, 0x1d, 0x30, 0x1b, 0xa0, 0x19, 0xa0, 0x0b, 0x86, 0x09, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0xa1, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 0x78};
+static const uint8_t kAiaBoth[] = {0x30, 0x34, 0x30, 0x15, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x86, 0x09, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x6f, 0x2f, 0x30, 0x1b, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0x86, 0x0f, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x63, 0x61, 0x2e, 0x63, 0x72, 0x74};
+static const uint8_t kAiaDirName[] = {0x30, 0x1c, 0x30, 0x1a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0xa4, 0x0e, 0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, 0x78};
+static const uint8_t kAiaTwoCaIssuers[] = {0x30, 0x3a, 0x30, 0x1b, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0x86, 0x0f, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f, 0x63, 0x61, 0x2e, 0x63, 0x72, 0x74, 0x30, 0x1b, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0x86, 0x0f, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x62, 0x2f, 0x63, 0x61, 0x2e, 0x63, 0x72, 0x74};
+static const uint8_t kAiaOtherMethod[] = {0x30, 0x17, 0x30, 0x15, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x05, 0x86, 0x09, 0x68, 0x74, 0x74, 0x70, 0x3a, 0x2f, 0x2f, 0x61, 0x2f};
+static const uint8_t kAiaEmptyCaIssuers[] = {0x30, 0x0e, 0x30, 0x0c, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0x86, 0x00};
+
+/* Forms of cRLDistributionPoints and authorityInfoAccess other CAs write,
+ * read as RFC 5280 4.2.1.13 and 4.2.2.1 define them: the first URI is
+ * kept, anything more is noted, and what breaks the syntax is refused. */
+TEST(cert_info_pointer_forms) {
+  REQUIRE(g_ready);
+  const struct {
+    const char *name;
+    const uint8_t *value;
+    size_t len;
+    int aia;         /* authorityInfoAccess, else cRLDistributionPoints */
+    int parses;
+    const char *url; /* crl_url or ca_issuers_url; NULL: none */
+    int other;       /* crl_dp_other or aia_other */
+  } kCases[] = {
+#define FORM(v, aia, parses, url, other) {#v, v, sizeof(v), aia, parses, url, other}
+      FORM(kDpOne, 0, 1, "http://a/x.crl", 0),
+      FORM(kDpTwoUris, 0, 1, "http://a/x.crl", 1),
+      FORM(kDpDnsFirst, 0, 1, "http://a/x.crl", 1),
+      FORM(kDpDirName, 0, 1, NULL, 1),
+      FORM(kDpReasons, 0, 1, "http://a/x.crl", 1),
+      FORM(kDpIssuerOnly, 0, 1, NULL, 1),
+      FORM(kDpTwoPoints, 0, 1, "http://a/x.crl", 1),
+      FORM(kDpRelative, 0, 1, NULL, 1),
+      FORM(kDpEmpty, 0, 0, NULL, 0),
+      FORM(kDpEmptyPoint, 0, 0, NULL, 0),
+      FORM(kDpEmptyFullName, 0, 0, NULL, 0),
+      FORM(kDpEmptyUri, 0, 0, NULL, 0),
+      FORM(kDpNulUri, 0, 0, NULL, 0),
+      FORM(kDpTrailing, 0, 0, NULL, 0),
+      FORM(kDpBothNames, 0, 0, NULL, 0),
+      FORM(kAiaBoth, 1, 1, "http://a/ca.crt", 0),
+      FORM(kAiaDirName, 1, 1, NULL, 1),
+      FORM(kAiaTwoCaIssuers, 1, 1, "http://a/ca.crt", 1),
+      FORM(kAiaOtherMethod, 1, 1, NULL, 1),
+      FORM(kAiaEmptyCaIssuers, 1, 0, NULL, 0),
+#undef FORM
+  };
+  for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
+    const uint8_t *oid = kCases[i].aia ? PKI_OID_AUTHORITY_INFO_ACCESS
+                                       : PKI_OID_CRL_DISTRIBUTION_POINTS;
+    size_t oid_len = kCases[i].aia ? sizeof(PKI_OID_AUTHORITY_INFO_ACCESS)
+                                   : sizeof(PKI_OID_CRL_DISTRIBUTION_POINTS);
+    for (int critical = 0; critical < 2; critical++) {
+      size_t len = 0;
+      uint8_t *tbs = tbs_with(&len, oid, oid_len, critical, kCases[i].value, kCases[i].len);
+      REQUIRE(tbs != NULL);
+      pki_cert_info info;
+      pki_err err;
+      pki_err_clear(&err);
+      int ok = pki_cert_info_parse_tbs(&info, tbs, len, &err);
+      OPENSSL_free(tbs);
+      if (ok != kCases[i].parses) {
+        fprintf(stderr, "  %s: %s\n", kCases[i].name, ok ? "parsed" : err.msg);
+        CHECK(0);
+      }
+      if (!ok) {
+        CHECK(err.code == PKI_ERR_INVALID && strstr(err.msg, "malformed") != NULL);
+        continue;
+      }
+      const char *url = kCases[i].aia ? info.ca_issuers_url : info.crl_url;
+      int other = kCases[i].aia ? info.aia_other : info.crl_dp_other;
+      int present = kCases[i].aia ? info.has_aia : info.has_crl_dp;
+      if (!present || other != kCases[i].other || (url == NULL) != (kCases[i].url == NULL) ||
+          (url != NULL && strcmp(url, kCases[i].url) != 0)) {
+        fprintf(stderr, "  %s: url %s, other %d\n", kCases[i].name, url ? url : "(none)",
+                other);
+        CHECK(0);
+      }
+      /* The criticality of cRLDistributionPoints is kept, for lint. */
+      if (!kCases[i].aia) CHECK(info.crl_dp_critical == critical);
+      pki_cert_info_cleanup(&info);
+    }
+  }
+  /* Both OCSP and caIssuers from one extension. */
+  size_t len = 0;
+  uint8_t *tbs = tbs_with(&len, PKI_OID_AUTHORITY_INFO_ACCESS,
+                          sizeof(PKI_OID_AUTHORITY_INFO_ACCESS), 0, kAiaBoth, sizeof(kAiaBoth));
+  REQUIRE(tbs != NULL);
+  pki_cert_info info;
+  pki_err err;
+  REQUIRE(pki_cert_info_parse_tbs(&info, tbs, len, &err));
+  CHECK(info.ocsp_url != NULL && strcmp(info.ocsp_url, "http://o/") == 0);
+  pki_cert_info_cleanup(&info);
+  OPENSSL_free(tbs);
+}
+
 /* pki_issuer_init takes only a CA certificate with its own key. */
 TEST(issuer_init_refusals) {
   REQUIRE(g_ready);
@@ -1308,6 +1643,9 @@ int main(void) {
   RUN(lint_validity);
   RUN(lint_ca_path_length);
   RUN(lint_rsa_ca_key);
+  RUN(no_url_bases);
+  RUN(lint_url_pointers);
+  RUN(cert_info_pointer_forms);
   RUN(issuer_init_refusals);
   RUN(cert_info_damaged);
   RUN(key_usage_encoding);

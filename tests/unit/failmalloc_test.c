@@ -580,10 +580,11 @@ static void cert_finish(void *ctx, int ok, desc *d) {
   if (!ok) return;
   const pki_cert_info *i = &c->info;
   desc_printf(d, "ca=%d path_len=%d ku=%x eku=%x sans=%zu permitted=%zu excluded=%zu "
-              "ocsp=%s unknown=%u",
+              "ocsp=%s ca_issuers=%s crl=%s unknown=%u",
               i->is_ca, i->path_len, i->key_usage, i->ext_key_usage, i->num_sans,
               i->num_permitted, i->num_excluded, i->ocsp_url != NULL ? i->ocsp_url : "-",
-              i->num_unknown_extensions);
+              i->ca_issuers_url != NULL ? i->ca_issuers_url : "-",
+              i->crl_url != NULL ? i->crl_url : "-", i->num_unknown_extensions);
   const CBS *cbss[] = {&i->tbs, &i->serial, &i->tbs_sig_alg, &i->issuer, &i->subject,
                        &i->spki, &i->subject_public_key, &i->sig_alg, &i->signature,
                        &i->ski, &i->aki};
@@ -591,7 +592,8 @@ static void cert_finish(void *ctx, int ok, desc *d) {
   int flags[] = {i->has_basic_constraints, i->basic_constraints_critical, i->has_key_usage,
                  i->key_usage_critical, i->has_ext_key_usage, i->ext_key_usage_other,
                  i->has_ski, i->has_aki, i->has_san, i->san_critical,
-                 i->has_name_constraints, i->has_aia};
+                 i->has_name_constraints, i->has_aia, i->aia_other, i->has_crl_dp,
+                 i->crl_dp_critical, i->crl_dp_other};
   desc_bytes(d, flags, sizeof(flags));
   desc_u64(d, (uint64_t)i->not_before);
   desc_u64(d, (uint64_t)i->not_after);
