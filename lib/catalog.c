@@ -608,9 +608,9 @@ static int join_url(parse_ctx *ctx, char **out, const char *base, const char *na
 static int parse_ca(parse_ctx *ctx, pki_catalog *cat, size_t index,
                     yaml_node_t *node) {
   static const char *const keys[] = {
-      "name",          "parent",   "common_name",     "key",
-      "validity_days", "path_len", "name_constraints"};
-  enum { K_NAME, K_PARENT, K_CN, K_KEY, K_VALIDITY, K_PATH_LEN, K_NC, K_NUM };
+      "name",          "parent",   "common_name",      "key",
+      "validity_days", "path_len", "name_constraints", "crl_validity_days"};
+  enum { K_NAME, K_PARENT, K_CN, K_KEY, K_VALIDITY, K_PATH_LEN, K_NC, K_CRL_VALIDITY, K_NUM };
   yaml_node_t *f[K_NUM];
   pki_catalog_ca *ca = &cat->cas[index];
   ca->line = node_line(node);
@@ -699,6 +699,33 @@ static int parse_ca(parse_ctx *ctx, pki_catalog *cat, size_t index,
                    "'%s''s %u",
                    ca->name, (unsigned)ca->validity_days, parent->name,
                    (unsigned)parent->validity_days);
+  }
+
+  if (index == 0) {
+    ca->crl_validity_days = PKI_CATALOG_ROOT_CRL_VALIDITY_DAYS;
+    if (f[K_CRL_VALIDITY] != NULL) {
+      int line = node_line(f[K_CRL_VALIDITY]);
+      if (!get_uint(ctx, f[K_CRL_VALIDITY], "crl_validity_days", CATALOG_MAX_VALIDITY_DAYS,
+                    &ca->crl_validity_days)) {
+        return 0;
+      }
+      if (ca->crl_validity_days == 0) {
+        return fail_at(ctx, line, "CA '%s': crl_validity_days must be at least 1", ca->name);
+      }
+      if (ca->crl_validity_days > ca->validity_days) {
+        return fail_at(ctx, line,
+                       "CA '%s': crl_validity_days %u is longer than its validity_days %u",
+                       ca->name, (unsigned)ca->crl_validity_days,
+                       (unsigned)ca->validity_days);
+      }
+    }
+  } else if (f[K_CRL_VALIDITY] != NULL) {
+    /* Refused rather than ignored: pkid, not this setting, decides how
+     * long the intermediates' CRLs last. */
+    return fail_at(ctx, node_line(f[K_CRL_VALIDITY]),
+                   "CA '%s': crl_validity_days is for the root only, whose CRL is "
+                   "signed in a ceremony; pkid makes the intermediates' CRLs",
+                   ca->name);
   }
 
   if (f[K_PATH_LEN] != NULL) {

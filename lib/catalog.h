@@ -42,6 +42,12 @@ typedef struct pki_catalog_ca {
   char *crl_url;       /* <crl_url><name>.crl: its complete CRL, DER */
   char *delta_crl_url; /* <crl_url><name>-delta.crl: its delta CRL, DER */
   char *cert_url;      /* <ca_issuers_url><name>.crt: its certificate, DER */
+  /* The root only: how long the root's CRL is valid (nextUpdate after
+   * thisUpdate), default PKI_CATALOG_ROOT_CRL_VALIDITY_DAYS. The root's
+   * key is offline, so that CRL is signed in a ceremony (pkictl ceremony
+   * crl) and must be signed again before it runs out. 0 for the other CAs,
+   * whose CRLs pkid makes. */
+  uint32_t crl_validity_days;
   int line; /* where it is defined, for messages */
 } pki_catalog_ca;
 
@@ -51,6 +57,11 @@ typedef struct pki_catalog_cert {
   pki_usage usage;
   char *file; /* path under the service's directory, "active/lb-current.crt" */
 } pki_catalog_cert;
+
+/* A year: the CA/Browser Forum's Baseline Requirements (7.2.2) allow a
+ * CRL of CA certificates at most twelve months, and a ceremony twice a
+ * year (pkid alerts at half of it) is what an offline root can bear. */
+#define PKI_CATALOG_ROOT_CRL_VALIDITY_DAYS 365
 
 #define PKI_CATALOG_MAX_CERTS 4
 #define PKI_CATALOG_MAX_KEYS 6

@@ -153,6 +153,7 @@ TEST(default_catalogue) {
   CHECK(strcmp(root->name, "root") == 0);
   CHECK(root->parent == NULL);
   CHECK(root->validity_days == 7300);
+  CHECK(root->crl_validity_days == 365);
   CHECK(root->key_type == PKI_KEY_ECDSA_P256);
   /* What each CA publishes, where: its name on the bases. */
   CHECK(strcmp(root->crl_url, "http://127.0.0.1:8081/crl/root.crl") == 0);
@@ -281,6 +282,9 @@ TEST(base_loads) {
   CHECK(strcmp(cat->source, "t.yaml") == 0);
   CHECK(cat->num_cas == 2 && cat->num_services == 1);
   CHECK(cat->cas[0].path_len == -1);
+  /* The root's CRL lasts a year unless said; pkid decides the others'. */
+  CHECK(cat->cas[0].crl_validity_days == PKI_CATALOG_ROOT_CRL_VALIDITY_DAYS);
+  CHECK(cat->cas[1].crl_validity_days == 0);
   CHECK(cat->cas[0].line == 5 && cat->cas[1].line == 8);
   CHECK(cat->services[0].line == 19);
   CHECK(cat->services[0].num_names == 2);
@@ -492,6 +496,22 @@ TEST(ca_hierarchy) {
                         "    validity_days: 30",
                     18, "path_len 0 and cannot have CAs below it"));
   CHECK(expect_ok(7, "    validity_days: 3650\n    path_len: 1"));
+  /* crl_validity_days: the root's, within its validity. */
+  char *doc = with_line(7, "    validity_days: 3650\n    crl_validity_days: 90");
+  pki_err err;
+  pki_catalog *cat = load_text(doc, &err);
+  free(doc);
+  CHECK(cat != NULL && cat->cas[0].crl_validity_days == 90);
+  pki_catalog_free(cat);
+  CHECK(expect_ok(7, "    validity_days: 3650\n    crl_validity_days: 3650"));
+  CHECK(expect_fail(7, "    validity_days: 3650\n    crl_validity_days: 3651", 8,
+                    "crl_validity_days 3651 is longer than its validity_days 3650"));
+  CHECK(expect_fail(7, "    validity_days: 3650\n    crl_validity_days: 0", 8,
+                    "crl_validity_days must be at least 1"));
+  CHECK(expect_fail(7, "    validity_days: 3650\n    crl_validity_days: 1y", 8,
+                    "whole number"));
+  CHECK(expect_fail(11, "    validity_days: 365\n    crl_validity_days: 7", 12,
+                    "CA 'issuing-ca': crl_validity_days is for the root only"));
   CHECK(expect_fail(7, "    validity_days: 3650\n    path_len: 1\n"
                        "  - name: mid-ca\n"
                        "    parent: root\n"

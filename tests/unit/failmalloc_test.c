@@ -649,6 +649,7 @@ static void catalog_finish(void *ctx, int ok, desc *d) {
     desc_str(d, ca->crl_url);
     desc_str(d, ca->delta_crl_url);
     desc_str(d, ca->cert_url);
+    desc_u64(d, ca->crl_validity_days);
     desc_str(d, ca->parent);
     desc_str(d, ca->common_name);
     desc_u64(d, ca->key_type);
