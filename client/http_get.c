@@ -140,7 +140,10 @@ static void end_header(http_get_parser *p) {
   } else if (strcmp(p->field, "etag") == 0) {
     /* One valid entity-tag, or none: a second ETag makes both doubtful. */
     p->etag_count++;
-    if (p->etag_count == 1 && !p->value_overflow && valid_etag(p->value, len)) {
+    /* One that would not fit whole is refused, not cut: a cut tag has
+     * lost its closing quote. */
+    if (p->etag_count == 1 && !p->value_overflow && len < sizeof(o->etag) &&
+        valid_etag(p->value, len)) {
       copy_value(o->etag, sizeof(o->etag), p->value, len);
     } else {
       o->etag[0] = '\0';
