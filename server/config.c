@@ -16,6 +16,7 @@ typedef struct field {
 
 #define STR(k) {#k, offsetof(pkid_config, k), 0, 0}
 #define NUM(k) {#k, 0, offsetof(pkid_config, k), 1}
+#define NUM_AS(key, k) {key, 0, offsetof(pkid_config, k), 1}
 
 static const field kTop[] = {
     STR(pki),     STR(journal), STR(listen),          STR(ocsp_listen),
@@ -26,6 +27,12 @@ static const field kLimits[] = {
     NUM(handshake_timeout_ms), NUM(max_conns_per_address), NUM(max_call_ms),
     NUM(max_stream_ms),    NUM(max_connection_age_ms), NUM(identity_max_in_flight),
     NUM(identity_rate),    NUM(journal_segment_bytes),
+};
+static const field kCrl[] = {
+    NUM_AS("interval_s", crl_interval_s),
+    NUM_AS("delta_interval_s", crl_delta_interval_s),
+    NUM_AS("validity_s", crl_validity_s),
+    NUM_AS("batch_ms", crl_batch_ms),
 };
 
 static int set_field(pkid_config *cfg, const field *f, const yaml_node_t *v, const char *path,
@@ -72,6 +79,10 @@ static int load_map(pkid_config *cfg, yaml_document_t *doc, yaml_node_t *map, co
       if (!load_map(cfg, doc, v, kLimits, sizeof(kLimits) / sizeof(kLimits[0]), path, err)) {
         return 0;
       }
+      continue;
+    }
+    if (fields == kTop && strcmp(key, "crl") == 0) {
+      if (!load_map(cfg, doc, v, kCrl, sizeof(kCrl) / sizeof(kCrl[0]), path, err)) return 0;
       continue;
     }
     const field *f = NULL;

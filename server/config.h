@@ -17,6 +17,8 @@
  *            max_call_ms: 30000, max_stream_ms: 600000,
  *            max_connection_age_ms: 3600000, identity_max_in_flight: 1024,
  *            identity_rate: 2000}
+ *   crl: {interval_s: 3600, delta_interval_s: 300, validity_s: 86400,
+ *         batch_ms: 1000}
  *
  * Every key is optional; flags given on the command line win over the file.
  * Unknown keys and values of the wrong kind are errors with file and line. */
@@ -31,6 +33,7 @@ typedef struct pkid_config {
   unsigned long max_conns, max_streams, idle_timeout_ms, handshake_timeout_ms;
   unsigned long max_conns_per_address, max_call_ms, max_stream_ms, max_connection_age_ms;
   unsigned long identity_max_in_flight, identity_rate, journal_segment_bytes;
+  unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
 } pkid_config;
 
 /* pkid_config_load reads |path| into |out| (zeroed first). */

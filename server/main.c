@@ -23,6 +23,7 @@
 #include "lib/catalog.h"
 #include "lib/cert_info.h"
 #include "lib/err.h"
+#include "lib/file.h"
 #include "lib/log.h"
 #include "lib/pki_tree.h"
 #include "lib/secret.h"
@@ -31,8 +32,10 @@
 #include "server/ca/ca.h"
 #include "server/config.h"
 #include "server/http/admin.h"
+#include "server/http/crl_http.h"
 #include "server/http/ocsp_http.h"
 #include "server/metrics/metrics.h"
+#include "server/pipeline/crl.h"
 #include "server/pipeline/import.h"
 #include "server/pipeline/job.h"
 #include "server/pipeline/serials.h"
@@ -51,6 +54,7 @@ typedef struct pkid_limits {
   unsigned long idle_timeout_ms, handshake_timeout_ms, max_call_ms, max_stream_ms;
   unsigned long max_connection_age_ms, identity_max_in_flight, identity_rate;
   unsigned long journal_segment_bytes;
+  unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
 } pkid_limits;
 
 typedef struct limit_def {
@@ -79,6 +83,14 @@ static const limit_def kLimits[] = {
     LIMIT(identity_rate, 2000, 0, 100000000, "requests per second of one identity (0: no limit)"),
     LIMIT(journal_segment_bytes, 64 << 20, 64 << 10, 1ul << 40,
           "journal segment files roll at this size"),
+    LIMIT(crl_interval_s, PKID_CRL_INTERVAL_S, 1, 31536000,
+          "a new base CRL (the one deltas refer to) at least this often"),
+    LIMIT(crl_delta_interval_s, PKID_CRL_DELTA_INTERVAL_S, 1, 604800,
+          "complete and delta CRLs rebuilt at least this often"),
+    LIMIT(crl_validity_s, PKID_CRL_VALIDITY_S, 60, 31536000,
+          "complete CRLs' nextUpdate, this long after thisUpdate"),
+    LIMIT(crl_batch_ms, PKID_CRL_BATCH_MS, 10, 60000,
+          "revocations wait at most this long to share a CRL"),
 };
 #define NUM_LIMITS (sizeof(kLimits) / sizeof(kLimits[0]))
 
@@ -118,7 +130,8 @@ static const char kUsage[] =
     "                       (default DIR/journal under --pki)\n"
     "  --node N             this node's serial prefix, 1-32767 (default 1)\n"
     "  --workers N          signing threads (default: one per CPU)\n"
-    "limits (flag --NAME-WITH-DASHES N, or limits: {NAME: N} in the config file):\n";
+    "limits and CRL timings (flag --NAME-WITH-DASHES N; in the config file\n"
+    "limits: {NAME: N}, or crl: {interval_s: N, ...} for the crl_ ones):\n";
 
 static void usage(FILE *f) {
   fputs(kUsage, f);
@@ -267,6 +280,8 @@ typedef struct process {
   pkid_rpc *rpc;
   pkid_transport *transport;
   pkid_ocsp_http *ocsp;
+  pkid_crl_http *crl_http;
+  pkid_crl_builder *crl;
   pkid_admin *admin;
   pkid_import *import;
   int draining;
@@ -387,6 +402,26 @@ static void reload_catalog(void) {
   pki_log("info", "reloaded", "what", "catalogue", "file", g.o->catalog, NULL);
 }
 
+/* load_root_crl serves the root's CRL, which only a ceremony can sign:
+ * pki/crl/<root>.crl, read at start and at each reload. */
+static void load_root_crl(void) {
+  char path[PKI_PATH_MAX];
+  pki_err err;
+  pki_err_clear(&err);
+  const char *root = pki_catalog_root(g.api.cat)->name;
+  if (!pki_tree_crl_path(path, sizeof(path), g.o->pki, root, 0, 0, &err)) return;
+  if (!pki_file_exists(path)) {
+    pki_log("warn", "root_crl_missing", "file", path, "action",
+            "run pkictl ceremony crl; chains are not checkable by CRL until then", NULL);
+    return;
+  }
+  if (!pkid_crl_http_load_root(g.crl_http, path, &err)) {
+    pki_log("error", "root_crl_refused", "reason", err.msg, NULL);
+    return;
+  }
+  pki_log("info", "root_crl_loaded", "file", path, NULL);
+}
+
 static void on_sighup(uv_signal_t *sig, int signum) {
   (void)sig;
   (void)signum;
@@ -401,10 +436,11 @@ static void on_sighup(uv_signal_t *sig, int signum) {
     pki_log("info", "reloaded", "what", "certificate", "file", g.crt, NULL);
   }
   if (g.o->catalog != NULL) reload_catalog();
-  /* And what the ceremonies signed since. */
+  /* And what the ceremonies signed since, and the root's CRL they made. */
   if (!pkid_import_scan(g.import, &err)) {
     pki_log("error", "import_failed", "reason", err.msg, NULL);
   }
+  load_root_crl();
 }
 
 static void close_handle(uv_handle_t *handle, void *arg) {
@@ -654,6 +690,19 @@ static int run(const options *o) {
   uv_timer_init(g.loop, &g.drain_check);
   g.ocsp = pkid_ocsp_http_start(g.loop, o->ocsp_listen, &g.cas, g.status, &err);
   if (g.ocsp == NULL) goto fail;
+  g.crl_http = pkid_crl_http_new(pkid_ocsp_http_server(g.ocsp), &g.store, &g.cas,
+                                 pki_catalog_root(cat)->name, &err);
+  if (g.crl_http == NULL) goto fail;
+  load_root_crl();
+  pkid_crl_options crl_opts = {
+      .interval_s = (uint32_t)o->limits.crl_interval_s,
+      .delta_interval_s = (uint32_t)o->limits.crl_delta_interval_s,
+      .validity_s = (uint32_t)o->limits.crl_validity_s,
+      .batch_ms = (uint32_t)o->limits.crl_batch_ms,
+      .pki_dir = o->pki,
+  };
+  g.crl = pkid_crl_builder_new(g.loop, g.workers, &g.store, &g.cas, &crl_opts, &err);
+  if (g.crl == NULL) goto fail;
   g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
   if (g.admin == NULL) goto fail;
   set_ready(1);
@@ -661,6 +710,7 @@ static int run(const options *o) {
   uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
   pkid_import_stop(g.import);
+  pkid_crl_builder_stop(g.crl);
   pkid_workers_free(g.workers);
   pkid_import_free(g.import);
   pkid_transport_free(g.transport);
@@ -668,6 +718,8 @@ static int run(const options *o) {
   uv_walk(g.loop, close_handle, NULL);
   uv_run(g.loop, UV_RUN_DEFAULT);
   uv_loop_close(g.loop);
+  pkid_crl_builder_free(g.crl);
+  pkid_crl_http_free(g.crl_http);
   /* Everything committed has been applied: save it, so the next start
    * replays nothing. */
   if (!pkid_store_snapshot(&g.store, &err)) {

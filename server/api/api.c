@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "lib/cert_info.h"
+#include "lib/crl.h"
 #include "lib/grpc_status.h"
 #include "lib/log.h"
 #include "lib/serial.h"
@@ -258,10 +259,26 @@ static void reply_issued(pkid_call *call, const api_request *r) {
   }
 }
 
-static void reply_revoked(pkid_call *call, int64_t revoked_at) {
+/* reply_revoked answers a Revoke: when, and every serial revoked (the one
+ * named first, then, by key, the others). */
+static void reply_revoked(pkid_call *call, int64_t revoked_at, const pki_serial *named,
+                          const pkid_record *others, size_t num_others) {
   Pki__V1__RevokeResponse resp = PKI__V1__REVOKE_RESPONSE__INIT;
   resp.revoked_at = revoked_at;
+  size_t n = 1 + num_others;
+  char *hex = malloc(n * (2 * PKI_SERIAL_MAX + 1));
+  char **ptrs = malloc(n * sizeof(*ptrs));
+  if (hex != NULL && ptrs != NULL) {
+    for (size_t i = 0; i < n; i++) {
+      ptrs[i] = hex + i * (2 * PKI_SERIAL_MAX + 1);
+      pki_serial_to_hex(ptrs[i], i == 0 ? named : &others[i - 1].serial);
+    }
+    resp.revoked_serials = ptrs;
+    resp.n_revoked_serials = n;
+  }
   reply_unary(call, &resp.base);
+  free(ptrs);
+  free(hex);
 }
 
 /* on_job_done: the pipeline gives back a job, durable or failed. The
@@ -272,15 +289,22 @@ static void on_job_done(pkid_job *job) {
   pkid_api *api = r->api;
   if (job->ok) {
     pkid_job_apply(job, api->store);
-    pkid_counter_add(job->rec.type == PKID_REC_ISSUE ? pkid_m.issued : pkid_m.revoked, 1);
+    pkid_counter_add(job->rec.type == PKID_REC_ISSUE ? pkid_m.issued : pkid_m.revoked,
+                     1 + job->num_same_key);
   } else if (job->rec.has_token) {
     /* A token whose issuance failed may be used again. */
     pkid_store_token_release(api->store, job->rec.token_id);
   }
   if (job->rec.type == PKID_REC_REVOKE && job->ok) {
-    char hex[2 * PKI_SERIAL_MAX + 1];
+    char hex[2 * PKI_SERIAL_MAX + 1], reason[8];
+    snprintf(reason, sizeof(reason), "%u", job->rec.reason);
     pki_serial_to_hex(hex, &job->rec.serial);
-    pki_log("info", "revoked", "serial", hex, "identity", job->identity, NULL);
+    pki_log("info", "revoked", "serial", hex, "reason", reason, "identity", job->identity, NULL);
+    for (size_t i = 0; i < job->num_same_key; i++) {
+      pki_serial_to_hex(hex, &job->same_key_recs[i].serial);
+      pki_log("info", "revoked", "serial", hex, "reason", reason, "identity", job->identity,
+              "by", "same_key", NULL);
+    }
   }
   pkid_call *call = r->pending.call;
   if (call != NULL) {
@@ -290,7 +314,8 @@ static void on_job_done(pkid_job *job) {
     } else if (job->rec.type == PKID_REC_ISSUE) {
       reply_issued(call, r);
     } else {
-      reply_revoked(call, job->rec.revoked_at);
+      reply_revoked(call, job->rec.revoked_at, &job->rec.serial, job->same_key_recs,
+                    job->num_same_key);
     }
     /* A stream ends once the client has said all and every answer is out. */
     if (r->streaming && pkid_call_half_closed(call) && pkid_call_num_pending(call) == 0) {
@@ -559,13 +584,32 @@ static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len
     PKI_ERR(&err, PKI_ERR_DENIED, "%s may not revoke %s", caller->identity, req->serial);
     goto fail;
   }
-  if ((unsigned)req->reason > 5) {
-    PKI_ERR(&err, PKI_ERR_INVALID, "unknown revocation reason %d", (int)req->reason);
+  /* Any CRLReason but removeFromCRL, which only delta CRLs use (RFC 5280
+   * 5.3.1). */
+  if (!pki_crl_reason_valid((int)req->reason) ||
+      req->reason == PKI__V1__REVOCATION_REASON__REVOCATION_REASON_REMOVE_FROM_CRL) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "revocation reason %d is not one a revocation may give",
+            (int)req->reason);
     goto fail;
   }
-  if (rec.revoked) {
-    /* Revocation is final and idempotent: report the first. */
-    reply_revoked(call, rec.revoked_at);
+  int key_compromise = req->reason == PKI__V1__REVOCATION_REASON__REVOCATION_REASON_KEY_COMPROMISE;
+  if (req->revoke_same_key && !key_compromise) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "revoke_same_key needs reason keyCompromise");
+    goto fail;
+  }
+  int64_t now = (int64_t)time(NULL);
+  /* invalidityDate: when the key or the certificate went bad, which is
+   * before it is reported, not after (RFC 5280 5.3.2). */
+  if (req->invalidity_date < 0 || req->invalidity_date > now) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "invalidity_date %lld is not a time in the past",
+            (long long)req->invalidity_date);
+    goto fail;
+  }
+  if (rec.revoked && !key_compromise) {
+    /* Revocation is final and idempotent: report the first. A later
+     * keyCompromise still goes on: its key must get nothing more, and with
+     * revoke_same_key its other certificates go too. */
+    reply_revoked(call, rec.revoked_at, &serial, NULL, 0);
     goto out;
   }
   const pkid_ca *ca = pkid_cas_at(api->cas, rec.ca);
@@ -577,7 +621,9 @@ static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len
   r->job.rec.ca = ca;
   r->job.rec.serial = serial;
   r->job.rec.reason = (uint8_t)req->reason;
-  r->job.now = r->job.rec.revoked_at = (int64_t)time(NULL);
+  r->job.rec.invalidity_date = req->invalidity_date;
+  r->job.same_key = req->revoke_same_key;
+  r->job.now = r->job.rec.revoked_at = now;
   pkid_job_set_identity(&r->job, pkid_call_peer(call)->identity);
   if (!submit(call, r, &retry_ms, &err)) goto fail;
   goto out;
@@ -624,6 +670,10 @@ static void on_get_status(void *ctx, pkid_call *call, const uint8_t *msg, size_t
   st.not_after = rec.not_after;
   st.revoked_at = rec.revoked_at;
   st.revocation_reason = (Pki__V1__RevocationReason)rec.reason;
+  if (rec.revoked && rec.ca < api->cas->num_cas) {
+    const pkid_revoked *e = pkid_ca_crls_find(&api->store->crls[rec.ca], &serial);
+    if (e != NULL) st.invalidity_date = e->invalidity_date;
+  }
   reply_unary(call, &st.base);
 out:
   protobuf_c_message_free_unpacked(&req->base, NULL);

@@ -1,5 +1,6 @@
 #include "server/http/http.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
  * drained before the socket closes. */
 #define LINGER_MS 1000
 #define CTYPE_MAX 128
+#define INM_MAX 256 /* If-None-Match: a few ETags */
 #define FIELD_MAX 32
 
 typedef struct route {
@@ -50,9 +52,17 @@ struct pkid_http_server {
   char date[30];
 };
 
+/* Responses waiting to be written: bytes of their own, and at most one
+ * large body borrowed from its owner (|tail|, after the bytes), given back
+ * through |release| once written: a CRL of megabytes is not copied for
+ * each client that fetches it. */
 typedef struct out_buf {
   char *data;
   size_t len, cap;
+  const void *tail;
+  size_t tail_len;
+  void (*release)(void *ctx);
+  void *release_ctx;
 } out_buf;
 
 typedef struct pkid_http_conn {
@@ -72,6 +82,7 @@ typedef struct pkid_http_conn {
   int error_status; /* set by a parser callback that refused the request */
   int keep_alive;
   int writing; /* a uv_write is in flight, of out[1 - cur] */
+  size_t queued_at_timer; /* the write queue when the idle timer last fired */
   int cur;     /* the buffer responses are appended to */
   out_buf out[2];
   /* The request being parsed. */
@@ -85,6 +96,9 @@ typedef struct pkid_http_conn {
   size_t field_len;
   char ctype[CTYPE_MAX];
   size_t ctype_len;
+  int field_is_inm; /* the header being read is If-None-Match */
+  char inm[INM_MAX];
+  size_t inm_len;
   /* Input not yet parsed: rbuf[rpos, rlen). */
   size_t rpos, rlen;
   char rbuf[READ_BUF];
@@ -174,7 +188,18 @@ static void out_uint(out_buf *b, size_t v) {
   out_append(b, tmp + sizeof(tmp) - n, n);
 }
 
-static size_t pending_out(const pkid_http_conn *c) { return c->out[0].len + c->out[1].len; }
+static size_t pending_out(const pkid_http_conn *c) {
+  return c->out[0].len + c->out[0].tail_len + c->out[1].len + c->out[1].tail_len;
+}
+
+/* release_tail gives a borrowed body back to its owner. */
+static void release_tail(out_buf *b) {
+  if (b->release != NULL) b->release(b->release_ctx);
+  b->tail = NULL;
+  b->tail_len = 0;
+  b->release = NULL;
+  b->release_ctx = NULL;
+}
 
 static void conn_close(pkid_http_conn *c);
 static void process(pkid_http_conn *c);
@@ -204,12 +229,16 @@ static void on_written(uv_write_t *req, int status);
 static void flush(pkid_http_conn *c) {
   if (c->closing) return;
   if (!c->writing && c->out[c->cur].len > 0) {
-    uv_buf_t buf = uv_buf_init(c->out[c->cur].data, (unsigned)c->out[c->cur].len);
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
+    out_buf *b = &c->out[c->cur];
+    uv_buf_t bufs[2] = {uv_buf_init(b->data, (unsigned)b->len),
+                        uv_buf_init((char *)b->tail, (unsigned)b->tail_len)};
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, b->tail != NULL ? 2 : 1,
+                 on_written) != 0) {
       conn_close(c);
       return;
     }
     c->writing = 1;
+    c->queued_at_timer = SIZE_MAX;
     c->cur = 1 - c->cur;
   }
   if (c->close_after && !c->shut_down && c->sreq.data == NULL && c->out[c->cur].len == 0) {
@@ -223,6 +252,7 @@ static void on_written(uv_write_t *req, int status) {
   pkid_http_conn *c = (pkid_http_conn *)((char *)req - offsetof(pkid_http_conn, wreq));
   c->writing = 0;
   c->out[1 - c->cur].len = 0;
+  release_tail(&c->out[1 - c->cur]);
   if (c->closing) return;
   if (status < 0) {
     conn_close(c);
@@ -235,9 +265,11 @@ static void on_written(uv_write_t *req, int status) {
   }
 }
 
-/* append_response writes one response into the current output buffer. */
+/* append_response writes one response into the current output buffer;
+ * a response to HEAD says the length of |body| but leaves it out (RFC
+ * 9110 9.3.2). */
 static int append_response(pkid_http_conn *c, int status, const char *headers,
-                           const void *body, size_t len) {
+                           const void *body, size_t len, int head) {
   pkid_http_server *srv = c->srv;
   int64_t now = (int64_t)time(NULL);
   if (now != srv->date_t) {
@@ -255,9 +287,14 @@ static int append_response(pkid_http_conn *c, int status, const char *headers,
   out_str(b, reason);
   out_str(b, "\r\nDate: ");
   out_append(b, srv->date, 29);
-  out_str(b, "\r\nContent-Length: ");
-  out_uint(b, len);
   out_str(b, "\r\n");
+  /* A 304 has no content, and a Content-Length there would have to be the
+   * 200's (RFC 9110 8.6): none. */
+  if (status != 304) {
+    out_str(b, "Content-Length: ");
+    out_uint(b, len);
+    out_str(b, "\r\n");
+  }
   if (c->close_after) {
     out_str(b, "Connection: close\r\n");
   } else if (c->parser.http_minor == 0) {
@@ -266,7 +303,7 @@ static int append_response(pkid_http_conn *c, int status, const char *headers,
   }
   if (hlen != 0) out_append(b, headers, hlen);
   out_str(b, "\r\n");
-  if (len != 0) out_append(b, body, len);
+  if (len != 0 && !head) out_append(b, body, len);
   return 1;
 }
 
@@ -277,7 +314,7 @@ static void respond_error(pkid_http_conn *c, int status) {
   int n = snprintf(body, sizeof(body), "%s\n", text);
   c->close_after = 1;
   c->in_request = 0;
-  if (!append_response(c, status, "Content-Type: text/plain\r\n", body, (size_t)n)) {
+  if (!append_response(c, status, "Content-Type: text/plain\r\n", body, (size_t)n, 0)) {
     conn_close(c);
     return;
   }
@@ -290,10 +327,36 @@ int pkid_http_respond(pkid_http_req *req, int status, const char *headers, const
   if (req->responded || c->closing) return 0;
   req->responded = 1;
   if (!c->keep_alive) c->close_after = 1;
-  if (!append_response(c, status, headers, body, len)) {
+  if (!append_response(c, status, headers, body, len, req->method == HTTP_HEAD)) {
     conn_close(c);
     return 0;
   }
+  return 1;
+}
+
+int pkid_http_respond_shared(pkid_http_req *req, int status, const char *headers,
+                             const void *body, size_t len, void (*release)(void *ctx),
+                             void *ctx) {
+  pkid_http_conn *c = req->conn;
+  out_buf *b = &c->out[c->cur];
+  /* Borrowed only as the last thing in a buffer (process() appends no
+   * other response after it), and never for HEAD: nothing to send. */
+  if (req->method == HTTP_HEAD || b->tail != NULL || req->responded || c->closing) {
+    int ok = pkid_http_respond(req, status, headers, body, len);
+    release(ctx);
+    return ok;
+  }
+  req->responded = 1;
+  if (!c->keep_alive) c->close_after = 1;
+  if (!append_response(c, status, headers, body, len, 1)) {
+    release(ctx);
+    conn_close(c);
+    return 0;
+  }
+  b->tail = body;
+  b->tail_len = len;
+  b->release = release;
+  b->release_ctx = ctx;
   return 1;
 }
 
@@ -311,8 +374,10 @@ static int on_message_begin(http_parser *p) {
   c->body_len = 0;
   c->field_len = 0;
   c->field_is_ctype = 0;
+  c->field_is_inm = 0;
   c->last_was_value = 0;
   c->ctype_len = 0;
+  c->inm_len = 0;
   c->error_status = 0;
   /* From the first byte, the whole request must come within the limit. */
   uv_timer_start(&c->timer, on_timer, c->srv->limits.request_timeout_ms, 0);
@@ -355,6 +420,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   if (!c->last_was_value) {
     c->last_was_value = 1;
     c->field_is_ctype = c->field_len == 12 && strncasecmp(c->field, "content-type", 12) == 0;
+    c->field_is_inm = c->field_len == 13 && strncasecmp(c->field, "if-none-match", 13) == 0;
     if (c->field_is_ctype) c->ctype_len = 0;
   }
   if (c->field_is_ctype) {
@@ -362,6 +428,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
     if (c->ctype_len + n > CTYPE_MAX - 1) n = CTYPE_MAX - 1 - c->ctype_len;
     memcpy(c->ctype + c->ctype_len, at, n);
     c->ctype_len += n;
+  }
+  if (c->field_is_inm) {
+    /* Longer than this, it names more ETags than any cache keeps: the
+     * tail is dropped, which can only cost a 200 instead of a 304. */
+    size_t n = len;
+    if (c->inm_len + n > INM_MAX - 1) n = INM_MAX - 1 - c->inm_len;
+    memcpy(c->inm + c->inm_len, at, n);
+    c->inm_len += n;
   }
   return count_head(c, len);
 }
@@ -443,7 +517,11 @@ static const route *find_route(const pkid_http_server *srv, const char *path, si
     int match = r->prefix ? memcmp(path, r->path, r->path_len) == 0
                           : (len == r->path_len && memcmp(path, r->path, len) == 0);
     if (!match) continue;
-    if (strcmp(r->method, method) == 0) return r;
+    /* HEAD is answered wherever GET is (RFC 9110 9.3.2). */
+    if (strcmp(r->method, method) == 0 ||
+        (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
+      return r;
+    }
     size_t used = strlen(allow);
     snprintf(allow + used, allow_size - used, "%s%s", used != 0 ? ", " : "", r->method);
   }
@@ -454,6 +532,7 @@ static void dispatch(pkid_http_conn *c) {
   pkid_http_server *srv = c->srv;
   c->url[c->url_len] = '\0';
   c->ctype[c->ctype_len] = '\0';
+  c->inm[c->inm_len] = '\0';
   pkid_http_req req = {
       .method = (int)c->parser.method,
       .method_name = http_method_str((enum http_method)c->parser.method),
@@ -462,6 +541,7 @@ static void dispatch(pkid_http_conn *c) {
       .body = c->body,
       .body_len = c->body_len,
       .content_type = c->ctype,
+      .if_none_match = c->inm,
       .http_minor = c->parser.http_minor,
       .conn = c,
   };
@@ -488,7 +568,7 @@ static void dispatch(pkid_http_conn *c) {
  * up, and starts reading again otherwise. */
 static void process(pkid_http_conn *c) {
   while (!c->closing && !c->close_after && c->rpos < c->rlen &&
-         pending_out(c) < PKID_HTTP_MAX_PENDING_OUT) {
+         pending_out(c) < PKID_HTTP_MAX_PENDING_OUT && c->out[c->cur].tail == NULL) {
     size_t n = http_parser_execute(&c->parser, &kSettings, c->rbuf + c->rpos, c->rlen - c->rpos);
     c->rpos += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
@@ -580,6 +660,16 @@ static void start_reading(pkid_http_conn *c) {
  * time is answered 408; a lingering one closes. */
 static void on_timer(uv_timer_t *t) {
   pkid_http_conn *c = t->data;
+  if (c->writing && !c->in_request) {
+    /* A large answer still going out is not idleness, as long as the
+     * client takes some of it in each period; one that stalls is closed. */
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (queued < c->queued_at_timer) {
+      c->queued_at_timer = queued;
+      uv_timer_start(&c->timer, on_timer, c->srv->limits.idle_timeout_ms, 0);
+      return;
+    }
+  }
   if (c->in_request && !c->close_after) {
     respond_error(c, 408);
   } else {
@@ -612,6 +702,8 @@ static void on_closed(uv_handle_t *handle) {
   pkid_http_conn *c = handle->data;
   if (--c->handles_open > 0) return;
   pkid_http_server *srv = c->srv;
+  release_tail(&c->out[0]);
+  release_tail(&c->out[1]);
   free(c->out[0].data);
   free(c->out[1].data);
   free(c->body);

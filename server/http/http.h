@@ -81,6 +81,7 @@ typedef struct pkid_http_req {
   const uint8_t *body;
   size_t body_len;
   const char *content_type; /* the Content-Type header, "" when absent */
+  const char *if_none_match; /* the If-None-Match header, "" when absent */
   int http_minor;           /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
   struct pkid_http_conn *conn;
   int responded;
@@ -115,6 +116,15 @@ unsigned pkid_http_num_conns(const pkid_http_server *srv);
  * memory ran out (the connection is then closed). */
 int pkid_http_respond(pkid_http_req *req, int status, const char *headers, const void *body,
                       size_t len);
+
+/* pkid_http_respond_shared is pkid_http_respond with |body| borrowed, not
+ * copied: it must stay as it is until |release(ctx)|, which comes once it
+ * is written, or the connection closed (or at once, when nothing of it is
+ * sent: HEAD). For large bodies served to many (CRLs); their bytes count
+ * towards PKID_HTTP_MAX_PENDING_OUT like any other. */
+int pkid_http_respond_shared(pkid_http_req *req, int status, const char *headers,
+                             const void *body, size_t len, void (*release)(void *ctx),
+                             void *ctx);
 
 /* pkid_http_stop stops gracefully: the listener closes, idle connections
  * close, requests in progress are answered (with "Connection: close") and

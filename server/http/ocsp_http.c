@@ -403,6 +403,8 @@ pkid_ocsp_http *pkid_ocsp_http_start(uv_loop_t *loop, const char *listen, const 
   return pkid_ocsp_http_start_with(loop, listen, cas, status, NULL, 0, err);
 }
 
+pkid_http_server *pkid_ocsp_http_server(pkid_ocsp_http *o) { return o->http; }
+
 int pkid_ocsp_http_address(const pkid_ocsp_http *o, char *out, size_t out_size) {
   return pkid_http_address(o->http, out, out_size);
 }

@@ -95,6 +95,10 @@ pkid_ocsp_http *pkid_ocsp_http_start_with(uv_loop_t *loop, const char *listen,
 int pkid_ocsp_http_port(const pkid_ocsp_http *o);
 int pkid_ocsp_http_address(const pkid_ocsp_http *o, char *out, size_t out_size);
 
+/* pkid_ocsp_http_server is the responder's HTTP server, for other routes
+ * on the same listener (crl_http.h). */
+pkid_http_server *pkid_ocsp_http_server(pkid_ocsp_http *o);
+
 /* pkid_ocsp_presign signs and stores the SHA-1 response about |rec|, which
  * must be in the status index already (pkid_status_put): call it when an
  * issuance or a revocation has become durable. Inline on the loop thread:

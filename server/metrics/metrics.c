@@ -394,6 +394,8 @@ pkid_metrics pkid_m;
 
 static const double kLatency[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                   0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+static const double kCrlBuild[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                   0.25,  0.5,    1,     2.5,  5,     10};
 static const double kBatch[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 static const double kFsync[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                 0.01,   0.025,   0.05,   0.1,   0.25,   1};
@@ -409,6 +411,9 @@ int pkid_metrics_init(void) {
   static const char *const kResult[] = {"result"};
   static const char *const kCertName[] = {"cert_name"};
   static const char *const kReason[] = {"reason"};
+  static const char *const kCa[] = {"ca"};
+  static const char *const kCaKind[] = {"ca", "kind"};
+  static const char *const kCaResult[] = {"ca", "result"};
   static const char *const kResults[PKID_OCSP_NUM_RESULTS] = {
       "good", "revoked", "unknown", "malformed", "unauthorized", "try_later"};
   pthread_mutex_lock(&once);
@@ -471,6 +476,28 @@ int pkid_metrics_init(void) {
         r, PKID_GAUGE, "lb_cert_rotation_success",
         "1 if the last load-balancer certificate rotation succeeded, else 0.", NULL, 0, NULL, 0,
         1);
+    m.crl_build_seconds = pkid_family_new(
+        r, PKID_HISTOGRAM, "pkid_crl_build_seconds",
+        "Time to build and sign one CA's complete and delta CRLs.", kCa, 1, kCrlBuild,
+        N(kCrlBuild), 0);
+    m.crl_builds = pkid_family_new(r, PKID_COUNTER, "pkid_crl_builds_total",
+                                   "CRL builds, by CA and result (ok, failed).", kCaResult, 2,
+                                   NULL, 0, 0);
+    m.crl_bytes = pkid_family_new(r, PKID_GAUGE, "pkid_crl_bytes",
+                                  "Size of the CRL served, DER.", kCaKind, 2, NULL, 0, 0);
+    m.crl_entries = pkid_family_new(r, PKID_GAUGE, "pkid_crl_entries",
+                                    "Revoked certificates listed in the CRL served.", kCaKind, 2,
+                                    NULL, 0, 0);
+    m.crl_number = pkid_family_new(r, PKID_GAUGE, "pkid_crl_number",
+                                   "cRLNumber of the CRL served.", kCa, 1, NULL, 0, 0);
+    m.crl_this_update = pkid_family_new(
+        r, PKID_GAUGE, "pkid_crl_this_update_timestamp_seconds",
+        "thisUpdate of the CRL served, in seconds since the epoch.", kCaKind, 2, NULL, 0, 0);
+    m.crl_next_update = pkid_family_new(
+        r, PKID_GAUGE, "pkid_crl_next_update_timestamp_seconds",
+        "nextUpdate of the CRL served, in seconds since the epoch.", kCaKind, 2, NULL, 0, 0);
+    ok = ok && m.crl_build_seconds && m.crl_builds && m.crl_bytes && m.crl_entries &&
+         m.crl_number && m.crl_this_update && m.crl_next_update;
     ok = ok && m.grpc_requests && m.grpc_request_duration && m.issued && m.revoked &&
          m.queue_depth && m.worker_batch_size && m.commit_batch_size && m.fsync_duration &&
          m.ocsp_requests && m.ocsp_response_seconds && m.ocsp_signed_on_demand &&
@@ -484,6 +511,16 @@ int pkid_metrics_init(void) {
   }
   pthread_mutex_unlock(&once);
   return ok;
+}
+
+void pkid_metrics_crl(const char *ca, int delta, size_t bytes, size_t entries, uint64_t number,
+                      int64_t this_update, int64_t next_update) {
+  const char *v[] = {ca, delta ? "delta" : "complete"};
+  pkid_gauge_set(pkid_metric_child(pkid_m.crl_bytes, v), (double)bytes);
+  pkid_gauge_set(pkid_metric_child(pkid_m.crl_entries, v), (double)entries);
+  pkid_gauge_set(pkid_metric_child(pkid_m.crl_this_update, v), (double)this_update);
+  pkid_gauge_set(pkid_metric_child(pkid_m.crl_next_update, v), (double)next_update);
+  if (!delta) pkid_gauge_set(pkid_metric_child(pkid_m.crl_number, v), (double)number);
 }
 
 void pkid_metrics_cert_expiry(const char *name, int64_t not_after) {

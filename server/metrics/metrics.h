@@ -112,6 +112,14 @@ typedef struct pkid_metrics {
   pkid_metric *ready;                  /* pkid_ready: what /readyz says, 1 or 0 */
   pkid_family *cert_expiry;            /* cert_expiry_timestamp{cert_name} */
   pkid_family *lb_cert_rotation_success; /* lazy: shown once set */
+  /* CRLs, by issuing CA ("ca") and "kind" (complete, delta): */
+  pkid_family *crl_build_seconds;  /* pkid_crl_build_seconds{ca} */
+  pkid_family *crl_builds;         /* pkid_crl_builds_total{ca,result} */
+  pkid_family *crl_bytes;          /* pkid_crl_bytes{ca,kind} */
+  pkid_family *crl_entries;        /* pkid_crl_entries{ca,kind} */
+  pkid_family *crl_number;         /* pkid_crl_number{ca} */
+  pkid_family *crl_this_update;    /* pkid_crl_this_update_timestamp_seconds{ca,kind} */
+  pkid_family *crl_next_update;    /* pkid_crl_next_update_timestamp_seconds{ca,kind} */
 } pkid_metrics;
 
 /* pkid_m: the process's metrics; all NULL until pkid_metrics_init. */
@@ -130,6 +138,12 @@ void pkid_metrics_cert_expiry(const char *name, int64_t not_after);
  * pkid_requests_limited_total{reason=|reason|} (reasons are pkid's own
  * words, never a client's). */
 void pkid_metrics_limited(const char *reason);
+
+/* pkid_metrics_crl sets the gauges of a CRL that is now served: its
+ * size, entries, number and validity (Prometheus computes its age from
+ * the thisUpdate timestamp; deploy/prometheus has the alert on it). */
+void pkid_metrics_crl(const char *ca, int delta, size_t bytes, size_t entries, uint64_t number,
+                      int64_t this_update, int64_t next_update);
 
 /* pkid_metrics_lb_rotation sets lb_cert_rotation_success (1 or 0), which
  * is not exposed before its first setting: until the rotation tooling

@@ -42,6 +42,9 @@ struct pkid_job {
   uint8_t *csr;        /* owned */
   size_t csr_len;
   int64_t now; /* the time of the request, seconds */
+  /* Revoke input: with reason keyCompromise, also revoke every other
+   * unexpired certificate of the same key. */
+  int same_key;
   /* How the worker that runs the job signs for rec.ca (ca/signer.h); NULL:
    * with the key directly. */
   const pki_signer *signer;
@@ -54,6 +57,10 @@ struct pkid_job {
   uint8_t *ocsp; /* owned, DER */
   size_t ocsp_len;
   int64_t ocsp_next_update;
+  /* A keyCompromise revocation's other certificates of the key (with
+   * same_key): their REVOKE records, journaled in the same commit (owned). */
+  pkid_record *same_key_recs;
+  size_t num_same_key;
   pkid_job_done_fn done;
   /* Set by the owner (loop thread) when nobody waits for the job any more
    * (its call was reset): a worker that has not signed it yet fails it
@@ -81,7 +88,16 @@ void pkid_job_apply(pkid_job *job, pkid_store *store);
 /* pkid_jobs_commit is the worker pool's commit function (workers.h) for
  * pkid's store (|ctx|): the records of the jobs that succeeded, in one
  * pkid_store_commit. A job that failed (a bad CSR, a name outside its
- * profile) left nothing to record: nothing was issued. */
+ * profile) left nothing to record: nothing was issued.
+ *
+ * Keys revoked for keyCompromise are decided here, on the one thread that
+ * writes the journal, so that no issuance can slip between a key's
+ * revocation and the refusal of its next certificate: an issuance for a
+ * key whose keyCompromise revocation is durable, or ahead of it in the
+ * same commit, fails (PKI_ERR_DENIED) and is not journaled. A
+ * keyCompromise revocation learns its certificate's key, and with
+ * same_key the key's other certificates, from the whole journal
+ * (pkid_store_key_search), while this commit waits. */
 int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err);
 
 #endif /* PKID_SERVER_PIPELINE_JOB_H */

@@ -6,9 +6,16 @@
 
 #include <openssl/bytestring.h>
 #include <openssl/mem.h>
+#include <openssl/sha.h>
 
-#define RECORD_VERSION 1
-#define SNAPSHOT_VERSION 1
+/* Each record type has its own payload version (store.h). */
+#define RECORD_VERSION 1 /* SERIAL_BLOCK, ISSUE, TOKEN */
+#define REVOKE_VERSION 2
+#define CRL_VERSION 1
+#define SNAPSHOT_VERSION 2
+/* REVOKE flags. */
+#define REVOKE_HAS_KEY 1u
+#define REVOKE_BY_KEY 2u
 #define NO_CA 0xff
 #define NO_SERVICE 0xffff
 
@@ -58,81 +65,23 @@ static int get_serial(CBS *cbs, pki_serial *out) {
   return 1;
 }
 
-/* --- bootstrap tokens used --------------------------------------------------
- * An open-addressing set of 32-octet ids; the ids are SHA-256 outputs, so
- * their first octets are a fine hash. An all-zero id never occurs. */
-
-static int token_slot(const pkid_store *st, const uint8_t id[32], size_t *out) {
-  uint64_t h;
-  memcpy(&h, id, sizeof(h));
-  size_t i = (size_t)h & st->tokens_mask;
-  static const uint8_t kZero[32];
-  for (;;) {
-    if (memcmp(st->tokens[i], id, 32) == 0) {
-      *out = i;
-      return 1;
-    }
-    if (memcmp(st->tokens[i], kZero, 32) == 0) {
-      *out = i;
-      return 0;
-    }
-    i = (i + 1) & st->tokens_mask;
-  }
-}
-
-static int token_grow(pkid_store *st) {
-  size_t old_cap = st->tokens == NULL ? 0 : st->tokens_mask + 1;
-  size_t cap = old_cap == 0 ? 64 : old_cap * 2;
-  uint8_t(*old)[32] = st->tokens;
-  st->tokens = calloc(cap, 32);
-  if (st->tokens == NULL) {
-    st->tokens = old;
-    return 0;
-  }
-  st->tokens_mask = cap - 1;
-  static const uint8_t kZero[32];
-  for (size_t i = 0; i < old_cap; i++) {
-    if (memcmp(old[i], kZero, 32) == 0) continue;
-    size_t slot;
-    token_slot(st, old[i], &slot);
-    memcpy(st->tokens[slot], old[i], 32);
-  }
-  free(old);
-  return 1;
-}
+/* --- bootstrap tokens used ------------------------------------------------ */
 
 int pkid_store_token_take(pkid_store *st, const uint8_t id[32], pki_err *err) {
-  if ((st->tokens == NULL || (st->num_tokens + 1) * 2 > st->tokens_mask + 1) &&
-      !token_grow(st)) {
+  int added;
+  if (!pkid_idset_add(&st->tokens, id, &added)) {
     PKI_ERR_OOM(err);
     return 0;
   }
-  size_t slot;
-  if (token_slot(st, id, &slot)) {
+  if (!added) {
     PKI_ERR(err, PKI_ERR_AUTH, "bootstrap token already used");
     return 0;
   }
-  memcpy(st->tokens[slot], id, 32);
-  st->num_tokens++;
   return 1;
 }
 
 void pkid_store_token_release(pkid_store *st, const uint8_t id[32]) {
-  size_t slot;
-  if (st->tokens == NULL || !token_slot(st, id, &slot)) return;
-  /* Re-insert the run after the freed slot so probes still find it. */
-  memset(st->tokens[slot], 0, 32);
-  st->num_tokens--;
-  static const uint8_t kZero[32];
-  for (size_t i = (slot + 1) & st->tokens_mask; memcmp(st->tokens[i], kZero, 32) != 0;
-       i = (i + 1) & st->tokens_mask) {
-    uint8_t moved[32];
-    memcpy(moved, st->tokens[i], 32);
-    memset(st->tokens[i], 0, 32);
-    size_t to;
-    token_slot(st, moved, &to);
-    memcpy(st->tokens[to], moved, 32);
-  }
+  pkid_idset_remove(&st->tokens, id);
 }
 
 /* --- applying records ------------------------------------------------------ */
@@ -142,16 +91,34 @@ static int apply_issue(pkid_store *st, const pkid_cert_record *rec) {
   return pkid_status_put(st->status, rec);
 }
 
+/* apply_revoke marks |serial| revoked in the index and adds it to its
+ * CA's CRL state; the first revocation of a serial stands. A key revoked
+ * for keyCompromise is noted even when the serial was revoked before (for
+ * another reason): from then on it gets no certificate. */
 static int apply_revoke(pkid_store *st, const pki_serial *serial, uint8_t reason,
-                        int64_t revoked_at) {
+                        int64_t revoked_at, int64_t invalidity_date, const uint8_t *key_hash) {
   pkid_cert_record rec;
   st->revoked++;
+  if (key_hash != NULL && reason == PKI_CRL_REASON_KEY_COMPROMISE &&
+      !pkid_idset_add(&st->compromised, key_hash, NULL)) {
+    return 0;
+  }
   if (!pkid_status_get(st->status, serial->bytes, serial->len, &rec)) return 1;
-  if (rec.revoked) return 1; /* the first revocation stands */
+  if (rec.revoked) return 1;
   rec.revoked = 1;
   rec.reason = reason;
   rec.revoked_at = revoked_at;
-  return pkid_status_put(st->status, &rec);
+  if (!pkid_status_put(st->status, &rec)) return 0;
+  if (rec.ca >= st->cas->num_cas) return 1; /* a CA not loaded has no CRL here */
+  return pkid_ca_crls_add(&st->crls[rec.ca], serial, reason, revoked_at, invalidity_date,
+                          rec.not_after);
+}
+
+/* apply_crl records that a CA's CRLs of one number are durable. */
+static void apply_crl(pkid_store *st, uint8_t ca, uint64_t number, uint64_t base,
+                      int64_t this_update, uint64_t cut) {
+  if (ca >= st->cas->num_cas) return;
+  pkid_ca_crls_made(&st->crls[ca], number, number == base, this_update, cut);
 }
 
 static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
@@ -160,7 +127,15 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
   uint8_t version;
   CBS_init(&cbs, r->payload, r->len);
   st->replayed++;
-  if (!CBS_get_u8(&cbs, &version) || version != RECORD_VERSION) goto bad;
+  if (!CBS_get_u8(&cbs, &version) || version == 0) goto bad;
+  if (version > (r->type == PKID_REC_REVOKE ? REVOKE_VERSION
+                 : r->type == PKID_REC_CRL  ? CRL_VERSION
+                                            : RECORD_VERSION)) {
+    /* A newer pkid's record: refuse rather than misread it. */
+    PKI_ERR(err, PKI_ERR_UNSUPPORTED, "journal record %llu (type %u) has version %u, newer than this pkid's",
+            (unsigned long long)r->seq, r->type, version);
+    return 0;
+  }
   switch (r->type) {
     case PKID_REC_SERIAL_BLOCK: {
       uint16_t node;
@@ -208,15 +183,39 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
     }
     case PKID_REC_REVOKE: {
       pki_serial serial;
-      uint8_t reason;
-      uint64_t at;
-      CBS by;
+      uint8_t reason, flags = 0;
+      uint64_t at, invalidity = 0;
+      CBS by, key;
       if (!get_serial(&cbs, &serial) || !CBS_get_u8(&cbs, &reason) ||
-          !CBS_get_u64(&cbs, &at) || !CBS_get_u16_length_prefixed(&cbs, &by) ||
-          CBS_len(&cbs) != 0) {
+          !CBS_get_u64(&cbs, &at) || !CBS_get_u16_length_prefixed(&cbs, &by)) {
         goto bad;
       }
-      if (!apply_revoke(st, &serial, reason, (int64_t)at)) goto oom;
+      if (version >= 2 && (!CBS_get_u64(&cbs, &invalidity) || !CBS_get_u8(&cbs, &flags) ||
+                           (flags & ~(REVOKE_HAS_KEY | REVOKE_BY_KEY)) != 0 ||
+                           ((flags & REVOKE_HAS_KEY) && !CBS_get_bytes(&cbs, &key, 32)))) {
+        goto bad;
+      }
+      if (CBS_len(&cbs) != 0) goto bad;
+      if (!apply_revoke(st, &serial, reason, (int64_t)at, (int64_t)invalidity,
+                        (flags & REVOKE_HAS_KEY) ? CBS_data(&key) : NULL)) {
+        goto oom;
+      }
+      return 1;
+    }
+    case PKID_REC_CRL: {
+      CBS ca, hashes;
+      uint64_t number, base, this_update, next_update, cut;
+      uint32_t entries, delta_entries;
+      if (!CBS_get_u8_length_prefixed(&cbs, &ca) || !CBS_get_u64(&cbs, &number) ||
+          !CBS_get_u64(&cbs, &base) || !CBS_get_u64(&cbs, &this_update) ||
+          !CBS_get_u64(&cbs, &next_update) || !CBS_get_u64(&cbs, &cut) ||
+          !CBS_get_u32(&cbs, &entries) || !CBS_get_u32(&cbs, &delta_entries) ||
+          !CBS_get_bytes(&cbs, &hashes, 64) || CBS_len(&cbs) != 0 || number == 0 ||
+          base == 0 || base > number) {
+        goto bad;
+      }
+      apply_crl(st, ca_index(st->cas, CBS_data(&ca), CBS_len(&ca)), number, base,
+                (int64_t)this_update, cut);
       return 1;
     }
     default:
@@ -236,30 +235,64 @@ oom:
 
 /* --- snapshots --------------------------------------------------------------
  *
- * u8 version=1, u16 node, u64 reserved_end,
+ * u8 version=2, u16 node, u64 reserved_end,
  * u16 count + u8-len CA names, u16 count + u8-len service names,
  * u64 records, each: u8-len serial, u8 CA (index into the names, 0xff
  * none), u16 service (index, 0xffff none), u8 usage, u8 revoked, u8 reason,
  * u64 notBefore, u64 notAfter, u64 revokedAt;
- * u64 tokens used, each 32 octets.
- * Names are stored so that a catalogue reordered between runs still maps. */
+ * u64 tokens used, each 32 octets;
+ * (version 2 on:) u64 keys revoked for keyCompromise, each 32 octets;
+ * u16 CAs with CRL state, each: u8 CA (index into the names), u64 last
+ * ordinal, u64 cRLNumber, u64 last thisUpdate, u64 last cut, u64 base
+ * number, u64 base thisUpdate, u64 base cut, u64 base drop thisUpdate,
+ * u64 base drop cut, u64 entries, each: u8-len serial, u8 reason, u64
+ * ordinal, u64 revokedAt, u64 invalidityDate, u64 notAfter.
+ * Names are stored so that a catalogue reordered between runs still maps.
+ * A version 1 snapshot has no CRL state: its revoked certificates become
+ * the CRL entries, in index order, and numbering starts afresh. */
 
 typedef struct snap_writer {
   CBB *cbb;
   int ok;
 } snap_writer;
 
+static int add_u8_bytes(CBB *cbb, const uint8_t *p, size_t len) {
+  CBB child;
+  return CBB_add_u8_length_prefixed(cbb, &child) && CBB_add_bytes(&child, p, len) &&
+         CBB_flush(cbb);
+}
+
 static int write_record(void *ctx, const pkid_cert_record *rec) {
   snap_writer *w = ctx;
-  CBB serial;
-  w->ok = CBB_add_u8_length_prefixed(w->cbb, &serial) &&
-          CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(w->cbb) &&
+  w->ok = add_u8_bytes(w->cbb, rec->serial.bytes, rec->serial.len) &&
           CBB_add_u8(w->cbb, rec->ca) && CBB_add_u16(w->cbb, rec->service) &&
           CBB_add_u8(w->cbb, rec->usage) && CBB_add_u8(w->cbb, rec->revoked) &&
           CBB_add_u8(w->cbb, rec->reason) && CBB_add_u64(w->cbb, (uint64_t)rec->not_before) &&
           CBB_add_u64(w->cbb, (uint64_t)rec->not_after) &&
           CBB_add_u64(w->cbb, (uint64_t)rec->revoked_at);
   return w->ok;
+}
+
+static int write_id(void *ctx, const uint8_t id[32]) { return CBB_add_bytes(ctx, id, 32); }
+
+static int write_crls(CBB *cbb, const pkid_ca_crls *c, uint8_t ca) {
+  if (!CBB_add_u8(cbb, ca) || !CBB_add_u64(cbb, c->last_ord) || !CBB_add_u64(cbb, c->number) ||
+      !CBB_add_u64(cbb, (uint64_t)c->last_this_update) || !CBB_add_u64(cbb, c->last_cut) ||
+      !CBB_add_u64(cbb, c->base_number) || !CBB_add_u64(cbb, (uint64_t)c->base_this_update) ||
+      !CBB_add_u64(cbb, c->base_cut) || !CBB_add_u64(cbb, (uint64_t)c->base_drop_t) ||
+      !CBB_add_u64(cbb, c->base_drop_cut) || !CBB_add_u64(cbb, c->num_entries)) {
+    return 0;
+  }
+  for (size_t i = 0; i < c->num_entries; i++) {
+    const pkid_revoked *e = &c->entries[i];
+    if (!add_u8_bytes(cbb, e->serial, e->serial_len) || !CBB_add_u8(cbb, e->reason) ||
+        !CBB_add_u64(cbb, e->ord) || !CBB_add_u64(cbb, (uint64_t)e->revoked_at) ||
+        !CBB_add_u64(cbb, (uint64_t)e->invalidity_date) ||
+        !CBB_add_u64(cbb, (uint64_t)e->not_after)) {
+      return 0;
+    }
+  }
+  return 1;
 }
 
 int pkid_store_snapshot(pkid_store *st, pki_err *err) {
@@ -281,12 +314,15 @@ int pkid_store_snapshot(pkid_store *st, pki_err *err) {
   if (!CBB_add_u64(&cbb, pkid_status_count(st->status))) goto oom;
   snap_writer w = {&cbb, 1};
   pkid_status_foreach(st->status, write_record, &w);
-  if (!w.ok || !CBB_add_u64(&cbb, st->num_tokens)) goto oom;
-  static const uint8_t kZero[32];
-  for (size_t i = 0; st->tokens != NULL && i <= st->tokens_mask; i++) {
-    if (memcmp(st->tokens[i], kZero, 32) != 0 && !CBB_add_bytes(&cbb, st->tokens[i], 32)) {
-      goto oom;
-    }
+  if (!w.ok || !CBB_add_u64(&cbb, st->tokens.count) ||
+      !pkid_idset_foreach(&st->tokens, write_id, &cbb) ||
+      !CBB_add_u64(&cbb, st->compromised.count) ||
+      !pkid_idset_foreach(&st->compromised, write_id, &cbb) ||
+      !CBB_add_u16(&cbb, (uint16_t)st->cas->num_cas)) {
+    goto oom;
+  }
+  for (size_t i = 0; i < st->cas->num_cas; i++) {
+    if (!write_crls(&cbb, &st->crls[i], (uint8_t)i)) goto oom;
   }
   if (!CBB_finish(&cbb, &state, &len)) goto oom;
   int ok = pki_journal_snapshot(st->journal, state, len, err);
@@ -306,6 +342,60 @@ static int load_names(CBS *cbs, CBS *names, uint16_t *num) {
   return 1;
 }
 
+/* crls_from_index makes the CRL entries of a version 1 snapshot's revoked
+ * certificates. */
+static int add_revoked_entry(void *ctx, const pkid_cert_record *rec) {
+  pkid_store *st = ctx;
+  if (!rec->revoked || rec->ca >= st->cas->num_cas) return 1;
+  return pkid_ca_crls_add(&st->crls[rec->ca], &rec->serial, rec->reason, rec->revoked_at, 0,
+                          rec->not_after);
+}
+
+/* load_crls reads one CA's CRL state; a CA that is not loaded now is read
+ * and dropped. 0 when malformed, -1 when out of memory. */
+static int load_crls(pkid_store *st, CBS *cbs, const CBS *ca_names, uint16_t num_ca) {
+  uint8_t ca;
+  uint64_t last_ord, number, last_t, last_cut, base, base_t, base_cut, drop_t, drop_cut, n;
+  if (!CBS_get_u8(cbs, &ca) || !CBS_get_u64(cbs, &last_ord) || !CBS_get_u64(cbs, &number) ||
+      !CBS_get_u64(cbs, &last_t) || !CBS_get_u64(cbs, &last_cut) || !CBS_get_u64(cbs, &base) ||
+      !CBS_get_u64(cbs, &base_t) || !CBS_get_u64(cbs, &base_cut) ||
+      !CBS_get_u64(cbs, &drop_t) || !CBS_get_u64(cbs, &drop_cut) || !CBS_get_u64(cbs, &n) ||
+      ca >= num_ca || n > CBS_len(cbs) / 34) {
+    return 0;
+  }
+  uint8_t idx = ca_index(st->cas, CBS_data(&ca_names[ca]), CBS_len(&ca_names[ca]));
+  pkid_ca_crls *c = idx < st->cas->num_cas ? &st->crls[idx] : NULL;
+  if (c != NULL) {
+    c->number = number;
+    c->last_this_update = (int64_t)last_t;
+    c->last_cut = last_cut;
+    c->base_number = base;
+    c->base_this_update = (int64_t)base_t;
+    c->base_cut = base_cut;
+    c->base_drop_t = (int64_t)drop_t;
+    c->base_drop_cut = drop_cut;
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    pki_serial serial;
+    uint8_t reason;
+    uint64_t ord, at, invalidity, not_after;
+    if (!get_serial(cbs, &serial) || !CBS_get_u8(cbs, &reason) || !CBS_get_u64(cbs, &ord) ||
+        !CBS_get_u64(cbs, &at) || !CBS_get_u64(cbs, &invalidity) ||
+        !CBS_get_u64(cbs, &not_after) || ord > last_ord) {
+      return 0;
+    }
+    if (c == NULL) continue;
+    /* Ordinals are kept as they were: entries purged at a base leave gaps. */
+    c->last_ord = ord - 1;
+    if (!pkid_ca_crls_add(c, &serial, reason, (int64_t)at, (int64_t)invalidity,
+                          (int64_t)not_after)) {
+      return -1;
+    }
+  }
+  if (c != NULL) c->last_ord = last_ord;
+  return 1;
+}
+
 static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t len,
                          pki_err *err) {
   pkid_store *st = ctx;
@@ -322,7 +412,7 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     PKI_ERR_OOM(err);
     goto out;
   }
-  if (!CBS_get_u8(&cbs, &version) || version != SNAPSHOT_VERSION ||
+  if (!CBS_get_u8(&cbs, &version) || version == 0 || version > SNAPSHOT_VERSION ||
       !CBS_get_u16(&cbs, &node) || !CBS_get_u64(&cbs, &reserved_end) ||
       !load_names(&cbs, ca_names, &num_ca) || !load_names(&cbs, svc_names, &num_svc) ||
       !CBS_get_u64(&cbs, &count)) {
@@ -357,14 +447,11 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     rec.not_before = (int64_t)nb;
     rec.not_after = (int64_t)na;
     rec.revoked_at = (int64_t)at;
-    if (!pkid_status_put(st->status, &rec)) {
-      PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory loading the snapshot");
-      goto out;
-    }
+    if (!pkid_status_put(st->status, &rec)) goto oom;
   }
-  uint64_t num_tokens;
-  if (!CBS_get_u64(&cbs, &num_tokens)) goto bad;
-  for (uint64_t i = 0; i < num_tokens; i++) {
+  uint64_t num_ids;
+  if (!CBS_get_u64(&cbs, &num_ids) || num_ids > CBS_len(&cbs) / 32) goto bad;
+  for (uint64_t i = 0; i < num_ids; i++) {
     CBS id;
     if (!CBS_get_bytes(&cbs, &id, 32)) goto bad;
     if (!pkid_store_token_take(st, CBS_data(&id), err)) {
@@ -372,11 +459,31 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
       goto out;
     }
   }
+  if (version == 1) {
+    pkid_status_foreach(st->status, add_revoked_entry, st);
+  } else {
+    if (!CBS_get_u64(&cbs, &num_ids) || num_ids > CBS_len(&cbs) / 32) goto bad;
+    for (uint64_t i = 0; i < num_ids; i++) {
+      CBS id;
+      if (!CBS_get_bytes(&cbs, &id, 32)) goto bad;
+      if (!pkid_idset_add(&st->compromised, CBS_data(&id), NULL)) goto oom;
+    }
+    uint16_t num_crls;
+    if (!CBS_get_u16(&cbs, &num_crls)) goto bad;
+    for (uint16_t i = 0; i < num_crls; i++) {
+      int r = load_crls(st, &cbs, ca_names, num_ca);
+      if (r == 0) goto bad;
+      if (r < 0) goto oom;
+    }
+  }
   if (CBS_len(&cbs) != 0) goto bad;
   ok = 1;
   goto out;
 bad:
   PKI_ERR(err, PKI_ERR_INVALID, "snapshot state is malformed");
+  goto out;
+oom:
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory loading the snapshot");
 out:
   free(ca_names);
   free(svc_names);
@@ -384,6 +491,10 @@ out:
 }
 
 /* --- open, commit, apply ------------------------------------------------------ */
+
+static int copy_id(void *ctx, const uint8_t id[32]) {
+  return pkid_idset_add(ctx, id, NULL);
+}
 
 int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
                     const pkid_cas *cas, pkid_status *status, const pkid_store_options *opts,
@@ -393,11 +504,23 @@ int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
   out->cas = cas;
   out->status = status;
   out->node = opts->node;
+  out->crls = calloc(cas->num_cas > 0 ? cas->num_cas : 1, sizeof(*out->crls));
+  if (out->crls == NULL) {
+    PKI_ERR_OOM(err);
+    return 0;
+  }
   pki_journal_options jopts = {.on_snapshot = load_snapshot,
                                .segment_bytes = opts->segment_bytes};
   out->journal = pki_journal_open(dir, &jopts, replay_record, out, err);
   if (out->journal == NULL) {
     pki_err_prefix(err, "journal %s: ", dir);
+    pkid_store_close(out);
+    return 0;
+  }
+  /* The committer's own copy of the compromised keys, from here on its. */
+  if (!pkid_idset_foreach(&out->compromised, copy_id, &out->commit_compromised)) {
+    PKI_ERR_OOM(err);
+    pkid_store_close(out);
     return 0;
   }
   return 1;
@@ -406,7 +529,10 @@ int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
 /* encode_record writes the payload of |rec|'s record into |cbb|. */
 static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec) {
   CBB serial, cert;
-  if (!CBB_add_u8(cbb, RECORD_VERSION)) return 0;
+  uint8_t version = rec->type == PKID_REC_REVOKE ? REVOKE_VERSION
+                    : rec->type == PKID_REC_CRL  ? CRL_VERSION
+                                                 : RECORD_VERSION;
+  if (!CBB_add_u8(cbb, version)) return 0;
   switch (rec->type) {
     case PKID_REC_SERIAL_BLOCK:
       return CBB_add_u16(cbb, st->node) && CBB_add_u64(cbb, rec->block_first) &&
@@ -421,13 +547,24 @@ static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec)
              CBB_add_bytes(cbb, rec->key_hash, sizeof(rec->key_hash)) &&
              CBB_add_u24_length_prefixed(cbb, &cert) &&
              CBB_add_bytes(&cert, rec->cert, rec->cert_len) && CBB_flush(cbb);
-    case PKID_REC_REVOKE:
+    case PKID_REC_REVOKE: {
+      uint8_t flags = (rec->has_key_hash ? REVOKE_HAS_KEY : 0) | (rec->by_key ? REVOKE_BY_KEY : 0);
       return CBB_add_u8_length_prefixed(cbb, &serial) &&
              CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(cbb) &&
              CBB_add_u8(cbb, rec->reason) && CBB_add_u64(cbb, (uint64_t)rec->revoked_at) &&
-             add_u16_str(cbb, rec->identity);
+             add_u16_str(cbb, rec->identity) &&
+             CBB_add_u64(cbb, (uint64_t)rec->invalidity_date) && CBB_add_u8(cbb, flags) &&
+             (!rec->has_key_hash || CBB_add_bytes(cbb, rec->key_hash, sizeof(rec->key_hash)));
+    }
     case PKID_REC_TOKEN:
       return CBB_add_bytes(cbb, rec->token_id, sizeof(rec->token_id));
+    case PKID_REC_CRL:
+      return add_u8_str(cbb, rec->ca->def->name) && CBB_add_u64(cbb, rec->crl_number) &&
+             CBB_add_u64(cbb, rec->crl_base) &&
+             CBB_add_u64(cbb, (uint64_t)rec->crl_this_update) &&
+             CBB_add_u64(cbb, (uint64_t)rec->crl_next_update) && CBB_add_u64(cbb, rec->crl_cut) &&
+             CBB_add_u32(cbb, rec->crl_entries) && CBB_add_u32(cbb, rec->crl_delta_entries) &&
+             CBB_add_bytes(cbb, rec->crl_hash, 32) && CBB_add_bytes(cbb, rec->crl_delta_hash, 32);
   }
   return 0;
 }
@@ -501,6 +638,159 @@ int pkid_store_reserve(pkid_store *st, uint64_t count, uint64_t *out_first, pki_
   return 1;
 }
 
+/* --- keys revoked for keyCompromise (committer thread) ---------------------- */
+
+int pkid_store_commit_key_compromised(const pkid_store *st, const uint8_t key_hash[32]) {
+  return pkid_idset_has(&st->commit_compromised, key_hash);
+}
+
+int pkid_store_commit_note_compromised(pkid_store *st, const uint8_t key_hash[32]) {
+  return pkid_idset_add(&st->commit_compromised, key_hash, NULL);
+}
+
+/* A search of history for one key: first the key of the serial named,
+ * then (|collect|) every unexpired certificate of that key, struck out
+ * again when a later REVOKE record names it. */
+typedef struct key_search {
+  const pki_serial *named;
+  uint8_t key[32];
+  int have_key;
+  int collect;
+  int64_t now;
+  pki_serial *found;
+  size_t num_found, cap_found;
+  pkid_idset live; /* SHA-256 of each found serial not revoked since */
+  int oom;
+} key_search;
+
+static int same_serial(const pki_serial *a, const pki_serial *b) {
+  return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
+}
+
+static void search_issue(key_search *ks, const pki_serial *serial, int64_t not_after,
+                         const uint8_t key[32]) {
+  if (!ks->collect) {
+    if (same_serial(serial, ks->named)) {
+      memcpy(ks->key, key, 32);
+      ks->have_key = 1;
+    }
+    return;
+  }
+  if (memcmp(key, ks->key, 32) != 0 || same_serial(serial, ks->named) || not_after <= ks->now) {
+    return;
+  }
+  if (ks->num_found == ks->cap_found) {
+    size_t cap = ks->cap_found == 0 ? 16 : ks->cap_found * 2;
+    pki_serial *f = realloc(ks->found, cap * sizeof(*f));
+    if (f == NULL) {
+      ks->oom = 1;
+      return;
+    }
+    ks->found = f;
+    ks->cap_found = cap;
+  }
+  ks->found[ks->num_found++] = *serial;
+  uint8_t id[32];
+  SHA256(serial->bytes, serial->len, id);
+  if (!pkid_idset_add(&ks->live, id, NULL)) ks->oom = 1;
+}
+
+static void search_revoke(key_search *ks, const pki_serial *serial) {
+  if (!ks->collect || ks->live.count == 0) return;
+  uint8_t id[32];
+  SHA256(serial->bytes, serial->len, id);
+  pkid_idset_remove(&ks->live, id);
+}
+
+static int search_record(void *ctx, const pki_journal_record *r, pki_err *err) {
+  key_search *ks = ctx;
+  if (r->type != PKID_REC_ISSUE && r->type != PKID_REC_REVOKE) return 1;
+  CBS cbs, ca, service, identity, key;
+  uint8_t version, usage;
+  uint64_t nb, na;
+  pki_serial serial;
+  CBS_init(&cbs, r->payload, r->len);
+  if (!CBS_get_u8(&cbs, &version) || !get_serial(&cbs, &serial)) goto bad;
+  if (r->type == PKID_REC_REVOKE) {
+    search_revoke(ks, &serial);
+  } else {
+    if (!CBS_get_u8_length_prefixed(&cbs, &ca) || !CBS_get_u8_length_prefixed(&cbs, &service) ||
+        !CBS_get_u16_length_prefixed(&cbs, &identity) || !CBS_get_u8(&cbs, &usage) ||
+        !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_get_bytes(&cbs, &key, 32)) {
+      goto bad;
+    }
+    search_issue(ks, &serial, (int64_t)na, CBS_data(&key));
+  }
+  if (ks->oom) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory searching the journal for a key");
+    return 0;
+  }
+  return 1;
+bad:
+  PKI_ERR(err, PKI_ERR_INVALID, "journal record %llu (type %u) is malformed",
+          (unsigned long long)r->seq, r->type);
+  return 0;
+}
+
+/* search_pass reads history, then the records of this commit ahead. */
+static int search_pass(pkid_store *st, key_search *ks, const pkid_record *const *pending,
+                       size_t num_pending, pki_err *err) {
+  if (!pki_journal_read_all(st->journal, search_record, ks, err)) return 0;
+  for (size_t i = 0; i < num_pending; i++) {
+    const pkid_record *p = pending[i];
+    if (p->type == PKID_REC_ISSUE) {
+      search_issue(ks, &p->serial, p->not_after, p->key_hash);
+    } else if (p->type == PKID_REC_REVOKE) {
+      search_revoke(ks, &p->serial);
+    }
+  }
+  if (ks->oom) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory searching the journal for a key");
+    return 0;
+  }
+  return 1;
+}
+
+int pkid_store_key_search(pkid_store *st, const pki_serial *serial, uint8_t key_hash[32],
+                          int same_key, int64_t now, const pkid_record *const *pending,
+                          size_t num_pending, pki_serial **out, size_t *out_num, pki_err *err) {
+  key_search ks;
+  memset(&ks, 0, sizeof(ks));
+  ks.named = serial;
+  ks.now = now;
+  *out = NULL;
+  *out_num = 0;
+  int ok = 0;
+  if (!search_pass(st, &ks, pending, num_pending, err)) goto out;
+  if (!ks.have_key) {
+    char hex[2 * PKI_SERIAL_MAX + 1];
+    pki_serial_to_hex(hex, serial);
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "the journal has no issuance of %s", hex);
+    goto out;
+  }
+  memcpy(key_hash, ks.key, 32);
+  if (same_key) {
+    ks.collect = 1;
+    if (!search_pass(st, &ks, pending, num_pending, err)) goto out;
+    size_t n = 0;
+    for (size_t i = 0; i < ks.num_found; i++) {
+      uint8_t id[32];
+      SHA256(ks.found[i].bytes, ks.found[i].len, id);
+      if (pkid_idset_has(&ks.live, id)) ks.found[n++] = ks.found[i];
+    }
+    if (n > 0) {
+      *out = ks.found;
+      *out_num = n;
+      ks.found = NULL;
+    }
+  }
+  ok = 1;
+out:
+  free(ks.found);
+  pkid_idset_cleanup(&ks.live);
+  return ok;
+}
+
 void pkid_store_apply(pkid_store *st, const pkid_record *rec) {
   switch (rec->type) {
     case PKID_REC_ISSUE: {
@@ -517,7 +807,12 @@ void pkid_store_apply(pkid_store *st, const pkid_record *rec) {
       break;
     }
     case PKID_REC_REVOKE:
-      apply_revoke(st, &rec->serial, rec->reason, rec->revoked_at);
+      apply_revoke(st, &rec->serial, rec->reason, rec->revoked_at, rec->invalidity_date,
+                   rec->has_key_hash ? rec->key_hash : NULL);
+      break;
+    case PKID_REC_CRL:
+      apply_crl(st, (uint8_t)pkid_cas_index(st->cas, rec->ca), rec->crl_number, rec->crl_base,
+                rec->crl_this_update, rec->crl_cut);
       break;
     case PKID_REC_SERIAL_BLOCK:
       if (rec->block_first + rec->block_count > st->reserved_end) {
@@ -533,6 +828,12 @@ void pkid_store_close(pkid_store *st) {
   if (st == NULL) return;
   pki_journal_close(st->journal);
   st->journal = NULL;
-  free(st->tokens);
-  st->tokens = NULL;
+  pkid_idset_cleanup(&st->tokens);
+  pkid_idset_cleanup(&st->compromised);
+  pkid_idset_cleanup(&st->commit_compromised);
+  for (size_t i = 0; st->crls != NULL && i < st->cas->num_cas; i++) {
+    pkid_ca_crls_cleanup(&st->crls[i]);
+  }
+  free(st->crls);
+  st->crls = NULL;
 }

@@ -9,7 +9,8 @@
  * Records. The journal's header gives each record its sequence number, its
  * type and its time: Unix milliseconds, when the committer wrote it. The
  * payloads (big-endian; "u8-len" is a string or octets after a one-octet
- * length, and so on) hold times in Unix seconds, as certificates do:
+ * length, and so on) hold times in Unix seconds, as certificates do. Each
+ * begins with its own version; replay reads every version ever written.
  *
  *   1 SERIAL_BLOCK  u8 version=1, u16 node, u64 first, u64 count
  *                   sequence numbers [first, first+count) of |node| are
@@ -19,18 +20,35 @@
  *                   service, u16-len identity (who asked), u8 usage,
  *                   u64 notBefore (s), u64 notAfter (s), 32-octet SHA-256 of
  *                   the subject public key, u24-len certificate DER
- *   3 REVOKE        u8 version=1, u8-len serial, u8 reason (CRLReason),
- *                   u64 revokedAt (s), u16-len identity (who revoked)
+ *   3 REVOKE        u8 version=2, u8-len serial, u8 reason (CRLReason),
+ *                   u64 revokedAt (s), u16-len identity (who revoked),
+ *                   u64 invalidityDate (s, 0: not given), u8 flags, and with
+ *                   flag 1 the 32-octet SHA-256 of the certificate's subject
+ *                   public key: a keyCompromise revocation, after which that
+ *                   key gets no certificate again. Flag 2: revoked because
+ *                   another certificate of the key was (revoke_same_key).
+ *                   Version 1 stops after the identity.
  *   4 TOKEN         u8 version=1, 32-octet id (SHA-256 of a bootstrap token):
  *                   the token is used; written in the same group commit as,
  *                   and just before, the ISSUE record it authorized
+ *   5 CRL           u8 version=1, u8-len CA name, u64 cRLNumber, u64 the
+ *                   base's cRLNumber (equal: this complete CRL is the new
+ *                   base), u64 thisUpdate (s), u64 nextUpdate (s), u64 cut
+ *                   (the CA's revocations it covers, crls.h), u32 entries of
+ *                   the complete CRL, u32 of the delta, 32-octet SHA-256 of
+ *                   each (complete, then delta): the CRLs of that number were
+ *                   built; written before they are published, so that a
+ *                   number is never used twice, and an audit can match any
+ *                   CRL ever served to its record.
  *
- * A snapshot holds the status index, the highest reserved sequence number
+ * A snapshot holds the status index, the CRL state of each CA (crls.h),
+ * the keys revoked for keyCompromise, the highest reserved sequence number
  * and the used tokens (its layout is in store.c).
  *
  * Threads: open, reserve, snapshot and close run on the loop thread while
- * no commit is in flight; pkid_store_commit runs on one thread at a time
- * (the committer); pkid_store_apply and the token set on the loop thread. */
+ * no commit is in flight; pkid_store_commit and the commit_* functions run
+ * on one thread at a time (the committer); pkid_store_apply, the token set
+ * and the CRL state on the loop thread. */
 #ifndef PKID_SERVER_STORE_STORE_H
 #define PKID_SERVER_STORE_STORE_H
 
@@ -43,6 +61,8 @@
 #include "lib/serial.h"
 #include "lib/usage.h"
 #include "server/ca/ca.h"
+#include "server/store/crls.h"
+#include "server/store/idset.h"
 #include "server/store/status.h"
 
 typedef enum pkid_record_type {
@@ -50,6 +70,7 @@ typedef enum pkid_record_type {
   PKID_REC_ISSUE = 2,
   PKID_REC_REVOKE = 3,
   PKID_REC_TOKEN = 4,
+  PKID_REC_CRL = 5,
 } pkid_record_type;
 
 /* pkid_record: one change to the store, what its journal record says. An
@@ -73,6 +94,15 @@ typedef struct pkid_record {
   /* REVOKE */
   uint8_t reason; /* CRLReason */
   int64_t revoked_at;
+  int64_t invalidity_date; /* 0: not given */
+  int has_key_hash;        /* key_hash is the subject key's (keyCompromise) */
+  int by_key;              /* one of the certificates of a compromised key */
+  /* CRL (|ca| too) */
+  uint64_t crl_number, crl_base;
+  int64_t crl_this_update, crl_next_update;
+  uint64_t crl_cut;
+  uint32_t crl_entries, crl_delta_entries;
+  uint8_t crl_hash[32], crl_delta_hash[32];
   /* SERIAL_BLOCK */
   uint64_t block_first, block_count;
 } pkid_record;
@@ -86,9 +116,15 @@ typedef struct pkid_store {
   uint64_t reserved_end; /* this node's sequence numbers below it are taken */
   uint64_t replayed;     /* records replayed at open */
   uint64_t issued, revoked; /* records of each kind seen (replayed and new) */
-  /* Bootstrap tokens used, or in use by an issuance in flight: a set of ids. */
-  uint8_t (*tokens)[32];
-  size_t tokens_mask, num_tokens;
+  /* Bootstrap tokens used, or in use by an issuance in flight. */
+  pkid_idset tokens;
+  /* The CRL state of each loaded CA, by index in |cas| (loop thread). */
+  pkid_ca_crls *crls;
+  /* Keys revoked for keyCompromise (SHA-256 of the SubjectPublicKeyInfo):
+   * the loop's copy, and the committer's, which refuses to journal an
+   * issuance for one of them. Both are filled at open. */
+  pkid_idset compromised;
+  pkid_idset commit_compromised;
 } pkid_store;
 
 typedef struct pkid_store_options {
@@ -114,8 +150,30 @@ int pkid_store_reserve(pkid_store *st, uint64_t count, uint64_t *out_first, pki_
  * journal has failed for good, commits fail with PKI_ERR_UNAVAILABLE. */
 int pkid_store_commit(pkid_store *st, const pkid_record *const *recs, size_t n, pki_err *err);
 
-/* pkid_store_apply updates the status index and the reserved serials for
- * a committed change. Loop thread. */
+/* pkid_store_commit_key_compromised reports whether |key_hash| was revoked
+ * for keyCompromise by a durable record. Committer thread. */
+int pkid_store_commit_key_compromised(const pkid_store *st, const uint8_t key_hash[32]);
+
+/* pkid_store_commit_note_compromised adds a key whose keyCompromise
+ * revocation has just become durable to the committer's set. 0 only when
+ * out of memory. Committer thread. */
+int pkid_store_commit_note_compromised(pkid_store *st, const uint8_t key_hash[32]);
+
+/* pkid_store_key_search answers what a keyCompromise revocation of
+ * |serial| needs, from the whole journal (pki_journal_read_all), on the
+ * committer thread, which holds every other commit meanwhile: the SHA-256
+ * of its subject key into |key_hash|, and with |same_key| the serials of
+ * every other certificate of that key, unexpired at |now| and not revoked,
+ * into |*out| (malloc'd; NULL when none). |pending| are the records of the
+ * same commit ahead of this one, not yet in the journal. A serial the
+ * journal has no ISSUE record of fails with PKI_ERR_NOT_FOUND. */
+int pkid_store_key_search(pkid_store *st, const pki_serial *serial, uint8_t key_hash[32],
+                          int same_key, int64_t now, const pkid_record *const *pending,
+                          size_t num_pending, pki_serial **out, size_t *out_num, pki_err *err);
+
+/* pkid_store_apply updates the status index, the CRL state, the
+ * compromised keys and the reserved serials for a committed change. Loop
+ * thread. */
 void pkid_store_apply(pkid_store *st, const pkid_record *rec);
 
 /* pkid_store_snapshot saves the state so that the next start replays only
