@@ -163,32 +163,158 @@ static int begin_ext(CBB *exts, CBB *ext, CBB *value, const uint8_t *oid, size_t
          CBB_add_asn1(ext, value, CBS_ASN1_OCTETSTRING);
 }
 
-static int add_entry(CBB *list, const pki_crl_entry *e) {
-  CBB seq, serial, exts, ext, value, child;
+/* ---- Entries, in one pass ---------------------------------------------
+ *
+ * A CRL of a million entries is some 55 MB of DER, so entries are not
+ * written with a CBB each: CBB_add_asn1 reserves one length octet and
+ * moves the contents when a longer form is needed, which for the list
+ * and the TBSCertList around it means moving the whole list, twice, and
+ * then copying it again into the signed CertificateList. Instead every
+ * entry's length is computed first (entry_len), so that every header is
+ * written once with its final length and the entries go, in order, into
+ * the one buffer the caller gets. An entry is under 128 octets (at most
+ * 81), so its own headers are all of the short form.
+ *
+ * Times are formatted here too: gmtime_r and snprintf (pki_der_add_time)
+ * cost some 3,600 instructions an entry, most of the work. */
+
+/* The DER octets of the tags written by hand. */
+#define DER_INTEGER 0x02
+#define DER_BIT_STRING 0x03
+#define DER_OCTET_STRING 0x04
+#define DER_OID 0x06
+#define DER_ENUMERATED 0x0a
+#define DER_UTCTIME 0x17
+#define DER_GENERALIZEDTIME 0x18
+#define DER_SEQUENCE 0x30
+
+/* ENTRY_MAX bounds an entry: SEQUENCE { INTEGER (2 + 21), Time (2 + 15),
+ * Extensions (2 + reasonCode 12 + invalidityDate 26) }. */
+#define ENTRY_MAX 81
+#define REASON_EXT_LEN 12
+#define INVALIDITY_EXT_LEN 26
+
+/* time_len is the size of the Time element pki_der_add_time writes. */
+static size_t time_len(int64_t t) { return t < T_2050 ? 15 : 17; }
+
+/* entry_len is the size of |e|'s element, as encode_entry writes it. */
+static size_t entry_len(const pki_crl_entry *e) {
   const uint8_t *v;
   size_t n;
-  if (!serial_value(&e->serial, &v, &n) || !CBB_add_asn1(list, &seq, CBS_ASN1_SEQUENCE) ||
-      !CBB_add_asn1(&seq, &serial, CBS_ASN1_INTEGER) ||
-      ((v[0] & 0x80) && !CBB_add_u8(&serial, 0)) || !CBB_add_bytes(&serial, v, n) ||
-      !pki_der_add_time(&seq, e->revocation_date)) {
-    return 0;
-  }
+  serial_value(&e->serial, &v, &n);
+  size_t len = 2 + n + (v[0] >> 7) + time_len(e->revocation_date);
   if (e->reason > 0 || e->invalidity_date != 0) {
-    if (!CBB_add_asn1(&seq, &exts, CBS_ASN1_SEQUENCE)) return 0;
-    if (e->reason > 0 &&
-        (!begin_ext(&exts, &ext, &value, PKI_OID_CRL_REASON, sizeof(PKI_OID_CRL_REASON), 0) ||
-         !CBB_add_asn1(&value, &child, CBS_ASN1_ENUMERATED) ||
-         !CBB_add_u8(&child, (uint8_t)e->reason) || !CBB_flush(&exts))) {
-      return 0;
+    len += 2 + (e->reason > 0 ? REASON_EXT_LEN : 0) +
+           (e->invalidity_date != 0 ? INVALIDITY_EXT_LEN : 0);
+  }
+  return 2 + len;
+}
+
+/* civil_from_days is the proleptic Gregorian date |days| after 1970-01-01
+ * (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms"): gmtime's
+ * answer without its time zone machinery. */
+static void civil_from_days(int64_t days, int *out_year, int *out_month, int *out_day) {
+  int64_t z = days + 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  int64_t doe = z - era * 146097;                                       /* [0, 146096] */
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  /* [0, 399] */
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                /* [0, 365] */
+  int64_t mp = (5 * doy + 2) / 153;                                     /* [0, 11], from March */
+  *out_day = (int)(doy - (153 * mp + 2) / 5 + 1);
+  *out_month = (int)(mp < 10 ? mp + 3 : mp - 9);
+  *out_year = (int)(yoe + era * 400 + (*out_month <= 2));
+}
+
+/* kDigits holds "00" to "99": two digits with no division. */
+static const char kDigits[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+static uint8_t *put2(uint8_t *p, int v) {
+  memcpy(p, kDigits + 2 * v, 2);
+  return p + 2;
+}
+
+/* put_time writes |t| as a Time element, the same octets as
+ * pki_der_add_time (|generalized| 0) or pki_der_add_generalized_time (1)
+ * for a time entry_ok took, and returns the end. */
+static uint8_t *put_time(uint8_t *p, int64_t t, int generalized) {
+  int64_t days = t / 86400, secs = t % 86400;
+  if (secs < 0) days--, secs += 86400;
+  int year, month, day;
+  civil_from_days(days, &year, &month, &day);
+  if (!generalized && year >= 2050) generalized = 1; /* RFC 5280 4.1.2.5 */
+  *p++ = generalized ? DER_GENERALIZEDTIME : DER_UTCTIME;
+  *p++ = generalized ? 15 : 13;
+  if (generalized) p = put2(p, year / 100);
+  p = put2(p, year % 100);
+  p = put2(p, month);
+  p = put2(p, day);
+  p = put2(p, (int)(secs / 3600));
+  p = put2(p, (int)(secs / 60 % 60));
+  p = put2(p, (int)(secs % 60));
+  *p++ = 'Z';
+  return p;
+}
+
+/* encode_entry writes |e| (checked by entry_ok) into |out| and returns its
+ * length: SEQUENCE { userCertificate, revocationDate, crlEntryExtensions
+ * { reasonCode (5.3.1), invalidityDate (5.3.2) } } (5.1.2.6). */
+static size_t encode_entry(uint8_t out[ENTRY_MAX], const pki_crl_entry *e) {
+  const uint8_t *v;
+  size_t n;
+  serial_value(&e->serial, &v, &n);
+  uint8_t *p = out + 2;
+  /* A positive INTEGER: a 0x00 octet before a high bit (4.1.2.2). */
+  int sign = v[0] >> 7;
+  *p++ = DER_INTEGER;
+  *p++ = (uint8_t)(n + (size_t)sign);
+  if (sign) *p++ = 0x00;
+  memcpy(p, v, n);
+  p = put_time(p + n, e->revocation_date, 0);
+  if (e->reason > 0 || e->invalidity_date != 0) {
+    *p++ = DER_SEQUENCE;
+    *p++ = (uint8_t)((e->reason > 0 ? REASON_EXT_LEN : 0) +
+                     (e->invalidity_date != 0 ? INVALIDITY_EXT_LEN : 0));
+    if (e->reason > 0) {
+      /* SEQUENCE { OID, OCTET STRING { ENUMERATED } }, non-critical. */
+      static const uint8_t head[] = {DER_SEQUENCE, 10, DER_OID, 3, 0x55, 0x1d, 0x15,
+                                     DER_OCTET_STRING, 3, DER_ENUMERATED, 1};
+      memcpy(p, head, sizeof(head));
+      p += sizeof(head);
+      *p++ = (uint8_t)e->reason;
     }
-    if (e->invalidity_date != 0 &&
-        (!begin_ext(&exts, &ext, &value, PKI_OID_INVALIDITY_DATE,
-                    sizeof(PKI_OID_INVALIDITY_DATE), 0) ||
-         !pki_der_add_generalized_time(&value, e->invalidity_date) || !CBB_flush(&exts))) {
-      return 0;
+    if (e->invalidity_date != 0) {
+      /* SEQUENCE { OID, OCTET STRING { GeneralizedTime } }, non-critical. */
+      static const uint8_t head[] = {DER_SEQUENCE, 24, DER_OID, 3, 0x55, 0x1d, 0x18,
+                                     DER_OCTET_STRING, 17};
+      memcpy(p, head, sizeof(head));
+      p = put_time(p + sizeof(head), e->invalidity_date, 1);
     }
   }
-  return CBB_flush(list);
+  size_t len = (size_t)(p - out);
+  out[0] = DER_SEQUENCE;
+  out[1] = (uint8_t)(len - 2);
+  return len;
+}
+
+/* header_len is the size of a DER header with one tag octet. */
+static size_t header_len(size_t len) {
+  return len < 0x80 ? 2 : len <= 0xff ? 3 : len <= 0xffff ? 4 : len <= 0xffffff ? 5 : 6;
+}
+
+/* add_header writes a tag octet and the definite length |len| (at most
+ * four octets of it: CRLs under 4 GiB). */
+static int add_header(CBB *cbb, uint8_t tag, size_t len) {
+  if (!CBB_add_u8(cbb, tag)) return 0;
+  if (len < 0x80) return CBB_add_u8(cbb, (uint8_t)len);
+  size_t n = header_len(len) - 2;
+  if (!CBB_add_u8(cbb, (uint8_t)(0x80 | n))) return 0;
+  for (size_t i = n; i > 0; i--) {
+    if (!CBB_add_u8(cbb, (uint8_t)(len >> (8 * (i - 1))))) return 0;
+  }
+  return 1;
 }
 
 /* add_crl_extensions writes crlExtensions [0] EXPLICIT (5.2). */
@@ -231,6 +357,17 @@ static int add_crl_extensions(CBB *tbs, const pki_issuer *ca, const pki_crl_para
   return CBB_flush(tbs);
 }
 
+/* The largest signature pkid's key types make (DER ECDSA-Sig-Value of
+ * P-384); the buffer has room for it, and a signer that returns more has
+ * the buffer grown. It must leave room for an entry's reservation. */
+#define SIG_GUESS 104
+#if SIG_GUESS + 3 < ENTRY_MAX
+#error "the signature's room must hold an entry's reservation"
+#endif
+/* crlExtensions: the URI (at most URL_MAX) and under 100 octets more. */
+#define TAIL_MAX (URL_MAX + 128)
+#define CRL_MAX UINT32_MAX
+
 int pki_crl_build(uint8_t **out, size_t *out_len, const pki_issuer *ca, const pki_signer *with,
                   const pki_crl_params *params, const pki_crl_entry *entries, size_t num,
                   pki_err *err) {
@@ -241,49 +378,109 @@ int pki_crl_build(uint8_t **out, size_t *out_len, const pki_issuer *ca, const pk
     PKI_ERR(err, PKI_ERR_INVALID, "CRL: %zu entries but no array", num);
     return 0;
   }
+  /* Pass 1: check every entry and add up the list's length. */
+  uint64_t list_len = 0;
   for (size_t i = 0; i < num; i++) {
     if (!entry_ok(&entries[i], params, i, err)) return 0;
+    list_len += entry_len(&entries[i]);
   }
-  CBB cbb, tbs, list;
-  uint8_t *tbs_der = NULL, *sig = NULL;
-  size_t tbs_len, sig_len;
-  if (!CBB_init(&cbb, 512 + num * 64) || !CBB_add_asn1(&cbb, &tbs, CBS_ASN1_SEQUENCE) ||
-      !CBB_add_asn1_uint64(&tbs, 1) /* v2 (5.1.2.1) */) {
-    goto oom;
+  uint8_t alg[32], tail[TAIL_MAX];
+  size_t alg_len, tail_len;
+  CBB cbb;
+  if (!CBB_init_fixed(&cbb, alg, sizeof(alg))) goto internal;
+  if (!pki_sig_add_alg(&cbb, ca->key_type, err)) return 0;
+  if (!CBB_finish(&cbb, NULL, &alg_len) || !CBB_init_fixed(&cbb, tail, sizeof(tail)) ||
+      !add_crl_extensions(&cbb, ca, params) || !CBB_finish(&cbb, NULL, &tail_len)) {
+    goto internal;
   }
-  if (!pki_sig_add_alg(&tbs, ca->key_type, err)) goto fail;
-  if (!CBB_add_bytes(&tbs, ca->name, ca->name_len) ||
-      !pki_der_add_time(&tbs, params->this_update) ||
-      !pki_der_add_time(&tbs, params->next_update)) {
-    goto oom;
+  /* Every length, from the inside out: version v2 (INTEGER 1, 5.1.2.1),
+   * signature, issuer, thisUpdate, nextUpdate, revokedCertificates
+   * (absent when empty: 5.1.2.6), crlExtensions. */
+  if (list_len > CRL_MAX) goto too_big;
+  size_t list_el = num > 0 ? header_len((size_t)list_len) + (size_t)list_len : 0;
+  size_t tbs_content = 3 + alg_len + ca->name_len + time_len(params->this_update) +
+                       time_len(params->next_update) + list_el + tail_len;
+  size_t tbs_el = header_len(tbs_content) + tbs_content;
+  size_t content = tbs_el + alg_len + header_len(1 + SIG_GUESS) + 1 + SIG_GUESS;
+  if (ca->name_len > CRL_MAX || content > CRL_MAX) goto too_big;
+  size_t at = header_len(content), cap = at + content;
+  uint8_t *buf = malloc(cap);
+  if (buf == NULL) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory for a CRL of %zu entries (%zu octets)",
+            num, cap);
+    return 0;
   }
-  if (num > 0) {
-    if (!CBB_add_asn1(&tbs, &list, CBS_ASN1_SEQUENCE)) goto oom;
-    for (size_t i = 0; i < num; i++) {
-      if (!add_entry(&list, &entries[i])) goto oom;
+  /* Pass 2: the TBSCertList, at its place in the CertificateList. */
+  size_t written;
+  if (!CBB_init_fixed(&cbb, buf + at, cap - at) || !add_header(&cbb, DER_SEQUENCE, tbs_content) ||
+      !CBB_add_asn1_uint64(&cbb, 1) || !CBB_add_bytes(&cbb, alg, alg_len) ||
+      !CBB_add_bytes(&cbb, ca->name, ca->name_len) ||
+      !pki_der_add_time(&cbb, params->this_update) ||
+      !pki_der_add_time(&cbb, params->next_update) ||
+      (num > 0 && !add_header(&cbb, DER_SEQUENCE, (size_t)list_len))) {
+    goto internal_buf;
+  }
+  /* Each entry is encoded in place: the room reserved for the signature
+   * after the TBSCertList is more than ENTRY_MAX, so the reservation of
+   * the last entry fits too. */
+  for (size_t i = 0; i < num; i++) {
+    uint8_t *p;
+    if (!CBB_reserve(&cbb, &p, ENTRY_MAX) || !CBB_did_write(&cbb, encode_entry(p, &entries[i]))) {
+      goto internal_buf;
     }
   }
-  if (!add_crl_extensions(&tbs, ca, params) || !CBB_finish(&cbb, &tbs_der, &tbs_len)) goto oom;
-  if (!pki_signer_sign(with, ca->key, &sig, &sig_len, tbs_der, tbs_len, err)) goto fail;
-  CBB crl, bits;
-  if (!CBB_init(&cbb, tbs_len + sig_len + 64) || !CBB_add_asn1(&cbb, &crl, CBS_ASN1_SEQUENCE) ||
-      !CBB_add_bytes(&crl, tbs_der, tbs_len)) {
-    goto oom;
+  if (!CBB_add_bytes(&cbb, tail, tail_len) || !CBB_finish(&cbb, NULL, &written) ||
+      written != tbs_el) {
+    goto internal_buf;
   }
-  if (!pki_sig_add_alg(&crl, ca->key_type, err)) goto fail;
-  if (!CBB_add_asn1(&crl, &bits, CBS_ASN1_BITSTRING) || !CBB_add_u8(&bits, 0) ||
-      !CBB_add_bytes(&bits, sig, sig_len) || !pki_der_finish(&cbb, out, out_len)) {
-    goto oom;
+  uint8_t *sig = NULL;
+  size_t sig_len;
+  if (!pki_signer_sign(with, ca->key, &sig, &sig_len, buf + at, tbs_el, err)) {
+    free(buf);
+    return 0;
   }
-  OPENSSL_free(tbs_der);
+  /* The signature's length fixes the CertificateList's: the TBSCertList
+   * moves only if its header is not of the length guessed (a total near
+   * a boundary of the length forms, or a signer's longer signature). */
+  content = tbs_el + alg_len + header_len(1 + sig_len) + 1 + sig_len;
+  size_t h = header_len(content);
+  if (sig_len > CRL_MAX || content > CRL_MAX) {
+    free(sig);
+    free(buf);
+    goto too_big;
+  }
+  if (h + content > cap) {
+    uint8_t *bigger = realloc(buf, h + content);
+    if (bigger == NULL) {
+      free(sig);
+      free(buf);
+      PKI_ERR_OOM(err);
+      return 0;
+    }
+    buf = bigger;
+  }
+  if (h != at) memmove(buf + h, buf + at, tbs_el);
+  uint8_t *tbs_at;
+  int ok = CBB_init_fixed(&cbb, buf, h + content) && add_header(&cbb, DER_SEQUENCE, content) &&
+           CBB_add_space(&cbb, &tbs_at, tbs_el) /* already written */ &&
+           CBB_add_bytes(&cbb, alg, alg_len) &&
+           add_header(&cbb, DER_BIT_STRING, 1 + sig_len) && CBB_add_u8(&cbb, 0) &&
+           CBB_add_bytes(&cbb, sig, sig_len) && CBB_finish(&cbb, NULL, &written) &&
+           written == h + content;
   free(sig);
+  if (!ok) goto internal_buf;
+  *out = buf;
+  *out_len = written;
   return 1;
-oom:
-  PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a CRL of %zu entries", num);
-fail:
+
+internal_buf:
+  free(buf);
+internal:
   CBB_cleanup(&cbb);
-  OPENSSL_free(tbs_der);
-  free(sig);
+  PKI_ERR(err, PKI_ERR_INTERNAL, "CRL: the encoding does not fit its computed length");
+  return 0;
+too_big:
+  PKI_ERR(err, PKI_ERR_INVALID, "CRL: %zu entries make a CRL over 4 GiB", num);
   return 0;
 }
 

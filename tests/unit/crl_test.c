@@ -685,6 +685,57 @@ TEST(many_random_entries) {
   free(e);
 }
 
+/* same_as_reference builds and compares the TBSCertList with ref_tbs
+ * alone (no BoringSSL, no signature check): for large sweeps. */
+static int same_as_reference(const pki_issuer *ca, const pki_crl_params *p,
+                             const pki_crl_entry *entries, size_t num) {
+  uint8_t *der = NULL;
+  size_t len, ref_len;
+  if (!build_ok(&der, &len, ca, p, entries, num)) return 0;
+  pki_crl crl;
+  int ok = parse_ok(&crl, der, len);
+  uint8_t *ref = ref_tbs(&ref_len, ca, p, entries, num);
+  ok = ok && ref != NULL && CBS_mem_equal(&crl.tbs, ref, ref_len) && crl.num_entries == num;
+  for (size_t i = 0; ok && i < num; i++) ok = same_entry(&crl.entries[i], &entries[i]);
+  OPENSSL_free(ref);
+  pki_crl_cleanup(&crl);
+  free(der);
+  return ok;
+}
+
+/* The builder formats entry times itself: they must be the octets of
+ * pki_der_add_time and pki_der_add_generalized_time (gmtime_r's dates),
+ * over the whole range each takes. */
+TEST(entry_times_match_der) {
+  REQUIRE(setup());
+  enum { N = 20000 };
+  pki_crl_entry *e = malloc(N * sizeof(*e));
+  REQUIRE(e != NULL);
+  const int64_t t1950 = INT64_C(-631152000), t10000 = INT64_C(253402300800);
+  const int64_t t0000 = INT64_C(-62167219200);
+  /* Edges: around the epoch, day and year ends, leap days (2000, 2400) and
+   * the days that are not (2100, 1900), the 2049/2050 switch. */
+  int64_t edges[] = {t1950, -1, 0, 1, 86399, 86400, 951782400 /* 2000-02-29 */,
+                     951868800, 4107542399 /* 2100-02-28T23:59:59 */, 4107542400,
+                     13574563200 /* 2400-02-29 */, INT64_C(2524607999), INT64_C(2524608000),
+                     t10000 - 1, -2203891200 /* 1900-03-01 */, t0000};
+  size_t num_edges = sizeof(edges) / sizeof(edges[0]);
+  for (size_t i = 0; i < N; i++) {
+    e[i] = make_entry(i, (int)(i % 3), 0);
+    uint64_t r = rnd();
+    e[i].revocation_date = t1950 + (int64_t)(r % (uint64_t)(t10000 - t1950));
+    e[i].invalidity_date = t0000 + (int64_t)(rnd() % (uint64_t)(t10000 - t0000));
+    if (i < num_edges) {
+      if (edges[i] >= t1950) e[i].revocation_date = edges[i];
+      e[i].invalidity_date = edges[i];
+    }
+    if (e[i].invalidity_date == 0) e[i].invalidity_date = 1;
+  }
+  pki_crl_params p = complete_params(77);
+  CHECK(same_as_reference(&g_ed, &p, e, N));
+  free(e);
+}
+
 /* ---- Signers ------------------------------------------------------------ */
 
 typedef struct test_signer {
@@ -1550,6 +1601,7 @@ int main(void) {
   RUN(delta_and_complete);
   RUN(key_types);
   RUN(many_random_entries);
+  RUN(entry_times_match_der);
   RUN(through_a_signer);
   RUN(arguments_refused);
   RUN(v1_and_other_issuers);
