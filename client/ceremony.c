@@ -12,6 +12,8 @@
 #include <openssl/rand.h>
 
 #include "lib/cert.h"
+#include "lib/cert_info.h"
+#include "lib/crl.h"
 #include "lib/csr.h"
 #include "lib/file.h"
 #include "lib/key.h"
@@ -26,6 +28,9 @@
 
 /* The root's secret when split: 32 random bytes, never written whole. */
 #define SPLIT_SECRET_LEN 32
+
+/* The root's CRL lists intermediates only: a few entries, far below this. */
+#define ROOT_CRL_FILE_MAX (1 << 20)
 
 int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
                                 size_t num_files, pki_err *err) {
@@ -173,6 +178,58 @@ static int truststore_write(const pki_catalog *cat, const char *dir,
   return ok;
 }
 
+/* A signed root CRL, DER and PEM, before it is written. */
+typedef struct root_crl {
+  uint8_t *der;
+  size_t der_len;
+  char *pem;
+  size_t pem_len;
+  ceremony_crl_info info;
+} root_crl;
+
+static void root_crl_cleanup(root_crl *c) {
+  free(c->der);
+  free(c->pem);
+  memset(c, 0, sizeof(*c));
+}
+
+/* root_crl_sign signs the root's complete CRL number |number| holding
+ * |entries|, valid from PKI_BACKDATE_S before |now| (clocks a little behind
+ * still take it) for the root's crl_validity_days. No freshestCRL: the
+ * root has no delta CRL. */
+static int root_crl_sign(root_crl *out, const pki_catalog_ca *root, const pki_issuer *issuer,
+                         uint64_t number, const pki_crl_entry *entries, size_t num, int64_t now,
+                         pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  pki_crl_params params;
+  memset(&params, 0, sizeof(params));
+  params.number = number;
+  params.this_update = now - PKI_BACKDATE_S;
+  params.next_update = now + (int64_t)root->crl_validity_days * 86400;
+  if (!pki_crl_build(&out->der, &out->der_len, issuer, NULL, &params, entries, num, err) ||
+      !pki_crl_to_pem(&out->pem, &out->pem_len, out->der, out->der_len, err)) {
+    pki_err_prefix(err, "root CRL: ");
+    root_crl_cleanup(out);
+    return 0;
+  }
+  out->info.number = number;
+  out->info.this_update = params.this_update;
+  out->info.next_update = params.next_update;
+  out->info.num_entries = num;
+  return 1;
+}
+
+/* root_crl_write writes crl/<root>.crl and crl/<root>.crl.pem, 0644: pkid
+ * serves them to anyone. */
+static int root_crl_write(const root_crl *c, const char *dir, const pki_catalog_ca *root,
+                          pki_err *err) {
+  char der_path[PKI_PATH_MAX], pem_path[PKI_PATH_MAX];
+  return pki_tree_crl_path(der_path, sizeof(der_path), dir, root->name, 0, 0, err) &&
+         pki_tree_crl_path(pem_path, sizeof(pem_path), dir, root->name, 0, 1, err) &&
+         write_file(der_path, c->der, c->der_len, 0644, err) &&
+         write_file(pem_path, c->pem, c->pem_len, 0644, err);
+}
+
 int ceremony_root(const pki_catalog *cat, const char *dir,
                   const pki_secret *passphrase, unsigned split_m,
                   unsigned split_n, pki_err *err) {
@@ -192,15 +249,18 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   }
 
   EVP_PKEY *key = NULL;
-  pki_issuer self;
+  pki_issuer self, signer;
   pki_profile profile;
   pki_issue_request req;
   pki_share shares[255];
   pki_secret split_secret;
+  root_crl crl;
   uint8_t *spki = NULL, *der = NULL;
   size_t der_len;
   int ok = 0;
   memset(&self, 0, sizeof(self));
+  memset(&signer, 0, sizeof(signer));
+  memset(&crl, 0, sizeof(crl));
   memset(&profile, 0, sizeof(profile));
   memset(&req, 0, sizeof(req));
   memset(&split_secret, 0, sizeof(split_secret));
@@ -223,6 +283,12 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   }
   req.spki = spki;
   if (!pki_cert_issue(&der, &der_len, &self, &req, err)) goto out;
+  /* Its first CRL, signed while the key is at hand and before anything is
+   * written: number 1, nothing revoked yet. */
+  if (!pki_issuer_init(&signer, der, der_len, key, err) ||
+      !root_crl_sign(&crl, root, &signer, 1, NULL, 0, now, err)) {
+    goto out;
+  }
 
   const pki_secret *seal = passphrase;
   if (split_n > 0) {
@@ -254,13 +320,15 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   }
   const uint8_t *ders[1] = {der};
   if (!write_pem(cert_path, ders, &der_len, 1, err) ||
-      !truststore_write(cat, dir, root, "root-ca", err)) {
+      !truststore_write(cat, dir, root, "root-ca", err) || !root_crl_write(&crl, dir, root, err)) {
     goto out;
   }
   ok = 1;
 out:
   OPENSSL_cleanse(shares, sizeof(shares));
   pki_secret_cleanup(&split_secret);
+  root_crl_cleanup(&crl);
+  pki_issuer_cleanup(&signer);
   pki_issuer_cleanup(&self);
   pki_profile_cleanup(&profile);
   EVP_PKEY_free(key);
@@ -378,6 +446,235 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
     pki_issuer_cleanup(&parent);
   }
   pki_issuer_cleanup(&root_issuer);
+  return ok;
+}
+
+/* The reasons a ceremony may give for revoking an intermediate, by the
+ * names pkictl revoke uses. */
+static const struct {
+  const char *name;
+  int reason;
+} kCaReasons[] = {
+    {"unspecified", PKI_CRL_REASON_UNSPECIFIED},
+    {"key-compromise", PKI_CRL_REASON_KEY_COMPROMISE},
+    {"ca-compromise", PKI_CRL_REASON_CA_COMPROMISE},
+    {"affiliation-changed", PKI_CRL_REASON_AFFILIATION_CHANGED},
+    {"superseded", PKI_CRL_REASON_SUPERSEDED},
+    {"cessation-of-operation", PKI_CRL_REASON_CESSATION_OF_OPERATION},
+    {"privilege-withdrawn", PKI_CRL_REASON_PRIVILEGE_WITHDRAWN},
+};
+
+#define NUM_CA_REASONS (sizeof(kCaReasons) / sizeof(kCaReasons[0]))
+
+static int ca_reason_allowed(int reason) {
+  for (size_t i = 0; i < NUM_CA_REASONS; i++) {
+    if (kCaReasons[i].reason == reason) return 1;
+  }
+  return 0;
+}
+
+int ceremony_crl_reason_parse(int *out, const char *text, pki_err *err) {
+  for (size_t i = 0; text != NULL && i < NUM_CA_REASONS; i++) {
+    if (strcmp(text, kCaReasons[i].name) == 0) {
+      *out = kCaReasons[i].reason;
+      return 1;
+    }
+  }
+  PKI_ERR(err, PKI_ERR_INVALID,
+          "the reason for revoking a CA is ca-compromise, key-compromise, superseded, "
+          "cessation-of-operation, affiliation-changed, privilege-withdrawn or unspecified, "
+          "not '%.64s'",
+          text != NULL ? text : "");
+  return 0;
+}
+
+/* serial_value is a serial's octets without leading zeros, for comparing. */
+static void serial_value(const pki_serial *s, const uint8_t **out, size_t *out_len) {
+  size_t skip = 0;
+  while (skip + 1 < s->len && s->bytes[skip] == 0) skip++;
+  *out = s->bytes + skip;
+  *out_len = s->len - skip;
+}
+
+static int serial_equal(const pki_serial *a, const pki_serial *b) {
+  const uint8_t *av, *bv;
+  size_t an, bn;
+  serial_value(a, &av, &an);
+  serial_value(b, &bv, &bn);
+  return an == bn && memcmp(av, bv, an) == 0;
+}
+
+/* check_current_crl refuses to follow |crl| (read from |path|) unless it is
+ * a complete CRL of |root|: its issuer name and key identifier, and its
+ * signature under the root's key. Following anything else would carry
+ * another CA's entries, or a forger's, into the root's next CRL. */
+static int check_current_crl(const pki_crl *crl, const char *path, const pki_issuer *root,
+                             int64_t now, pki_err *err) {
+  const char *problem = NULL;
+  if (crl->is_delta) {
+    problem = "it is a delta CRL";
+  } else if (!crl->has_number) {
+    problem = "it has no cRLNumber";
+  } else if (crl->number_u64 >= UINT64_MAX - 1) {
+    problem = "its cRLNumber is too large to follow";
+  } else if (!CBS_mem_equal(&crl->issuer, root->name, root->name_len)) {
+    problem = "its issuer is not the root";
+  } else if (crl->aki_len != root->ski_len || memcmp(crl->aki, root->ski, root->ski_len) != 0) {
+    problem = "its authorityKeyIdentifier is not the root's key";
+  }
+  if (problem != NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s is not the root's complete CRL (%s); refusing to go on",
+            path, problem);
+    return 0;
+  }
+  if (!pki_crl_verify(crl, root->key, err)) {
+    pki_err_prefix(err, "%s: its signature is not the root's; refusing to go on: ", path);
+    return 0;
+  }
+  /* A clock behind the last CRL's would date the next one before it. */
+  if (now < crl->this_update) {
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "the clock here (%lld) is before %s's thisUpdate (%lld): check the clock",
+            (long long)now, path, (long long)crl->this_update);
+    return 0;
+  }
+  return 1;
+}
+
+/* revoked_entry fills |out| for the certificate of |ca| in |dir|, which
+ * must be one |root| signed, revoked at |now| for |reason|. */
+static int revoked_entry(pki_crl_entry *out, const char *dir, const pki_catalog_ca *ca,
+                         const pki_issuer *root, int reason, int64_t now, pki_err *err) {
+  char path[PKI_PATH_MAX];
+  uint8_t *der = NULL;
+  size_t der_len;
+  pki_cert_info info, root_info;
+  memset(&info, 0, sizeof(info));
+  memset(&root_info, 0, sizeof(root_info));
+  int ok = 0;
+  if (!pki_tree_ca_path(path, sizeof(path), dir, ca, PKI_TREE_CA_CERT, err) ||
+      !pki_tree_read_cert(&der, &der_len, path, err)) {
+    goto out;
+  }
+  if (!pki_cert_info_parse(&info, der, der_len, err) ||
+      !pki_cert_info_parse(&root_info, root->cert, root->cert_len, err)) {
+    pki_err_prefix(err, "%s: ", path);
+    goto out;
+  }
+  if (!info.is_ca || !CBS_mem_equal(&info.issuer, root->name, root->name_len) ||
+      !pki_cert_verify_signature(&info, &root_info.spki, err)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s is not a CA certificate the root signed", path);
+    goto out;
+  }
+  CBS serial = info.serial;
+  if (CBS_len(&serial) > 1 && CBS_data(&serial)[0] == 0) CBS_skip(&serial, 1);
+  if (CBS_len(&serial) == 0 || CBS_len(&serial) > PKI_SERIAL_MAX) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s: its serial is not 1 to 20 octets", path);
+    goto out;
+  }
+  memset(out, 0, sizeof(*out));
+  memcpy(out->serial.bytes, CBS_data(&serial), CBS_len(&serial));
+  out->serial.len = CBS_len(&serial);
+  out->revocation_date = now;
+  /* RFC 5280 5.3.1: unspecified is better left out than written. */
+  out->reason = reason == PKI_CRL_REASON_UNSPECIFIED ? -1 : reason;
+  ok = 1;
+out:
+  pki_cert_info_cleanup(&root_info);
+  pki_cert_info_cleanup(&info);
+  free(der);
+  return ok;
+}
+
+int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root_secret,
+                 const char *revoke, int reason, ceremony_crl_info *out, pki_err *err) {
+  const pki_catalog_ca *root = pki_catalog_root(cat), *target = NULL;
+  if (revoke != NULL) {
+    target = pki_catalog_find_ca(cat, revoke);
+    if (target == NULL) {
+      PKI_ERR(err, PKI_ERR_NOT_FOUND, "no CA '%.64s' in the catalogue", revoke);
+      return 0;
+    }
+    if (target->parent == NULL) {
+      PKI_ERR(err, PKI_ERR_INVALID,
+              "the root cannot be revoked on its own CRL: replace it (a new root ceremony, "
+              "and trust bundles with the new root)");
+      return 0;
+    }
+    if (strcmp(target->parent, root->name) != 0) {
+      PKI_ERR(err, PKI_ERR_INVALID,
+              "CA '%s' is signed by '%s', not the root: it is revoked on %s's CRL, which pkid "
+              "signs (pkictl revoke)",
+              target->name, target->parent, target->parent);
+      return 0;
+    }
+    if (!ca_reason_allowed(reason)) {
+      PKI_ERR(err, PKI_ERR_INVALID, "CRLReason %d is not one for revoking a CA here", reason);
+      return 0;
+    }
+  }
+  char path[PKI_PATH_MAX];
+  if (!pki_tree_crl_path(path, sizeof(path), dir, root->name, 0, 0, err)) return 0;
+
+  pki_issuer issuer;
+  pki_crl current;
+  root_crl next;
+  uint8_t *text = NULL;
+  size_t text_len;
+  pki_crl_entry *entries = NULL;
+  int ok = 0;
+  memset(&current, 0, sizeof(current));
+  memset(&next, 0, sizeof(next));
+  if (!pki_tree_load_issuer(&issuer, dir, root, root_secret->bytes, root_secret->len, err)) {
+    return 0;
+  }
+  int64_t now = now_s();
+  if (!pki_file_exists(path)) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND,
+            "%s is missing: 'pkictl ceremony root' writes the root's first CRL. If it was "
+            "lost, put back the last one published (pkid serves it): the next must not reuse "
+            "its cRLNumber",
+            path);
+    goto out;
+  }
+  if (!pki_file_read(&text, &text_len, path, ROOT_CRL_FILE_MAX, err)) goto out;
+  if (!pki_crl_parse(&current, text, text_len, err)) {
+    pki_err_prefix(err, "%s: refusing to go on: ", path);
+    goto out;
+  }
+  if (!check_current_crl(&current, path, &issuer, now, err)) goto out;
+  size_t num = current.num_entries;
+  entries = calloc(num + 1, sizeof(pki_crl_entry));
+  if (entries == NULL) {
+    PKI_ERR_OOM(err);
+    goto out;
+  }
+  if (num > 0) memcpy(entries, current.entries, num * sizeof(pki_crl_entry));
+  if (target != NULL) {
+    if (!revoked_entry(&entries[num], dir, target, &issuer, reason, now, err)) goto out;
+    for (size_t i = 0; i < num; i++) {
+      if (serial_equal(&entries[i].serial, &entries[num].serial)) {
+        char hex[2 * PKI_SERIAL_MAX + 1];
+        pki_serial_to_hex(hex, &entries[num].serial);
+        PKI_ERR(err, PKI_ERR_EXISTS, "CA '%s' (serial %s) is already on the root's CRL",
+                target->name, hex);
+        goto out;
+      }
+    }
+    num++;
+  }
+  if (!root_crl_sign(&next, root, &issuer, current.number_u64 + 1, entries, num, now, err) ||
+      !root_crl_write(&next, dir, root, err)) {
+    goto out;
+  }
+  if (out != NULL) *out = next.info;
+  ok = 1;
+out:
+  root_crl_cleanup(&next);
+  free(entries);
+  pki_crl_cleanup(&current);
+  free(text);
+  pki_issuer_cleanup(&issuer);
   return ok;
 }
 

@@ -24,7 +24,9 @@ int ceremony_make_passphrase_file(const char *path, pki_err *err);
 
 /* ceremony_root makes the self-signed root in |dir|. With |split_n| > 0 its
  * key is sealed under a random secret split |split_m|-of-|split_n| into
- * share files under |dir|/root-ca/shares; otherwise under |passphrase|. */
+ * share files under |dir|/root-ca/shares; otherwise under |passphrase|.
+ * It also signs the root's first CRL (see ceremony_crl): cRLNumber 1, no
+ * entries. */
 int ceremony_root(const pki_catalog *cat, const char *dir,
                   const pki_secret *passphrase, unsigned split_m,
                   unsigned split_n, pki_err *err);
@@ -44,6 +46,39 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
 int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
                            const pki_secret *ca_passphrase, const char *service,
                            unsigned usage, const char *csr_path, pki_err *err);
+
+/* The root's CRL (RFC 5280 section 5). The root's key is offline, so pkid
+ * cannot sign the CRL that says whether an intermediate is revoked: the
+ * ceremonies do, as a complete CRL with no delta, written to crl/root.crl
+ * (DER) and crl/root.crl.pem (PEM), mode 0644, each file replaced
+ * atomically. thisUpdate is PKI_BACKDATE_S ago, for relying parties whose
+ * clocks are a little behind; nextUpdate is the root's crl_validity_days
+ * after now. pkid serves the file and alerts once half of that has passed:
+ * sign the next one before it runs out.
+ *
+ * ceremony_crl signs the next one: cRLNumber one more than the current
+ * file's, whose entries it carries over. It refuses to go on when that
+ * file is missing, does not parse, is a delta or is not the root's (issuer,
+ * key identifier and signature), or when the clock here is before its
+ * thisUpdate. With |revoke| it adds that intermediate's certificate (one
+ * the root signed; the serial from its certificate file), revoked now for
+ * |reason| (a pki_crl_reason); a certificate already listed is refused.
+ * What it signed goes to |out| unless NULL. */
+typedef struct ceremony_crl_info {
+  uint64_t number; /* cRLNumber */
+  int64_t this_update, next_update;
+  size_t num_entries;
+} ceremony_crl_info;
+
+int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root_secret,
+                 const char *revoke, int reason, ceremony_crl_info *out, pki_err *err);
+
+/* ceremony_crl_reason_parse reads a revocation reason as pkictl names it
+ * ("ca-compromise"): those RFC 5280 5.3.1 gives for a CA certificate on a
+ * complete CRL, so not certificate-hold (which this ceremony would have no
+ * way to release), remove-from-crl (delta CRLs only) or aa-compromise
+ * (attribute authorities). */
+int ceremony_crl_reason_parse(int *out, const char *text, pki_err *err);
 
 /* ceremony_demo builds the whole hierarchy and every service's
  * certificates into |dir|: the root split 3-of-5, rebuilt from three
