@@ -3,8 +3,10 @@
  *   pkictl ceremony root          make the offline root (air-gapped machine)
  *   pkictl ceremony intermediate  have the root sign the intermediates
  *   pkictl ceremony demo          the whole hierarchy and every service, at once
+ *   pkictl ceremony crl           sign the root's next CRL, maybe revoking an intermediate
  *   pkictl issue --offline        sign a service's certificates with its CA key
  *   pkictl inspect FILE           summarise a certificate or CSR
+ *   pkictl crl fetch|inspect      fetch a CA's CRL, checked; summarise a CRL
  *   pkictl journal verify DIR     check a journal's records and hash chain
  *   pkictl token create           a one-time bootstrap token for a service
  *
@@ -28,6 +30,7 @@
 
 #include "client/agent.h"
 #include "client/ceremony.h"
+#include "client/crl_cmd.h"
 #include "client/inspect.h"
 #include "client/journal_cmd.h"
 #include "client/pkiclient.h"
@@ -50,7 +53,8 @@ static const char kUsage[] =
     "  ceremony root --out DIR [--split M/N | --root-passphrase-file F]\n"
     "      Make the self-signed root CA. Its key is sealed under a passphrase\n"
     "      (file, or $" ENV_ROOT_PASSPHRASE "), or under a random secret split\n"
-    "      into N custodian shares, any M of which rebuild it.\n"
+    "      into N custodian shares, any M of which rebuild it. Also signs the\n"
+    "      root's first CRL (see ceremony crl).\n"
     "  ceremony intermediate --out DIR [--ca NAME]\n"
     "      (--share FILE ... | --root-passphrase-file F) [--passphrase-file F]\n"
     "      The root signs the intermediates (all, or NAME). Their keys are\n"
@@ -59,6 +63,16 @@ static const char kUsage[] =
     "      Build the whole hierarchy and every catalogue service's certificates.\n"
     "      The root is split 3-of-5. Without a passphrase file or\n"
     "      $" ENV_CA_PASSPHRASE ", a random one is made in DIR/ca-passphrase (0600).\n"
+    "  ceremony crl --out DIR (--share FILE ... | --root-passphrase-file F)\n"
+    "      [--revoke CA --reason ca-compromise|key-compromise|superseded|\n"
+    "      cessation-of-operation|affiliation-changed|privilege-withdrawn|unspecified]\n"
+    "      Sign the root's next CRL, DIR/crl/root.crl (DER) and root.crl.pem:\n"
+    "      cRLNumber one more than the current file's, its entries kept, and\n"
+    "      with --revoke that intermediate's certificate added. The root's key\n"
+    "      is offline, so this ceremony is the only way its CRL is renewed. It\n"
+    "      is valid for the root's crl_validity_days (catalogue; default 365);\n"
+    "      pkid serves it and alerts once half of that has passed: run this\n"
+    "      ceremony before, and copy the files to pkid's pki/crl/.\n"
     "  issue --offline --out DIR --service NAME [--usage server|client]\n"
     "      [--csr FILE] [--passphrase-file F]\n"
     "      Sign a service's certificates with its intermediate's key.\n"
@@ -131,6 +145,17 @@ static const char kUsage[] =
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
+    "  crl fetch (--ca NAME [--delta] | --url URL) --out FILE [--pem]\n"
+    "      [--pki DIR | --ca-file FILE] [--base-url URL] [--max-size 256M]\n"
+    "      [--timeout-ms N]\n"
+    "                 Fetch a CA's CRL over HTTP (the catalogue's crl_url, or\n"
+    "                 --base-url, + NAME.crl), check it against the CA's\n"
+    "                 certificate (--pki tree or --ca-file) and that it is not\n"
+    "                 older than FILE's, and replace FILE (DER, or PEM). With\n"
+    "                 FILE.etag from the last fetch the request is conditional.\n"
+    "  crl inspect FILE [--pki DIR | --ca-file FILE]\n"
+    "                 Summarise each CRL of a DER or PEM file: issuer, number,\n"
+    "                 updates, entries; with a CA, whether its signature verifies.\n"
     "  journal verify DIR\n"
     "                 Check every record, CRC and hash link of pkid's journal.\n"
     "\n"
@@ -164,6 +189,7 @@ typedef struct options {
   const char *shares[MAX_SHARES];
   size_t num_shares;
   int offline;
+  const char *revoke; /* ceremony crl: the intermediate to revoke */
   /* Online commands. */
   const char *server;
   const char *root;
@@ -204,6 +230,7 @@ enum {
   OPT_SHARE,
   OPT_OFFLINE,
   OPT_TTL,
+  OPT_REVOKE,
   OPT_SERVER,
   OPT_ROOT,
   OPT_CERT,
@@ -241,6 +268,7 @@ static const struct option kOptions[] = {
     {"share", required_argument, NULL, OPT_SHARE},
     {"offline", no_argument, NULL, OPT_OFFLINE},
     {"ttl", required_argument, NULL, OPT_TTL},
+    {"revoke", required_argument, NULL, OPT_REVOKE},
     {"server", required_argument, NULL, OPT_SERVER},
     {"root", required_argument, NULL, OPT_ROOT},
     {"cert", required_argument, NULL, OPT_CERT},
@@ -291,6 +319,7 @@ static int parse_options(options *o, int argc, char **argv, out_rule rule) {
       case OPT_CSR: o->csr = optarg; break;
       case OPT_OFFLINE: o->offline = 1; break;
       case OPT_TTL: o->ttl = optarg; break;
+      case OPT_REVOKE: o->revoke = optarg; break;
       case OPT_SERVER: o->server = optarg; break;
       case OPT_ROOT: o->root = optarg; break;
       case OPT_CERT: o->cert = optarg; break;
@@ -359,16 +388,16 @@ static int cmd_root(const options *o, const pki_catalog *cat, pki_err *err) {
   return ok;
 }
 
+/* root_secret opens the root: from custodian shares, or its passphrase. */
+static int root_secret(pki_secret *out, const options *o, pki_err *err) {
+  if (o->num_shares > 0) return ceremony_secret_from_shares(out, o->shares, o->num_shares, err);
+  return pki_secret_read(out, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err);
+}
+
 static int cmd_intermediate(const options *o, const pki_catalog *cat, pki_err *err) {
   pki_secret root, pass;
-  int ok;
-  if (o->num_shares > 0) {
-    ok = ceremony_secret_from_shares(&root, o->shares, o->num_shares, err);
-  } else {
-    ok = pki_secret_read(&root, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err);
-  }
-  if (!ok) return 0;
-  ok = ca_passphrase(&pass, o, err) &&
+  if (!root_secret(&root, o, err)) return 0;
+  int ok = ca_passphrase(&pass, o, err) &&
        ceremony_intermediate(cat, o->out, &root, &pass, o->ca, err);
   pki_secret_cleanup(&root);
   pki_secret_cleanup(&pass);
@@ -392,8 +421,35 @@ static int cmd_demo(const options *o, const pki_catalog *cat, pki_err *err) {
            "  root CA          %s/root-ca/certs/root-ca.crt (key split 3-of-5 in root-ca/shares)\n"
            "  intermediates    %s/intermediate-ca/<ca>/certs/\n"
            "  services         %s/service-certificates/\n"
-           "  trust stores     %s/trust-stores/\n",
-           o->out, o->out, o->out, o->out, o->out);
+           "  trust stores     %s/trust-stores/\n"
+           "  root CRL         %s/crl/root.crl (renew with 'pkictl ceremony crl')\n",
+           o->out, o->out, o->out, o->out, o->out, o->out);
+  }
+  return ok;
+}
+
+/* cmd_crl is `ceremony crl`: the root's next CRL, signed offline. */
+static int cmd_crl(const options *o, const pki_catalog *cat, pki_err *err) {
+  int reason = 0;
+  if ((o->revoke == NULL) != (o->reason == NULL)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "--revoke CA and --reason R go together");
+    return 0;
+  }
+  if (o->reason != NULL && !ceremony_crl_reason_parse(&reason, o->reason, err)) return 0;
+  pki_secret root;
+  if (!root_secret(&root, o, err)) return 0;
+  ceremony_crl_info info;
+  int ok = ceremony_crl(cat, o->out, &root, o->revoke, reason, &info, err);
+  pki_secret_cleanup(&root);
+  if (ok) {
+    char until[64];
+    time_t t = (time_t)info.next_update;
+    struct tm tm;
+    strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    if (o->revoke != NULL) printf("revoked %s (%s)\n", o->revoke, o->reason);
+    printf("root CRL %llu written to %s/crl/root.crl and root.crl.pem: %zu revoked, next "
+           "update %s\n",
+           (unsigned long long)info.number, o->out, info.num_entries, until);
   }
   return ok;
 }
@@ -992,11 +1048,12 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "ceremony") == 0) {
-    if (argc < 3) return usage_error("ceremony needs root, intermediate or demo%s", "");
+    if (argc < 3) return usage_error("ceremony needs root, intermediate, demo or crl%s", "");
     const char *step = argv[2];
     if (strcmp(step, "root") == 0) return run(cmd_root, argc - 2, argv + 2);
     if (strcmp(step, "intermediate") == 0) return run(cmd_intermediate, argc - 2, argv + 2);
     if (strcmp(step, "demo") == 0) return run(cmd_demo, argc - 2, argv + 2);
+    if (strcmp(step, "crl") == 0) return run(cmd_crl, argc - 2, argv + 2);
     return usage_error("unknown ceremony '%s'", step);
   }
   if (strcmp(cmd, "issue") == 0) {
@@ -1009,6 +1066,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "status") == 0) return run_online(cmd_status, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "bundle") == 0) return run_online(cmd_bundle, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "agent") == 0) return agent_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "crl") == 0) return crl_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "inspect") == 0) {
     if (argc != 3) return usage_error("inspect takes one FILE%s", "");
     pki_err err;
