@@ -16,6 +16,8 @@
 
 #include <openssl/rand.h>
 
+#include "client/agent_crl.h"
+#include "client/crl_cmd.h"
 #include "client/pkiclient.h"
 #include "lib/cert_info.h"
 #include "lib/err.h"
@@ -33,12 +35,16 @@ extern char **environ;
 #define MAX_AGENT_CERTS PKI_CATALOG_MAX_CERTS
 
 static const char kAgentUsage[] =
-    "usage: pkictl agent --pki DIR --as SERVICE[:server|client] [--certs server,client]\n"
+    "usage: pkictl agent --pki DIR [--as SERVICE[:server|client]] [--certs server,client]\n"
     "    [--once] [--metrics-file F] [--reload-signal SIG --reload-pid PID |\n"
     "    --reload-command CMD] [--jitter PCT] [--check-interval-ms N]\n"
     "    [--min-backoff-ms N] [--max-backoff-ms N] [--server HOST:PORT]\n"
     "    [--server-name NAME] [--server-identity URI] [--server-ca FILE]\n"
-    "    [--root FILE] [--timeout-ms N] [--catalog FILE]\n";
+    "    [--root FILE] [--timeout-ms N] [--catalog FILE]\n"
+    "    [--crl-file PATH --crl-ca NAME [--crl-interval 60s] [--crl-hook CMD]\n"
+    "     [--crl-base-url URL] [--crl-max-size 256M]\n"
+    "     [--haproxy-socket SOCK [--haproxy-crl-name NAME]]]\n"
+    "  --as, --crl-file or both.\n";
 
 typedef struct agent_opts {
   const char *pki, *as, *certs, *catalog;
@@ -50,6 +56,11 @@ typedef struct agent_opts {
   int once;
   double jitter; /* fraction of the lifetime */
   uint64_t check_ms, min_backoff_ms, max_backoff_ms, timeout_ms;
+  /* CRL keeping (agent_crl.h). */
+  const char *crl_file, *crl_ca, *crl_hook, *crl_base_url;
+  const char *haproxy_socket, *haproxy_crl_name;
+  uint64_t crl_interval_ms;
+  size_t crl_max_bytes;
 } agent_opts;
 
 /* One watched certificate. */
@@ -77,6 +88,8 @@ typedef struct agent {
   const char *pkid_ca_cn;
   agent_cert certs[MAX_AGENT_CERTS];
   size_t num_certs;
+  int crl_on;
+  agent_crl crl;
 } agent;
 
 static volatile sig_atomic_t g_stop;
@@ -173,6 +186,8 @@ enum {
   A_PKI = 2000, A_AS, A_CERTS, A_ONCE, A_METRICS_FILE, A_METRICS_LISTEN, A_RELOAD_SIGNAL,
   A_RELOAD_PID, A_RELOAD_COMMAND, A_JITTER, A_CHECK, A_MIN_BACKOFF, A_MAX_BACKOFF, A_SERVER,
   A_SERVER_NAME, A_ROOT, A_TIMEOUT, A_CATALOG, A_SERVER_IDENTITY, A_SERVER_CA,
+  A_CRL_FILE, A_CRL_CA, A_CRL_INTERVAL, A_CRL_HOOK, A_CRL_BASE_URL, A_CRL_MAX_SIZE,
+  A_HAPROXY_SOCKET, A_HAPROXY_CRL_NAME,
 };
 
 static const struct option kAgentOptions[] = {
@@ -196,6 +211,14 @@ static const struct option kAgentOptions[] = {
     {"catalog", required_argument, NULL, A_CATALOG},
     {"server-identity", required_argument, NULL, A_SERVER_IDENTITY},
     {"server-ca", required_argument, NULL, A_SERVER_CA},
+    {"crl-file", required_argument, NULL, A_CRL_FILE},
+    {"crl-ca", required_argument, NULL, A_CRL_CA},
+    {"crl-interval", required_argument, NULL, A_CRL_INTERVAL},
+    {"crl-hook", required_argument, NULL, A_CRL_HOOK},
+    {"crl-base-url", required_argument, NULL, A_CRL_BASE_URL},
+    {"crl-max-size", required_argument, NULL, A_CRL_MAX_SIZE},
+    {"haproxy-socket", required_argument, NULL, A_HAPROXY_SOCKET},
+    {"haproxy-crl-name", required_argument, NULL, A_HAPROXY_CRL_NAME},
     {NULL, 0, NULL, 0},
 };
 
@@ -206,6 +229,8 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
   o->min_backoff_ms = 500;
   o->max_backoff_ms = 60000;
   o->timeout_ms = 30000;
+  o->crl_interval_ms = 60000;
+  o->crl_max_bytes = HTTP_GET_DEFAULT_MAX_BODY;
   const char *signal_text = NULL, *pid_text = NULL;
   uint64_t v;
   optind = 1;
@@ -254,12 +279,45 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
       case A_CATALOG: o->catalog = optarg; break;
       case A_SERVER_IDENTITY: o->server_identity = optarg; break;
       case A_SERVER_CA: o->server_ca = optarg; break;
+      case A_CRL_FILE: o->crl_file = optarg; break;
+      case A_CRL_CA: o->crl_ca = optarg; break;
+      case A_CRL_HOOK: o->crl_hook = optarg; break;
+      case A_CRL_BASE_URL: o->crl_base_url = optarg; break;
+      case A_HAPROXY_SOCKET: o->haproxy_socket = optarg; break;
+      case A_HAPROXY_CRL_NAME: o->haproxy_crl_name = optarg; break;
+      case A_CRL_INTERVAL: {
+        uint32_t s = 0;
+        pki_err perr;
+        if (!pki_duration_parse(&s, optarg, &perr) || s == 0 || s > 86400) {
+          return usage_fail("--crl-interval wants 1s..24h (\"60s\", \"5m\"), not '%s'", optarg);
+        }
+        o->crl_interval_ms = (uint64_t)s * 1000;
+        break;
+      }
+      case A_CRL_MAX_SIZE:
+        if (!crl_parse_size(&o->crl_max_bytes, optarg)) {
+          return usage_fail("--crl-max-size wants bytes, or 512K, 256M, 1G; not '%s'", optarg);
+        }
+        break;
       default:
         return usage_fail("unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
   if (optind != argc) return usage_fail("unexpected argument '%s'", argv[optind]);
-  if (o->pki == NULL || o->as == NULL) return usage_fail("--pki DIR and --as SERVICE are required%s", "");
+  if (o->pki == NULL || (o->as == NULL && o->crl_file == NULL)) {
+    return usage_fail("--pki DIR and --as SERVICE (or --crl-file) are required%s", "");
+  }
+  if ((o->crl_file == NULL) != (o->crl_ca == NULL)) {
+    return usage_fail("--crl-file PATH and --crl-ca NAME go together%s", "");
+  }
+  if (o->crl_file == NULL && (o->haproxy_socket != NULL || o->crl_hook != NULL ||
+                              o->crl_base_url != NULL || o->haproxy_crl_name != NULL)) {
+    return usage_fail("--haproxy-socket, --crl-hook, --crl-base-url and --haproxy-crl-name "
+                      "need --crl-file%s", "");
+  }
+  if (o->haproxy_crl_name != NULL && o->haproxy_socket == NULL) {
+    return usage_fail("--haproxy-crl-name needs --haproxy-socket%s", "");
+  }
   if (o->min_backoff_ms > o->max_backoff_ms) {
     return usage_fail("--min-backoff-ms exceeds --max-backoff-ms%s", "");
   }
@@ -569,6 +627,8 @@ static int renew_one(agent *a, agent_cert *c, int64_t now, const char **method,
 
 /* ---- reload hook and metrics ---- */
 
+static void run_command(const char *command);
+
 static void run_hook(const agent *a) {
   if (a->o.reload_pid != 0) {
     char pid[32], sig[16];
@@ -581,12 +641,17 @@ static void run_hook(const agent *a) {
     }
     return;
   }
-  if (a->o.reload_command == NULL) return;
-  char *argv[] = {"sh", "-c", (char *)a->o.reload_command, NULL};
+  if (a->o.reload_command != NULL) run_command(a->o.reload_command);
+}
+
+/* run_command runs `/bin/sh -c CMD`, waits for it at most 30 s (then
+ * kills it) and logs how it ended. */
+static void run_command(const char *command) {
+  char *argv[] = {"sh", "-c", (char *)command, NULL};
   pid_t pid;
   int rc = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ);
   if (rc != 0) {
-    pki_log("error", "reload_failed", "command", a->o.reload_command, "error", strerror(rc),
+    pki_log("error", "reload_failed", "command", command, "error", strerror(rc),
              NULL);
     return;
   }
@@ -600,7 +665,7 @@ static void run_hook(const agent *a) {
   if (done == 0) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-    pki_log("error", "reload_failed", "command", a->o.reload_command, "error",
+    pki_log("error", "reload_failed", "command", command, "error",
              "timed out after 30 s; killed", NULL);
     return;
   }
@@ -608,10 +673,10 @@ static void run_hook(const agent *a) {
   if (done > 0 && WIFEXITED(status)) {
     snprintf(code, sizeof(code), "%d", WEXITSTATUS(status));
     pki_log(WEXITSTATUS(status) == 0 ? "info" : "error", "reload", "command",
-             a->o.reload_command, "exit_status", code, NULL);
+             command, "exit_status", code, NULL);
   } else {
     snprintf(code, sizeof(code), "%d", done > 0 && WIFSIGNALED(status) ? WTERMSIG(status) : -1);
-    pki_log("error", "reload_failed", "command", a->o.reload_command, "signal", code, NULL);
+    pki_log("error", "reload_failed", "command", command, "signal", code, NULL);
   }
 }
 
