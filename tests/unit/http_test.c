@@ -1,7 +1,8 @@
 /* http_test: server/http.c on a real libuv loop on 127.0.0.1:0, driven by
  * a client thread with blocking sockets: keep-alive, pipelining order,
  * backpressure, limits (400, 404, 405, 408, 413, 414, 431), timeouts,
- * connection limits and a graceful stop. */
+ * connection limits, a graceful stop, HEAD, If-None-Match and bodies served
+ * by reference. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -38,6 +39,26 @@ static void on_body(void *ctx, pkid_http_req *req) {
 static void on_silent(void *ctx, pkid_http_req *req) {
   (void)ctx;
   (void)req; /* answers nothing: the server must answer 500 */
+}
+
+/* A large body served by reference, as CRLs are: /shared, with an ETag. */
+enum { SHARED_LEN = 60000 };
+static char g_shared[SHARED_LEN];
+static int g_shared_released; /* loop thread; read once the loop is done */
+
+static void release_shared(void *ctx) {
+  CHECK(ctx == g_shared);
+  g_shared_released++;
+}
+
+static void on_shared(void *ctx, pkid_http_req *req) {
+  (void)ctx;
+  if (strcmp(req->if_none_match, "\"v1\"") == 0) {
+    pkid_http_respond(req, 304, "ETag: \"v1\"\r\n", NULL, 0);
+    return;
+  }
+  pkid_http_respond_shared(req, 200, "ETag: \"v1\"\r\n", g_shared, SHARED_LEN, release_shared,
+                           g_shared);
 }
 
 typedef struct fixture {
@@ -83,6 +104,7 @@ static void run_server(const pkid_http_limits *limits, void (*client)(fixture *f
   pkid_http_route(f.srv, "POST", "/body", on_body, NULL);
   pkid_http_route(f.srv, "PUT", "/body", on_body, NULL);
   pkid_http_route(f.srv, "GET", "/silent", on_silent, NULL);
+  pkid_http_route(f.srv, "GET", "/shared", on_shared, NULL);
   pki_err err;
   REQUIRE(pkid_http_listen(f.srv, "127.0.0.1:0", &err));
   char where[80];
@@ -356,6 +378,59 @@ static void client_routes(fixture *f) {
 }
 
 TEST(routes_404_405_500) { run_server(NULL, client_routes); }
+
+/* read_head reads a response's status line and headers alone (a HEAD's or
+ * a 304's, which have no body whatever their headers say). */
+static int read_head(client *c, response *r) {
+  char *end;
+  for (;;) {
+    end = c->len > 0 ? memmem(c->buf, c->len, "\r\n\r\n", 4) : NULL;
+    if (end != NULL) break;
+    if (!fill(c)) return 0;
+  }
+  size_t head_len = (size_t)(end - c->buf) + 4;
+  if (head_len >= sizeof(r->headers)) return 0;
+  memcpy(r->headers, c->buf, head_len);
+  r->headers[head_len] = '\0';
+  r->body_len = 0;
+  consume(c, head_len);
+  return sscanf(r->headers, "HTTP/1.1 %d", &r->status) == 1;
+}
+
+static void client_head_and_etag(fixture *f) {
+  client *c = client_open(f->port);
+  if (c == NULL) {
+    CHECK(!"connect");
+    return;
+  }
+  response *r = malloc(sizeof(*r));
+  /* HEAD: a GET route's headers, its length, no body (RFC 9110 9.3.2).
+   * The echo after it proves no body bytes followed. */
+  CHECK(send_str(c, "HEAD /shared HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "GET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_head(c, r) && r->status == 200);
+  CHECK(has_header(r, "\r\nContent-Length: 60000\r\n") && has_header(r, "\r\nETag: \"v1\""));
+  CHECK(read_response(c, r) && r->status == 200 && strcmp(r->body, "/echo/after") == 0);
+  /* GET: the shared bytes, whole. */
+  CHECK(send_str(c, "GET /shared HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 && r->body_len == SHARED_LEN &&
+        memcmp(r->body, g_shared, SHARED_LEN) == 0);
+  /* If-None-Match with the current tag: 304, no body, no length. */
+  CHECK(send_str(c, "GET /shared HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"v1\"\r\n\r\n"));
+  CHECK(read_head(c, r) && r->status == 304 && has_header(r, "\r\nETag: \"v1\"") &&
+        !has_header(r, "\r\nContent-Length:"));
+  CHECK(send_str(c, "GET /echo/last HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 && strcmp(r->body, "/echo/last") == 0);
+  free(r);
+  client_close(c);
+}
+
+TEST(head_shared_body_and_304) {
+  for (size_t i = 0; i < SHARED_LEN; i++) g_shared[i] = (char)('a' + i % 26);
+  g_shared_released = 0;
+  run_server(NULL, client_head_and_etag);
+  CHECK(g_shared_released == 2); /* the HEAD's at once, the GET's once written */
+}
 
 /* expect_error sends |req| on a fresh connection and wants |status|, then
  * the connection closed. */
@@ -691,6 +766,7 @@ int main(void) {
   RUN(pipelining_in_order);
   RUN(backpressure_slow_reader);
   RUN(routes_404_405_500);
+  RUN(head_shared_body_and_304);
   RUN(limits_and_malformed);
   RUN(connection_close_and_http10);
   RUN(slowloris_request_timeout);
