@@ -30,9 +30,39 @@ void pkid_crl_blob_unref(void *p) {
   }
 }
 
+/* serial_hash is FNV-1a over the serial's octets: serials carry random
+ * bits, so no one picks colliding ones, and all octets count. */
+static size_t serial_hash(const uint8_t *bytes, size_t len) {
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  for (size_t i = 0; i < len; i++) h = (h ^ bytes[i]) * UINT64_C(0x100000001b3);
+  return (size_t)(h ^ (h >> 32));
+}
+
+static void slot_put(pkid_ca_crls *c, size_t i) {
+  const pkid_revoked *e = &c->entries[i];
+  size_t at = serial_hash(e->serial, e->serial_len) & c->slot_mask;
+  while (c->slots[at] != 0) at = (at + 1) & c->slot_mask;
+  c->slots[at] = (uint32_t)(i + 1);
+}
+
+/* grow makes a table for |want| entries (at most half full) and places
+ * every entry in it. 0 when out of memory: the old table stays. */
+static int grow(pkid_ca_crls *c, size_t want) {
+  size_t n = 64;
+  while (n < 2 * want) n *= 2;
+  uint32_t *slots = calloc(n, sizeof(*slots));
+  if (slots == NULL) return 0;
+  free(c->slots);
+  c->slots = slots;
+  c->slot_mask = n - 1;
+  for (size_t i = 0; i < c->num_entries; i++) slot_put(c, i);
+  return 1;
+}
+
 int pkid_ca_crls_add(pkid_ca_crls *c, const pki_serial *serial, uint8_t reason,
                      int64_t revoked_at, int64_t invalidity_date, int64_t not_after) {
   if (serial->len == 0 || serial->len > PKI_SERIAL_MAX) return 1; /* not a serial we issue */
+  if (c->num_entries >= UINT32_MAX - 1) return 0;
   if (c->num_entries == c->cap_entries) {
     size_t cap = c->cap_entries == 0 ? 64 : c->cap_entries * 2;
     pkid_revoked *e = realloc(c->entries, cap * sizeof(*e));
@@ -40,7 +70,10 @@ int pkid_ca_crls_add(pkid_ca_crls *c, const pki_serial *serial, uint8_t reason,
     c->entries = e;
     c->cap_entries = cap;
   }
-  pkid_revoked *e = &c->entries[c->num_entries++];
+  if (c->slots == NULL || 2 * (c->num_entries + 1) > c->slot_mask + 1) {
+    if (!grow(c, c->num_entries + 1)) return 0;
+  }
+  pkid_revoked *e = &c->entries[c->num_entries];
   memset(e, 0, sizeof(*e));
   memcpy(e->serial, serial->bytes, serial->len);
   e->serial_len = (uint8_t)serial->len;
@@ -49,12 +82,15 @@ int pkid_ca_crls_add(pkid_ca_crls *c, const pki_serial *serial, uint8_t reason,
   e->revoked_at = revoked_at;
   e->invalidity_date = invalidity_date;
   e->not_after = not_after;
+  slot_put(c, c->num_entries++);
   return 1;
 }
 
 const pkid_revoked *pkid_ca_crls_find(const pkid_ca_crls *c, const pki_serial *serial) {
-  for (size_t i = 0; i < c->num_entries; i++) {
-    const pkid_revoked *e = &c->entries[i];
+  if (c->slots == NULL) return NULL;
+  size_t at = serial_hash(serial->bytes, serial->len) & c->slot_mask;
+  for (; c->slots[at] != 0; at = (at + 1) & c->slot_mask) {
+    const pkid_revoked *e = &c->entries[c->slots[at] - 1];
     if (e->serial_len == serial->len && memcmp(e->serial, serial->bytes, serial->len) == 0) {
       return e;
     }
@@ -138,6 +174,11 @@ void pkid_ca_crls_made(pkid_ca_crls *c, uint64_t number, int is_base, int64_t th
       }
     }
     c->num_entries = kept;
+    /* Fewer entries, same table: re-placed, with no allocation to fail. */
+    if (c->slots != NULL) {
+      memset(c->slots, 0, (c->slot_mask + 1) * sizeof(*c->slots));
+      for (size_t i = 0; i < kept; i++) slot_put(c, i);
+    }
   }
   if (number > c->number) c->number = number;
   c->last_this_update = this_update;
@@ -153,6 +194,7 @@ void pkid_ca_crls_publish(pkid_ca_crls *c, pkid_crl_blob *full, pkid_crl_blob *d
 
 void pkid_ca_crls_cleanup(pkid_ca_crls *c) {
   free(c->entries);
+  free(c->slots);
   pkid_crl_blob_unref(c->full);
   pkid_crl_blob_unref(c->delta);
   memset(c, 0, sizeof(*c));

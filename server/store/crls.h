@@ -73,6 +73,11 @@ void pkid_crl_blob_unref(void *b);
 typedef struct pkid_ca_crls {
   pkid_revoked *entries; /* by ordinal, increasing; dropped ones purged at a new base */
   size_t num_entries, cap_entries;
+  /* Where each serial's entry is, for pkid_ca_crls_find: open addressing,
+   * slots hold an index into |entries| plus one (0: empty), at most half
+   * full; rebuilt when it grows and after a purge. */
+  uint32_t *slots;
+  size_t slot_mask;
   uint64_t last_ord; /* the ordinal of the last entry added */
   /* The last CRL made durable (its record is in the journal). */
   uint64_t number;        /* its cRLNumber; 0: none yet */
@@ -90,7 +95,7 @@ typedef struct pkid_ca_crls {
 } pkid_ca_crls;
 
 /* pkid_ca_crls_add appends a revocation (the next ordinal). 0 only when
- * out of memory. */
+ * out of memory (nothing changed). */
 int pkid_ca_crls_add(pkid_ca_crls *c, const pki_serial *serial, uint8_t reason,
                      int64_t revoked_at, int64_t invalidity_date, int64_t not_after);
 
@@ -99,8 +104,9 @@ int pkid_ca_crls_add(pkid_ca_crls *c, const pki_serial *serial, uint8_t reason,
 uint64_t pkid_ca_crls_cut(const pkid_ca_crls *c);
 
 /* pkid_ca_crls_find returns the entry of |serial|, or NULL (never revoked,
- * or purged after it left the CRLs). A linear search: for status calls,
- * not for hot paths. */
+ * or purged after it left the CRLs). A hash lookup: a client asking for
+ * the status of one revoked certificate over and over must not make the
+ * loop walk a million entries each time. */
 const pkid_revoked *pkid_ca_crls_find(const pkid_ca_crls *c, const pki_serial *serial);
 
 /* pkid_ca_crls_select picks the entries of the CRLs built at |cut|: the

@@ -191,6 +191,41 @@ TEST(blobs_are_shared_until_the_last_reference) {
   pkid_ca_crls_cleanup(&c);
 }
 
+/* Finding is by hash: every one of many entries is found, a serial never
+ * revoked is not, and a purge leaves the rest findable. */
+TEST(find_many_and_after_a_purge) {
+  pkid_ca_crls c;
+  memset(&c, 0, sizeof(c));
+  enum { N = 5000 };
+  for (int i = 1; i <= N; i++) REQUIRE(add(&c, i, i % 2 ? 150 : 5000));
+  int all = 1;
+  for (int i = 1; i <= N; i++) {
+    pki_serial s = serial_of(i);
+    const pkid_revoked *e = pkid_ca_crls_find(&c, &s);
+    all &= e != NULL && e->ord == (uint64_t)i;
+  }
+  CHECK(all);
+  pki_serial never = serial_of(N + 1);
+  CHECK(pkid_ca_crls_find(&c, &never) == NULL);
+  /* The odd ones expire at 150; after two CRLs and a base they are gone. */
+  pkid_ca_crls_made(&c, 1, 1, 100, N);
+  pkid_ca_crls_made(&c, 2, 0, 200, N);
+  pkid_ca_crls_made(&c, 3, 1, 300, N);
+  CHECK(c.num_entries == N / 2);
+  int odd_gone = 1, even_found = 1;
+  for (int i = 1; i <= N; i++) {
+    pki_serial s = serial_of(i);
+    const pkid_revoked *e = pkid_ca_crls_find(&c, &s);
+    if (i % 2) {
+      odd_gone &= e == NULL;
+    } else {
+      even_found &= e != NULL && serial_is(&(pki_crl_entry){.serial = s}, i);
+    }
+  }
+  CHECK(odd_gone && even_found);
+  pkid_ca_crls_cleanup(&c);
+}
+
 /* ---- idset -------------------------------------------------------------- */
 
 static void id_of(uint8_t id[32], unsigned i) {
@@ -257,6 +292,7 @@ int main(void) {
   RUN(expired_entry_leaves_after_one_more_crl);
   RUN(new_base_purges_what_it_left_out);
   RUN(numbers_never_go_back);
+  RUN(find_many_and_after_a_purge);
   RUN(blobs_are_shared_until_the_last_reference);
   RUN(idset_adds_finds_and_removes);
   return test_finish();
