@@ -727,6 +727,7 @@ static void write_metrics(const agent *a) {
                           name, (unsigned long long)c->ok_total, name,
                           (unsigned long long)c->error_total);
   }
+  if (a->crl_on) agent_crl_metrics(&a->crl, buf, sizeof(buf), &n);
   if (n >= sizeof(buf)) {
     pki_log("error", "metrics_failed", "file", a->o.metrics_file, "error", "too large", NULL);
     return;
@@ -800,6 +801,19 @@ static size_t pass(agent *a, size_t *renewed, int *changed) {
   return failed;
 }
 
+/* crl_pass keeps the CRL file (agent_crl.h): fetch, write if changed, the
+ * hook after a write, and a push to haproxy while one is pending; 1 when
+ * all of it went well. */
+static int crl_pass(agent *a) {
+  int written = 0;
+  int ok = agent_crl_pass(&a->crl, &written);
+  if (written && a->o.crl_hook != NULL) run_command(a->o.crl_hook);
+  /* Pushed after the hook and even when a fetch failed: what is on disk
+   * is what haproxy should hold, and a push that failed is retried. */
+  if (!agent_crl_push(&a->crl)) ok = 0;
+  return ok;
+}
+
 int agent_main(int argc, char **argv) {
   agent a;
   memset(&a, 0, sizeof(a));
@@ -809,11 +823,28 @@ int agent_main(int argc, char **argv) {
   pki_err_clear(&err);
   pki_catalog *cat = a.o.catalog != NULL ? pki_catalog_load_file(a.o.catalog, &err)
                                          : pki_catalog_default(&err);
-  if (cat == NULL ||
-      !pki_tree_ca_path(a.root, sizeof(a.root), a.o.pki, pki_catalog_root(cat),
-                        PKI_TREE_CA_CERT, &err) ||
-      !select_certs(&a, cat, &err) || !who_is_pkid(&a, cat, &err)) {
+  /* Without --as the agent only keeps CRLs: no certificates to watch, and
+   * no pkid to call. */
+  int ok = cat != NULL && pki_tree_ca_path(a.root, sizeof(a.root), a.o.pki,
+                                           pki_catalog_root(cat), PKI_TREE_CA_CERT, &err);
+  if (ok && a.o.as != NULL) ok = select_certs(&a, cat, &err) && who_is_pkid(&a, cat, &err);
+  if (ok && a.o.crl_file != NULL) {
+    agent_crl_opts co = {
+        .file = a.o.crl_file,
+        .ca = a.o.crl_ca,
+        .pki = a.o.pki,
+        .base_url = a.o.crl_base_url,
+        .haproxy_socket = a.o.haproxy_socket,
+        .haproxy_name = a.o.haproxy_crl_name,
+        .max_bytes = a.o.crl_max_bytes,
+        .timeout_ms = a.o.timeout_ms,
+    };
+    ok = agent_crl_init(&a.crl, &co, cat, &err);
+    a.crl_on = ok;
+  }
+  if (!ok) {
     fprintf(stderr, "pkictl: %s: %s\n", pki_err_code_name(err.code), err.msg);
+    if (a.crl_on) agent_crl_cleanup(&a.crl);
     pki_catalog_free(cat);
     return 1;
   }
@@ -825,24 +856,41 @@ int agent_main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+  const char *name = a.svc != NULL ? a.svc->name : "-";
   char count[16];
   snprintf(count, sizeof(count), "%zu", a.num_certs);
-  pki_log("info", "agent_start", "service", a.svc->name, "certs", count, "server",
+  pki_log("info", "agent_start", "service", name, "certs", count, "server",
            a.o.server != NULL ? a.o.server : DEFAULT_SERVER, "once", a.o.once ? "true" : "false",
-           NULL);
+           "crl_file", a.crl_on ? a.o.crl_file : "-", NULL);
   size_t failed = 0;
+  int crl_failed = 0;
   int first = 1;
+  /* Two schedules in one loop: certificates every --check-interval-ms,
+   * CRLs every --crl-interval; each runs when it is due. */
+  uint64_t next_check = 0, next_crl = 0;
   while (!g_stop) {
-    size_t renewed = 0;
     int changed = first;
     first = 0;
-    failed = pass(&a, &renewed, &changed);
-    if (renewed > 0) run_hook(&a);
+    if (a.num_certs > 0 && now_ms() >= next_check) {
+      size_t renewed = 0;
+      failed = pass(&a, &renewed, &changed);
+      if (renewed > 0) run_hook(&a);
+      next_check = now_ms() + a.o.check_ms;
+    }
+    if (a.crl_on && !g_stop && now_ms() >= next_crl) {
+      crl_failed = !crl_pass(&a);
+      changed = 1; /* the fetch counters moved */
+      next_crl = now_ms() + a.o.crl_interval_ms;
+    }
     if (changed) write_metrics(&a);
     if (a.o.once) break;
-    sleep_ms(a.o.check_ms);
+    uint64_t now = now_ms(), wake = UINT64_MAX;
+    if (a.num_certs > 0) wake = next_check;
+    if (a.crl_on && next_crl < wake) wake = next_crl;
+    sleep_ms(wake > now ? wake - now : 1);
   }
-  pki_log("info", "agent_stop", "service", a.svc->name, NULL);
+  pki_log("info", "agent_stop", "service", name, NULL);
+  if (a.crl_on) agent_crl_cleanup(&a.crl);
   pki_catalog_free(cat);
-  return a.o.once && failed > 0 ? 1 : 0;
+  return a.o.once && (failed > 0 || crl_failed) ? 1 : 0;
 }
