@@ -605,10 +605,11 @@ static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len
             (long long)req->invalidity_date);
     goto fail;
   }
-  if (rec.revoked && !key_compromise) {
+  if (rec.revoked &&
+      (!key_compromise || pkid_store_key_searched(api->store, &serial, req->revoke_same_key))) {
     /* Revocation is final and idempotent: report the first. A later
-     * keyCompromise still goes on: its key must get nothing more, and with
-     * revoke_same_key its other certificates go too. */
+     * keyCompromise still goes on, once: its key must get nothing more,
+     * and with revoke_same_key its other certificates go too. */
     reply_revoked(call, rec.revoked_at, &serial, NULL, 0);
     goto out;
   }

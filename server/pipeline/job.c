@@ -36,6 +36,9 @@ void pkid_job_apply(pkid_job *job, pkid_store *store) {
   for (size_t i = 0; i < job->num_same_key; i++) {
     pkid_store_apply(store, &job->same_key_recs[i]);
   }
+  if (job->rec.type == PKID_REC_REVOKE && job->rec.has_key_hash) {
+    pkid_store_note_key_search(store, &job->rec.serial, job->same_key);
+  }
   if (job->rec.type == PKID_REC_REVOKE) {
     pkid_cert_record rec;
     if (pkid_status_get(store->status, job->rec.serial.bytes, job->rec.serial.len, &rec) &&

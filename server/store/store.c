@@ -831,9 +831,26 @@ void pkid_store_close(pkid_store *st) {
   pkid_idset_cleanup(&st->tokens);
   pkid_idset_cleanup(&st->compromised);
   pkid_idset_cleanup(&st->commit_compromised);
+  pkid_idset_cleanup(&st->key_searched);
+  pkid_idset_cleanup(&st->same_key_searched);
   for (size_t i = 0; st->crls != NULL && i < st->cas->num_cas; i++) {
     pkid_ca_crls_cleanup(&st->crls[i]);
   }
   free(st->crls);
   st->crls = NULL;
+}
+
+void pkid_store_note_key_search(pkid_store *st, const pki_serial *serial, int same_key) {
+  uint8_t id[32];
+  SHA256(serial->bytes, serial->len, id);
+  /* Out of memory only costs a repeat its shortcut. */
+  (void)pkid_idset_add(same_key ? &st->same_key_searched : &st->key_searched, id, NULL);
+}
+
+int pkid_store_key_searched(const pkid_store *st, const pki_serial *serial, int same_key) {
+  uint8_t id[32];
+  SHA256(serial->bytes, serial->len, id);
+  /* A search for the other certificates found the key too. */
+  return pkid_idset_has(&st->same_key_searched, id) ||
+         (!same_key && pkid_idset_has(&st->key_searched, id));
 }

@@ -125,6 +125,11 @@ typedef struct pkid_store {
    * issuance for one of them. Both are filled at open. */
   pkid_idset compromised;
   pkid_idset commit_compromised;
+  /* SHA-256 of the serials whose keyCompromise revocation searched the
+   * journal in this run, and whether for the key's other certificates
+   * too (loop thread): a repeat finds nothing new, so it is answered
+   * without holding every commit while the journal is read again. */
+  pkid_idset key_searched, same_key_searched;
 } pkid_store;
 
 typedef struct pkid_store_options {
@@ -170,6 +175,13 @@ int pkid_store_commit_note_compromised(pkid_store *st, const uint8_t key_hash[32
 int pkid_store_key_search(pkid_store *st, const pki_serial *serial, uint8_t key_hash[32],
                           int same_key, int64_t now, const pkid_record *const *pending,
                           size_t num_pending, pki_serial **out, size_t *out_num, pki_err *err);
+
+/* pkid_store_note_key_search records that a keyCompromise revocation of
+ * |serial| searched the journal (with |same_key|: for the key's other
+ * certificates too); pkid_store_key_searched asks whether one like it
+ * (|same_key| or not) already did. Loop thread. */
+void pkid_store_note_key_search(pkid_store *st, const pki_serial *serial, int same_key);
+int pkid_store_key_searched(const pkid_store *st, const pki_serial *serial, int same_key);
 
 /* pkid_store_apply updates the status index, the CRL state, the
  * compromised keys and the reserved serials for a committed change. Loop
