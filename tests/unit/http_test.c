@@ -195,7 +195,9 @@ static void consume(client *c, size_t n) {
 }
 
 /* read_response reads one response (with Content-Length); 0 if none came. */
-static int read_response(client *c, response *r) {
+/* read_head reads a response's status line and headers alone (a HEAD's or
+ * a 304's, which have no body whatever their headers say). */
+static int read_head(client *c, response *r) {
   char *end;
   for (;;) {
     end = c->len > 0 ? memmem(c->buf, c->len, "\r\n\r\n", 4) : NULL;
@@ -206,18 +208,24 @@ static int read_response(client *c, response *r) {
   if (head_len >= sizeof(r->headers)) return 0;
   memcpy(r->headers, c->buf, head_len);
   r->headers[head_len] = '\0';
-  if (sscanf(r->headers, "HTTP/1.1 %d", &r->status) != 1) return 0;
+  r->body_len = 0;
+  consume(c, head_len);
+  return sscanf(r->headers, "HTTP/1.1 %d", &r->status) == 1;
+}
+
+static int read_response(client *c, response *r) {
+  if (!read_head(c, r)) return 0;
   const char *cl = strcasestr(r->headers, "\r\nContent-Length: ");
   if (cl == NULL) return 0;
   size_t body_len = strtoul(cl + 18, NULL, 10);
   if (body_len >= sizeof(r->body)) return 0;
-  while (c->len < head_len + body_len) {
+  while (c->len < body_len) {
     if (!fill(c)) return 0;
   }
-  memcpy(r->body, c->buf + head_len, body_len);
+  memcpy(r->body, c->buf, body_len);
   r->body[body_len] = '\0';
   r->body_len = body_len;
-  consume(c, head_len + body_len);
+  consume(c, body_len);
   return 1;
 }
 
@@ -378,24 +386,6 @@ static void client_routes(fixture *f) {
 }
 
 TEST(routes_404_405_500) { run_server(NULL, client_routes); }
-
-/* read_head reads a response's status line and headers alone (a HEAD's or
- * a 304's, which have no body whatever their headers say). */
-static int read_head(client *c, response *r) {
-  char *end;
-  for (;;) {
-    end = c->len > 0 ? memmem(c->buf, c->len, "\r\n\r\n", 4) : NULL;
-    if (end != NULL) break;
-    if (!fill(c)) return 0;
-  }
-  size_t head_len = (size_t)(end - c->buf) + 4;
-  if (head_len >= sizeof(r->headers)) return 0;
-  memcpy(r->headers, c->buf, head_len);
-  r->headers[head_len] = '\0';
-  r->body_len = 0;
-  consume(c, head_len);
-  return sscanf(r->headers, "HTTP/1.1 %d", &r->status) == 1;
-}
 
 static void client_head_and_etag(fixture *f) {
   client *c = client_open(f->port);
