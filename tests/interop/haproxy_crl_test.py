@@ -450,6 +450,20 @@ def test_no_reload_and_crl_listed():
     assert not events(AGENT_LOG, "crl_push_failed"), open(AGENT_LOG).read()
 
 
+def test_clean_exits():
+    # SIGTERM: the agent stops between passes and exits 0 (under ASan, a
+    # leak or error at exit would make that 1); nothing in the logs either.
+    agent = STATE["agent"]
+    agent.terminate()
+    assert agent.wait(timeout=15) == 0, open(AGENT_LOG).read()
+    assert events(AGENT_LOG, "agent_stop")
+    assert SERVER.stop() == 0, SERVER.log()
+    for path in (AGENT_LOG, SERVER.log_path):
+        text = open(path).read()
+        for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert word not in text, "%s in %s:\n%s" % (word, path, text)
+
+
 try:
     run("agent_once_writes_file", test_agent_once_writes_file)
     run("haproxy_serves_good_clients", test_haproxy_serves_good_clients)
@@ -461,6 +475,7 @@ try:
     run("kept_connection_still_served", test_kept_connection_still_served)
     run("good_clients_served_throughout", test_good_clients_served_throughout)
     run("no_reload_and_crl_listed", test_no_reload_and_crl_listed)
+    run("clean_exits", test_clean_exits)
 finally:
     if "good" in STATE:
         STATE["good"].done.set()
