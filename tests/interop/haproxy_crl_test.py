@@ -50,6 +50,7 @@ SOCK_DIR = tempfile.mkdtemp(prefix="haproxy-crl-", dir="/tmp")
 SOCK = os.path.join(SOCK_DIR, "admin.sock")
 AGENT_LOG = os.path.join(WORK, "agent.log")
 HAPROXY_LOG = os.path.join(WORK, "haproxy.log")
+HOOK_LOG = os.path.join(WORK, "hook.log")
 # Revocation to refusal: pkid batches CRLs within ~1 s, the agent polls
 # every second; 10 s leaves room for a loaded (sanitized) machine.
 REFUSAL_BOUND_S = 10.0
@@ -331,7 +332,8 @@ def test_victim_served_before_revocation():
 
 
 def test_agent_pushes_at_start():
-    STATE["agent"] = start(AGENT_ARGS + ["--crl-interval", "1s", "--haproxy-socket", SOCK],
+    STATE["agent"] = start(AGENT_ARGS + ["--crl-interval", "1s", "--haproxy-socket", SOCK,
+                                         "--crl-hook", "echo written >>'%s'" % HOOK_LOG],
                            AGENT_LOG)
     # The file is haproxy's already, but haproxy may hold an older one: the
     # agent pushes once at start.
@@ -447,6 +449,11 @@ def test_no_reload_and_crl_listed():
     assert text.count("Certificate Revocation List #") == 2, text
     pushes = events(AGENT_LOG, "crl_pushed")
     assert len(pushes) >= 2, pushes
+    # The hook ran once per write (pkid may publish an empty CRL too).
+    writes = len(events(AGENT_LOG, "crl_written"))
+    assert writes >= 1 and open(HOOK_LOG).read().count("written") == writes, writes
+    hooks = [e for e in events(AGENT_LOG, "reload") if e.get("exit_status") == "0"]
+    assert len(hooks) == writes, hooks
     assert not events(AGENT_LOG, "crl_push_failed"), open(AGENT_LOG).read()
 
 
