@@ -10,54 +10,13 @@
 #include <openssl/mem.h>
 #include <openssl/sha.h>
 
+#include "client/print.h"
 #include "lib/cert_info.h"
 #include "lib/csr.h"
 #include "lib/der.h"
 #include "lib/file.h"
 #include "lib/key.h"
 #include "lib/pem.h"
-
-static void print_hex(FILE *out, const uint8_t *p, size_t len, const char *sep) {
-  for (size_t i = 0; i < len; i++) fprintf(out, "%s%02x", i > 0 ? sep : "", p[i]);
-}
-
-/* print_name prints a DER Name as "O=..., CN=..." with known attribute
- * names and dotted OIDs for the rest. */
-static void print_name(FILE *out, const CBS *name_el) {
-  CBS name = *name_el, rdns;
-  if (!CBS_get_asn1(&name, &rdns, CBS_ASN1_SEQUENCE)) {
-    fprintf(out, "(malformed)");
-    return;
-  }
-  int first = 1;
-  while (CBS_len(&rdns) > 0) {
-    CBS rdn, atv, oid, value;
-    unsigned tag;
-    if (!CBS_get_asn1(&rdns, &rdn, CBS_ASN1_SET)) break;
-    while (CBS_len(&rdn) > 0 && CBS_get_asn1(&rdn, &atv, CBS_ASN1_SEQUENCE) &&
-           CBS_get_asn1(&atv, &oid, CBS_ASN1_OBJECT) &&
-           CBS_get_any_asn1(&atv, &value, &tag)) {
-      const char *label = NULL;
-      if (PKI_DER_OID_IS(&oid, PKI_OID_COMMON_NAME)) label = "CN";
-      if (PKI_DER_OID_IS(&oid, PKI_OID_ORGANIZATION)) label = "O";
-      char *text = label == NULL ? CBS_asn1_oid_to_text(&oid) : NULL;
-      fprintf(out, "%s%s=%.*s", first ? "" : ", ", label != NULL ? label : text,
-              (int)CBS_len(&value), (const char *)CBS_data(&value));
-      OPENSSL_free(text);
-      first = 0;
-    }
-  }
-  if (first) fprintf(out, "(empty)");
-}
-
-static void print_time(FILE *out, int64_t t) {
-  time_t tt = (time_t)t;
-  struct tm tm;
-  char buf[64];
-  gmtime_r(&tt, &tm);
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  fputs(buf, out);
-}
 
 static void print_names(FILE *out, const char *label, const pki_name *names, size_t num) {
   if (num == 0) return;
