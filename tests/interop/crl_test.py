@@ -15,8 +15,14 @@
   - numbering: cRLNumber grows across a SIGTERM restart and across kill -9
     right after a revocation, and the revocation is kept;
   - a burst of 1000 revocations makes a handful of CRLs holding them all;
-  - revocation by key: revoke_same_key revokes exactly the certificates of
-    that key; the key is refused from then on, across a restart;
+  - revocation by key: revoke_same_key revokes exactly the unrevoked
+    certificates of that key (any service, any CA, a compressed point too);
+    the key is refused from then on (Issue, IssueStream, Renew), across a
+    restart; the same through `pkictl revoke --same-key` in another TZ;
+  - offline (ceremony) certificates revoked land on their CA's CRL;
+  - every complete/delta pair seen obeys complete = base + delta, expired
+    entries leave with removeFromCRL after one CRL past their notAfter,
+    and the journal verifies after all the kill -9s;
   - delta semantics with short intervals: a delta lists only what came
     after its base, and openssl with base + delta sees both revocations.
 
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import grpc  # noqa: E402
@@ -86,12 +93,12 @@ def new_key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def issue(ch, key=None, usage=None, service="", validity=0):
+def issue(ch, key=None, usage=None, service="", validity=0, csr=None):
     """A certificate (by default for pki-agent's own service, agents-ca):
     (response, PEM path)."""
     key = key or new_key()
     r = method(ch, "Issue", R.IssueRequest, R.IssueResponse)(
-        R.IssueRequest(csr=csr_for(key), usage=usage or R.USAGE_CLIENT, service=service,
+        R.IssueRequest(csr=csr or csr_for(key), usage=usage or R.USAGE_CLIENT, service=service,
                        validity_seconds=validity), timeout=15)
     KEYS[r.serial] = key
     path = os.path.join(TMP, "leaf-%s.pem" % r.serial)
@@ -276,8 +283,9 @@ def test_openssl_verify_and_text():
         good, good_pem = issue(ch)
         bad, bad_pem = issue(ch)
         t0 = time.time()
-        revoke(ch, bad.serial, R.REVOCATION_REASON_KEY_COMPROMISE, invalidity)
+        revoked = revoke(ch, bad.serial, R.REVOCATION_REASON_KEY_COMPROMISE, invalidity)
     serial = int(bad.serial, 16)
+    STATE["revoked_at"] = revoked.revoked_at
     crl, der, waited = wait_crl(SERVER, lambda c: serial in serials_of(c),
                                 "the revoked serial")
     took = time.time() - t0
@@ -325,7 +333,7 @@ def test_openssl_verify_and_text():
     if len(hexserial) % 2:
         hexserial = "0" + hexserial
     inv = datetime.datetime.fromtimestamp(invalidity, datetime.timezone.utc)
-    inv_text = inv.strftime("%b %e %H:%M:%S %Y GMT").replace("  ", "  ")
+    inv_text = inv.strftime("%b %e %H:%M:%S %Y GMT")
     for name, blob, is_delta in (("complete", der, False), ("delta", delta_der, True)):
         code, text = openssl("crl", "-inform", "DER", "-in", save(blob, name + ".crl"),
                              "-text", "-noout")
@@ -366,6 +374,11 @@ def test_cryptography():
         assert reason_of(entry) == x509.ReasonFlags.key_compromise, reason_of(entry)
         inv = invalidity_of(entry)
         assert int(inv.timestamp()) == STATE["invalidity"], (inv, STATE["invalidity"])
+        when = utc(getattr(entry, "revocation_date_utc", None) or entry.revocation_date)
+        assert int(when.timestamp()) == STATE["revoked_at"], \
+            "%s: revocationDate %s, Revoke said %d" % (name, when, STATE["revoked_at"])
+        assert last_update(c).timestamp() >= STATE["revoked_at"], \
+            "%s: thisUpdate %s before the revocation it lists" % (name, last_update(c))
         assert c.get_revoked_certificate_by_serial_number(int(STATE["good"].serial, 16)) is None
         aki = c.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
         ski = CA_CERT.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -376,8 +389,7 @@ def test_cryptography():
             datetime.timedelta(seconds=2)
     assert number(delta) == number(crl), "one build, one number: %d %d" % (
         number(delta), number(crl))
-    with_key = x509.DeltaCRLIndicator
-    ext = delta.extensions.get_extension_for_class(with_key)
+    ext = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator)
     assert ext.critical, "deltaCRLIndicator must be critical (RFC 5280 5.2.4)"
     assert delta_base(delta) < number(delta), (delta_base(delta), number(delta))
     try:
@@ -394,10 +406,60 @@ def test_cryptography():
     dspan = (next_update(delta) - last_update(delta)).total_seconds()
     assert dspan == 2 * DELTA_INTERVAL_S, "delta: nextUpdate - thisUpdate = %s, want %d" % (
         dspan, 2 * DELTA_INTERVAL_S)
+    # The certificates point at these CRLs (cRLDistributionPoints): the
+    # leaf at agents-ca's, agents-ca at the root's; the path serves it.
+    leaf = x509.load_pem_x509_certificate(open(STATE["good_pem"], "rb").read())
+    for cert, want in ((leaf, "/crl/agents-ca.crl"), (CA_CERT, "/crl/root.crl")):
+        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        urls = [n.value for dp in cdp for n in (dp.full_name or [])]
+        assert len(urls) == 1 and urls[0].endswith(want), "%s: CDP %s, want ...%s" % (
+            cert.subject.rfc4514_string(), urls, want)
+        st, _, body = fetch(SERVER, urllib.parse.urlsplit(urls[0]).path)
+        assert st == 200 and x509.load_der_x509_crl(body).issuer == cert.issuer, (urls, st)
     # The root's CRL, by the root's key.
     root = x509.load_der_x509_crl(STATE["root_der"])
     root_cert = x509.load_pem_x509_certificate(open(ROOT, "rb").read())
     assert root.is_signature_valid(root_cert.public_key()) and root.issuer == root_cert.subject
+
+
+def tbs_fields(der):
+    """The tags of the TBSCertList's fields, by a small DER walk."""
+    def item(buf, i):
+        tag, n = buf[i], buf[i + 1]
+        i += 2
+        if n & 0x80:
+            k = n & 0x7F
+            n = int.from_bytes(buf[i:i + k], "big")
+            i += k
+        return tag, buf[i:i + n], i + n
+    _, outer, _ = item(der, 0)
+    _, tbs, _ = item(outer, 0)
+    tags, i = [], 0
+    while i < len(tbs):
+        tag, body, i = item(tbs, i)
+        tags.append((tag, len(body)))
+    return tags
+
+
+def test_every_ca():
+    """Each online CA's CRLs verify with its certificate; an empty one has
+    no revokedCertificates field at all (RFC 5280 5.1.2.6), not an empty
+    one."""
+    for ca in ("agents-ca", "infrastructure-ca", "load-balancer-ca", "external-ca"):
+        cert = x509.load_pem_x509_certificate(open(os.path.join(
+            PKI, "intermediate-ca", ca, "certs", ca + ".crt"), "rb").read())
+        for delta in (False, True):
+            crl, der, _ = wait_crl(SERVER, lambda c: True, "any", delta=delta, ca=ca)
+            assert crl.is_signature_valid(cert.public_key()), "%s: signature" % ca
+            assert crl.issuer == cert.subject, ca
+            tags = tbs_fields(der)
+            assert tags[0] == (0x02, 1), "%s: version %s, want v2" % (ca, tags[0])
+            if len(crl) == 0:
+                assert (0x30, 0) not in tags, "%s: an empty revokedCertificates: %s" % (ca, tags)
+            code, text = openssl("crl", "-inform", "DER", "-in", save(der, "any.crl"),
+                                 "-CAfile", os.path.join(PKI, "intermediate-ca", ca, "certs",
+                                                         ca + ".crt"), "-noout")
+            assert code == 0 and "verify OK" in text, "%s: %s" % (ca, text)
 
 
 def test_reasons_and_refusals():
@@ -480,6 +542,40 @@ def test_offline_certificate():
     assert code != 0 and "certificate revoked" in text, text
 
 
+def test_pkictl_revoke():
+    """`pkictl revoke --reason key-compromise --invalidity-date ...Z
+    --same-key`, run in another time zone: both certificates of the key
+    revoked, the CRL's invalidityDate the instant given (UTC), not shifted."""
+    k = new_key()
+    with channel(SERVER, PKI) as ch:
+        one, _ = issue(ch, key=k)
+        two, _ = issue(ch, key=k)
+        other, _ = issue(ch)
+    when = (int(time.time()) - 86400) // 60 * 60
+    iso = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    env = dict(os.environ, TZ="America/New_York")
+    out = subprocess.run([PKICTL, "revoke", "--pki", PKI, "--as", "pki-agent", "--server",
+                          "127.0.0.1:%d" % SERVER.grpc, "--serial", one.serial, "--reason",
+                          "key-compromise", "--invalidity-date", iso, "--same-key"],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for sr in (one, two):
+        assert sr.serial in out.stdout, "pkictl did not print %s:\n%s" % (sr.serial, out.stdout)
+    assert other.serial not in out.stdout
+    want = {int(one.serial, 16), int(two.serial, 16)}
+    crl, _, _ = wait_crl(SERVER, lambda c: want <= serials_of(c), "pkictl's revocations")
+    assert int(other.serial, 16) not in serials_of(crl)
+    for sn in want:
+        e = crl.get_revoked_certificate_by_serial_number(sn)
+        assert reason_of(e) == x509.ReasonFlags.key_compromise
+        got = int(invalidity_of(e).timestamp())
+        assert got == when, "invalidityDate %s for %s (%d), off by %d s" % (
+            invalidity_of(e), iso, when, got - when)
+    with channel(SERVER, PKI) as ch:
+        assert status(ch, one.serial).invalidity_date == when
+
+
 # --- 3. HTTP ----------------------------------------------------------------------------------
 
 def http_date(s):
@@ -499,6 +595,44 @@ def check_headers(h, crl, kind):
         kind, m.group(1), left)
     assert h.get("etag") == '"%s-%s-%d"' % (CA, kind, number(crl)), \
         "%s ETag %s, number %d" % (kind, h.get("etag"), number(crl))
+
+
+def check_files():
+    """The files in pki/crl are what is served (written just after
+    publication: retry a little)."""
+    crl_dir = os.path.join(PKI, "crl")
+    for delta in (False, True):
+        name = "%s%s.crl" % (CA, "-delta" if delta else "")
+        for _ in range(30):
+            _, served = crl_of(SERVER, delta=delta)
+            with open(os.path.join(crl_dir, name), "rb") as f:
+                on_disk = f.read()
+            pem = x509.load_pem_x509_crl(open(os.path.join(crl_dir, name + ".pem"), "rb").read())
+            if on_disk == served and pem.public_bytes(serialization.Encoding.DER) == served:
+                break
+            time.sleep(0.1)
+        assert on_disk == served, name + " on disk differs from the served CRL"
+        assert pem.public_bytes(serialization.Encoding.DER) == served, name + ".pem differs"
+        for f in (name, name + ".pem"):
+            mode = os.stat(os.path.join(crl_dir, f)).st_mode & 0o777
+            assert mode == 0o644, "%s mode %o" % (f, mode)
+
+
+def check_metrics():
+    crl, der = crl_of(SERVER)
+    conn = http.client.HTTPConnection("127.0.0.1", SERVER.admin, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    m = re.search(r'^pkid_crl_number\{ca="%s"[^}]*\} (\d+)' % CA, text, re.M)
+    assert m and int(m.group(1)) >= number(crl), "pkid_crl_number: %s" % (m and m.group(0))
+    for want in ('pkid_crl_entries{ca="%s",kind="complete"}' % CA,
+                 'pkid_crl_bytes{ca="%s",kind="delta"}' % CA,
+                 'pkid_crl_builds_total{ca="%s",result="ok"}' % CA,
+                 "pkid_crl_build_seconds",
+                 'pkid_crl_this_update_timestamp_seconds{ca="%s",kind="complete"}' % CA,
+                 'pkid_crl_next_update_timestamp_seconds{ca="%s",kind="delta"}' % CA):
+        assert want in text, "metrics lack " + want
 
 
 def test_http():
@@ -539,38 +673,8 @@ def test_http():
     # The CA certificate served is the one in the tree.
     st, h, body = fetch(SERVER, "/ca/%s.crt" % CA)
     assert st == 200 and body == CA_CERT.public_bytes(serialization.Encoding.DER), st
-    # The files are what is served (written just after publication: retry a little).
-    crl_dir = os.path.join(PKI, "crl")
-    for delta in (False, True):
-        name = "%s%s.crl" % (CA, "-delta" if delta else "")
-        for _ in range(30):
-            _, served = crl_of(SERVER, delta=delta)
-            with open(os.path.join(crl_dir, name), "rb") as f:
-                on_disk = f.read()
-            pem = x509.load_pem_x509_crl(open(os.path.join(crl_dir, name + ".pem"), "rb").read())
-            if on_disk == served and pem.public_bytes(serialization.Encoding.DER) == served:
-                break
-            time.sleep(0.1)
-        assert on_disk == served, name + " on disk differs from the served CRL"
-        assert pem.public_bytes(serialization.Encoding.DER) == served, name + ".pem differs"
-        for f in (name, name + ".pem"):
-            mode = os.stat(os.path.join(crl_dir, f)).st_mode & 0o777
-            assert mode == 0o644, "%s mode %o" % (f, mode)
-    # /metrics agrees.
-    crl, der = crl_of(SERVER)
-    conn = http.client.HTTPConnection("127.0.0.1", SERVER.admin, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    m = re.search(r'^pkid_crl_number\{ca="%s"[^}]*\} (\d+)' % CA, text, re.M)
-    assert m and int(m.group(1)) >= number(crl), "pkid_crl_number: %s" % (m and m.group(0))
-    for want in ('pkid_crl_entries{ca="%s",kind="complete"}' % CA,
-                 'pkid_crl_bytes{ca="%s",kind="delta"}' % CA,
-                 'pkid_crl_builds_total{ca="%s",result="ok"}' % CA,
-                 "pkid_crl_build_seconds",
-                 'pkid_crl_this_update_timestamp_seconds{ca="%s",kind="complete"}' % CA,
-                 'pkid_crl_next_update_timestamp_seconds{ca="%s",kind="delta"}' % CA):
-        assert want in text, "metrics lack " + want
+    check_files()
+    check_metrics()
 
 
 def test_503_before_first_build():
@@ -610,7 +714,8 @@ def test_numbering_across_restarts():
     crl, _, _ = wait_crl(SERVER, lambda c: True, "any number")
     assert number(crl) > before, "after SIGTERM: number %d, %d served before" % (
         number(crl), before)
-    assert int(STATE["bad"].serial, 16) in serials_of(crl) if STATE else True
+    if STATE:
+        assert int(STATE["bad"].serial, 16) in serials_of(crl), "case 1's entry lost"
     # kill -9 right after a revocation: its CRL may or may not be out.
     with channel(SERVER, PKI) as ch:
         r, _ = issue(ch)
@@ -626,8 +731,7 @@ def test_numbering_across_restarts():
     assert int(r.serial, 16) in serials_of(full)
     assert check_pair(SERVER, full, delta, COMPLETES), \
         "after kill -9: the delta's base %d was never served" % delta_base(delta)
-    first = [e for e in log_events(SERVER, mark)]
-    assert first, "no crl_published after restart"
+    assert log_events(SERVER, mark), "no crl_published after restart"
     # kill -9 at several points of the next CRL's making (batch tick 1 s).
     with channel(SERVER, PKI) as ch:
         pending = [issue(ch)[0] for _ in range(4)]
@@ -641,6 +745,10 @@ def test_numbering_across_restarts():
             time.sleep(0.05)
         SERVER.kill()
         seen = max(SEEN_NUMBERS | {max_logged()})
+        for name in ("%s.crl" % CA, "%s-delta.crl" % CA):  # never torn
+            on_disk = x509.load_der_x509_crl(open(os.path.join(PKI, "crl", name), "rb").read())
+            assert number(on_disk) <= seen, "%s on disk: %d, more than served" % (
+                name, number(on_disk))
         SERVER.start()
         crl, _, _ = wait_crl(SERVER, lambda c: int(r.serial, 16) in serials_of(c),
                              "the revocation before kill -9 (+%.1f s)" % delay)
@@ -659,9 +767,18 @@ def test_numbering_across_restarts():
     assert number(crl) > before and SERVER.proc.poll() is None
     st, _, _ = fetch(SERVER, "/crl/root.crl")
     assert st == 200, "root.crl after SIGHUP: %d" % st
+    check_files()
     # Every number published since the first restart is new.
     nums = [int(e["number"]) for e in log_events(SERVER)]
     assert len(nums) == len(set(nums)), "a cRLNumber published twice: %s" % sorted(nums)
+
+
+def test_journal_verifies():
+    """After the kill -9s, the journal (CRL records included) verifies."""
+    assert SERVER.stop() == 0
+    out = subprocess.run([PKICTL, "journal", "verify", os.path.join(PKI, "journal")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "result:     ok" in out.stdout, out.stdout + out.stderr
 
 
 # --- 5. burst ---------------------------------------------------------------------------------
@@ -708,6 +825,29 @@ def test_burst():
 
 # --- 6. revocation by key ---------------------------------------------------------------------
 
+def der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def compressed_csr(key, cn="pki-agent"):
+    """A PKCS#10 request whose SubjectPublicKeyInfo holds the compressed
+    P-256 point of |key| (X9.62 allows it; pkid re-encodes it), signed."""
+    point = key.public_key().public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.CompressedPoint)
+    alg = der(0x30, der(0x06, bytes.fromhex("2a8648ce3d0201")) +
+              der(0x06, bytes.fromhex("2a8648ce3d030107")))
+    spki = der(0x30, alg + der(0x03, b"\x00" + point))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]).public_bytes()
+    info = der(0x30, der(0x02, b"\x00") + name + spki + b"\xa0\x00")
+    sig = key.sign(info, ec.ECDSA(hashes.SHA256()))
+    ecdsa_sha256 = der(0x30, der(0x06, bytes.fromhex("2a8648ce3d040302")))
+    return der(0x30, info + ecdsa_sha256 + der(0x03, b"\x00" + sig))
+
+
 def key_pem(key):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -719,8 +859,9 @@ def test_revoke_same_key():
     k = new_key()
     invalidity = int(time.time()) - 60
     with channel(SERVER, PKI) as ch:
-        same = [issue(ch, key=k, usage=u)[0] for u in
-                (R.USAGE_CLIENT, R.USAGE_CLIENT, R.USAGE_SERVER)]
+        # The third one asked with K's point compressed: the same key.
+        same = [issue(ch, key=k, usage=R.USAGE_CLIENT)[0], issue(ch, key=k)[0],
+                issue(ch, key=k, csr=compressed_csr(k))[0]]
         vault, _ = issue(ch, key=k, usage=R.USAGE_SERVER, service="vault")
         earlier, _ = issue(ch, key=k)
         revoke(ch, earlier.serial, R.REVOCATION_REASON_SUPERSEDED)
@@ -749,6 +890,10 @@ def test_revoke_same_key():
                       "keyCompromise")
         expect_status(lambda: issue(ch, key=k, usage=R.USAGE_SERVER, service="vault"),
                       grpc.StatusCode.PERMISSION_DENIED, "keyCompromise")
+        # The same key with its point compressed in the CSR is the same key.
+        expect_status(lambda: method(ch, "Issue", R.IssueRequest, R.IssueResponse)(
+            R.IssueRequest(csr=compressed_csr(k), usage=R.USAGE_CLIENT), timeout=15),
+            grpc.StatusCode.PERMISSION_DENIED, "keyCompromise")
         stream = method(ch, "IssueStream", R.IssueRequest, R.IssueResponse, streaming=True)
         answers = list(stream(iter([R.IssueRequest(csr=csr_for(k), usage=R.USAGE_CLIENT,
                                                    request_id=1),
@@ -765,7 +910,6 @@ def test_revoke_same_key():
     chain_pem = cert.public_bytes(serialization.Encoding.PEM) + b"".join(
         x509.load_der_x509_certificate(c).public_bytes(serialization.Encoding.PEM)
         for c in holder.chain)
-    renew = None
     with channel(SERVER, PKI, key_and_chain=(key_pem(holder_key), chain_pem)) as ch:
         renew = method(ch, "Renew", R.RenewRequest, R.IssueResponse)
         expect_status(lambda: renew(R.RenewRequest(csr=csr_for(k)), timeout=15),
@@ -903,6 +1047,15 @@ def test_delta_semantics():
         else:
             print("  note: delta %d's base %d predates C; no removeFromCRL expected" % (
                 n_gone, gbase))
+        # A restart replays to the same decisions: C stays out, A and B in.
+        assert p.stop() == 0
+        p.start()
+        t_end = time.time() + 3
+        while time.time() < t_end:
+            c, _ = watch(lambda c: True, "any", False, 5)
+            assert sc not in serials_of(c), "C is back on CRL %d after a restart" % number(c)
+            assert {sa, sb} <= serials_of(c), "A or B gone after a restart"
+            time.sleep(0.2)
         assert checked[0] >= 3, "only %d complete/delta pairs checked" % checked[0]
         print("  delta: %d pairs checked against their base" % checked[0])
     finally:
@@ -915,12 +1068,15 @@ try:
     run("cryptography", test_cryptography)
     run("reasons_and_refusals", test_reasons_and_refusals)
     run("offline_certificate", test_offline_certificate)
+    run("every_ca", test_every_ca)
+    run("pkictl_revoke", test_pkictl_revoke)
     run("http", test_http)
     run("503_before_first_build", test_503_before_first_build)
     run("numbering_across_restarts", test_numbering_across_restarts)
     run("burst", test_burst)
     run("revoke_same_key", test_revoke_same_key)
     run("delta_semantics", test_delta_semantics)
+    run("journal_verifies", test_journal_verifies)
 finally:
     try:
         SERVER.stop()
