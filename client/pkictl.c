@@ -19,6 +19,7 @@
  *   pkictl status                 what pkid knows of a certificate
  *   pkictl bundle                 a trust store (a CA and its parents) or the root
  *   pkictl agent                  keep a service's certificates renewed (daemon)
+ *   pkictl lb rotate|watch        the load balancer's hot rotation in haproxy
  *
  * Exit status: 0 on success, 1 on failure (the message says why), 2 on a
  * usage error. */
@@ -29,6 +30,7 @@
 #include <time.h>
 
 #include "client/agent.h"
+#include "client/lb_cmd.h"
 #include "client/ceremony.h"
 #include "client/crl_cmd.h"
 #include "client/inspect.h"
@@ -142,6 +144,20 @@ static const char kUsage[] =
     "      Takes --server, --server-name, --server-identity, --server-ca, --root\n"
     "      and --timeout-ms as above; a server that is not pkid is retried only\n"
     "      after --max-backoff-ms.\n"
+    "  lb rotate|watch|staple --pki DIR --as SERVICE --probe HOST:PORT\n"
+    "      [--probe-name SNI] [--now] (--haproxy-socket SOCK --haproxy-cert NAME |\n"
+    "      --reload-pid PID | --reload-command CMD) [--backups N] [--metrics-file F]\n"
+    "      [--ocsp-url URL] [--check-interval-ms N] [--reload-wait-ms N]\n"
+    "      The load balancer's rotation: validate rotation/lb-next (chain with\n"
+    "      serverAuth, key, 24 h left, names, CA, OCSP good), back up active/,\n"
+    "      swap it in haproxy (runtime API, or a reload of haproxy -W), probe the\n"
+    "      frontend for the new certificate (else roll back), promote it and make\n"
+    "      a new lb-next through pkid as --as SERVICE (an admin). rotate: once,\n"
+    "      when due (renew_before) or --now; watch: on a schedule, keeping\n"
+    "      lb-next and the OCSP staple fresh; staple: the serving certificate's\n"
+    "      OCSP response into haproxy and active/lb-current.pem.ocsp, once.\n"
+    "      Takes --server, --server-name, --server-identity, --server-ca, --root\n"
+    "      and --timeout-ms as above.\n"
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
@@ -1066,6 +1082,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "status") == 0) return run_online(cmd_status, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "bundle") == 0) return run_online(cmd_bundle, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "agent") == 0) return agent_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "lb") == 0) return lb_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "crl") == 0) return crl_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "inspect") == 0) {
     if (argc != 3) return usage_error("inspect takes one FILE%s", "");
