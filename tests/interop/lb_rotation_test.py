@@ -1,0 +1,671 @@
+#!/usr/bin/python3
+"""lb_rotation_test: `pkictl lb rotate` swaps the load balancer's certificate
+in a real haproxy 2.6 (Debian's /usr/sbin/haproxy) with a real pkid, on
+loopback.
+
+  - refused before any swap (exit 1, lb_cert_rotation_success 0, active/
+    and what haproxy serves untouched): a next certificate whose key does
+    not match, one expiring within 24 hours, one missing a catalogue name,
+    one pkid has revoked (OCSP), one from another CA;
+  - rolled back when the probe does not see the new certificate: the swap
+    is committed for a crt file (a second frontend's) that the probed bind
+    does not use, so the probe keeps seeing the old one; the previous one
+    is put back through the same runtime API;
+  - zero dropped: 20 rotations through the runtime API while client
+    threads make new TLS handshakes and requests back to back and one
+    keep-alive connection sends a request every 100 ms: every handshake
+    and request succeeds, the keep-alive connection is the same socket
+    throughout, and after each rotation a handshake sees the new serial;
+  - the same through a graceful reload of haproxy in master-worker mode
+    (SIGUSR2 to the master), without the stats socket;
+  - `openssl s_client -status` through haproxy shows a good stapled OCSP
+    response after each rotation, and "revoked" once the serving
+    certificate is revoked and `pkictl lb staple` refreshed it;
+  - haproxy killed (-9) and started again serves the active certificate.
+
+Timings (validation, swap, probe, from the rotation's own log lines) and
+counts are printed; nothing is asserted about speed.
+
+Usage: lb_rotation_test.py PKICTL PKID CATALOG (deploy/catalog.yaml)
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from cryptography import x509  # noqa: E402
+from pkidtest import Pkid, demo_tree  # noqa: E402
+from testlib import finish, run  # noqa: E402
+
+HAPROXY = "/usr/sbin/haproxy"
+PKICTL, PKID, CATALOG = (os.path.abspath(p) for p in sys.argv[1:4])
+TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
+WORK = os.path.join(TMP, "lb")
+os.makedirs(WORK, exist_ok=True)
+PKI = demo_tree(PKICTL, TMP)
+ROOT = os.path.join(PKI, "root-ca/certs/root-ca.crt")
+LB_DIR = os.path.join(PKI, "service-certificates/load-balancer")
+ACTIVE = os.path.join(LB_DIR, "active")
+ROTATION = os.path.join(LB_DIR, "rotation")
+BACKUP = os.path.join(LB_DIR, "backup")
+BUNDLE = os.path.join(ACTIVE, "lb-current.pem")
+OTHER_BUNDLE = os.path.join(WORK, "other.pem")  # the second frontend's crt
+METRICS = os.path.join(WORK, "lb.prom")
+# A unix socket path is at most ~100 bytes, shorter than Bazel's TEST_TMPDIR
+# can be: the socket lives in a short directory of its own, removed below.
+SOCK_DIR = tempfile.mkdtemp(prefix="lb-rot-", dir="/tmp")
+SOCK = os.path.join(SOCK_DIR, "admin.sock")
+LB_LOG = os.path.join(WORK, "lb.log")
+HAPROXY_LOG = os.path.join(WORK, "haproxy.log")
+SNI = "api.cybersec-framework.local"
+ROTATIONS = 20
+RELOAD_ROTATIONS = 5
+
+PROCS = []  # every process started here, stopped in the finally below
+STATE = {}
+TIMINGS = []  # (path, validate_ms, swap_ms, probe_ms) per rotation
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+PORT, PORT2, PORT_W = free_port(), free_port(), free_port()
+
+
+def start(args, log_path):
+    log = open(log_path, "a")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    PROCS.append(proc)
+    return proc
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(what, fn, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+def pkictl(*args, check=True):
+    out = subprocess.run([PKICTL] + list(args), capture_output=True, text=True, timeout=60)
+    if check:
+        assert out.returncode == 0, "pkictl %s: exit %d\n%s%s" % (
+            args[0], out.returncode, out.stdout, out.stderr)
+    return out
+
+
+def online(*args):
+    return pkictl(*(list(args) + ["--pki", PKI, "--as", "pki-agent",
+                                  "--server", "127.0.0.1:%d" % SERVER.grpc]))
+
+
+def lb(command, *extra, socket_path=SOCK, cert=BUNDLE, probe=None, check=False):
+    """`pkictl lb COMMAND`; its JSON log lines go to LB_LOG too."""
+    args = [PKICTL, "lb", command, "--pki", PKI, "--as", "pki-agent",
+            "--server", "127.0.0.1:%d" % SERVER.grpc,
+            "--ocsp-url", "http://127.0.0.1:%d/" % SERVER.ocsp,
+            "--probe", probe or "127.0.0.1:%d" % PORT, "--probe-name", SNI,
+            "--metrics-file", METRICS, "--backups", "3", "--timeout-ms", "5000"]
+    if socket_path is not None:
+        args += ["--haproxy-socket", socket_path, "--haproxy-cert", cert]
+    out = subprocess.run(args + list(extra), capture_output=True, text=True, timeout=90)
+    with open(LB_LOG, "a") as f:
+        f.write(out.stderr)
+    if check:
+        assert out.returncode == 0, "lb %s: exit %d\n%s" % (command, out.returncode, out.stderr)
+    lines = []
+    for line in out.stderr.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            pass
+    return out.returncode, lines, out.stderr
+
+
+def metrics():
+    out = {}
+    for line in open(METRICS):
+        if line.startswith("#") or not line.strip():
+            continue
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+def served(port=None):
+    """(serial hex, SHA-256 of the DER) of what haproxy presents now."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port or PORT), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=SNI) as s:
+            der = s.getpeercert(binary_form=True)
+    cert = x509.load_der_x509_certificate(der)
+    return "%x" % cert.serial_number, hashlib.sha256(der).hexdigest()
+
+
+def file_serial(path):
+    return "%x" % x509.load_pem_x509_certificate(open(path, "rb").read()).serial_number
+
+
+def active_serial():
+    return file_serial(os.path.join(ACTIVE, "lb-current.crt"))
+
+
+def snapshot(directory):
+    return {n: open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory))}
+
+
+def make_bundle(path):
+    with open(path, "wb") as f:
+        for part in ("lb-current.crt", "lb-current-chain.crt", "lb-current.key"):
+            f.write(open(os.path.join(ACTIVE, part), "rb").read())
+    os.chmod(path, 0o600)
+
+
+def haproxy_config(path, socket_line, port, port2=None):
+    with open(path, "w") as f:
+        f.write("""global
+    %s
+    # No session cache or tickets: each probe and client is a full
+    # handshake, so the certificate it sees is the one served now.
+    tune.ssl.cachesize 0
+    log stderr format raw local0 info
+
+defaults
+    mode http
+    log global
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend lb
+    bind 127.0.0.1:%d ssl crt %s no-tls-tickets
+    http-request return status 200 content-type text/plain string ok
+""" % (socket_line, port, BUNDLE))
+        if port2 is not None:
+            f.write("""
+frontend other
+    bind 127.0.0.1:%d ssl crt %s no-tls-tickets
+    http-request return status 200 content-type text/plain string ok
+""" % (port2, OTHER_BUNDLE))
+    check = subprocess.run([HAPROXY, "-c", "-f", path], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def start_haproxy():
+    proc = start([HAPROXY, "-f", os.path.join(WORK, "haproxy.cfg"), "-db"], HAPROXY_LOG)
+
+    def up():
+        if proc.poll() is not None:
+            raise AssertionError("haproxy exited:\n" + open(HAPROXY_LOG).read())
+        try:
+            served()
+            return os.path.exists(SOCK)
+        except OSError:
+            return False
+    wait_for("haproxy to serve", up, 15)
+    return proc
+
+
+def rotation_timing(lines, path):
+    done = [e for e in lines if e.get("event") == "lb_rotated"]
+    assert done, lines
+    e = done[-1]
+    TIMINGS.append((path, int(e["validate_ms"]), int(e["swap_ms"]), int(e["probe_ms"])))
+
+
+def stapled_status(port=None):
+    """What `openssl s_client -status` says of the stapled response."""
+    out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % (port or PORT),
+                          "-servername", SNI, "-status", "-CAfile", ROOT],
+                         input="", capture_output=True, text=True, timeout=30)
+    m = re.search(r"Cert Status: (\w+)", out.stdout)
+    return m.group(1) if m else ("none: " + out.stdout[:400])
+
+
+SERVER = Pkid(PKID, PKI, TMP).start()
+
+
+def test_setup_haproxy():
+    make_bundle(BUNDLE)
+    shutil.copy(BUNDLE, OTHER_BUNDLE)
+    haproxy_config(os.path.join(WORK, "haproxy.cfg"), "stats socket %s level admin" % SOCK,
+                   PORT, PORT2)
+    STATE["haproxy"] = start_haproxy()
+    assert served()[0] == active_serial()
+
+
+def test_not_due():
+    # 30 days left, renew_before 24 h: nothing to do.
+    before = snapshot(ACTIVE)
+    rc, lines, err = lb("rotate")
+    assert rc == 0, err
+    assert not [e for e in lines if e.get("event") == "lb_rotation_start"], err
+    assert snapshot(ACTIVE) == before
+
+
+def test_rotate_now():
+    old = active_serial()
+    nxt = file_serial(os.path.join(ROTATION, "lb-next.crt"))
+    rc, lines, err = lb("rotate", "--now")
+    assert rc == 0, err
+    rotation_timing(lines, "runtime_api")
+    assert active_serial() == nxt and served()[0] == nxt, (old, nxt, served())
+    # Promoted: a new lb-next from pkid, keys 0600, a backup of the old one.
+    new_next = file_serial(os.path.join(ROTATION, "lb-next.crt"))
+    assert new_next not in (old, nxt)
+    for path in (os.path.join(ACTIVE, "lb-current.key"), BUNDLE,
+                 os.path.join(ROTATION, "lb-next.key")):
+        assert os.stat(path).st_mode & 0o777 == 0o600, path
+    backups = sorted(n for n in os.listdir(BACKUP) if n.endswith(".crt") and "-chain" not in n)
+    assert len(backups) == 1 and file_serial(os.path.join(BACKUP, backups[0])) == old, backups
+    base = backups[0][:-4]
+    assert os.stat(os.path.join(BACKUP, base + ".key")).st_mode & 0o777 == 0o600
+    assert os.path.exists(os.path.join(BACKUP, base + "-chain.crt"))
+    m = metrics()
+    assert m["lb_cert_rotation_success"] == 1, m
+    assert m['lb_cert_rotations_total{result="ok"}'] == 1, m
+    assert m['cert_expiry_timestamp{cert_name="lb-current"}'] > time.time() + 86400, m
+    assert 'cert_expiry_timestamp{cert_name="lb-next"}' in m, m
+    assert abs(m["lb_cert_last_rotation_timestamp_seconds"] - time.time()) < 60, m
+    events = [e["event"] for e in lines]
+    for step in ("lb_rotation_start", "lb_validated", "lb_backup", "lb_swapped", "lb_probed",
+                 "lb_rotated", "lb_next_made"):
+        assert step in events, (step, events)
+    # The stapled response, handed over in the same transaction.
+    assert stapled_status() == "good", stapled_status()
+    assert os.path.exists(BUNDLE + ".ocsp")
+    # No key material in the logs.
+    assert "PRIVATE KEY" not in err
+
+
+def put_next(crt, key, chain):
+    for src, name in ((crt, "lb-next.crt"), (key, "lb-next.key"), (chain, "lb-next-chain.crt")):
+        shutil.copy(src, os.path.join(ROTATION, name))
+    os.chmod(os.path.join(ROTATION, "lb-next.key"), 0o600)
+
+
+def issue_lb(name, *extra):
+    crt, key, chain = (os.path.join(WORK, name + ext) for ext in (".crt", ".key", "-chain.crt"))
+    online("issue", "--service", "load-balancer", "--usage", "server", "--out-cert", crt,
+           "--out-key", key, "--out-chain", chain, *extra)
+    return crt, key, chain
+
+
+def offline_variant(name, edit):
+    """A load-balancer certificate signed offline from a copy of the tree
+    under an edited catalogue (another CA, fewer names): pkid never saw it."""
+    other = os.path.join(WORK, name + "-pki")
+    shutil.copytree(PKI, other, ignore=shutil.ignore_patterns("journal"))
+    cat = open(CATALOG).read()
+    edited = edit(cat)
+    assert edited != cat
+    path = os.path.join(WORK, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(edited)
+    subprocess.run([PKICTL, "issue", "--offline", "--out", other, "--catalog", path, "--service",
+                    "load-balancer", "--usage", "server", "--passphrase-file",
+                    os.path.join(PKI, "ca-passphrase")], check=True, stdout=subprocess.DEVNULL)
+    base = os.path.join(other, "service-certificates/load-balancer/active/lb-current")
+    return base + ".crt", base + ".key", base + "-chain.crt"
+
+
+def expect_refused(case, check, crt, key, chain):
+    before_active = snapshot(ACTIVE)
+    before_served = served()
+    before = metrics()
+    put_next(crt, key, chain)
+    rc, lines, err = lb("rotate", "--now")
+    assert rc == 1, (case, err)
+    failed = [e for e in lines if e.get("event") == "lb_validate_failed"]
+    assert failed and failed[0]["check"] == check, (case, err)
+    assert not [e for e in lines if e.get("event") == "lb_swapped"], (case, err)
+    assert snapshot(ACTIVE) == before_active, case
+    assert served() == before_served, case
+    m = metrics()
+    assert m["lb_cert_rotation_success"] == 0, (case, m)
+    assert m['lb_cert_rotations_total{result="refused"}'] == \
+        before['lb_cert_rotations_total{result="refused"}'] + 1, (case, m)
+    print("refused %-12s check=%-8s %s" % (case, check, failed[0]["error"]), flush=True)
+
+
+def test_refused_key_mismatch():
+    a = issue_lb("mismatch-a")
+    b = issue_lb("mismatch-b")
+    expect_refused("key", "key", a[0], b[1], a[2])
+
+
+def test_refused_expiring():
+    expect_refused("expiring", "lifetime", *issue_lb("short", "--validity", "12h"))
+
+
+def test_refused_missing_name():
+    variant = offline_variant("fewer", lambda c: c.replace(
+        "        - api.cybersec-framework.local\n", "", 1))
+    expect_refused("names", "names", *variant)
+
+
+def test_refused_revoked():
+    crt, key, chain = issue_lb("revoked")
+    online("revoke", "--serial", file_serial(crt), "--reason", "key-compromise")
+    expect_refused("revoked", "ocsp", crt, key, chain)
+
+
+def test_refused_other_ca():
+    variant = offline_variant("otherca", lambda c: re.sub(
+        r"(- name: load-balancer\n\s+ca: )load-balancer-ca", r"\1infrastructure-ca", c))
+    expect_refused("other-ca", "issuer", *variant)
+
+
+def test_rollback_when_probe_fails():
+    # A good next certificate again.
+    for n in os.listdir(ROTATION):
+        os.unlink(os.path.join(ROTATION, n))
+    cur = active_serial()
+    before_active = snapshot(ACTIVE)
+    before = metrics()
+    # The swap commits for the second frontend's crt file, which the probed
+    # bind does not use: the probe keeps seeing the old certificate.
+    other_before = served(PORT2)
+    rc, lines, err = lb("rotate", "--now", cert=OTHER_BUNDLE)
+    assert rc == 1, err
+    events = [e["event"] for e in lines]
+    assert "lb_swapped" in events and "lb_probe_failed" in events, events
+    rolled = [e for e in lines if e.get("event") == "lb_rolled_back"]
+    assert rolled and rolled[0]["probe_sees_previous"] == "true", err
+    assert served()[0] == cur
+    # The second frontend had the new one for a moment and has the previous
+    # one back (the rollback went through the same API).
+    assert served(PORT2)[0] == cur, (served(PORT2), other_before)
+    assert snapshot(ACTIVE) == before_active
+    m = metrics()
+    assert m["lb_cert_rotation_success"] == 0, m
+    assert m['lb_cert_rotations_total{result="rolled_back"}'] == \
+        before['lb_cert_rotations_total{result="rolled_back"}'] + 1, m
+
+
+class NewConnections(threading.Thread):
+    """New TLS connections, one request each, back to back, until stopped."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.done = port, threading.Event()
+        self.ok, self.failures = 0, []
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ctx.load_verify_locations(ROOT)
+        self.ctx.check_hostname = True
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
+                    with self.ctx.wrap_socket(raw, server_hostname=SNI) as s:
+                        s.sendall(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+                        data = b""
+                        while True:
+                            chunk = s.recv(4096)
+                            if not chunk:
+                                break
+                            data += chunk
+                if data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok"):
+                    self.ok += 1
+                else:
+                    self.failures.append("%.3f bad response %r" % (time.time(), data[:80]))
+            except (ssl.SSLError, OSError) as e:
+                self.failures.append("%.3f %s" % (time.time(), e))
+
+
+class KeepAlive(threading.Thread):
+    """One keep-alive connection, a request every 100 ms. With |reconnect|
+    (the reload path), a connection haproxy closes is opened again and the
+    request, idempotent, sent again (RFC 9112 9.3.1 allows a client that):
+    the old worker of a graceful reload closes its idle connections as it
+    stops, and they are counted in |closed|."""
+
+    def __init__(self, port, reconnect=False):
+        super().__init__(daemon=True)
+        self.port, self.reconnect, self.done = port, reconnect, threading.Event()
+        self.ok, self.failures, self.closed, self.retried = 0, [], 0, 0
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ctx.load_verify_locations(ROOT)
+        self.sock = self.connect()
+        self.first = self.sock
+
+    def connect(self):
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return self.ctx.wrap_socket(raw, server_hostname=SNI)
+
+    def one(self):
+        """One request on the connection: the status line, and whether
+        haproxy asked to close it."""
+        self.sock.sendall(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\nok" not in buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed by haproxy")
+            buf += chunk
+        head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        return head.split("\r\n", 1)[0], "connection: close" in head.lower()
+
+    def run(self):
+        while not self.done.is_set():
+            for attempt in range(2):
+                try:
+                    status, close = self.one()
+                    if " 200 " in status:
+                        self.ok += 1
+                    else:
+                        self.failures.append("status " + status)
+                    if close and self.reconnect:
+                        self.closed += 1
+                        self.sock.close()
+                        self.sock = self.connect()
+                    break
+                except (ssl.SSLError, OSError) as e:
+                    if not self.reconnect or attempt == 1:
+                        self.failures.append("%.3f %s" % (time.time(), e))
+                        return
+                    self.closed += 1
+                    self.retried += 1
+                    self.sock.close()
+                    try:
+                        self.sock = self.connect()
+                    except (ssl.SSLError, OSError) as e2:
+                        self.failures.append("%.3f reconnect: %s" % (time.time(), e2))
+                        return
+            time.sleep(0.1)
+
+
+def zero_drop(path, rotations, port, extra, socket_path):
+    clients = [NewConnections(port) for _ in range(2)]
+    kept = KeepAlive(port, reconnect=socket_path is None)
+    for t in clients + [kept]:
+        t.start()
+    time.sleep(0.3)
+    seen, staples = [], []
+    failures = []
+    try:
+        for i in range(rotations):
+            # Both kinds of client are served between any two rotations.
+            served_before = (kept.ok, sum(c.ok for c in clients))
+            wait_for("clients served before rotation %d" % i, lambda: (
+                kept.ok > served_before[0] and sum(c.ok for c in clients) > served_before[1]
+            ) or kept.failures or not kept.is_alive(), 10)
+            rc, lines, err = lb("rotate", "--now", *extra, socket_path=socket_path,
+                                probe="127.0.0.1:%d" % port)
+            if rc != 0:
+                failures.append("rotation %d: %s" % (i, err[-600:]))
+                break
+            rotation_timing(lines, path)
+            serial = served(port)[0]
+            if serial != active_serial() or serial in seen:
+                failures.append("rotation %d: served %s, active %s" % (i, serial, active_serial()))
+            seen.append(serial)
+            staple = stapled_status(port)
+            if staple != "good":
+                failures.append("rotation %d: stapled OCSP %s" % (i, staple))
+            staples.append(staple)
+        time.sleep(0.3)
+    finally:
+        for t in clients + [kept]:
+            t.done.set()
+        for t in clients + [kept]:
+            t.join(timeout=15)
+    new_ok = sum(c.ok for c in clients)
+    new_failed = [f for c in clients for f in c.failures]
+    print("%s: %d rotations, %d distinct serials seen by the probe; new connections: %d ok, "
+          "%d failed; keep-alive connection: %d requests ok, %d failed, closed by haproxy "
+          "and reopened %d times (%d of them a request sent again); stapled OCSP good after "
+          "%d of %d rotations" % (
+              path, len(seen), len(set(seen)), new_ok, len(new_failed), kept.ok,
+              len(kept.failures), kept.closed, kept.retried, staples.count("good"), len(seen)),
+          flush=True)
+    kept.sock.close()
+    assert not failures, failures
+    assert len(set(seen)) == rotations, seen
+    assert not new_failed, new_failed[:5]
+    assert not kept.failures, kept.failures[:5]
+    assert new_ok >= rotations and kept.ok >= rotations, (new_ok, kept.ok)
+    if socket_path is not None:
+        # The runtime API keeps every connection: the same socket throughout.
+        assert kept.closed == 0 and kept.sock is kept.first
+    return seen
+
+
+def test_zero_drop_runtime_api():
+    before = metrics()['lb_cert_rotations_total{result="ok"}']
+    zero_drop("runtime_api", ROTATIONS, PORT, [], SOCK)
+    assert metrics()['lb_cert_rotations_total{result="ok"}'] == before + ROTATIONS
+    assert metrics()["lb_cert_rotation_success"] == 1
+    # Retention: --backups 3.
+    assert len([n for n in os.listdir(BACKUP) if n.endswith(".key")]) == 3, os.listdir(BACKUP)
+    assert stapled_status() == "good"
+
+
+def test_staple_revoked():
+    assert stapled_status() == "good"
+    online("revoke", "--serial", active_serial(), "--reason", "superseded")
+    rc, lines, err = lb("staple", check=True)
+    status = stapled_status()
+    print("after revoking the serving certificate and lb staple: %s" % status, flush=True)
+    assert status == "revoked", status
+
+
+def test_haproxy_killed_restarted():
+    serial = active_serial()
+    STATE["haproxy"].send_signal(signal.SIGKILL)
+    STATE["haproxy"].wait()
+    os.unlink(SOCK)
+    STATE["haproxy"] = start_haproxy()
+    assert served()[0] == serial, (served(), serial)
+    # The .ocsp file beside the bundle is stapled at start.
+    assert stapled_status() == "revoked"
+    # And rotation works on the new process (the revoked one is replaced).
+    rc, lines, err = lb("rotate", "--now")
+    assert rc == 0, err
+    rotation_timing(lines, "runtime_api")
+    assert served()[0] == active_serial() != serial
+    assert stapled_status() == "good"
+
+
+def test_reload_path():
+    # haproxy in master-worker mode, no stats socket: the swap is the files
+    # and SIGUSR2 to the master.
+    cfg = os.path.join(WORK, "haproxy-w.cfg")
+    haproxy_config(cfg, "# no stats socket", PORT_W)
+    master = start([HAPROXY, "-W", "-db", "-f", cfg], os.path.join(WORK, "haproxy-w.log"))
+    STATE["master"] = master
+
+    def up():
+        if master.poll() is not None:
+            raise AssertionError("haproxy -W exited:\n" + open(os.path.join(WORK, "haproxy-w.log")).read())
+        try:
+            return served(PORT_W)[0] == active_serial()
+        except OSError:
+            return False
+    wait_for("haproxy -W to serve", up, 15)
+    zero_drop("reload", RELOAD_ROTATIONS, PORT_W, ["--reload-pid", str(master.pid)], None)
+    assert master.poll() is None
+
+
+def test_timings():
+    for path in ("runtime_api", "reload"):
+        rows = [t for t in TIMINGS if t[0] == path]
+        if not rows:
+            continue
+        parts = []
+        for i, name in ((1, "validate"), (2, "swap"), (3, "probe")):
+            vals = [r[i] for r in rows]
+            parts.append("%s median %d ms max %d ms" % (name, statistics.median(vals), max(vals)))
+        print("%s: %d rotations: %s" % (path, len(rows), ", ".join(parts)), flush=True)
+
+
+def test_clean_exit():
+    assert SERVER.stop() == 0, SERVER.log()
+    for path in (LB_LOG, SERVER.log_path):
+        text = open(path).read()
+        for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert word not in text, "%s in %s" % (word, path)
+
+
+try:
+    run("setup_haproxy", test_setup_haproxy)
+    run("not_due", test_not_due)
+    run("rotate_now", test_rotate_now)
+    run("refused_key_mismatch", test_refused_key_mismatch)
+    run("refused_expiring", test_refused_expiring)
+    run("refused_missing_name", test_refused_missing_name)
+    run("refused_revoked", test_refused_revoked)
+    run("refused_other_ca", test_refused_other_ca)
+    run("rollback_when_probe_fails", test_rollback_when_probe_fails)
+    run("zero_drop_runtime_api", test_zero_drop_runtime_api)
+    run("staple_revoked", test_staple_revoked)
+    run("haproxy_killed_restarted", test_haproxy_killed_restarted)
+    run("reload_path", test_reload_path)
+    run("timings", test_timings)
+    run("clean_exit", test_clean_exit)
+finally:
+    for p in reversed(PROCS):
+        stop(p)
+    SERVER.stop()
+    shutil.rmtree(SOCK_DIR, ignore_errors=True)
+    out = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR")
+    if out:
+        for path in (LB_LOG, HAPROXY_LOG, SERVER.log_path):
+            if os.path.exists(path):
+                subprocess.run(["cp", path, out])
+finish()
