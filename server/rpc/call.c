@@ -455,7 +455,12 @@ const pkid_peer *pkid_call_peer(const pkid_call *call) { return call->session->p
 
 int pkid_call_finished(const pkid_call *call) { return call->finished; }
 
-int pkid_call_half_closed(const pkid_call *call) { return call->half_closed; }
+int pkid_call_half_closed(const pkid_call *call) {
+  /* END_STREAM alone is not enough: messages paused behind unread answers
+   * (answers_waiting), or the one being handed over now, are still to
+   * come, and a call ended on them would leave them unanswered. */
+  return call->half_closed && !call->paused && call->in_len == 0;
+}
 
 unsigned pkid_call_num_pending(const pkid_call *call) { return call->num_pending; }
 

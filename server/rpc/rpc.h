@@ -132,7 +132,10 @@ void pkid_call_fail_retry(pkid_call *call, const pki_err *err, uint64_t retry_ms
 /* pkid_call_finished: the call has its status (it may still be sending). */
 int pkid_call_finished(const pkid_call *call);
 
-/* pkid_call_half_closed: the client has sent all of its request. */
+/* pkid_call_half_closed: the client has sent all of its request and every
+ * message of it has been handed to the method (none is waiting behind a
+ * pause, none is being handled now): a streaming method may end the call
+ * once its answers are out. */
 int pkid_call_half_closed(const pkid_call *call);
 
 /* pkid_call_track links |p| to |call| until pkid_call_untrack;

@@ -514,6 +514,118 @@ def make_iam_csr():
         IAM_KEY, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
+SECURITY = "agents/security-agent/security-agent-client"
+SECURITY_FILES = cert_files(SECURITY)
+
+
+def security_csr():
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "security-agent")])
+    return x509.CertificateSigningRequestBuilder().subject_name(name).sign(
+        ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(
+        serialization.Encoding.DER)
+
+
+def test_stream_paused_then_half_closed():
+    """A stream whose client reads its answers late is paused (pkid stops
+    reading requests while 512 KiB of answers wait); when the client has
+    half-closed meanwhile, the requests still unread must be read and
+    answered once it reads again, not dropped by an OK that the last
+    pending issuance would send. The client (h2, never granting window
+    until the end) sends issuances that leave some 470 KiB of answers
+    waiting; then, in one DATA frame with END_STREAM, three more and 700
+    refused at once (another service's certificate, which security-agent
+    may not have) whose answers pass the limit part way: pkid pauses with
+    requests unread and the stream half-closed while the three are still
+    being issued. (Before the fix: 784 answers of 1,056, and status OK.)"""
+    csr = security_csr()
+    # How big one answer is, from a call that reads.
+    with channel(SERVER, PKI, SECURITY) as ch:
+        one = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)(
+            pki_pb2.IssueRequest(csr=csr, usage=pki_pb2.USAGE_CLIENT), timeout=10)
+    answer = len(one.SerializeToString()) + 5
+    first = (470 * 1024 + 65535) // answer
+    good = [frame(pki_pb2.IssueRequest(csr=csr, usage=pki_pb2.USAGE_CLIENT,
+                                       request_id=i).SerializeToString())
+            for i in range(first + 3)]
+    denied = [frame(pki_pb2.IssueRequest(csr=b"x", usage=pki_pb2.USAGE_SERVER, service="vault",
+                                         request_id=1000 + i).SerializeToString())
+              for i in range(700)]
+    s = tls(SERVER.grpc, SECURITY_FILES, timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, grpc_headers("/pki.v1.Pki/IssueStream"))
+    s.sendall(conn.data_to_send())
+    got, trailers, ended, unacked = bytearray(), {}, False, []
+
+    def pump(seconds, ack=False):
+        """Reads what comes for |seconds|, granting window only if |ack|."""
+        nonlocal ended
+        s.settimeout(0.05)
+        end = time.time() + seconds
+        while time.time() < end and not ended:
+            while ack and unacked:
+                conn.acknowledge_received_data(*unacked.pop())
+            s.sendall(conn.data_to_send())
+            try:
+                data = s.recv(1 << 20)
+            except (socket.timeout, ssl.SSLWantReadError):
+                continue
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    got.extend(ev.data)
+                    unacked.append((ev.flow_controlled_length, ev.stream_id))
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers.update((k.decode(), v.decode()) for k, v in ev.headers)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = True
+            s.sendall(conn.data_to_send())
+
+    def send(payload, end_stream=False):
+        """Sends as pkid's window allows (its WINDOW_UPDATEs are read);
+        what the window takes goes in one write, END_STREAM with it."""
+        deadline = time.time() + 20
+        while payload and time.time() < deadline:
+            while payload and conn.local_flow_control_window(sid) > 0:
+                n = min(len(payload), conn.local_flow_control_window(sid),
+                        conn.max_outbound_frame_size)
+                last = end_stream and n == len(payload)
+                conn.send_data(sid, bytes(payload[:n]), end_stream=last)
+                payload = payload[n:]
+            s.sendall(conn.data_to_send())
+            if payload:
+                pump(0.05)
+        assert not payload, "pkid stopped reading the requests"
+
+    try:
+        send(b"".join(good[:first]))
+        pump(1.5)  # issued; their answers wait, unread
+        send(b"".join(good[first:]) + b"".join(denied), end_stream=True)
+        pump(1.5)  # the three pending issuances end meanwhile
+        pump(30, ack=True)  # now read everything
+    finally:
+        s.close()
+    ids, off = [], 0
+    while off + 5 <= len(got):
+        n = struct.unpack(">I", bytes(got[off + 1:off + 5]))[0]
+        if off + 5 + n > len(got):
+            break  # cut short: the rest never came
+        ids.append(pki_pb2.IssueResponse.FromString(bytes(got[off + 5:off + 5 + n])).request_id)
+        off += 5 + n
+    want = set(range(first + 3)) | set(1000 + i for i in range(700))
+    missing = want - set(ids)
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % SERVER.admin, timeout=5) as r:
+        paused = re.findall(r'^pkid_requests_limited_total\{reason="paused_answers_not_read"\} (\d+)',
+                            r.read().decode(), re.M)
+    print("  paused stream: %d answers of %d (first %d of %d bytes), paused %s, status %s" % (
+        len(ids), len(want), first, answer, paused, trailers.get("grpc-status")))
+    assert ended and trailers.get("grpc-status") == "0", trailers
+    assert not missing and len(ids) == len(want), "%d unanswered, e.g. %s" % (
+        len(missing), sorted(missing)[:5])
+
+
 def test_still_running():
     served(ocsp=True)
     assert SERVER.proc.poll() is None, "pkid exited"
@@ -529,6 +641,7 @@ try:
     run("continuation_flood", test_continuation_flood)
     run("streams_held_open", test_streams_held_open)
     run("issue_stream_flood", test_issue_stream_flood)
+    run("stream_paused_then_half_closed", test_stream_paused_then_half_closed)
     run("still_running", test_still_running)
 finally:
     SERVER.stop()
