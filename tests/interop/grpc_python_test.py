@@ -210,6 +210,26 @@ def test_issue_stream():
     assert len(serials) == 39
 
 
+def test_issue_stream_slow_reader():
+    """Every request of a stream is answered, also when the client reads
+    its answers late: pkid stops reading requests while too much of what
+    it answered waits unsent, and must not end the stream on the ones
+    still unread once the client has half-closed."""
+    n = 4000
+    good = make_csr()
+    reqs = [pki_pb2.IssueRequest(csr=good, usage=pki_pb2.USAGE_CLIENT, request_id=i)
+            for i in range(n)]
+    with connect(path=SECURITY_AGENT) as ch:
+        call = method(ch, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
+                      streaming=True)(iter(reqs), timeout=120)
+        time.sleep(3)  # every request sent; the answers pile up unread
+        ids = [r.request_id for r in call]
+        assert call.code() == grpc.StatusCode.OK, call.code()
+    missing = sorted(set(range(n)) - set(ids))
+    assert len(ids) == n and not missing, "%d answers for %d requests; missing %s..." % (
+        len(ids), n, missing[:5])
+
+
 def test_renew_with_own_certificate():
     with connect() as ch:
         r = method(ch, "Renew", pki_pb2.RenewRequest, pki_pb2.IssueResponse)(
@@ -361,6 +381,7 @@ try:
     run("no_client_certificate_refused", test_no_client_certificate_refused)
     run("untrusted_ca_refused", test_untrusted_ca_refused)
     run("issue_stream", test_issue_stream)
+    run("issue_stream_slow_reader", test_issue_stream_slow_reader)
     run("renew_with_own_certificate", test_renew_with_own_certificate)
     run("trust_bundle", test_trust_bundle)
     run("wrong_content_type", test_wrong_content_type)
