@@ -1259,6 +1259,26 @@ int lb_staple(const lb_config *cfg, int64_t *out_next_update, pki_err *err) {
   return ok;
 }
 
+int lb_ensure_bundle(const lb_config *cfg, pki_err *err) {
+  char pem[PKI_PATH_MAX], dir[PKI_PATH_MAX];
+  lb_paths p;
+  if (!path_in(pem, sizeof(pem), cfg, "active", "lb-current.pem") ||
+      !dir_of(dir, sizeof(dir), cfg, "active") || !lb_paths_make(&p, dir, "lb-current", err)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "path too long");
+    return 0;
+  }
+  if (pki_file_exists(pem)) return 1;
+  lb_cert cur;
+  if (!lb_cert_load(&cur, &p, err)) return 0;
+  char *bundle = payload_of(&cur);
+  int ok = bundle != NULL && write_text(pem, bundle, 0600, err);
+  if (bundle == NULL) PKI_ERR_OOM(err);
+  free_secret(bundle);
+  if (ok) pki_log("info", "lb_bundle_written", "file", pem, "serial", cur.serial, NULL);
+  lb_cert_cleanup(&cur);
+  return ok;
+}
+
 /* ---- the rotation ---- */
 
 const char *lb_result_name(lb_result r) {

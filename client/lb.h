@@ -152,6 +152,11 @@ const char *lb_result_name(lb_result r);
  * writes the metrics file after any attempt. */
 lb_result lb_rotate(const lb_config *cfg, int force, pki_err *err);
 
+/* lb_ensure_bundle writes active/lb-current.pem (0600) from the active
+ * certificate, chain and key when it is missing: the file haproxy's `crt`
+ * names must exist before haproxy starts. */
+int lb_ensure_bundle(const lb_config *cfg, pki_err *err);
+
 /* lb_write_metrics writes the Prometheus text file (see lb.c). */
 void lb_write_metrics(const lb_config *cfg);
 

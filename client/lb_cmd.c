@@ -245,6 +245,11 @@ int lb_cmd_main(int argc, char **argv) {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
+  if (!lb_ensure_bundle(&cfg, &err)) {
+    fprintf(stderr, "pkictl: %s: %s\n", pki_err_code_name(err.code), err.msg);
+    pki_catalog_free(cat);
+    return 1;
+  }
   if (staple) {
     int64_t next_update = 0;
     int ok = lb_staple(&cfg, &next_update, &err);

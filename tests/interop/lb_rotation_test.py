@@ -26,7 +26,8 @@ loopback.
 Timings (validation, swap, probe, from the rotation's own log lines) and
 counts are printed; nothing is asserted about speed.
 
-Usage: lb_rotation_test.py PKICTL PKID CATALOG (deploy/catalog.yaml)
+Usage: lb_rotation_test.py PKICTL PKID CATALOG SAMPLE_CFG (deploy/catalog.yaml,
+    deploy/haproxy/haproxy.cfg)
 """
 import hashlib
 import json
@@ -49,7 +50,7 @@ from pkidtest import Pkid, demo_tree  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
-PKICTL, PKID, CATALOG = (os.path.abspath(p) for p in sys.argv[1:4])
+PKICTL, PKID, CATALOG, SAMPLE_CFG = (os.path.abspath(p) for p in sys.argv[1:5])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
 WORK = os.path.join(TMP, "lb")
 os.makedirs(WORK, exist_ok=True)
@@ -186,13 +187,6 @@ def snapshot(directory):
     return {n: open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory))}
 
 
-def make_bundle(path):
-    with open(path, "wb") as f:
-        for part in ("lb-current.crt", "lb-current-chain.crt", "lb-current.key"):
-            f.write(open(os.path.join(ACTIVE, part), "rb").read())
-    os.chmod(path, 0o600)
-
-
 def haproxy_config(path, socket_line, port, port2=None):
     with open(path, "w") as f:
         f.write("""global
@@ -260,12 +254,38 @@ SERVER = Pkid(PKID, PKI, TMP).start()
 
 
 def test_setup_haproxy():
-    make_bundle(BUNDLE)
+    # 30 days left, renew_before 24 h: nothing to rotate, but the bundle
+    # haproxy's crt loads is written from active/.
+    assert not os.path.exists(BUNDLE)
+    before = snapshot(ACTIVE)
+    rc, lines, err = lb("rotate")
+    assert rc == 0, err
+    assert [e for e in lines if e.get("event") == "lb_bundle_written"], err
+    assert not [e for e in lines if e.get("event") == "lb_rotation_start"], err
+    assert os.stat(BUNDLE).st_mode & 0o777 == 0o600
+    after = snapshot(ACTIVE)
+    assert after.pop("lb-current.pem") and after == before
     shutil.copy(BUNDLE, OTHER_BUNDLE)
     haproxy_config(os.path.join(WORK, "haproxy.cfg"), "stats socket %s level admin" % SOCK,
                    PORT, PORT2)
     STATE["haproxy"] = start_haproxy()
     assert served()[0] == active_serial()
+
+
+def test_sample_config():
+    # deploy/haproxy/haproxy.cfg, its paths pointed here, is a valid
+    # configuration that serves this bundle.
+    text = open(SAMPLE_CFG).read()
+    assert "level admin" in text and "stats socket /" in text
+    assert not re.search(r"stats socket (ipv4@|ipv6@)?[0-9\[]", text), "the socket must be local"
+    text = text.replace("/etc/ssl/certs/active/lb-current.pem", BUNDLE).replace(
+        "/run/haproxy/admin.sock", os.path.join(SOCK_DIR, "sample.sock"))
+    path = os.path.join(WORK, "sample.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    check = subprocess.run([HAPROXY, "-c", "-f", path], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_not_due():
@@ -585,6 +605,29 @@ def test_staple_revoked():
     assert status == "revoked", status
 
 
+def test_watch():
+    # The daemon keeps lb-next present and staples the serving certificate
+    # (good again after the rotation above); SIGTERM stops it.
+    for n in os.listdir(ROTATION):
+        os.unlink(os.path.join(ROTATION, n))
+    serial = active_serial()
+    log = os.path.join(WORK, "watch.log")
+    args = [PKICTL, "lb", "watch", "--pki", PKI, "--as", "pki-agent",
+            "--server", "127.0.0.1:%d" % SERVER.grpc,
+            "--ocsp-url", "http://127.0.0.1:%d/" % SERVER.ocsp,
+            "--probe", "127.0.0.1:%d" % PORT, "--probe-name", SNI, "--metrics-file", METRICS,
+            "--haproxy-socket", SOCK, "--haproxy-cert", BUNDLE, "--check-interval-ms", "200"]
+    proc = start(args, log)
+    wait_for("lb watch to make lb-next and staple", lambda: os.path.exists(
+        os.path.join(ROTATION, "lb-next.crt")) and "lb_ocsp_stapled" in open(log).read(), 20)
+    proc.terminate()
+    assert proc.wait(timeout=15) == 0, open(log).read()
+    text = open(log).read()
+    assert "lb_watch_stop" in text and "lb_rotation_start" not in text, text
+    assert active_serial() == serial and served()[0] == serial
+    assert 'cert_expiry_timestamp{cert_name="lb-next"}' in metrics()
+
+
 def test_haproxy_killed_restarted():
     serial = active_serial()
     STATE["haproxy"].send_signal(signal.SIGKILL)
@@ -636,7 +679,7 @@ def test_timings():
 
 def test_clean_exit():
     assert SERVER.stop() == 0, SERVER.log()
-    for path in (LB_LOG, SERVER.log_path):
+    for path in (LB_LOG, SERVER.log_path, os.path.join(WORK, "watch.log")):
         text = open(path).read()
         for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
             assert word not in text, "%s in %s" % (word, path)
@@ -644,6 +687,7 @@ def test_clean_exit():
 
 try:
     run("setup_haproxy", test_setup_haproxy)
+    run("sample_config", test_sample_config)
     run("not_due", test_not_due)
     run("rotate_now", test_rotate_now)
     run("refused_key_mismatch", test_refused_key_mismatch)
@@ -655,6 +699,7 @@ try:
     run("zero_drop_runtime_api", test_zero_drop_runtime_api)
     run("staple_revoked", test_staple_revoked)
     run("haproxy_killed_restarted", test_haproxy_killed_restarted)
+    run("watch", test_watch)
     run("reload_path", test_reload_path)
     run("timings", test_timings)
     run("clean_exit", test_clean_exit)
