@@ -1403,7 +1403,6 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
       }
     }
     int back = swap_to(cfg, &cur, &old_ocsp, &rb);
-    if (back && cfg->haproxy_socket == NULL && old_ocsp.der == NULL) back = 1;
     lb_ocsp_cleanup(&old_ocsp);
     unsigned rtries = 0;
     int seen_old = back && probe_until(cfg, cur.sha256, wait, seen, sizeof(seen), &rtries);

@@ -275,8 +275,8 @@ int lb_cmd_main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   pki_log("info", "lb_watch_start", "probe", cfg.probe, NULL);
   /* --now in watch mode: one rotation at start, then the schedule. */
-  int64_t staple_due = 0, staple_issued_at = 0;
-  (void)staple_issued_at;
+  int64_t staple_due = 0;
+  unsigned failures = 0;
   while (!g_stop) {
     char next_crt[PKI_PATH_MAX];
     snprintf(next_crt, sizeof(next_crt), "%s/service-certificates/%s/rotation/lb-next.crt", cfg.pki,
@@ -291,6 +291,26 @@ int lb_cmd_main(int argc, char **argv) {
     pki_err_clear(&e);
     lb_result r = lb_rotate(&cfg, force, &e);
     force = 0;
+    if (r == LB_REFUSED) {
+      /* A next certificate that failed validation will not pass later: it
+       * is kept aside (lb-next.refused.*) and pkid makes another. */
+      static const char *const kExts[] = {".crt", ".key", "-chain.crt"};
+      for (size_t i = 0; i < 3; i++) {
+        char from[PKI_PATH_MAX + 16], to[PKI_PATH_MAX + 32];
+        snprintf(from, sizeof(from), "%s/service-certificates/%s/rotation/lb-next%s", cfg.pki,
+                 cfg.svc->dir, kExts[i]);
+        snprintf(to, sizeof(to), "%s/service-certificates/%s/rotation/lb-next.refused%s", cfg.pki,
+                 cfg.svc->dir, kExts[i]);
+        rename(from, to);
+      }
+      pki_log("warn", "lb_next_set_aside", "reason", e.msg, NULL);
+    }
+    /* After a failure, wait longer each time (up to 10 minutes): a swap
+     * haproxy refuses, or a probe that fails, is not fixed in seconds. */
+    failures = (r == LB_NOT_DUE || r == LB_ROTATED) ? 0 : failures + 1;
+    uint64_t wait = check_ms;
+    for (unsigned i = 0; i < failures && wait < 600000; i++) wait *= 2;
+    if (failures > 0 && wait > 600000) wait = check_ms > 600000 ? check_ms : 600000;
     int64_t now = (int64_t)time(NULL);
     /* The staple: again after a rotation, and at half of the response's
      * validity (RFC 5019 4: refresh before nextUpdate). */
@@ -305,7 +325,7 @@ int lb_cmd_main(int argc, char **argv) {
         staple_due = now + 30;
       }
     }
-    for (uint64_t slept = 0; slept < check_ms && !g_stop; slept += 50) {
+    for (uint64_t slept = 0; slept < wait && !g_stop; slept += 50) {
       struct timespec ts = {0, 50 * 1000000L};
       nanosleep(&ts, NULL);
     }

@@ -606,24 +606,33 @@ def test_staple_revoked():
 
 
 def test_watch():
-    # The daemon keeps lb-next present and staples the serving certificate
-    # (good again after the rotation above); SIGTERM stops it.
+    # The daemon, started with --now and a revoked lb-next: the rotation is
+    # refused, that lb-next set aside and a new one made through pkid; the
+    # serving certificate is stapled (good again after the rotation above);
+    # SIGTERM stops it.
     for n in os.listdir(ROTATION):
         os.unlink(os.path.join(ROTATION, n))
+    revoked = os.path.join(WORK, "revoked")
+    put_next(revoked + ".crt", revoked + ".key", revoked + "-chain.crt")
     serial = active_serial()
     log = os.path.join(WORK, "watch.log")
     args = [PKICTL, "lb", "watch", "--pki", PKI, "--as", "pki-agent",
             "--server", "127.0.0.1:%d" % SERVER.grpc,
             "--ocsp-url", "http://127.0.0.1:%d/" % SERVER.ocsp,
             "--probe", "127.0.0.1:%d" % PORT, "--probe-name", SNI, "--metrics-file", METRICS,
-            "--haproxy-socket", SOCK, "--haproxy-cert", BUNDLE, "--check-interval-ms", "200"]
+            "--haproxy-socket", SOCK, "--haproxy-cert", BUNDLE, "--check-interval-ms", "200",
+            "--now"]
     proc = start(args, log)
     wait_for("lb watch to make lb-next and staple", lambda: os.path.exists(
         os.path.join(ROTATION, "lb-next.crt")) and "lb_ocsp_stapled" in open(log).read(), 20)
     proc.terminate()
     assert proc.wait(timeout=15) == 0, open(log).read()
     text = open(log).read()
-    assert "lb_watch_stop" in text and "lb_rotation_start" not in text, text
+    assert "lb_watch_stop" in text and text.count("lb_rotation_start") == 1, text
+    assert '"check":"ocsp"' in text and "lb_next_set_aside" in text, text
+    assert file_serial(os.path.join(ROTATION, "lb-next.refused.crt")) == file_serial(
+        revoked + ".crt")
+    assert file_serial(os.path.join(ROTATION, "lb-next.crt")) != file_serial(revoked + ".crt")
     assert active_serial() == serial and served()[0] == serial
     assert 'cert_expiry_timestamp{cert_name="lb-next"}' in metrics()
 
