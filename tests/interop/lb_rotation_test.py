@@ -26,8 +26,8 @@ loopback.
 Timings (validation, swap, probe, from the rotation's own log lines) and
 counts are printed; nothing is asserted about speed.
 
-Usage: lb_rotation_test.py PKICTL PKID CATALOG SAMPLE_CFG (deploy/catalog.yaml,
-    deploy/haproxy/haproxy.cfg)
+Usage: lb_rotation_test.py PKICTL PKID CATALOG SAMPLE_CFG LB_RULES
+    (deploy/catalog.yaml, deploy/haproxy/haproxy.cfg, deploy/prometheus/lb-rules.yml)
 """
 import hashlib
 import json
@@ -50,7 +50,7 @@ from pkidtest import Pkid, demo_tree  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
-PKICTL, PKID, CATALOG, SAMPLE_CFG = (os.path.abspath(p) for p in sys.argv[1:5])
+PKICTL, PKID, CATALOG, SAMPLE_CFG, LB_RULES = (os.path.abspath(p) for p in sys.argv[1:6])
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
 WORK = os.path.join(TMP, "lb")
 os.makedirs(WORK, exist_ok=True)
@@ -674,6 +674,23 @@ def test_reload_path():
     assert master.poll() is None
 
 
+def test_prometheus():
+    # The rules load, and the metrics file pkictl wrote is valid exposition
+    # text with the series the rules use.
+    out = subprocess.run(["promtool", "check", "rules", LB_RULES], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run(["promtool", "check", "metrics"], input=open(METRICS).read(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = metrics()
+    for name in ("lb_cert_rotation_success", 'cert_expiry_timestamp{cert_name="lb-current"}',
+                 "lb_cert_last_rotation_timestamp_seconds"):
+        assert name in m, (name, m)
+    print("metrics: " + ", ".join("%s %g" % (k, v) for k, v in sorted(m.items())
+                                  if "rotations_total" in k), flush=True)
+
+
 def test_timings():
     for path in ("runtime_api", "reload"):
         rows = [t for t in TIMINGS if t[0] == path]
@@ -710,6 +727,7 @@ try:
     run("haproxy_killed_restarted", test_haproxy_killed_restarted)
     run("watch", test_watch)
     run("reload_path", test_reload_path)
+    run("prometheus", test_prometheus)
     run("timings", test_timings)
     run("clean_exit", test_clean_exit)
 finally:
