@@ -28,6 +28,7 @@ struct pkid_conn {
   int handles_open; /* counted down by close callbacks; freed at 0 */
   int dirty;        /* kicked: on_flush in the check phase */
   int congested;    /* too much output waiting: not read, nothing produced */
+  int starved;      /* the session stopped producing for want of room */
   pkid_conn *next_dirty;
   pkid_conn *next, *prev;
   /* Still in its handshake: in the transport's oldest-first list. */
@@ -74,8 +75,11 @@ static size_t queued(const pkid_conn *conn) {
   return BIO_pending(conn->wbio) + uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
 }
 
-int pkid_conn_writable(const pkid_conn *conn) {
-  return !conn->closing && queued(conn) < conn->t->limits.max_write_queue;
+int pkid_conn_writable(pkid_conn *conn) {
+  if (conn->closing) return 0;
+  if (queued(conn) < conn->t->limits.max_write_queue) return 1;
+  conn->starved = 1;
+  return 0;
 }
 
 /* check_congestion stops reading a connection whose peer does not read
@@ -88,8 +92,16 @@ static void check_congestion(pkid_conn *conn) {
     uv_read_stop((uv_stream_t *)&conn->tcp);
   } else if (conn->congested && q <= high / 4) {
     conn->congested = 0;
+    conn->starved = 0;
     uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
     pkid_conn_kick(conn); /* the session may produce again */
+  } else if (!conn->congested && conn->starved && q < high) {
+    /* The session stopped at the limit and the queue drained before it
+     * was ever seen full here: without this kick a large answer (a
+     * revocation by key listing thousands of serials) would wait for the
+     * peer to send something, and its stream be reset at the deadline. */
+    conn->starved = 0;
+    pkid_conn_kick(conn);
   }
 }
 

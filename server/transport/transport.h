@@ -101,7 +101,7 @@ int pkid_conn_write(pkid_conn *conn, const uint8_t *data, size_t len);
 /* pkid_conn_writable: the connection has room for more output (less than
  * max_write_queue waiting). The session stops producing output while it
  * is 0; the transport kicks it when the peer has read enough. */
-int pkid_conn_writable(const pkid_conn *conn);
+int pkid_conn_writable(pkid_conn *conn);
 
 /* pkid_conn_kick schedules the session's on_flush for this iteration's
  * check phase. */

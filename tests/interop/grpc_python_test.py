@@ -309,6 +309,40 @@ def test_status_and_revoke():
             serial="01" + "00" * 18), timeout=10), grpc.StatusCode.NOT_FOUND)
 
 
+def test_large_answer_is_delivered():
+    """An answer larger than the connection's write queue (64 KiB) goes out
+    whole without the client sending anything more: a keyCompromise
+    revocation of one of 8,000 certificates of a key lists every serial
+    (some 320 KB). Before, the answer stalled once the queue drained and the
+    stream was reset (CANCEL) ten seconds after the status."""
+    n = 8000
+    csr = make_csr()
+    reqs = [pki_pb2.IssueRequest(csr=csr, usage=pki_pb2.USAGE_CLIENT, request_id=i)
+            for i in range(n)]
+    serials = set()
+    with connect(path=SECURITY_AGENT) as ch:
+        stream = method(ch, "IssueStream", pki_pb2.IssueRequest, pki_pb2.IssueResponse,
+                        streaming=True)
+        for _ in range(10):  # the identity's rate limit answers some "try again"
+            out = list(stream(iter(reqs), timeout=60))
+            serials |= {r.serial for r in out if r.status_code == 0}
+            done = {r.request_id for r in out if r.status_code == 0}
+            reqs = [r for r in reqs if r.request_id not in done]
+            if not reqs:
+                break
+            time.sleep(1)
+        assert not reqs, "%d never issued" % len(reqs)
+        first = sorted(serials)[0]
+        start = time.time()
+        rv = revoke_stub(ch)(pki_pb2.RevokeRequest(
+            serial=first, reason=pki_pb2.REVOCATION_REASON_KEY_COMPROMISE,
+            revoke_same_key=True), timeout=30)
+        took = time.time() - start
+    print("  revocation by key: %d serials, %d bytes of answer in %.2f s" % (
+        len(rv.revoked_serials), rv.ByteSize(), took))
+    assert set(rv.revoked_serials) == serials, (len(rv.revoked_serials), len(serials))
+
+
 def test_revoke_someone_elses_denied():
     with connect() as ch:  # admin issues a vault certificate...
         r = issue_stub(ch)(pki_pb2.IssueRequest(csr=make_csr(), service="vault",
@@ -386,6 +420,7 @@ try:
     run("trust_bundle", test_trust_bundle)
     run("wrong_content_type", test_wrong_content_type)
     run("status_and_revoke", test_status_and_revoke)
+    run("large_answer_is_delivered", test_large_answer_is_delivered)
     run("revoke_someone_elses_denied", test_revoke_someone_elses_denied)
     run("revoked_certificate_refused", test_revoked_certificate_refused)
     run("expired_certificate_refused", test_expired_certificate_refused)
