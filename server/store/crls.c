@@ -115,8 +115,8 @@ static void to_entry(pki_crl_entry *out, const pkid_revoked *e, int reason) {
   out->invalidity_date = e->invalidity_date;
 }
 
-int pkid_ca_crls_select(const pkid_ca_crls *c, uint64_t cut, pki_crl_entry **out_full, size_t *out_num_full,
-                        pki_crl_entry **out_delta, size_t *out_num_delta) {
+int pkid_ca_crls_select(const pkid_ca_crls *c, uint64_t cut, pki_crl_entry **out_full,
+                        size_t *out_num_full, pki_crl_entry **out_delta, size_t *out_num_delta) {
   *out_full = *out_delta = NULL;
   *out_num_full = *out_num_delta = 0;
   size_t n = 0;

@@ -132,7 +132,8 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
                  : r->type == PKID_REC_CRL  ? CRL_VERSION
                                             : RECORD_VERSION)) {
     /* A newer pkid's record: refuse rather than misread it. */
-    PKI_ERR(err, PKI_ERR_UNSUPPORTED, "journal record %llu (type %u) has version %u, newer than this pkid's",
+    PKI_ERR(err, PKI_ERR_UNSUPPORTED,
+            "journal record %llu (type %u) has version %u, newer than this pkid's",
             (unsigned long long)r->seq, r->type, version);
     return 0;
   }
