@@ -130,11 +130,11 @@ def online(*args):
                                   "--server", "127.0.0.1:%d" % SERVER.grpc]))
 
 
-def lb(command, *extra, socket_path=SOCK, cert=BUNDLE, probe=None, check=False):
+def lb(command, *extra, socket_path=SOCK, cert=BUNDLE, probe=None, check=False, ocsp=None):
     """`pkictl lb COMMAND`; its JSON log lines go to LB_LOG too."""
     args = [PKICTL, "lb", command, "--pki", PKI, "--as", "pki-agent",
             "--server", "127.0.0.1:%d" % SERVER.grpc,
-            "--ocsp-url", "http://127.0.0.1:%d/" % SERVER.ocsp,
+            "--ocsp-url", ocsp or "http://127.0.0.1:%d/" % SERVER.ocsp,
             "--probe", probe or "127.0.0.1:%d" % PORT, "--probe-name", SNI,
             "--metrics-file", METRICS, "--backups", "3", "--timeout-ms", "5000"]
     if socket_path is not None:
@@ -437,6 +437,79 @@ def test_rollback_when_probe_fails():
         before['lb_cert_rotations_total{result="rolled_back"}'] + 1, m
 
 
+def ocsp_of(crt_path, chain_path):
+    """pkid's DER OCSP response about a certificate, by GET (RFC 6960 A.1)."""
+    import base64
+    import urllib.parse
+    import urllib.request
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+    cert = x509.load_pem_x509_certificate(open(crt_path, "rb").read())
+    chain = open(chain_path, "rb").read()
+    end = b"-----END CERTIFICATE-----"
+    issuer = x509.load_pem_x509_certificate(chain[:chain.index(end) + len(end)])
+    req = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+    der = req.public_bytes(serialization_der())
+    url = "http://127.0.0.1:%d/%s" % (SERVER.ocsp, urllib.parse.quote(
+        base64.b64encode(der).decode(), safe=""))
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+def serialization_der():
+    from cryptography.hazmat.primitives import serialization
+    return serialization.Encoding.DER
+
+
+def test_refused_hostile_ocsp():
+    # A responder that is not pkid's, or answers wrongly: each refused at
+    # the OCSP check, before the swap.
+    import http.server
+    nxt = (os.path.join(ROTATION, "lb-next.crt"), os.path.join(ROTATION, "lb-next.key"),
+           os.path.join(ROTATION, "lb-next-chain.crt"))
+    saved = [open(p, "rb").read() for p in nxt]
+    genuine = ocsp_of(nxt[0], nxt[2])
+    other = ocsp_of(os.path.join(ACTIVE, "lb-current.crt"), os.path.join(ACTIVE, "lb-current-chain.crt"))
+    flipped = genuine[:-1] + bytes([genuine[-1] ^ 1])
+    body = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Content-Length", str(len(body["v"])))
+            self.end_headers()
+            self.wfile.write(body["v"])
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = "http://127.0.0.1:%d/" % httpd.server_address[1]
+        for case, v in (("garbage", b"not an OCSP response"),
+                        ("tryLater", bytes([0x30, 0x03, 0x0a, 0x01, 0x03])),
+                        ("another serial", other), ("bad signature", flipped)):
+            body["v"] = v
+            before_active = snapshot(ACTIVE)
+            rc, lines, err = lb("rotate", "--now", ocsp=url)
+            failed = [e for e in lines if e.get("event") == "lb_validate_failed"]
+            assert rc == 1 and failed and failed[0]["check"] == "ocsp", (case, err)
+            assert snapshot(ACTIVE) == before_active, case
+            print("refused %-14s %s" % (case, failed[0]["error"]), flush=True)
+        # The genuine response, served by the same stand-in, passes.
+        body["v"] = genuine
+        rc, lines, err = lb("rotate", "--now", ocsp=url)
+        assert rc == 0, err
+        rotation_timing(lines, "runtime_api")
+        assert served()[0] == "%x" % x509.load_pem_x509_certificate(saved[0]).serial_number
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
 class NewConnections(threading.Thread):
     """New TLS connections, one request each, back to back, until stopped."""
 
@@ -722,6 +795,7 @@ try:
     run("refused_revoked", test_refused_revoked)
     run("refused_other_ca", test_refused_other_ca)
     run("rollback_when_probe_fails", test_rollback_when_probe_fails)
+    run("refused_hostile_ocsp", test_refused_hostile_ocsp)
     run("zero_drop_runtime_api", test_zero_drop_runtime_api)
     run("staple_revoked", test_staple_revoked)
     run("haproxy_killed_restarted", test_haproxy_killed_restarted)
