@@ -727,6 +727,43 @@ def test_haproxy_killed_restarted():
     assert stapled_status() == "good"
 
 
+def lb_args(command, *extra):
+    return [PKICTL, "lb", command, "--pki", PKI, "--as", "pki-agent",
+            "--server", "127.0.0.1:%d" % SERVER.grpc,
+            "--ocsp-url", "http://127.0.0.1:%d/" % SERVER.ocsp,
+            "--probe", "127.0.0.1:%d" % PORT, "--probe-name", SNI, "--metrics-file", METRICS,
+            "--backups", "3", "--timeout-ms", "5000", "--haproxy-socket", SOCK,
+            "--haproxy-cert", BUNDLE] + list(extra)
+
+
+def test_killed_mid_rotation():
+    # haproxy killed (-9) while a rotation runs, at a different moment each
+    # time: whatever step it hit, the rotation either completed or failed,
+    # and haproxy started again serves what active/ holds.
+    outcomes = []
+    for delay in (0.0, 0.02, 0.04, 0.06, 0.08, 0.12):
+        rot = subprocess.Popen(lb_args("rotate", "--now"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        PROCS.append(rot)
+        time.sleep(delay)
+        STATE["haproxy"].send_signal(signal.SIGKILL)
+        STATE["haproxy"].wait()
+        err = rot.communicate(timeout=60)[1]
+        with open(LB_LOG, "a") as f:
+            f.write(err)
+        result = re.findall(r'"event":"lb_rotation_failed","result":"(\w+)"', err)
+        outcomes.append("ok" if rot.returncode == 0 else (result or ["?"])[0])
+        os.unlink(SOCK)
+        STATE["haproxy"] = start_haproxy()
+        assert served()[0] == active_serial(), (delay, outcomes, err[-800:])
+    print("haproxy killed mid-rotation: outcomes %s; each restart served active/" % outcomes,
+          flush=True)
+    # And the next rotation goes through.
+    rc, lines, err = lb("rotate", "--now")
+    assert rc == 0, err
+    assert served()[0] == active_serial()
+
+
 def test_reload_path():
     # haproxy in master-worker mode, no stats socket: the swap is the files
     # and SIGUSR2 to the master.
@@ -799,6 +836,7 @@ try:
     run("zero_drop_runtime_api", test_zero_drop_runtime_api)
     run("staple_revoked", test_staple_revoked)
     run("haproxy_killed_restarted", test_haproxy_killed_restarted)
+    run("killed_mid_rotation", test_killed_mid_rotation)
     run("watch", test_watch)
     run("reload_path", test_reload_path)
     run("prometheus", test_prometheus)
