@@ -19,7 +19,9 @@ TEST(loads_every_key) {
              "ocsp_listen: 127.0.0.1:2\nadmin_listen: 127.0.0.1:3\n"
              "passphrase_file: /p\ncatalog: /c.yaml\nnode: 7\nworkers: 3\n"
              "limits:\n  max_conns: 10\n  max_streams: 20\n  idle_timeout_ms: 30\n"
-             "  handshake_timeout_ms: 40\n");
+             "  handshake_timeout_ms: 40\n"
+             "crl:\n  interval_s: 600\n  delta_interval_s: 60\n  validity_s: 7200\n"
+             "  batch_ms: 250\n");
   pkid_config c;
   pki_err err;
   REQUIRE(pkid_config_load(&c, g_path, &err));
@@ -29,6 +31,8 @@ TEST(loads_every_key) {
   CHECK(strcmp(c.passphrase_file, "/p") == 0);
   CHECK(c.node == 7 && c.workers == 3 && c.max_conns == 10 && c.max_streams == 20);
   CHECK(c.idle_timeout_ms == 30 && c.handshake_timeout_ms == 40);
+  CHECK(c.crl_interval_s == 600 && c.crl_delta_interval_s == 60 && c.crl_validity_s == 7200 &&
+        c.crl_batch_ms == 250);
   pkid_config_cleanup(&c);
 }
 
@@ -61,6 +65,9 @@ TEST(refusals) {
   refused("pki: [a, b]\n", "'pki' must be a value");
   refused("limits:\n  max_conns: -1\n", ":2:");
   refused("limits:\n  nope: 1\n", "unknown key 'nope'");
+  /* The CRL keys belong under crl:, not limits: (nor the other way). */
+  refused("limits:\n  interval_s: 60\n", "unknown key 'interval_s'");
+  refused("crl:\n  max_conns: 1\n", "unknown key 'max_conns'");
   refused("pki: [unclosed\n", "config.yaml:");
   refused("- a\n- b\n", "expected a mapping");
 }
