@@ -942,9 +942,11 @@ static int write_text(const char *path, const char *text, mode_t mode, pki_err *
   return pki_file_write_atomic(path, text, strlen(text), mode, err);
 }
 
-/* install_active replaces active/ with |c|: key, chain, the bundle haproxy
- * loads and its .ocsp, then the certificate last (a reader keyed on the
- * certificate's change sees the rest already). Each file atomically. */
+/* install_active replaces active/ with |c|: first the bundle haproxy loads
+ * (certificate, chain and key in one file, so one rename commits all
+ * three: lb_ensure_bundle repairs the others from it after a crash), then
+ * its .ocsp, the key, the chain and the certificate last (a reader keyed on
+ * the certificate's change sees the rest already). Each file atomically. */
 static int install_active(const lb_config *cfg, const lb_cert *c, const lb_ocsp *ocsp, pki_err *err) {
   char crt[PKI_PATH_MAX], key[PKI_PATH_MAX], chain[PKI_PATH_MAX], pem[PKI_PATH_MAX],
       ocsp_path[PKI_PATH_MAX], dir[PKI_PATH_MAX];
@@ -963,15 +965,15 @@ static int install_active(const lb_config *cfg, const lb_cert *c, const lb_ocsp 
     PKI_ERR_OOM(err);
     return 0;
   }
-  int ok = write_text(key, c->key_pem, 0600, err) && write_text(chain, c->chain_pem, 0644, err) &&
-           write_text(pem, bundle, 0600, err);
+  int ok = write_text(pem, bundle, 0600, err);
   free_secret(bundle);
   if (ok && ocsp != NULL && ocsp->der != NULL) {
     ok = pki_file_write_atomic(ocsp_path, ocsp->der, ocsp->der_len, 0644, err);
   } else if (ok) {
     unlink(ocsp_path); /* a response about another certificate is worse than none */
   }
-  return ok && write_text(crt, c->cert_pem, 0644, err);
+  return ok && write_text(key, c->key_pem, 0600, err) &&
+         write_text(chain, c->chain_pem, 0644, err) && write_text(crt, c->cert_pem, 0644, err);
 }
 
 static int strcmp_ptr(const void *a, const void *b) {
@@ -1259,6 +1261,40 @@ int lb_staple(const lb_config *cfg, int64_t *out_next_update, pki_err *err) {
   return ok;
 }
 
+/* split_bundle cuts a bundle into its first certificate, the other
+ * certificates (the chain) and its private key, as PEM text. */
+static int split_bundle(const char *pem, char **out_cert, char **out_chain, char **out_key) {
+  size_t len = strlen(pem);
+  char *cert = calloc(1, len + 1), *chain = calloc(1, len + 1), *key = calloc(1, len + 1);
+  int ok = cert != NULL && chain != NULL && key != NULL;
+  const char *p = pem;
+  while (ok && (p = strstr(p, "-----BEGIN ")) != NULL) {
+    const char *end = strstr(p, "-----END ");
+    const char *stop = end != NULL ? strchr(end + 9, '\n') : NULL;
+    if (stop == NULL) {
+      ok = 0;
+      break;
+    }
+    stop++;
+    char *to = strncmp(p, "-----BEGIN CERTIFICATE-----", 27) == 0 ? (cert[0] == '\0' ? cert : chain)
+               : strstr(p, "PRIVATE KEY-----") != NULL && strstr(p, "PRIVATE KEY-----") < end ? key
+                                                                                              : NULL;
+    if (to != NULL) strncat(to, p, (size_t)(stop - p));
+    p = stop;
+  }
+  ok = ok && cert[0] != '\0' && chain[0] != '\0' && key[0] != '\0';
+  if (!ok) {
+    free(cert);
+    free(chain);
+    free_secret(key);
+    return 0;
+  }
+  *out_cert = cert;
+  *out_chain = chain;
+  *out_key = key;
+  return 1;
+}
+
 int lb_ensure_bundle(const lb_config *cfg, pki_err *err) {
   char pem[PKI_PATH_MAX], dir[PKI_PATH_MAX];
   lb_paths p;
@@ -1267,7 +1303,38 @@ int lb_ensure_bundle(const lb_config *cfg, pki_err *err) {
     PKI_ERR(err, PKI_ERR_INVALID, "path too long");
     return 0;
   }
-  if (pki_file_exists(pem)) return 1;
+  if (pki_file_exists(pem)) {
+    /* The bundle is written first in a promotion: when lb-current.crt says
+     * otherwise, pkictl stopped between the two, and the bundle (what
+     * haproxy loads) is the truth the other files are made again from. */
+    char *text = NULL, *cert = NULL, *chain = NULL, *key = NULL, *crt = NULL;
+    if (!read_text(&text, pem, err)) return 0;
+    normalize_pem(text);
+    int split = split_bundle(text, &cert, &chain, &key);
+    free_secret(text);
+    if (!split) {
+      PKI_ERR(err, PKI_ERR_INVALID, "%s is not a certificate, its chain and its key", pem);
+      return 0;
+    }
+    int same = 0;
+    pki_err ignored;
+    pki_err_clear(&ignored);
+    if (read_text(&crt, p.crt, &ignored)) {
+      normalize_pem(crt);
+      same = strcmp(crt, cert) == 0;
+    }
+    free(crt);
+    int ok = 1;
+    if (!same) {
+      ok = write_text(p.key, key, 0600, err) && write_text(p.chain, chain, 0644, err) &&
+           write_text(p.crt, cert, 0644, err);
+      if (ok) pki_log("warn", "lb_active_repaired", "file", p.crt, "from", pem, NULL);
+    }
+    free(cert);
+    free(chain);
+    free_secret(key);
+    return ok;
+  }
   lb_cert cur;
   if (!lb_cert_load(&cur, &p, err)) return 0;
   char *bundle = payload_of(&cur);

@@ -28,8 +28,9 @@
  *     (SHA-256 of its DER); otherwise the previous one is put back the same
  *     way (rollback) and the rotation fails;
  *  5. active/ is replaced atomically (with the API: after the probe, so a
- *     restart of haproxy serves what it served), rotation/ emptied, and a
- *     new next certificate made through pkid.
+ *     restart of haproxy serves what it served; the bundle first, as the
+ *     commit point), rotation/ emptied, and a new next certificate made
+ *     through pkid.
  *
  * Functions return 1 on success and 0 on failure with a pki_err. */
 #ifndef PKID_CLIENT_LB_H
@@ -154,7 +155,9 @@ lb_result lb_rotate(const lb_config *cfg, int force, pki_err *err);
 
 /* lb_ensure_bundle writes active/lb-current.pem (0600) from the active
  * certificate, chain and key when it is missing: the file haproxy's `crt`
- * names must exist before haproxy starts. */
+ * names must exist before haproxy starts. When it exists and holds another
+ * certificate than lb-current.crt (pkictl stopped in a promotion, which
+ * writes the bundle first), the three files are made again from it. */
 int lb_ensure_bundle(const lb_config *cfg, pki_err *err);
 
 /* lb_write_metrics writes the Prometheus text file (see lb.c). */

@@ -297,6 +297,30 @@ def test_not_due():
     assert snapshot(ACTIVE) == before
 
 
+def test_repair_after_crash():
+    # A promotion writes the bundle first: pkictl stopped right after it
+    # leaves lb-current.pem newer than lb-current.crt. The next run makes
+    # the three files again from the bundle, what haproxy loads.
+    crt, key, chain = issue_lb("crashed")
+    with open(BUNDLE + ".tmp", "wb") as f:
+        for part in (crt, chain, key):
+            f.write(open(part, "rb").read())
+    os.chmod(BUNDLE + ".tmp", 0o600)
+    os.rename(BUNDLE + ".tmp", BUNDLE)
+    rc, lines, err = lb("rotate")
+    assert rc == 0, err
+    assert [e for e in lines if e.get("event") == "lb_active_repaired"], err
+    for part, name in ((crt, "lb-current.crt"), (key, "lb-current.key"),
+                       (chain, "lb-current-chain.crt")):
+        assert open(os.path.join(ACTIVE, name), "rb").read().strip() == \
+            open(part, "rb").read().strip(), name
+    assert os.stat(os.path.join(ACTIVE, "lb-current.key")).st_mode & 0o777 == 0o600
+    # Once consistent, nothing more is rewritten.
+    before = snapshot(ACTIVE)
+    rc, lines, err = lb("rotate")
+    assert rc == 0 and "lb_active_repaired" not in err and snapshot(ACTIVE) == before, err
+
+
 def test_rotate_now():
     old = active_serial()
     nxt = file_serial(os.path.join(ROTATION, "lb-next.crt"))
@@ -825,6 +849,7 @@ try:
     run("setup_haproxy", test_setup_haproxy)
     run("sample_config", test_sample_config)
     run("not_due", test_not_due)
+    run("repair_after_crash", test_repair_after_crash)
     run("rotate_now", test_rotate_now)
     run("refused_key_mismatch", test_refused_key_mismatch)
     run("refused_expiring", test_refused_expiring)
