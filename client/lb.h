@@ -42,6 +42,7 @@
 #include <openssl/base.h>
 #include <openssl/x509.h>
 
+#include "client/lb_ocsp.h"
 #include "client/pkiclient.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
@@ -95,26 +96,11 @@ int lb_paths_make(lb_paths *out, const char *dir, const char *name, pki_err *err
 /* lb_cert_load reads a certificate's three files. */
 int lb_cert_load(lb_cert *out, const lb_paths *paths, pki_err *err);
 
-/* What pkid's OCSP responder said, the response checked. */
-typedef struct lb_ocsp {
-  uint8_t *der; /* the OCSPResponse, malloc'd */
-  size_t der_len;
-  int status; /* 0 good, 1 revoked, 2 unknown (RFC 6960 4.2.1 CertStatus) */
-  int64_t this_update, next_update;
-} lb_ocsp;
-
-void lb_ocsp_cleanup(lb_ocsp *o);
-
 /* lb_ocsp_fetch asks the responder about |c| (issued by its chain's first
  * certificate) and checks the answer: a successful basic response for
  * this CertID, signed by the issuer (pkid's CAs sign their own, RFC 6960
  * 4.2.2.2), current. */
 int lb_ocsp_fetch(lb_ocsp *out, const lb_config *cfg, const lb_cert *c, pki_err *err);
-
-/* lb_ocsp_parse checks a DER OCSPResponse about |serial| of |issuer|;
- * exposed for the tests. */
-int lb_ocsp_parse(lb_ocsp *out, const uint8_t *der, size_t len, X509 *issuer,
-                  const ASN1_INTEGER *serial, int64_t now, pki_err *err);
 
 /* lb_validate runs the checks of step 1 on |next|, at |now|; the OCSP
  * response it fetched is left in |out_ocsp| (zeroed first) when it passed.
