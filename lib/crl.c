@@ -388,7 +388,10 @@ int pki_crl_build(uint8_t **out, size_t *out_len, const pki_issuer *ca, const pk
   size_t alg_len, tail_len;
   CBB cbb;
   if (!CBB_init_fixed(&cbb, alg, sizeof(alg))) goto internal;
-  if (!pki_sig_add_alg(&cbb, ca->key_type, err)) return 0;
+  if (!pki_sig_add_alg(&cbb, ca->key_type, err)) {
+    CBB_cleanup(&cbb); /* this BoringSSL allocates even a fixed CBB's state */
+    return 0;
+  }
   if (!CBB_finish(&cbb, NULL, &alg_len) || !CBB_init_fixed(&cbb, tail, sizeof(tail)) ||
       !add_crl_extensions(&cbb, ca, params) || !CBB_finish(&cbb, NULL, &tail_len)) {
     goto internal;
