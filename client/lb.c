@@ -1133,8 +1133,20 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
   pki_log("info", "lb_rotation_start", "current_serial", cur.serial, "current_not_after", na,
           "forced", force ? "true" : "false", NULL);
   lb_result result = LB_ERROR;
-  lb_ocsp ocsp;
+  lb_ocsp ocsp, old_ocsp;
   memset(&ocsp, 0, sizeof(ocsp));
+  memset(&old_ocsp, 0, sizeof(old_ocsp));
+  /* The response stapled now, read before the swap (the reload path
+   * replaces the file): a rollback puts it back with the certificate. */
+  char old_ocsp_path[PKI_PATH_MAX];
+  if (path_in(old_ocsp_path, sizeof(old_ocsp_path), cfg, "active", "lb-current.pem.ocsp")) {
+    pki_err ignored;
+    pki_err_clear(&ignored);
+    if (!pki_file_read(&old_ocsp.der, &old_ocsp.der_len, old_ocsp_path, 65536, &ignored)) {
+      old_ocsp.der = NULL;
+      old_ocsp.der_len = 0;
+    }
+  }
   char ms1[24], ms2[24], ms3[24], tries_text[16];
   if (!pki_file_exists(next_p.crt)) {
     pki_log("info", "lb_next_missing", "file", next_p.crt, NULL);
@@ -1180,7 +1192,7 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
     if (cfg->haproxy_socket == NULL) {
       pki_err ignored;
       pki_err_clear(&ignored);
-      install_active(cfg, &cur, NULL, &ignored); /* the files as they were */
+      install_active(cfg, &cur, &old_ocsp, &ignored); /* the files as they were */
     }
     goto out;
   }
@@ -1200,18 +1212,7 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
     /* Rollback, the same way, and the probe must see the old one again. */
     pki_err rb;
     pki_err_clear(&rb);
-    char old_ocsp_path[PKI_PATH_MAX];
-    lb_ocsp old_ocsp;
-    memset(&old_ocsp, 0, sizeof(old_ocsp));
-    if (path_in(old_ocsp_path, sizeof(old_ocsp_path), cfg, "active", "lb-current.pem.ocsp")) {
-      pki_err ignored;
-      pki_err_clear(&ignored);
-      if (!pki_file_read(&old_ocsp.der, &old_ocsp.der_len, old_ocsp_path, 65536, &ignored)) {
-        old_ocsp.der = NULL;
-      }
-    }
     int back = swap_to(cfg, &cur, &old_ocsp, &rb);
-    lb_ocsp_cleanup(&old_ocsp);
     unsigned rtries = 0;
     int seen_old = back && probe_until(cfg, cur.sha256, wait, seen, sizeof(seen), &rtries);
     snprintf(tries_text, sizeof(tries_text), "%u", rtries);
@@ -1245,6 +1246,7 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
   }
 out:
   lb_ocsp_cleanup(&ocsp);
+  lb_ocsp_cleanup(&old_ocsp);
   lb_cert_cleanup(&cur);
   lb_cert_cleanup(&next);
   return result;

@@ -804,6 +804,19 @@ def test_reload_path():
         except OSError:
             return False
     wait_for("haproxy -W to serve", up, 15)
+    # A reload that does not happen (the command does nothing): the probe
+    # keeps seeing the old certificate, so the files go back and the
+    # reload runs again; active/ is as it was.
+    before_active, cur = snapshot(ACTIVE), active_serial()
+    rc, lines, err = lb("rotate", "--now", "--reload-command", "true", "--reload-wait-ms", "500",
+                        socket_path=None, probe="127.0.0.1:%d" % PORT_W)
+    assert rc == 1, err
+    rolled = [e for e in lines if e.get("event") == "lb_rolled_back"]
+    assert rolled and rolled[0]["probe_sees_previous"] == "true", err
+    after = snapshot(ACTIVE)
+    assert after == before_active, [n for n in set(after) | set(before_active)
+                                     if after.get(n) != before_active.get(n)]
+    assert served(PORT_W)[0] == cur
     zero_drop("reload", RELOAD_ROTATIONS, PORT_W, ["--reload-pid", str(master.pid)], None)
     assert master.poll() is None
 
