@@ -1213,6 +1213,14 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
     pki_err rb;
     pki_err_clear(&rb);
     int back = swap_to(cfg, &cur, &old_ocsp, &rb);
+    if (!back && cfg->haproxy_socket != NULL && old_ocsp.der != NULL) {
+      /* Should haproxy refuse the old response (haproxy 2.6 took even a
+       * garbled one in lb_rotation_test), the certificate back without its
+       * staple beats the new one left in place. */
+      pki_log("warn", "lb_rollback_without_staple", "error", rb.msg, NULL);
+      pki_err_clear(&rb);
+      back = swap_to(cfg, &cur, NULL, &rb);
+    }
     unsigned rtries = 0;
     int seen_old = back && probe_until(cfg, cur.sha256, wait, seen, sizeof(seen), &rtries);
     snprintf(tries_text, sizeof(tries_text), "%u", rtries);

@@ -442,9 +442,18 @@ def test_rollback_when_probe_fails():
     before_active = snapshot(ACTIVE)
     before = metrics()
     # The swap commits for the second frontend's crt file, which the probed
-    # bind does not use: the probe keeps seeing the old certificate.
+    # bind does not use: the probe keeps seeing the old certificate. The
+    # staple on file is garbage, which the rollback hands back as it found
+    # it: haproxy 2.6 takes it in the transaction and the rollback stands.
     other_before = served(PORT2)
-    rc, lines, err = lb("rotate", "--now", cert=OTHER_BUNDLE)
+    staple = open(BUNDLE + ".ocsp", "rb").read()
+    with open(BUNDLE + ".ocsp", "wb") as f:
+        f.write(b"not an OCSP response")
+    try:
+        rc, lines, err = lb("rotate", "--now", cert=OTHER_BUNDLE)
+    finally:
+        with open(BUNDLE + ".ocsp", "wb") as f:
+            f.write(staple)
     assert rc == 1, err
     events = [e["event"] for e in lines]
     assert "lb_swapped" in events and "lb_probe_failed" in events, events
