@@ -1237,7 +1237,16 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
   /* 5. Promotion: active/ (already written on the reload path), then a new
    * next certificate. */
   if (cfg->haproxy_socket != NULL && !install_active(cfg, &next, &ocsp, err)) {
-    pki_log("error", "lb_promote_failed", "error", err->msg, NULL);
+    /* haproxy must not serve what a restart would not: back to the
+     * previous certificate, whose files active/ still holds (the bundle
+     * is written first, so it is all old or all new: put it back too). */
+    pki_err rb;
+    pki_err_clear(&rb);
+    int back = swap_to(cfg, &cur, &old_ocsp, &rb);
+    pki_err_clear(&rb);
+    if (back) install_active(cfg, &cur, &old_ocsp, &rb);
+    pki_log("error", "lb_promote_failed", "error", err->msg, "rolled_back", back ? "true" : "false",
+            NULL);
     goto out;
   }
   unlink(next_p.crt);

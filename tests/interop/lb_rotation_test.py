@@ -470,6 +470,32 @@ def test_rollback_when_probe_fails():
         before['lb_cert_rotations_total{result="rolled_back"}'] + 1, m
 
 
+def test_promotion_fails_rolled_back():
+    # active/ cannot be written after a good swap and probe (the .ocsp
+    # path is a directory here): haproxy goes back to the previous
+    # certificate, so that it never serves what a restart would not, and
+    # active/ stays as it was.
+    cur = active_serial()
+    staple = open(BUNDLE + ".ocsp", "rb").read()
+    os.unlink(BUNDLE + ".ocsp")
+    os.mkdir(BUNDLE + ".ocsp")
+    before_active = {n: open(os.path.join(ACTIVE, n), "rb").read() for n in os.listdir(ACTIVE)
+                     if os.path.isfile(os.path.join(ACTIVE, n))}
+    try:
+        rc, lines, err = lb("rotate", "--now")
+    finally:
+        os.rmdir(BUNDLE + ".ocsp")
+        with open(BUNDLE + ".ocsp", "wb") as f:
+            f.write(staple)
+    assert rc == 1, err
+    failed = [e for e in lines if e.get("event") == "lb_promote_failed"]
+    assert failed and failed[0]["rolled_back"] == "true", err
+    assert served()[0] == cur
+    after = snapshot(ACTIVE)
+    after.pop("lb-current.pem.ocsp")
+    assert after == before_active, [n for n in after if after[n] != before_active.get(n)]
+
+
 def ocsp_of(crt_path, chain_path):
     """pkid's DER OCSP response about a certificate, by GET (RFC 6960 A.1)."""
     import base64
@@ -879,6 +905,7 @@ try:
     run("refused_revoked", test_refused_revoked)
     run("refused_other_ca", test_refused_other_ca)
     run("rollback_when_probe_fails", test_rollback_when_probe_fails)
+    run("promotion_fails_rolled_back", test_promotion_fails_rolled_back)
     run("refused_hostile_ocsp", test_refused_hostile_ocsp)
     run("zero_drop_runtime_api", test_zero_drop_runtime_api)
     run("staple_revoked", test_staple_revoked)
