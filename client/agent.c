@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 
 #include "client/agent_crl.h"
+#include "client/cli.h"
 #include "client/crl_cmd.h"
 #include "client/pkiclient.h"
 #include "lib/cert_info.h"
@@ -154,15 +155,6 @@ static int usage_fail(const char *fmt, const char *arg) {
   return 2;
 }
 
-static int parse_u64(uint64_t *out, const char *text, uint64_t min, uint64_t max) {
-  char *end = NULL;
-  errno = 0;
-  unsigned long long v = strtoull(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || v < min || v > max) return 0;
-  *out = v;
-  return 1;
-}
-
 static int parse_signal(int *out, const char *text) {
   static const struct {
     const char *name;
@@ -177,7 +169,7 @@ static int parse_signal(int *out, const char *text) {
     }
   }
   uint64_t n;
-  if (!parse_u64(&n, text, 1, 64)) return 0;
+  if (!cli_parse_u64(&n, text, 1, 64)) return 0;
   *out = (int)n;
   return 1;
 }
@@ -250,21 +242,21 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
       case A_RELOAD_PID: pid_text = optarg; break;
       case A_RELOAD_COMMAND: o->reload_command = optarg; break;
       case A_JITTER:
-        if (!parse_u64(&v, optarg, 0, 50)) return usage_fail("--jitter wants 0..50, not '%s'", optarg);
+        if (!cli_parse_u64(&v, optarg, 0, 50)) return usage_fail("--jitter wants 0..50, not '%s'", optarg);
         o->jitter = (double)v / 100.0;
         break;
       case A_CHECK:
-        if (!parse_u64(&o->check_ms, optarg, 10, 86400000)) {
+        if (!cli_parse_u64(&o->check_ms, optarg, 10, 86400000)) {
           return usage_fail("--check-interval-ms wants 10..86400000, not '%s'", optarg);
         }
         break;
       case A_MIN_BACKOFF:
-        if (!parse_u64(&o->min_backoff_ms, optarg, 1, 86400000)) {
+        if (!cli_parse_u64(&o->min_backoff_ms, optarg, 1, 86400000)) {
           return usage_fail("--min-backoff-ms wants 1..86400000, not '%s'", optarg);
         }
         break;
       case A_MAX_BACKOFF:
-        if (!parse_u64(&o->max_backoff_ms, optarg, 1, 86400000)) {
+        if (!cli_parse_u64(&o->max_backoff_ms, optarg, 1, 86400000)) {
           return usage_fail("--max-backoff-ms wants 1..86400000, not '%s'", optarg);
         }
         break;
@@ -272,7 +264,7 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
       case A_SERVER_NAME: o->server_name = optarg; break;
       case A_ROOT: o->root = optarg; break;
       case A_TIMEOUT:
-        if (!parse_u64(&o->timeout_ms, optarg, 1, 86400000)) {
+        if (!cli_parse_u64(&o->timeout_ms, optarg, 1, 86400000)) {
           return usage_fail("--timeout-ms wants 1..86400000, not '%s'", optarg);
         }
         break;
@@ -331,7 +323,7 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
     if (!parse_signal(&o->reload_signal, signal_text)) {
       return usage_fail("--reload-signal wants HUP, USR1, ... or a number, not '%s'", signal_text);
     }
-    if (!parse_u64(&v, pid_text, 1, 0x7fffffff)) {
+    if (!cli_parse_u64(&v, pid_text, 1, 0x7fffffff)) {
       return usage_fail("--reload-pid wants a pid, not '%s'", pid_text);
     }
     o->reload_pid = (long)v;
@@ -482,18 +474,6 @@ static int cert_valid_now(const agent_cert *c, int64_t now) {
 
 /* ---- renewal ---- */
 
-static pkc_key_type key_type_of(const pki_catalog_service *svc) {
-  switch (svc->key_type) {
-    case PKI_KEY_ECDSA_P384: return PKC_KEY_ECDSA_P384;
-    case PKI_KEY_ED25519: return PKC_KEY_ED25519;
-    case PKI_KEY_RSA:
-      return svc->key_bits >= 4096 ? PKC_KEY_RSA_4096
-             : svc->key_bits >= 3072 ? PKC_KEY_RSA_3072
-                                     : PKC_KEY_RSA_2048;
-    default: return PKC_KEY_ECDSA_P256;
-  }
-}
-
 static int fsync_dir_of(const char *path) {
   char dir[PKI_PATH_MAX];
   snprintf(dir, sizeof(dir), "%s", path);
@@ -613,7 +593,7 @@ static int renew_one(agent *a, agent_cert *c, int64_t now, const char **method,
   if (client == NULL) return 0;
   pkc_issue_params p;
   memset(&p, 0, sizeof(p));
-  p.key_type = key_type_of(a->svc);
+  p.key_type = cli_key_type(a->svc);
   p.service = a->svc->name;
   p.usage = c->cc->usage == PKI_USAGE_SERVER ? PKC_USAGE_SERVER : PKC_USAGE_CLIENT;
   pkc_issued issued;

@@ -387,11 +387,7 @@ void crl_print(FILE *out, const pki_crl *crl, const uint8_t *der, size_t len) {
     }
     fputc('\n', out);
   }
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(der, len, digest);
-  fprintf(out, "  %-18s", "SHA-256:");
-  print_hex(out, digest, sizeof(digest), ":");
-  fputc('\n', out);
+  print_sha256_line(out, der, len);
 }
 
 /* ---- the commands ---- */

@@ -108,11 +108,7 @@ static void print_cert(FILE *out, const pki_cert_info *c, const uint8_t *der, si
     print_hex(out, CBS_data(&c->aki), CBS_len(&c->aki), ":");
     fputc('\n', out);
   }
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(der, len, digest);
-  fprintf(out, "  %-18s", "SHA-256:");
-  print_hex(out, digest, sizeof(digest), ":");
-  fputc('\n', out);
+  print_sha256_line(out, der, len);
 }
 
 static void print_csr(FILE *out, const pki_csr *csr) {

@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "client/cli.h"
 #include "client/haproxy.h"
 #include "client/http_get.h"
 #include "client/sock.h"
@@ -67,12 +68,10 @@ static void fmt_ms(char *out, size_t size, uint64_t ms) {
   snprintf(out, size, "%llu", (unsigned long long)ms);
 }
 
+/* crypto_fail: a BoringSSL call refused what it was given (lib/err.h
+ * tells that from running out of memory). */
 static int crypto_fail(pki_err *err, const char *what) {
-  uint32_t e = ERR_get_error();
-  char buf[160];
-  ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  PKI_ERR(err, PKI_ERR_INVALID, "%s: %s", what, e != 0 ? buf : "failed");
+  PKI_ERR_CRYPTO(err, PKI_ERR_INVALID, "%s", what);
   return 0;
 }
 
@@ -780,18 +779,6 @@ static int backup(const lb_config *cfg, const lb_cert *c, char *out_name, size_t
 
 /* ---- the next certificate, through pkid ---- */
 
-static pkc_key_type key_type_of(const pki_catalog_service *svc) {
-  switch (svc->key_type) {
-    case PKI_KEY_ECDSA_P384: return PKC_KEY_ECDSA_P384;
-    case PKI_KEY_ED25519: return PKC_KEY_ED25519;
-    case PKI_KEY_RSA:
-      return svc->key_bits >= 4096 ? PKC_KEY_RSA_4096
-             : svc->key_bits >= 3072 ? PKC_KEY_RSA_3072
-                                     : PKC_KEY_RSA_2048;
-    default: return PKC_KEY_ECDSA_P256;
-  }
-}
-
 int lb_make_next(const lb_config *cfg, pki_err *err) {
   char dir[PKI_PATH_MAX];
   lb_paths p;
@@ -810,7 +797,7 @@ int lb_make_next(const lb_config *cfg, pki_err *err) {
   memset(&ip, 0, sizeof(ip));
   ip.service = cfg->svc->name;
   ip.usage = PKC_USAGE_SERVER;
-  ip.key_type = key_type_of(cfg->svc);
+  ip.key_type = cli_key_type(cfg->svc);
   pkc_issued issued;
   memset(&issued, 0, sizeof(issued));
   /* Key first, certificate last (pkc_issued_write): a reader that sees the

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "client/cli.h"
 #include "client/lb.h"
 #include "lib/file.h"
 #include "lib/log.h"
@@ -38,15 +39,6 @@ static int usage_fail(const char *fmt, const char *arg) {
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\n%s", kLbUsage);
   return 2;
-}
-
-static int parse_u64(uint64_t *out, const char *text, uint64_t min, uint64_t max) {
-  char *end = NULL;
-  errno = 0;
-  unsigned long long v = strtoull(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || v < min || v > max) return 0;
-  *out = v;
-  return 1;
 }
 
 enum {
@@ -181,23 +173,23 @@ int lb_cmd_main(int argc, char **argv) {
       case L_PROBE: cfg.probe = optarg; break;
       case L_PROBE_NAME: cfg.probe_name = optarg; break;
       case L_BACKUPS:
-        if (!parse_u64(&v, optarg, 1, 1000)) return usage_fail("--backups wants 1..1000, not '%s'", optarg);
+        if (!cli_parse_u64(&v, optarg, 1, 1000)) return usage_fail("--backups wants 1..1000, not '%s'", optarg);
         cfg.backups = (unsigned)v;
         break;
       case L_METRICS: cfg.metrics_file = optarg; break;
       case L_RELOAD_PID:
-        if (!parse_u64(&v, optarg, 2, 1u << 22)) return usage_fail("--reload-pid wants a pid, not '%s'", optarg);
+        if (!cli_parse_u64(&v, optarg, 2, 1u << 22)) return usage_fail("--reload-pid wants a pid, not '%s'", optarg);
         cfg.reload_pid = (long)v;
         break;
       case L_RELOAD_COMMAND: cfg.reload_command = optarg; break;
       case L_OCSP_URL: cfg.ocsp_url = optarg; break;
       case L_RELOAD_WAIT:
-        if (!parse_u64(&cfg.reload_wait_ms, optarg, 1, 600000)) {
+        if (!cli_parse_u64(&cfg.reload_wait_ms, optarg, 1, 600000)) {
           return usage_fail("--reload-wait-ms wants 1..600000, not '%s'", optarg);
         }
         break;
       case L_CHECK:
-        if (!parse_u64(&check_ms, optarg, 10, 86400000)) {
+        if (!cli_parse_u64(&check_ms, optarg, 10, 86400000)) {
           return usage_fail("--check-interval-ms wants 10..86400000, not '%s'", optarg);
         }
         break;
@@ -208,7 +200,7 @@ int lb_cmd_main(int argc, char **argv) {
       case L_SERVER_CA: server_ca = optarg; break;
       case L_ROOT: root = optarg; break;
       case L_TIMEOUT:
-        if (!parse_u64(&cfg.timeout_ms, optarg, 1, 600000)) {
+        if (!cli_parse_u64(&cfg.timeout_ms, optarg, 1, 600000)) {
           return usage_fail("--timeout-ms wants 1..600000, not '%s'", optarg);
         }
         break;

@@ -14,12 +14,10 @@
 
 #include "client/http_get.h"
 
+/* crypto_fail: a BoringSSL call refused what it was given (lib/err.h
+ * tells that from running out of memory). */
 static int crypto_fail(pki_err *err, const char *what) {
-  uint32_t e = ERR_get_error();
-  char buf[160];
-  ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  PKI_ERR(err, PKI_ERR_INVALID, "%s: %s", what, e != 0 ? buf : "failed");
+  PKI_ERR_CRYPTO(err, PKI_ERR_INVALID, "%s", what);
   return 0;
 }
 

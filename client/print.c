@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <openssl/mem.h>
+#include <openssl/sha.h>
 
 #include "lib/der.h"
 
@@ -49,4 +50,12 @@ void print_name(FILE *out, const CBS *name_el) {
     }
   }
   if (first) fprintf(out, "(empty)");
+}
+
+void print_sha256_line(FILE *out, const uint8_t *der, size_t len) {
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(der, len, digest);
+  fprintf(out, "  %-18s", "SHA-256:");
+  print_hex(out, digest, sizeof(digest), ":");
+  fputc('\n', out);
 }

@@ -21,4 +21,8 @@ void print_time(FILE *out, int64_t t);
  * is whatever its issuer wrote. */
 void print_name(FILE *out, const CBS *name_el);
 
+/* print_sha256_line prints the summary line of |der|'s SHA-256
+ * fingerprint ("  SHA-256:  ab:cd:..."). */
+void print_sha256_line(FILE *out, const uint8_t *der, size_t len);
+
 #endif /* PKID_CLIENT_PRINT_H */
