@@ -122,16 +122,6 @@ static void fmt_u64(char *out, size_t size, uint64_t v) {
   snprintf(out, size, "%llu", (unsigned long long)v);
 }
 
-static void fmt_time(char *out, size_t size, int64_t t) {
-  time_t tt = (time_t)t;
-  struct tm tm;
-  if (gmtime_r(&tt, &tm) == NULL) {
-    snprintf(out, size, "-");
-    return;
-  }
-  strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int64_t agent_renew_at(const pki_catalog_service *svc, int64_t not_before, int64_t not_after,
                        int64_t *out_life) {
   /* pkid back-dates notBefore for clock skew: issuance is that much later. */
@@ -457,8 +447,8 @@ static void refresh(agent *a, agent_cert *c) {
     if (due < c->not_before) due = c->not_before;
     c->due = due;
     char na[32], at[32];
-    fmt_time(na, sizeof(na), c->not_after);
-    fmt_time(at, sizeof(at), c->due);
+    cli_format_time(na, sizeof(na), c->not_after);
+    cli_format_time(at, sizeof(at), c->due);
     pki_log("info", "cert_watched", "cert", c->cc->file, "serial", c->serial, "not_after", na,
              "renew_at", at, NULL);
   }
@@ -752,8 +742,8 @@ static size_t pass(agent *a, size_t *renewed, int *changed) {
       (*renewed)++;
       refresh(a, c);
       char na[32], at[32];
-      fmt_time(na, sizeof(na), c->not_after);
-      fmt_time(at, sizeof(at), c->due);
+      cli_format_time(na, sizeof(na), c->not_after);
+      cli_format_time(at, sizeof(at), c->due);
       pki_log("info", "renewed", "cert", c->cc->file, "method", method, "attempt", attempt,
                "serial", c->serial, "not_after", na, "renew_at", at, NULL);
       continue;
@@ -828,12 +818,7 @@ int agent_main(int argc, char **argv) {
     pki_catalog_free(cat);
     return 1;
   }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
+  cli_on_stop_signals(on_stop_signal);
   signal(SIGPIPE, SIG_IGN);
 
   const char *name = a.svc != NULL ? a.svc->name : "-";

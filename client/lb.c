@@ -54,16 +54,6 @@ static void sleep_ms(uint64_t ms) {
   nanosleep(&ts, NULL);
 }
 
-static void fmt_time(char *out, size_t size, int64_t t) {
-  time_t tt = (time_t)t;
-  struct tm tm;
-  if (gmtime_r(&tt, &tm) == NULL) {
-    snprintf(out, size, "-");
-    return;
-  }
-  strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void fmt_ms(char *out, size_t size, uint64_t ms) {
   snprintf(out, size, "%llu", (unsigned long long)ms);
 }
@@ -363,7 +353,7 @@ int lb_validate(const lb_config *cfg, const lb_cert *next, int64_t now, lb_ocsp 
   *out_check = "lifetime";
   if (next->not_after - now < LB_MIN_LIFE_S) {
     char na[32];
-    fmt_time(na, sizeof(na), next->not_after);
+    cli_format_time(na, sizeof(na), next->not_after);
     PKI_ERR(err, PKI_ERR_DENIED,
             "the next certificate ends at %s, less than 24 hours from now (-checkend 86400)", na);
     goto out;
@@ -810,7 +800,7 @@ int lb_make_next(const lb_config *cfg, pki_err *err) {
             "pkid: %s: %s", pkc_status_name(perr.status), perr.message);
   } else {
     char na[32];
-    fmt_time(na, sizeof(na), issued.not_after);
+    cli_format_time(na, sizeof(na), issued.not_after);
     pki_log("info", "lb_next_made", "serial", issued.serial, "not_after", na, NULL);
   }
   pkc_issued_cleanup(&issued);
@@ -980,7 +970,7 @@ int lb_staple(const lb_config *cfg, int64_t *out_next_update, pki_err *err) {
   }
   if (ok) {
     char nu[32];
-    fmt_time(nu, sizeof(nu), o.next_update);
+    cli_format_time(nu, sizeof(nu), o.next_update);
     pki_log("info", "lb_ocsp_stapled", "status", o.status == 0 ? "good" : o.status == 1 ? "revoked" : "unknown",
             "next_update", nu, NULL);
     *out_next_update = o.next_update;
@@ -1112,7 +1102,7 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
   }
   int64_t now = (int64_t)time(NULL);
   char na[32];
-  fmt_time(na, sizeof(na), cur.not_after);
+  cli_format_time(na, sizeof(na), cur.not_after);
   if (!force && cur.not_after - now > (int64_t)cfg->svc->renew_before_s) {
     lb_cert_cleanup(&cur);
     return LB_NOT_DUE;
@@ -1157,7 +1147,7 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
             "ms", ms1, NULL);
     goto out;
   }
-  fmt_time(na, sizeof(na), next.not_after);
+  cli_format_time(na, sizeof(na), next.not_after);
   pki_log("info", "lb_validated", "serial", next.serial, "not_after", na, "ocsp", "good", "ms", ms1, NULL);
   /* 2. Backup. */
   char bname[64];

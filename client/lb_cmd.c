@@ -259,12 +259,7 @@ int lb_cmd_main(int argc, char **argv) {
     }
     return 0;
   }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = on_stop;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
+  cli_on_stop_signals(on_stop);
   pki_log("info", "lb_watch_start", "probe", cfg.probe, NULL);
   /* --now in watch mode: one rotation at start, then the schedule. */
   int64_t staple_due = 0;
