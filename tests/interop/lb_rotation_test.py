@@ -17,7 +17,11 @@ loopback.
     and request succeeds, the keep-alive connection is the same socket
     throughout, and after each rotation a handshake sees the new serial;
   - the same through a graceful reload of haproxy in master-worker mode
-    (SIGUSR2 to the master), without the stats socket;
+    (SIGUSR2 to the master), without the stats socket, except that the
+    keep-alive connection is closed gracefully at each reload (its next
+    request is served by the old worker with `Connection: close`, `option
+    idle-close-on-response`) and opened again: still no request fails and
+    none is sent again;
   - `openssl s_client -status` through haproxy shows a good stapled OCSP
     response after each rotation, and "revoked" once the serving
     certificate is revoked and `pkictl lb staple` refreshed it;
@@ -33,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -194,11 +199,18 @@ def haproxy_config(path, socket_line, port, port2=None):
     # No session cache or tickets: each probe and client is a full
     # handshake, so the certificate it sees is the one served now.
     tune.ssl.cachesize 0
+    # As deploy/haproxy/haproxy.cfg: an old worker of a reload lingers at
+    # most 30 s.
+    hard-stop-after 30s
     log stderr format raw local0 info
 
 defaults
     mode http
     log global
+    # As deploy/haproxy/haproxy.cfg: on a reload's soft-stop, an idle
+    # keep-alive connection is served its next request by the old worker
+    # and closed after that response, not dropped under it.
+    option idle-close-on-response
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -602,15 +614,20 @@ class NewConnections(threading.Thread):
 
 class KeepAlive(threading.Thread):
     """One keep-alive connection, a request every 100 ms. With |reconnect|
-    (the reload path), a connection haproxy closes is opened again and the
-    request, idempotent, sent again (RFC 9112 9.3.1 allows a client that):
-    the old worker of a graceful reload closes its idle connections as it
-    stops, and they are counted in |closed|."""
+    (the reload path), the server's graceful end of the connection is
+    followed by a new one for the next request: a response carrying
+    `Connection: close`, or an orderly close (EOF) already there right
+    after a complete response. Those are counted in |closed|. Nothing is
+    ever sent again: a request that gets no complete response is a
+    failure, on either path. haproxy's old worker
+    of a graceful reload, with `option idle-close-on-response`, serves the
+    next request of an idle connection and closes it after that response
+    (haproxy cannot hand an established connection to the new worker)."""
 
     def __init__(self, port, reconnect=False):
         super().__init__(daemon=True)
         self.port, self.reconnect, self.done = port, reconnect, threading.Event()
-        self.ok, self.failures, self.closed, self.retried = 0, [], 0, 0
+        self.ok, self.failures, self.closed, self.eof_closed = 0, [], 0, 0
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.ctx.load_verify_locations(ROOT)
         self.sock = self.connect()
@@ -620,45 +637,80 @@ class KeepAlive(threading.Thread):
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         return self.ctx.wrap_socket(raw, server_hostname=SNI)
 
+    def closed_by_server(self):
+        """Whether the server ended the connection, in order, right after
+        the complete response just read: EOF (or a TLS close_notify)
+        already waiting, looked for at once, not after the pause. A close
+        during the pause is not graceful: the next request, sent into it,
+        fails (haproxy without idle-close-on-response closes idle
+        connections so at a reload). Any byte waiting is a failure
+        (nothing was asked)."""
+        if not self.sock.pending() and not select.select([self.sock], [], [], 0)[0]:
+            return False
+        self.sock.settimeout(0.05)
+        try:
+            data = self.sock.recv(4096)
+        except (ssl.SSLWantReadError, socket.timeout):
+            return False  # a TLS record that carried no application data
+        finally:
+            self.sock.settimeout(5)
+        if data:
+            raise ConnectionError("unsolicited bytes from haproxy: %r" % data[:80])
+        return True
+
     def one(self):
-        """One request on the connection: the status line, and whether
-        haproxy asked to close it."""
+        """One request on the connection: the status line of its complete
+        response, and whether haproxy asked to close the connection."""
         self.sock.sendall(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
         buf = b""
-        while b"\r\n\r\nok" not in buf:
+        while b"\r\n\r\n" not in buf:
             chunk = self.sock.recv(4096)
             if not chunk:
-                raise ConnectionError("closed by haproxy")
+                raise ConnectionError("closed by haproxy before a complete response")
             buf += chunk
-        head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-        return head.split("\r\n", 1)[0], "connection: close" in head.lower()
+        head, body = buf.split(b"\r\n\r\n", 1)
+        head = head.decode("latin-1")
+        m = re.search(r"(?im)^content-length:\s*(\d+)\s*$", head)
+        if not m:
+            raise ConnectionError("response without Content-Length: %r" % head[:200])
+        while len(body) < int(m.group(1)):
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed by haproxy before a complete response")
+            body += chunk
+        if body != b"ok":
+            raise ConnectionError("unexpected body %r" % body[:80])
+        close = re.search(r"(?im)^connection:.*\bclose\b", head) is not None
+        return head.split("\r\n", 1)[0], close
+
+    def reopen(self):
+        self.sock.close()
+        self.sock = self.connect()
 
     def run(self):
         while not self.done.is_set():
-            for attempt in range(2):
-                try:
-                    status, close = self.one()
-                    if " 200 " in status:
-                        self.ok += 1
-                    else:
-                        self.failures.append("status " + status)
-                    if close and self.reconnect:
-                        self.closed += 1
-                        self.sock.close()
-                        self.sock = self.connect()
-                    break
-                except (ssl.SSLError, OSError) as e:
-                    if not self.reconnect or attempt == 1:
-                        self.failures.append("%.3f %s" % (time.time(), e))
+            try:
+                status, close = self.one()
+                if " 200 " in status:
+                    self.ok += 1
+                else:
+                    self.failures.append("status " + status)
+                if close or (self.reconnect and self.closed_by_server()):
+                    if not self.reconnect:
+                        self.failures.append("%.3f Connection: close" % time.time())
                         return
                     self.closed += 1
-                    self.retried += 1
-                    self.sock.close()
-                    try:
-                        self.sock = self.connect()
-                    except (ssl.SSLError, OSError) as e2:
-                        self.failures.append("%.3f reconnect: %s" % (time.time(), e2))
-                        return
+                    self.eof_closed += not close
+                    self.reopen()
+            except (ssl.SSLError, OSError) as e:
+                self.failures.append("%.3f %s" % (time.time(), e))
+                if not self.reconnect:
+                    return
+                try:
+                    self.reopen()
+                except (ssl.SSLError, OSError) as e2:
+                    self.failures.append("%.3f reconnect: %s" % (time.time(), e2))
+                    return
             time.sleep(0.1)
 
 
@@ -700,11 +752,13 @@ def zero_drop(path, rotations, port, extra, socket_path):
     new_ok = sum(c.ok for c in clients)
     new_failed = [f for c in clients for f in c.failures]
     print("%s: %d rotations, %d distinct serials seen by the probe; new connections: %d ok, "
-          "%d failed; keep-alive connection: %d requests ok, %d failed, closed by haproxy "
-          "and reopened %d times (%d of them a request sent again); stapled OCSP good after "
-          "%d of %d rotations" % (
+          "%d failed; keep-alive connection: %d requests ok, %d failed, closed gracefully "
+          "by haproxy and reopened %d times (%d after Connection: close, %d by an orderly "
+          "close after a complete response), no request sent again; stapled OCSP good "
+          "after %d of %d rotations" % (
               path, len(seen), len(set(seen)), new_ok, len(new_failed), kept.ok,
-              len(kept.failures), kept.closed, kept.retried, staples.count("good"), len(seen)),
+              len(kept.failures), kept.closed, kept.closed - kept.eof_closed, kept.eof_closed,
+              staples.count("good"), len(seen)),
           flush=True)
     kept.sock.close()
     assert not failures, failures
