@@ -10,8 +10,10 @@
 #include <openssl/mem.h>
 #include <openssl/sha.h>
 
+#include "client/crl_cmd.h"
 #include "client/print.h"
 #include "lib/cert_info.h"
+#include "lib/crl.h"
 #include "lib/csr.h"
 #include "lib/der.h"
 #include "lib/file.h"
@@ -123,17 +125,28 @@ int inspect_file(FILE *out, const char *path, pki_err *err) {
   uint8_t *text = NULL, *der = NULL;
   size_t text_len, der_len;
   int ok = 0;
-  /* The first certificate or CSR of a PEM file; a DER file may be either. */
+  /* The first certificate, CSR or CRL of a PEM file; a DER file may be
+   * any of them. */
   static const char *const kLabels[] = {"CERTIFICATE", "CERTIFICATE REQUEST",
-                                        "NEW CERTIFICATE REQUEST"};
+                                        "NEW CERTIFICATE REQUEST", "X509 CRL"};
   const char *label;
-  if (!pki_file_read(&text, &text_len, path, 1 << 20, err)) return 0;
-  if (!pki_pem_decode(&der, &der_len, &label, kLabels, 3, text, text_len, PKI_PEM_OR_DER,
+  if (!pki_file_read(&text, &text_len, path, 1 << 28, err)) return 0;
+  if (!pki_pem_decode(&der, &der_len, &label, kLabels, 4, text, text_len, PKI_PEM_OR_DER,
                       err)) {
     pki_err_prefix(err, "%s: ", path);
     goto out;
   }
   int pem = label != NULL;
+  pki_crl crl;
+  if ((label == kLabels[3] || !pem) && pki_crl_parse(&crl, der, der_len, err)) {
+    /* A CRL is summarised as `pkictl crl inspect` does, but with no CA to
+     * check its signature against. */
+    crl_print(out, &crl, der, der_len);
+    fprintf(out, "  %-18s%s\n", "Signature:", "not checked (pkictl crl inspect --pki DIR does)");
+    pki_crl_cleanup(&crl);
+    ok = 1;
+    goto out;
+  }
   int is_csr = pem && label != kLabels[0];
 
   pki_cert_info info;

@@ -1,5 +1,5 @@
-/* inspect.h: `pkictl inspect FILE`, a readable summary of a certificate
- * or a CSR, in PEM or DER. */
+/* inspect.h: `pkictl inspect FILE`, a readable summary of a certificate,
+ * a CSR or a CRL, in PEM or DER. */
 #ifndef PKID_CLIENT_INSPECT_H
 #define PKID_CLIENT_INSPECT_H
 
@@ -7,9 +7,9 @@
 
 #include "lib/err.h"
 
-/* inspect_file prints the summary of |path| to |out|. A file that is neither
- * a certificate nor a CSR, or one that fails to parse, fails with the
- * parser's reason. */
+/* inspect_file prints the summary of |path| to |out|. A file that is not
+ * a certificate, a CSR or a CRL, or one that fails to parse, fails with
+ * the parser's reason. */
 int inspect_file(FILE *out, const char *path, pki_err *err);
 
 #endif /* PKID_CLIENT_INSPECT_H */

@@ -85,6 +85,10 @@ test_inspect_pkid_and_root_crls() {
     --ca-file "$PKI/intermediate-ca/external-ca/certs/external-ca.crt" >out.txt 2>&1 ||
     ! grep -q 'Signature: *verified' out.txt || { t_log "verified under the wrong CA"; return 1; }
   t_expect_fail "no X509 CRL block" "$PKICTL" crl inspect "$PKI/root-ca/certs/root-ca.crt" || return 1
+  # Plain `pkictl inspect` knows a CRL too, and says it checked nothing.
+  t_check "$PKICTL" inspect "$PKI/crl/agents-ca.crl.pem" >out.txt || return 1
+  grep -q 'Certificate revocation list, complete' out.txt && grep -q 'not checked' out.txt ||
+    { t_log "$(cat out.txt)"; return 1; }
 }
 
 test_fetch_from_pkid() {
