@@ -489,25 +489,11 @@ too_big:
 
 /* ---- Parsing ----------------------------------------------------------- */
 
-/* oid_ok checks the content octets of an OBJECT IDENTIFIER: not empty, the
- * last octet ends a subidentifier, none starts with a padding 0x80. */
-static int oid_ok(const CBS *oid) {
-  const uint8_t *p = CBS_data(oid);
-  size_t len = CBS_len(oid);
-  if (len == 0 || (p[len - 1] & 0x80) != 0) return 0;
-  int start = 1;
-  for (size_t i = 0; i < len; i++) {
-    if (start && p[i] == 0x80) return 0;
-    start = (p[i] & 0x80) == 0;
-  }
-  return 1;
-}
-
 /* get_extension reads one Extension (RFC 5280 4.1). */
 static int get_extension(CBS *exts, CBS *oid, int *critical, CBS *value) {
   CBS ext;
   return CBS_get_asn1(exts, &ext, CBS_ASN1_SEQUENCE) &&
-         CBS_get_asn1(&ext, oid, CBS_ASN1_OBJECT) && oid_ok(oid) &&
+         CBS_get_asn1(&ext, oid, CBS_ASN1_OBJECT) && pki_der_oid_ok(oid) &&
          pki_der_get_optional_bool(&ext, critical) &&
          CBS_get_asn1(&ext, value, CBS_ASN1_OCTETSTRING) && CBS_len(&ext) == 0;
 }
@@ -545,7 +531,7 @@ static int name_ok(const CBS *name_el) {
       CBS atv, oid, value;
       unsigned tag;
       if (!CBS_get_asn1(&rdn, &atv, CBS_ASN1_SEQUENCE) ||
-          !CBS_get_asn1(&atv, &oid, CBS_ASN1_OBJECT) || !oid_ok(&oid) ||
+          !CBS_get_asn1(&atv, &oid, CBS_ASN1_OBJECT) || !pki_der_oid_ok(&oid) ||
           !CBS_get_any_asn1(&atv, &value, &tag) || CBS_len(&atv) != 0) {
         return 0;
       }
@@ -843,7 +829,7 @@ int pki_crl_parse(pki_crl *out, const uint8_t *der, size_t len, pki_err *err) {
   alg = out->sig_alg;
   CBS alg_seq;
   if (!CBS_get_asn1(&alg, &alg_seq, CBS_ASN1_SEQUENCE) ||
-      !CBS_get_asn1(&alg_seq, &oid, CBS_ASN1_OBJECT) || !oid_ok(&oid)) {
+      !CBS_get_asn1(&alg_seq, &oid, CBS_ASN1_OBJECT) || !pki_der_oid_ok(&oid)) {
     PKI_ERR(err, PKI_ERR_INVALID, "malformed CRL: bad signatureAlgorithm");
     goto fail;
   }

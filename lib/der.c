@@ -331,3 +331,15 @@ int pki_der_add_generalized_time(CBB *cbb, int64_t t) {
   return CBB_add_asn1(cbb, &child, CBS_ASN1_GENERALIZEDTIME) &&
          CBB_add_bytes(&child, buf, sizeof(buf)) && CBB_flush(cbb);
 }
+
+int pki_der_oid_ok(const CBS *oid) {
+  const uint8_t *p = CBS_data(oid);
+  size_t len = CBS_len(oid);
+  if (len == 0 || (p[len - 1] & 0x80) != 0) return 0;
+  int start = 1;
+  for (size_t i = 0; i < len; i++) {
+    if (start && p[i] == 0x80) return 0;
+    start = (p[i] & 0x80) == 0;
+  }
+  return 1;
+}

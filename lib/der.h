@@ -60,6 +60,11 @@ int pki_der_finish(CBB *cbb, uint8_t **out, size_t *out_len);
 /* pki_der_add_oid writes an OBJECT IDENTIFIER with content |oid|. */
 int pki_der_add_oid(CBB *cbb, const uint8_t *oid, size_t oid_len);
 
+/* pki_der_oid_ok checks the content octets of an OBJECT IDENTIFIER (X.690
+ * 8.19): not empty, the last octet ends a subidentifier, none starts with
+ * a padding 0x80. */
+int pki_der_oid_ok(const CBS *oid);
+
 /* pki_der_get_optional_bool reads a BOOLEAN DEFAULT FALSE: absent is 0, and
  * an explicit FALSE is refused because DER leaves defaults out. */
 int pki_der_get_optional_bool(CBS *cbs, int *out);

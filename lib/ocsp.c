@@ -21,20 +21,6 @@ size_t pki_ocsp_hash_len(pki_ocsp_hash hash) {
 
 /* ---- Requests ---------------------------------------------------------- */
 
-/* oid_ok checks the content octets of an OBJECT IDENTIFIER: not empty, the
- * last octet ends a subidentifier, none starts with a padding 0x80. */
-static int oid_ok(const CBS *oid) {
-  const uint8_t *p = CBS_data(oid);
-  size_t len = CBS_len(oid);
-  if (len == 0 || (p[len - 1] & 0x80) != 0) return 0;
-  int start = 1;
-  for (size_t i = 0; i < len; i++) {
-    if (start && p[i] == 0x80) return 0;
-    start = (p[i] & 0x80) == 0;
-  }
-  return 1;
-}
-
 /* parse_extensions reads an Extensions SEQUENCE (at least one). With
  * |req| non-NULL the nonce is recorded there; any other extension is
  * ignored unless critical. */
@@ -50,7 +36,7 @@ static int parse_extensions(CBS *exts_el, pki_ocsp_request *req, pki_err *err) {
     CBS ext, oid, value;
     int critical;
     if (!CBS_get_asn1(&exts, &ext, CBS_ASN1_SEQUENCE) ||
-        !CBS_get_asn1(&ext, &oid, CBS_ASN1_OBJECT) || !oid_ok(&oid) ||
+        !CBS_get_asn1(&ext, &oid, CBS_ASN1_OBJECT) || !pki_der_oid_ok(&oid) ||
         !pki_der_get_optional_bool(&ext, &critical) ||
         !CBS_get_asn1(&ext, &value, CBS_ASN1_OCTETSTRING) || CBS_len(&ext) != 0) {
       PKI_ERR(err, PKI_ERR_INVALID, "malformed OCSP request: bad Extension");
@@ -85,7 +71,7 @@ static int parse_cert_id(CBS *cbs, pki_ocsp_cert_id *id, pki_err *err) {
   CBS seq, alg, oid, name_hash, key_hash, serial;
   if (!CBS_get_asn1(cbs, &seq, CBS_ASN1_SEQUENCE) ||
       !CBS_get_asn1(&seq, &alg, CBS_ASN1_SEQUENCE) ||
-      !CBS_get_asn1(&alg, &oid, CBS_ASN1_OBJECT) || !oid_ok(&oid)) {
+      !CBS_get_asn1(&alg, &oid, CBS_ASN1_OBJECT) || !pki_der_oid_ok(&oid)) {
     PKI_ERR(err, PKI_ERR_INVALID, "malformed OCSP request: bad CertID");
     return 0;
   }
@@ -144,7 +130,7 @@ static int parse_signature(CBS *sig_el) {
   int has_certs;
   if (!CBS_get_asn1(sig_el, &sig, CBS_ASN1_SEQUENCE) || CBS_len(sig_el) != 0 ||
       !CBS_get_asn1(&sig, &alg, CBS_ASN1_SEQUENCE) ||
-      !CBS_get_asn1(&alg, &oid, CBS_ASN1_OBJECT) || !oid_ok(&oid) ||
+      !CBS_get_asn1(&alg, &oid, CBS_ASN1_OBJECT) || !pki_der_oid_ok(&oid) ||
       !CBS_get_asn1(&sig, &bits, CBS_ASN1_BITSTRING) ||
       !CBS_is_valid_asn1_bitstring(&bits) ||
       !CBS_get_optional_asn1(&sig, &certs_el, &has_certs, TAG_EXPLICIT(0)) ||
