@@ -108,25 +108,8 @@ fi
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-PKID_PID=""
-stop_pkid() {
-  if [ -n "$PKID_PID" ] && kill -0 "$PKID_PID" 2>/dev/null; then
-    kill -TERM "$PKID_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 150); do
-      kill -0 "$PKID_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$PKID_PID" 2>/dev/null; then
-      echo "crl_under_load.sh: pkid did not stop on SIGTERM in 15 s; killing it" >&2
-      kill -KILL "$PKID_PID" 2>/dev/null || true
-    fi
-  fi
-  if [ -n "$PKID_PID" ]; then
-    wait "$PKID_PID" 2>/dev/null || true
-    PKID_PID=""
-  fi
-}
+# start_pkid and stop_pkid (bench/pkid.sh).
+source "$HERE/pkid.sh"
 cleanup() {
   stop_pkid
   if [ "$CLEAN_WORK" = 1 ]; then rm -rf "$WORK"; fi
@@ -134,30 +117,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_pkid LOG ARGS...: pkid on the demo tree and its journal; sets
-# PKID_PID, PORT, OCSP_PORT and OCSP_PATH from its "listening" lines.
-start_pkid() {
-  local log=$1
-  shift
-  "$PKID" --pki "$WORK/pki" --journal "$WORK/journal" --listen 127.0.0.1:0 \
-    --ocsp-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --identity-rate 0 --identity-max-in-flight 20000 "$@" 2>"$log" &
-  PKID_PID=$!
-  PORT=""
-  local i
-  for i in $(seq 1 600); do
-    PORT=$(sed -n 's/.*"event":"listening","grpc":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$log" |
-      head -n 1)
-    [ -n "$PORT" ] && break
-    kill -0 "$PKID_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$PORT" ] || { cat "$log" >&2; die "pkid did not start"; }
-  OCSP_PORT=$(sed -n 's/.*"event":"listening","ocsp":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$log" |
-    head -n 1)
-  OCSP_PATH=$(sed -n 's/.*"event":"listening","ocsp":"[^"]*","path":"\([^"]*\)".*/\1/p' "$log" |
-    head -n 1)
-  OCSP_PATH=${OCSP_PATH:-/}
+# start_pkid with the limits of one identity lifted (bench/pkid.sh); this
+# bench needs the OCSP listener.
+start_pkid_ocsp() {
+  start_pkid "$@" --identity-rate 0 --identity-max-in-flight 20000
   [ -n "$OCSP_PORT" ] || die "pkid has no OCSP listener"
 }
 
@@ -169,7 +132,7 @@ echo "== demo PKI in $WORK/pki" >&2
   { cat "$WORK/ceremony.log" >&2; die "pkictl ceremony demo failed"; }
 
 echo "== revoking $REVOKED certificates ($KEYS keys, IssueStream, then revoke_same_key)" >&2
-start_pkid "$WORK/pkid-revoke.log"
+start_pkid_ocsp "$WORK/pkid-revoke.log"
 mkdir -p "$WORK/gen"
 protoc --proto_path="$REPO/proto" --python_out="$WORK/gen" "$REPO/proto/pki/v1/pki.proto" ||
   die "protoc failed (Debian's protobuf-compiler)"
@@ -281,7 +244,7 @@ stop_pkid
 phase() {
   local name=$1 log=$WORK/pkid-$1.log i
   shift
-  start_pkid "$log" "$@"
+  start_pkid_ocsp "$log" "$@"
   # Every online CA's first CRLs (agents-ca's with every entry).
   for i in $(seq 1 600); do
     [ "$(published "$log")" -ge 1 ] && grep -q '"ca":"agents-ca"' <(grep crl_published "$log") &&

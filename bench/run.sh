@@ -139,25 +139,8 @@ fi
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-PKID_PID=""
-stop_pkid() {
-  if [ -n "$PKID_PID" ] && kill -0 "$PKID_PID" 2>/dev/null; then
-    kill -TERM "$PKID_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 150); do
-      kill -0 "$PKID_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$PKID_PID" 2>/dev/null; then
-      echo "run.sh: pkid did not stop on SIGTERM in 15 s; killing it" >&2
-      kill -KILL "$PKID_PID" 2>/dev/null || true
-    fi
-  fi
-  if [ -n "$PKID_PID" ]; then
-    wait "$PKID_PID" 2>/dev/null || true
-    PKID_PID=""
-  fi
-}
+# start_pkid and stop_pkid (bench/pkid.sh).
+source "$HERE/pkid.sh"
 # stop_peer PID: SIGTERM to a peer server and its children (`openssl ocsp
 # -multi` waits for a child to exit before it notices SIGTERM), then
 # SIGKILL after 5 s.
@@ -204,28 +187,8 @@ echo "== starting pkid" >&2
 # One identity (pki-agent) drives the whole load here, where a fleet has
 # many: its share (--identity-rate, --identity-max-in-flight) is lifted,
 # so that what is measured is pkid's capacity, not one caller's quota.
-"$PKID" --pki "$WORK/pki" --journal "$WORK/journal" --listen 127.0.0.1:0 \
-  --ocsp-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  --identity-rate 0 --identity-max-in-flight 4096 2>"$WORK/pkid.log" &
-PKID_PID=$!
+start_pkid "$WORK/pkid.log" --identity-rate 0 --identity-max-in-flight 4096
 echo "$PKID_PID" >"$WORK/pkid.pid"
-PORT="" OCSP_PORT="" OCSP_PATH="/"
-for _ in $(seq 1 150); do
-  PORT=$(sed -n 's/.*"event":"listening","grpc":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
-    "$WORK/pkid.log" | head -n 1)
-  [ -n "$PORT" ] && break
-  kill -0 "$PKID_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$PORT" ]; then
-  cat "$WORK/pkid.log" >&2
-  die "pkid did not start"
-fi
-OCSP_PORT=$(sed -n 's/.*"event":"listening","ocsp":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
-  "$WORK/pkid.log" | head -n 1)
-OCSP_PATH=$(sed -n 's/.*"event":"listening","ocsp":"[^"]*","path":"\([^"]*\)".*/\1/p' \
-  "$WORK/pkid.log" | head -n 1)
-OCSP_PATH=${OCSP_PATH:-/}
 echo "   pkid pid $PKID_PID on 127.0.0.1:$PORT (OCSP ${OCSP_PORT:-none})" >&2
 
 loadgen() {

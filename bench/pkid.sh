@@ -1,0 +1,51 @@
+# bench/pkid.sh: starting and stopping pkid for the bench scripts (run.sh,
+# crl_under_load.sh), sourced by them. They set PKID (the binary), WORK
+# (the demo tree in $WORK/pki, the journal in $WORK/journal) and die().
+
+PKID_PID=""
+
+# start_pkid LOG ARGS...: pkid on 127.0.0.1, every port chosen by the
+# kernel, with ARGS added; sets PKID_PID, and PORT, OCSP_PORT and OCSP_PATH
+# from its "listening" lines (60 s at most).
+start_pkid() {
+  local log=$1
+  shift
+  "$PKID" --pki "$WORK/pki" --journal "$WORK/journal" --listen 127.0.0.1:0 \
+    --ocsp-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" 2>"$log" &
+  PKID_PID=$!
+  PORT=""
+  local i
+  for i in $(seq 1 600); do
+    PORT=$(sed -n 's/.*"event":"listening","grpc":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$log" |
+      head -n 1)
+    [ -n "$PORT" ] && break
+    kill -0 "$PKID_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$PORT" ] || { cat "$log" >&2; die "pkid did not start"; }
+  OCSP_PORT=$(sed -n 's/.*"event":"listening","ocsp":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$log" |
+    head -n 1)
+  OCSP_PATH=$(sed -n 's/.*"event":"listening","ocsp":"[^"]*","path":"\([^"]*\)".*/\1/p' "$log" |
+    head -n 1)
+  OCSP_PATH=${OCSP_PATH:-/}
+}
+
+# stop_pkid: SIGTERM (pkid drains), SIGKILL after 15 s.
+stop_pkid() {
+  if [ -n "$PKID_PID" ] && kill -0 "$PKID_PID" 2>/dev/null; then
+    kill -TERM "$PKID_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 150); do
+      kill -0 "$PKID_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$PKID_PID" 2>/dev/null; then
+      echo "pkid did not stop on SIGTERM in 15 s; killing it" >&2
+      kill -KILL "$PKID_PID" 2>/dev/null || true
+    fi
+  fi
+  if [ -n "$PKID_PID" ]; then
+    wait "$PKID_PID" 2>/dev/null || true
+    PKID_PID=""
+  fi
+}
