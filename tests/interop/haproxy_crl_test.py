@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from cryptography import x509  # noqa: E402
-from pkidtest import Pkid, demo_tree  # noqa: E402
+from pkidtest import Pkid, demo_tree, free_port, spawn, stop, wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -81,42 +81,6 @@ def log_time(entry):
 
 def events(path, name, after=0.0):
     return [e for e in log_lines(path) if e.get("event") == name and log_time(e) >= after]
-
-
-def wait_for(what, fn, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start(args, log_path):
-    log = open(log_path, "a")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    PROCS.append(proc)
-    return proc
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def pkictl(*args):
@@ -300,7 +264,7 @@ frontend clients
     check = subprocess.run([HAPROXY, "-c", "-f", cfg], capture_output=True, text=True,
                            timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
-    STATE["haproxy"] = start([HAPROXY, "-f", cfg, "-db"], HAPROXY_LOG)
+    STATE["haproxy"] = spawn(PROCS, [HAPROXY, "-f", cfg, "-db"], HAPROXY_LOG)
 
     def up():
         if STATE["haproxy"].poll() is not None:
@@ -336,7 +300,7 @@ def test_victim_served_before_revocation():
 
 
 def test_agent_pushes_at_start():
-    STATE["agent"] = start(AGENT_ARGS + ["--crl-interval", "1s", "--haproxy-socket", SOCK,
+    STATE["agent"] = spawn(PROCS, AGENT_ARGS + ["--crl-interval", "1s", "--haproxy-socket", SOCK,
                                          "--crl-hook", "echo written >>'%s'" % HOOK_LOG],
                            AGENT_LOG)
     # The file is haproxy's already, but haproxy may hold an older one: the

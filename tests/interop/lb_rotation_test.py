@@ -51,7 +51,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from cryptography import x509  # noqa: E402
-from pkidtest import Pkid, demo_tree  # noqa: E402
+from pkidtest import Pkid, demo_tree, free_port, spawn, stop, wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -83,43 +83,7 @@ STATE = {}
 TIMINGS = []  # (path, validate_ms, swap_ms, probe_ms) per rotation
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 PORT, PORT2, PORT_W = free_port(), free_port(), free_port()
-
-
-def start(args, log_path):
-    log = open(log_path, "a")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    PROCS.append(proc)
-    return proc
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_for(what, fn, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def pkictl(*args, check=True):
@@ -232,7 +196,7 @@ frontend other
 
 
 def start_haproxy():
-    proc = start([HAPROXY, "-f", os.path.join(WORK, "haproxy.cfg"), "-db"], HAPROXY_LOG)
+    proc = spawn(PROCS, [HAPROXY, "-f", os.path.join(WORK, "haproxy.cfg"), "-db"], HAPROXY_LOG)
 
     def up():
         if proc.poll() is not None:
@@ -808,7 +772,7 @@ def test_watch():
             "--probe", "127.0.0.1:%d" % PORT, "--probe-name", SNI, "--metrics-file", METRICS,
             "--haproxy-socket", SOCK, "--haproxy-cert", BUNDLE, "--check-interval-ms", "200",
             "--now"]
-    proc = start(args, log)
+    proc = spawn(PROCS, args, log)
     wait_for("lb watch to make lb-next and staple", lambda: os.path.exists(
         os.path.join(ROTATION, "lb-next.crt")) and "lb_ocsp_stapled" in open(log).read(), 20)
     proc.terminate()
@@ -882,7 +846,7 @@ def test_reload_path():
     # and SIGUSR2 to the master.
     cfg = os.path.join(WORK, "haproxy-w.cfg")
     haproxy_config(cfg, "# no stats socket", PORT_W)
-    master = start([HAPROXY, "-W", "-db", "-f", cfg], os.path.join(WORK, "haproxy-w.log"))
+    master = spawn(PROCS, [HAPROXY, "-W", "-db", "-f", cfg], os.path.join(WORK, "haproxy-w.log"))
     STATE["master"] = master
 
     def up():

@@ -7,10 +7,14 @@
     with channel(server, pki) as ch: ...    # grpcio, as pki-agent, mutual TLS
     server.stop()                           # SIGTERM; returns the exit status
 
-Every pkid a test starts, it stops: Pkid.stop (or kill) in a finally."""
+Every pkid a test starts, it stops: Pkid.stop (or kill) in a finally.
+Other processes (haproxy, pkictl agent): spawn() them into a list and
+stop() each in a finally; wait_for() polls with a deadline; free_port()
+picks a loopback port for a configuration file."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,3 +132,46 @@ def expect_status(fn, code, words=""):
         assert words in (e.details() or ""), "%r lacks %r" % (e.details(), words)
         return
     raise AssertionError("call succeeded, want %s" % code)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nothing listens on now (for a configuration
+    file that cannot say 0)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def spawn(procs, args, log_path):
+    """Starts |args| with stdout and stderr appended to |log_path|, and adds
+    it to |procs|, the list the test stops in its finally."""
+    log = open(log_path, "a")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    procs.append(proc)
+    return proc
+
+
+def stop(proc):
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(what, fn, timeout, step=0.05):
+    """Calls |fn| until it returns something true (returned), at most
+    |timeout| seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
