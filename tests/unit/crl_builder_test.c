@@ -26,6 +26,7 @@
 #include "server/store/status.h"
 #include "server/store/store.h"
 #include "tests/unit/test.h"
+#include "tests/unit/test_ca.h"
 
 static char g_tmp[512];
 static pki_catalog *g_cat;
@@ -35,23 +36,10 @@ static pkid_cas g_cas;
 /* make_ca gives the one CA a fresh P-256 key and a name: enough to sign
  * CRLs (the builder needs no certificate). */
 static int make_ca(void) {
-  pki_err err;
   g_ca.def = pki_catalog_find_ca(g_cat, "agents-ca");
-  pki_issuer *ca = &g_ca.issuer;
-  ca->key = pki_key_generate(PKI_KEY_ECDSA_P256, 256, &err);
-  if (g_ca.def == NULL || ca->key == NULL) return 0;
-  ca->key_type = PKI_KEY_ECDSA_P256;
-  CBB cbb;
-  if (!CBB_init(&cbb, 64) || !pki_der_add_name(&cbb, "Test Org", "Test Agents CA") ||
-      !pki_der_finish(&cbb, &ca->name, &ca->name_len)) {
-    CBB_cleanup(&cbb);
-    return 0;
-  }
-  ca->ski_len = 20;
-  ca->path_len = -1;
   g_cas.cas = &g_ca;
   g_cas.num_cas = 1;
-  return pki_key_identifier(ca->ski, ca->key, &err);
+  return g_ca.def != NULL && test_make_ca(&g_ca.issuer, PKI_KEY_ECDSA_P256, "Test Agents CA");
 }
 
 static pki_serial serial_n(uint64_t n) {

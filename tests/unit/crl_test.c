@@ -36,6 +36,7 @@
 #include "lib/sig.h"
 #include "tests/unit/failmalloc.h"
 #include "tests/unit/test.h"
+#include "tests/unit/test_ca.h"
 
 #define TAG_EXPLICIT(n) (CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | (n))
 #define TAG_IMPLICIT(n) (CBS_ASN1_CONTEXT_SPECIFIC | (n))
@@ -47,28 +48,11 @@
 static pki_issuer g_p256, g_p384, g_ed;
 static int g_ready;
 
-static int make_ca(pki_issuer *ca, pki_key_type type, const char *cn) {
-  pki_err err;
-  memset(ca, 0, sizeof(*ca));
-  ca->key = pki_key_generate(type, 256, &err);
-  if (ca->key == NULL) return 0;
-  ca->key_type = type;
-  CBB cbb;
-  if (!CBB_init(&cbb, 64) || !pki_der_add_name(&cbb, "Test Org", cn) ||
-      !pki_der_finish(&cbb, &ca->name, &ca->name_len)) {
-    CBB_cleanup(&cbb);
-    return 0;
-  }
-  ca->ski_len = 20;
-  ca->path_len = -1;
-  return pki_key_identifier(ca->ski, ca->key, &err);
-}
-
 static int setup(void) {
   if (!g_ready) {
-    g_ready = make_ca(&g_p256, PKI_KEY_ECDSA_P256, "Test CRL CA") &&
-                      make_ca(&g_p384, PKI_KEY_ECDSA_P384, "Test P-384 CA") &&
-                      make_ca(&g_ed, PKI_KEY_ED25519, "Test Ed25519 CA")
+    g_ready = test_make_ca(&g_p256, PKI_KEY_ECDSA_P256, "Test CRL CA") &&
+                      test_make_ca(&g_p384, PKI_KEY_ECDSA_P384, "Test P-384 CA") &&
+                      test_make_ca(&g_ed, PKI_KEY_ED25519, "Test Ed25519 CA")
                   ? 1
                   : -1;
   }

@@ -23,6 +23,7 @@
 #include "lib/serial.h"
 #include "lib/sig.h"
 #include "tests/unit/test.h"
+#include "tests/unit/test_ca.h"
 
 #define TAG_EXPLICIT(n) (CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | (n))
 #define TAG_IMPLICIT(n) (CBS_ASN1_CONTEXT_SPECIFIC | (n))
@@ -47,27 +48,10 @@ static const uint8_t kOpensslRequest[] = {
 static pki_issuer g_ca, g_ed_ca;
 static int g_ready;
 
-static int make_ca(pki_issuer *ca, pki_key_type type, const char *cn) {
-  pki_err err;
-  memset(ca, 0, sizeof(*ca));
-  ca->key = pki_key_generate(type, 256, &err);
-  if (ca->key == NULL) return 0;
-  ca->key_type = type;
-  CBB cbb;
-  if (!CBB_init(&cbb, 64) || !pki_der_add_name(&cbb, "Test Org", cn) ||
-      !pki_der_finish(&cbb, &ca->name, &ca->name_len)) {
-    CBB_cleanup(&cbb);
-    return 0;
-  }
-  ca->ski_len = 20;
-  ca->path_len = -1;
-  return pki_key_identifier(ca->ski, ca->key, &err);
-}
-
 static int setup(void) {
   if (!g_ready) {
-    g_ready = make_ca(&g_ca, PKI_KEY_ECDSA_P256, "Test OCSP CA") &&
-              make_ca(&g_ed_ca, PKI_KEY_ED25519, "Test Ed25519 CA") ? 1 : -1;
+    g_ready = test_make_ca(&g_ca, PKI_KEY_ECDSA_P256, "Test OCSP CA") &&
+              test_make_ca(&g_ed_ca, PKI_KEY_ED25519, "Test Ed25519 CA") ? 1 : -1;
   }
   return g_ready == 1;
 }
