@@ -27,6 +27,10 @@ packages=(
   # certificates checked against pkid's CRLs), Prometheus' promtool (the
   # alert rules)
   haproxy prometheus
+  # the deployment's checks: docker-compose validates deploy/docker-compose.yml
+  # (no container engine runs it here); libsystemd's sd_notify tells systemd
+  # when pkid is ready (deploy/systemd/pkid.service, Type=notify)
+  docker-compose libsystemd-dev
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )
