@@ -19,6 +19,7 @@
 #include "client/agent_crl.h"
 #include "client/cli.h"
 #include "client/crl_cmd.h"
+#include "client/metrics_http.h"
 #include "client/pkiclient.h"
 #include "lib/cert_info.h"
 #include "lib/err.h"
@@ -37,7 +38,8 @@ extern char **environ;
 
 static const char kAgentUsage[] =
     "usage: pkictl agent --pki DIR [--as SERVICE[:server|client]] [--certs server,client]\n"
-    "    [--once] [--metrics-file F] [--reload-signal SIG --reload-pid PID |\n"
+    "    [--once] [--metrics-file F] [--metrics-listen HOST:PORT]\n"
+    "    [--reload-signal SIG --reload-pid PID |\n"
     "    --reload-command CMD] [--jitter PCT] [--check-interval-ms N]\n"
     "    [--min-backoff-ms N] [--max-backoff-ms N] [--server HOST:PORT]\n"
     "    [--server-name NAME] [--server-identity URI] [--server-ca FILE]\n"
@@ -51,7 +53,7 @@ typedef struct agent_opts {
   const char *pki, *as, *certs, *catalog;
   const char *server, *server_name, *root;
   const char *server_identity, *server_ca;
-  const char *metrics_file, *reload_command;
+  const char *metrics_file, *metrics_listen, *reload_command;
   int reload_signal;
   long reload_pid;
   int once;
@@ -91,6 +93,7 @@ typedef struct agent {
   size_t num_certs;
   int crl_on;
   agent_crl crl;
+  metrics_http *metrics; /* --metrics-listen, else NULL */
 } agent;
 
 static volatile sig_atomic_t g_stop;
@@ -225,9 +228,7 @@ static int parse_agent_options(agent_opts *o, int argc, char **argv) {
       case A_CERTS: o->certs = optarg; break;
       case A_ONCE: o->once = 1; break;
       case A_METRICS_FILE: o->metrics_file = optarg; break;
-      case A_METRICS_LISTEN:
-        return usage_fail("--metrics-listen is not supported; use --metrics-file F "
-                          "(node_exporter's textfile collector)%s", "");
+      case A_METRICS_LISTEN: o->metrics_listen = optarg; break;
       case A_RELOAD_SIGNAL: signal_text = optarg; break;
       case A_RELOAD_PID: pid_text = optarg; break;
       case A_RELOAD_COMMAND: o->reload_command = optarg; break;
@@ -667,8 +668,11 @@ static void label_escape(char *out, size_t size, const char *s) {
   out[n] = '\0';
 }
 
-static void write_metrics(const agent *a) {
-  if (a->o.metrics_file == NULL) return;
+/* publish_metrics renders the metrics page and hands it to each place
+ * that shows it: the --metrics-file textfile and the --metrics-listen
+ * page. */
+static void publish_metrics(const agent *a) {
+  if (a->o.metrics_file == NULL && a->metrics == NULL) return;
   char buf[8192];
   size_t n = 0;
   n += (size_t)snprintf(buf + n, sizeof(buf) - n,
@@ -681,6 +685,21 @@ static void write_metrics(const agent *a) {
     label_escape(name, sizeof(name), c->cc->file);
     n += (size_t)snprintf(buf + n, sizeof(buf) - n, "cert_expiry_timestamp{cert_name=\"%s\"} %lld\n",
                           name, (long long)c->not_after);
+  }
+  if (n < sizeof(buf)) {
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+                          "# HELP pkid_agent_renew_at_timestamp_seconds When the agent renews the "
+                          "certificate (jittered), in seconds since the epoch.\n"
+                          "# TYPE pkid_agent_renew_at_timestamp_seconds gauge\n");
+  }
+  for (size_t i = 0; i < a->num_certs && n < sizeof(buf); i++) {
+    const agent_cert *c = &a->certs[i];
+    if (!c->present) continue;
+    char name[512];
+    label_escape(name, sizeof(name), c->cc->file);
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+                          "pkid_agent_renew_at_timestamp_seconds{cert_name=\"%s\"} %lld\n", name,
+                          (long long)c->due);
   }
   if (n < sizeof(buf)) {
     n += (size_t)snprintf(buf + n, sizeof(buf) - n,
@@ -699,12 +718,16 @@ static void write_metrics(const agent *a) {
   }
   if (a->crl_on) agent_crl_metrics(&a->crl, buf, sizeof(buf), &n);
   if (n >= sizeof(buf)) {
-    pki_log("error", "metrics_failed", "file", a->o.metrics_file, "error", "too large", NULL);
+    pki_log("error", "metrics_failed", "error", "too large", NULL);
     return;
+  }
+  if (a->metrics != NULL && !metrics_http_publish(a->metrics, buf, n)) {
+    pki_log("error", "metrics_failed", "listen", a->o.metrics_listen, "error", "out of memory",
+            NULL);
   }
   pki_err err;
   pki_err_clear(&err);
-  if (!pki_file_write_atomic(a->o.metrics_file, buf, n, 0644, &err)) {
+  if (a->o.metrics_file != NULL && !pki_file_write_atomic(a->o.metrics_file, buf, n, 0644, &err)) {
     pki_log("error", "metrics_failed", "file", a->o.metrics_file, "error", err.msg, NULL);
   }
 }
@@ -812,6 +835,12 @@ int agent_main(int argc, char **argv) {
     ok = agent_crl_init(&a.crl, &co, cat, &err);
     a.crl_on = ok;
   }
+  /* Bound last, after every check of the arguments: a mistake is reported
+   * as itself, not as a port in use. */
+  if (ok && a.o.metrics_listen != NULL) {
+    a.metrics = metrics_http_start(a.o.metrics_listen, &err);
+    ok = a.metrics != NULL;
+  }
   if (!ok) {
     fprintf(stderr, "pkictl: %s: %s\n", pki_err_code_name(err.code), err.msg);
     if (a.crl_on) agent_crl_cleanup(&a.crl);
@@ -824,9 +853,11 @@ int agent_main(int argc, char **argv) {
   const char *name = a.svc != NULL ? a.svc->name : "-";
   char count[16];
   snprintf(count, sizeof(count), "%zu", a.num_certs);
+  char metrics_port[16] = "-";
+  if (a.metrics != NULL) snprintf(metrics_port, sizeof(metrics_port), "%d", metrics_http_port(a.metrics));
   pki_log("info", "agent_start", "service", name, "certs", count, "server",
            a.o.server != NULL ? a.o.server : DEFAULT_SERVER, "once", a.o.once ? "true" : "false",
-           "crl_file", a.crl_on ? a.o.crl_file : "-", NULL);
+           "crl_file", a.crl_on ? a.o.crl_file : "-", "metrics_port", metrics_port, NULL);
   size_t failed = 0;
   int crl_failed = 0;
   int first = 1;
@@ -847,7 +878,7 @@ int agent_main(int argc, char **argv) {
       changed = 1; /* the fetch counters moved */
       next_crl = now_ms() + a.o.crl_interval_ms;
     }
-    if (changed) write_metrics(&a);
+    if (changed) publish_metrics(&a);
     if (a.o.once) break;
     uint64_t now = now_ms(), wake = UINT64_MAX;
     if (a.num_certs > 0) wake = next_check;
@@ -855,6 +886,7 @@ int agent_main(int argc, char **argv) {
     sleep_ms(wake > now ? wake - now : 1);
   }
   pki_log("info", "agent_stop", "service", name, NULL);
+  metrics_http_stop(a.metrics);
   if (a.crl_on) agent_crl_cleanup(&a.crl);
   pki_catalog_free(cat);
   return a.o.once && (failed > 0 || crl_failed) ? 1 : 0;

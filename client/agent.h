@@ -38,11 +38,15 @@
  * never at the quick pace of an outage.
  *
  * Metrics, Prometheus text format, written atomically to --metrics-file
- * (node_exporter's textfile collector reads it):
+ * (node_exporter's textfile collector reads it), served at GET /metrics on
+ * --metrics-listen HOST:PORT (client/metrics_http.h), or both, the same
+ * page in each:
  *   cert_expiry_timestamp{cert_name="redis-client.crt"} 1.7e9 (seconds)
+ *   pkid_agent_renew_at_timestamp_seconds{cert_name="..."} (when it is due)
  *   pkid_agent_renewals_total{cert_name="...",result="ok|error"} N
  * cert_name is the catalogue's file name under the service's directory.
- * There is no HTTP endpoint: --metrics-listen is refused.
+ * The port bound (port 0: the kernel's choice) is agent_start's
+ * metrics_port.
  *
  * SIGTERM and SIGINT stop the loop between attempts; --once renews what is
  * due (each attempt with libpkiclient's own short retries) and exits, 1 if

@@ -818,20 +818,25 @@ typedef struct lb_metrics {
   long long last_rotation;
 } lb_metrics;
 
-/* metrics_read takes the counters from the file written last: `pkictl lb
- * rotate` runs once per rotation, and Prometheus counters must not go
- * back. */
+/* metrics_read takes the counters from the page published last: the file
+ * (`pkictl lb rotate` runs once per rotation, and Prometheus counters must
+ * not go back), else the --metrics-listen page of this `lb watch`. */
 static void metrics_read(const lb_config *cfg, lb_metrics *m) {
   memset(m, 0, sizeof(*m));
   m->success = 1; /* nothing has failed yet */
-  if (cfg->metrics_file == NULL) return;
-  uint8_t *data = NULL;
-  size_t len = 0;
-  pki_err ignored;
-  pki_err_clear(&ignored);
-  if (!pki_file_read(&data, &len, cfg->metrics_file, 1 << 20, &ignored)) return;
+  char *data = NULL;
+  if (cfg->metrics_file != NULL) {
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    pki_err ignored;
+    pki_err_clear(&ignored);
+    if (pki_file_read(&bytes, &len, cfg->metrics_file, 1 << 20, &ignored)) data = (char *)bytes;
+  } else if (cfg->metrics_http != NULL) {
+    data = metrics_http_page(cfg->metrics_http);
+  }
+  if (data == NULL) return;
   char *save = NULL;
-  for (char *line = strtok_r((char *)data, "\n", &save); line != NULL;
+  for (char *line = strtok_r(data, "\n", &save); line != NULL;
        line = strtok_r(NULL, "\n", &save)) {
     for (size_t i = 0; i < NUM_RESULTS; i++) {
       char prefix[96];
@@ -863,8 +868,10 @@ static int64_t file_not_after(const lb_config *cfg, const char *sub, const char 
   return t;
 }
 
+/* metrics_write publishes the page to the file and the --metrics-listen
+ * page, whichever are set. */
 static void metrics_write(const lb_config *cfg, const lb_metrics *m) {
-  if (cfg->metrics_file == NULL) return;
+  if (cfg->metrics_file == NULL && cfg->metrics_http == NULL) return;
   char buf[4096];
   size_t n = 0;
   n += (size_t)snprintf(buf + n, sizeof(buf) - n,
@@ -895,11 +902,17 @@ static void metrics_write(const lb_config *cfg, const lb_metrics *m) {
     n += (size_t)snprintf(buf + n, sizeof(buf) - n, "cert_expiry_timestamp{cert_name=\"lb-next\"} %lld\n",
                           (long long)next);
   }
+  if (n >= sizeof(buf)) {
+    pki_log("error", "metrics_failed", "error", "too large", NULL);
+    return;
+  }
+  if (cfg->metrics_http != NULL && !metrics_http_publish(cfg->metrics_http, buf, n)) {
+    pki_log("error", "metrics_failed", "error", "out of memory", NULL);
+  }
   pki_err err;
   pki_err_clear(&err);
-  if (n >= sizeof(buf) || !pki_file_write_atomic(cfg->metrics_file, buf, n, 0644, &err)) {
-    pki_log("error", "metrics_failed", "file", cfg->metrics_file, "error",
-            n >= sizeof(buf) ? "too large" : err.msg, NULL);
+  if (cfg->metrics_file != NULL && !pki_file_write_atomic(cfg->metrics_file, buf, n, 0644, &err)) {
+    pki_log("error", "metrics_failed", "file", cfg->metrics_file, "error", err.msg, NULL);
   }
 }
 

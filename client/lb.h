@@ -43,6 +43,7 @@
 #include <openssl/x509.h>
 
 #include "client/lb_ocsp.h"
+#include "client/metrics_http.h"
 #include "client/pkiclient.h"
 #include "lib/catalog.h"
 #include "lib/err.h"
@@ -66,6 +67,7 @@ typedef struct lb_config {
   const char *probe_name; /* SNI; NULL: none */
   unsigned backups;       /* backup/ keeps this many; 0: LB_DEFAULT_BACKUPS */
   const char *metrics_file;
+  metrics_http *metrics_http; /* `lb watch --metrics-listen`; NULL: none */
   const char *ocsp_url; /* NULL: the certificate's AIA */
   uint64_t timeout_ms;
   uint64_t reload_wait_ms; /* how long a reload may take to show in the probe */
@@ -146,7 +148,8 @@ lb_result lb_rotate(const lb_config *cfg, int force, pki_err *err);
  * writes the bundle first), the three files are made again from it. */
 int lb_ensure_bundle(const lb_config *cfg, pki_err *err);
 
-/* lb_write_metrics writes the Prometheus text file (see lb.c). */
+/* lb_write_metrics publishes the Prometheus page to the metrics file and
+ * the --metrics-listen page (see lb.c). */
 void lb_write_metrics(const lb_config *cfg);
 
 #endif /* PKID_CLIENT_LB_H */

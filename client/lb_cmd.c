@@ -22,7 +22,8 @@
 static const char kLbUsage[] =
     "usage: pkictl lb rotate|watch|staple --pki DIR --as SERVICE --probe HOST:PORT [--probe-name SNI]\n"
     "    (--haproxy-socket SOCK --haproxy-cert NAME | --reload-pid PID | --reload-command CMD)\n"
-    "    [--now] [--backups N] [--metrics-file F] [--ocsp-url URL] [--reload-wait-ms N]\n"
+    "    [--now] [--backups N] [--metrics-file F] [--metrics-listen HOST:PORT (watch)]\n"
+    "    [--ocsp-url URL] [--reload-wait-ms N]\n"
     "    [--check-interval-ms N] [--server HOST:PORT]\n"
     "    [--server-name NAME] [--server-identity URI] [--server-ca FILE] [--root FILE]\n"
     "    [--timeout-ms N] [--catalog FILE]\n";
@@ -44,7 +45,7 @@ static int usage_fail(const char *fmt, const char *arg) {
 enum {
   L_PKI = 3000, L_NOW, L_SOCKET, L_CERT, L_PROBE, L_PROBE_NAME, L_BACKUPS, L_METRICS, L_RELOAD_PID,
   L_RELOAD_COMMAND, L_OCSP_URL, L_RELOAD_WAIT, L_CHECK, L_AS, L_SERVER, L_SERVER_NAME,
-  L_SERVER_IDENTITY, L_SERVER_CA, L_ROOT, L_TIMEOUT, L_CATALOG,
+  L_SERVER_IDENTITY, L_SERVER_CA, L_ROOT, L_TIMEOUT, L_CATALOG, L_METRICS_LISTEN,
 };
 
 static const struct option kLbOptions[] = {
@@ -56,6 +57,7 @@ static const struct option kLbOptions[] = {
     {"probe-name", required_argument, NULL, L_PROBE_NAME},
     {"backups", required_argument, NULL, L_BACKUPS},
     {"metrics-file", required_argument, NULL, L_METRICS},
+    {"metrics-listen", required_argument, NULL, L_METRICS_LISTEN},
     {"reload-pid", required_argument, NULL, L_RELOAD_PID},
     {"reload-command", required_argument, NULL, L_RELOAD_COMMAND},
     {"ocsp-url", required_argument, NULL, L_OCSP_URL},
@@ -158,7 +160,7 @@ int lb_cmd_main(int argc, char **argv) {
   cfg.timeout_ms = 10000;
   cfg.reload_wait_ms = 10000;
   const char *as = NULL, *server = NULL, *server_name = NULL, *server_identity = NULL,
-             *server_ca = NULL, *root = NULL, *catalog = NULL;
+             *server_ca = NULL, *root = NULL, *catalog = NULL, *metrics_listen = NULL;
   int force = 0;
   uint64_t v, check_ms = 10000;
   optind = 1;
@@ -177,6 +179,7 @@ int lb_cmd_main(int argc, char **argv) {
         cfg.backups = (unsigned)v;
         break;
       case L_METRICS: cfg.metrics_file = optarg; break;
+      case L_METRICS_LISTEN: metrics_listen = optarg; break;
       case L_RELOAD_PID:
         if (!cli_parse_u64(&v, optarg, 2, 1u << 22)) return usage_fail("--reload-pid wants a pid, not '%s'", optarg);
         cfg.reload_pid = (long)v;
@@ -222,6 +225,10 @@ int lb_cmd_main(int argc, char **argv) {
   if (cfg.reload_pid != 0 && cfg.reload_command != NULL) {
     return usage_fail("--reload-pid and --reload-command exclude each other%s", "");
   }
+  /* rotate and staple end at once: nobody would be there to scrape. */
+  if (metrics_listen != NULL && !watch) {
+    return usage_fail("--metrics-listen is for lb watch; rotate and staple take --metrics-file%s", "");
+  }
   pki_err err;
   pki_err_clear(&err);
   pki_catalog *cat = catalog != NULL ? pki_catalog_load_file(catalog, &err) : pki_catalog_default(&err);
@@ -259,8 +266,20 @@ int lb_cmd_main(int argc, char **argv) {
     }
     return 0;
   }
+  if (metrics_listen != NULL) {
+    cfg.metrics_http = metrics_http_start(metrics_listen, &err);
+    if (cfg.metrics_http == NULL) {
+      fprintf(stderr, "pkictl: %s: %s\n", pki_err_code_name(err.code), err.msg);
+      pki_catalog_free(cat);
+      return 1;
+    }
+  }
   cli_on_stop_signals(on_stop);
-  pki_log("info", "lb_watch_start", "probe", cfg.probe, NULL);
+  char metrics_port[16] = "-";
+  if (cfg.metrics_http != NULL) {
+    snprintf(metrics_port, sizeof(metrics_port), "%d", metrics_http_port(cfg.metrics_http));
+  }
+  pki_log("info", "lb_watch_start", "probe", cfg.probe, "metrics_port", metrics_port, NULL);
   /* --now in watch mode: one rotation at start, then the schedule. */
   int64_t staple_due = 0;
   unsigned failures = 0;
@@ -318,6 +337,7 @@ int lb_cmd_main(int argc, char **argv) {
     }
   }
   pki_log("info", "lb_watch_stop", NULL);
+  metrics_http_stop(cfg.metrics_http);
   pki_catalog_free(cat);
   return 0;
 }
