@@ -1,5 +1,6 @@
 #include "server/http/ocsp_http.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,9 @@ struct pkid_ocsp_http {
   char prefix[256];         /* the responder URL's path, "/" by default */
   uv_timer_t refresh;
   size_t refresh_cursor; /* where the next refresh scan starts */
+  /* The earliest nextUpdate of stored responses seen in this sweep of the
+   * index (INT64_MAX: none yet), published when the sweep ends. */
+  int64_t sweep_earliest;
   /* Token bucket for signing on demand what is not stored. */
   double rate, tokens;
   uint64_t tokens_ms;
@@ -281,11 +285,13 @@ static void on_post(void *ctx, pkid_http_req *req) {
 typedef struct due_response {
   pkid_cert_record rec;
   pki_ocsp_hash hash;
+  int64_t next_update; /* of the stored response; 0 when there is none */
 } due_response;
 
 typedef struct refresh_scan {
   const pkid_ocsp_http *o;
   int64_t now;
+  int64_t earliest; /* the earliest nextUpdate of a stored response seen */
   size_t num_due;
   due_response due[PKID_OCSP_REFRESH_BATCH];
 } refresh_scan;
@@ -305,7 +311,10 @@ static int scan_record(void *ctx, const pkid_cert_record *rec) {
       if (due && s->num_due < PKID_OCSP_REFRESH_BATCH) {
         s->due[s->num_due].rec = *rec;
         s->due[s->num_due].hash = (pki_ocsp_hash)h;
+        s->due[s->num_due].next_update = der != NULL ? next_update : 0;
         s->num_due++;
+      } else if (der != NULL && next_update < s->earliest) {
+        s->earliest = next_update; /* stays as it is: counts as it is */
       }
     }
   }
@@ -318,18 +327,43 @@ static void on_refresh(uv_timer_t *t) {
   if (s == NULL) return;
   s->o = o;
   s->now = (int64_t)time(NULL);
+  s->earliest = INT64_MAX;
   s->num_due = 0;
   /* A bounded slice per tick, resumed at the cursor: the loop never waits
    * on a walk of the whole index. */
+  size_t from = o->refresh_cursor;
   pkid_status_foreach_from(o->status, &o->refresh_cursor, PKID_OCSP_REFRESH_SCAN, scan_record,
                            s);
-  for (size_t i = 0; i < s->num_due; i++) {
+  size_t i = 0;
+  for (; i < s->num_due; i++) {
     pki_err err;
     if (!sign_and_store(o, &s->due[i].rec, s->due[i].hash, s->now, &err)) {
       pki_log("warn", "ocsp_refresh_failed", "error", err.msg, NULL);
       break;
     }
     pkid_counter_add(pkid_m.ocsp_refreshed, 1);
+  }
+  /* A response signed now is good for PKID_OCSP_VALIDITY_S; those not
+   * signed keep the nextUpdate they had. */
+  if (i > 0 && s->now + PKID_OCSP_VALIDITY_S < s->earliest) {
+    s->earliest = s->now + PKID_OCSP_VALIDITY_S;
+  }
+  for (; i < s->num_due; i++) {
+    int64_t nu = s->due[i].next_update;
+    if (nu != 0 && nu < s->earliest) s->earliest = nu;
+  }
+  if (s->earliest < o->sweep_earliest) o->sweep_earliest = s->earliest;
+  /* The cursor wrapped (or stayed at 0, a slice that held the whole
+   * index): a sweep is complete. The gauge is what an operator alerts on
+   * (deploy/prometheus/pkid-rules.yml, PkidOcspNearNextUpdate): responses
+   * that should have been refreshed at PKID_OCSP_REFRESH_BEFORE_S left
+   * and were not. */
+  if (o->refresh_cursor <= from) {
+    if (o->sweep_earliest != INT64_MAX) {
+      pkid_gauge_set(pkid_metric_child(pkid_m.ocsp_earliest_next_update, NULL),
+                     (double)o->sweep_earliest);
+    }
+    o->sweep_earliest = INT64_MAX;
   }
   free(s);
 }
@@ -365,6 +399,7 @@ pkid_ocsp_http *pkid_ocsp_http_start_with(uv_loop_t *loop, const char *listen,
     PKI_ERR_OOM(err);
     return NULL;
   }
+  o->sweep_earliest = INT64_MAX;
   o->loop = loop;
   o->cas = cas;
   o->status = status;

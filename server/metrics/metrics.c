@@ -436,6 +436,12 @@ int pkid_metrics_init(void) {
     m.issued = pkid_counter_new(r, "pkid_issued_total", "Certificates issued and durable.");
     m.revoked = pkid_counter_new(r, "pkid_revoked_total", "Certificates revoked.");
     m.queue_depth = pkid_gauge_new(r, "pkid_queue_depth", "Jobs waiting for a worker.");
+    m.pipeline_in_flight = pkid_gauge_new(
+        r, "pkid_pipeline_in_flight", "Jobs in the pipeline: queued, signing or committing.");
+    m.pipeline_capacity = pkid_gauge_new(
+        r, "pkid_pipeline_capacity",
+        "Jobs the pipeline holds at most; beyond, calls are refused with RESOURCE_EXHAUSTED "
+        "(pkid_requests_limited_total{reason=\"pool_full\"}).");
     m.worker_batch_size = pkid_histogram_new(r, "pkid_worker_batch_size",
                                              "Jobs a worker took at once.", kBatch, N(kBatch));
     m.commit_batch_size = pkid_histogram_new(
@@ -443,6 +449,10 @@ int pkid_metrics_init(void) {
         N(kBatch));
     m.fsync_duration = pkid_histogram_new(r, "pkid_fsync_duration_seconds",
                                           "Time of one journal fdatasync.", kFsync, N(kFsync));
+    m.commit_failures = pkid_counter_new(
+        r, "pkid_journal_commit_failures_total",
+        "Journal commits that failed (nothing in them was issued); pkid is not ready until "
+        "one succeeds, and stops on an fdatasync error.");
     m.ocsp_requests = pkid_family_new(r, PKID_COUNTER, "pkid_ocsp_requests_total",
                                       "OCSP requests answered, by result.", kResult, 1, NULL, 0,
                                       0);
@@ -458,6 +468,11 @@ int pkid_metrics_init(void) {
         r, "pkid_ocsp_signed_on_demand_total", "OCSP responses signed while a client waited.");
     m.ocsp_refreshed = pkid_counter_new(r, "pkid_ocsp_refreshed_total",
                                         "Stored OCSP responses signed again before nextUpdate.");
+    m.ocsp_earliest_next_update = pkid_family_new(
+        r, PKID_GAUGE, "pkid_ocsp_next_update_earliest_timestamp_seconds",
+        "The earliest nextUpdate of the stored OCSP responses of live certificates, as of the "
+        "last full refresh sweep, in seconds since the epoch.",
+        NULL, 0, NULL, 0, 1);
     m.connections = pkid_gauge_new(r, "pkid_connections", "Open client connections.");
     m.conn_refused = pkid_family_new(
         r, PKID_COUNTER, "pkid_connections_refused_total",
@@ -502,7 +517,8 @@ int pkid_metrics_init(void) {
          m.queue_depth && m.worker_batch_size && m.commit_batch_size && m.fsync_duration &&
          m.ocsp_requests && m.ocsp_response_seconds && m.ocsp_signed_on_demand &&
          m.ocsp_refreshed && m.connections && m.conn_refused && m.limited && m.ready &&
-         m.cert_expiry && m.lb_cert_rotation_success;
+         m.cert_expiry && m.lb_cert_rotation_success && m.pipeline_in_flight && m.pipeline_capacity &&
+         m.commit_failures && m.ocsp_earliest_next_update;
   }
   if (ok) {
     pkid_m = m;

@@ -98,14 +98,20 @@ typedef struct pkid_metrics {
   pkid_metric *issued;                 /* pkid_issued_total */
   pkid_metric *revoked;                /* pkid_revoked_total */
   pkid_metric *queue_depth;            /* pkid_queue_depth */
+  pkid_metric *pipeline_in_flight;     /* pkid_pipeline_in_flight */
+  pkid_metric *pipeline_capacity;      /* pkid_pipeline_capacity */
   pkid_metric *worker_batch_size;      /* pkid_worker_batch_size */
   pkid_metric *commit_batch_size;      /* pkid_commit_batch_size */
   pkid_metric *fsync_duration;         /* pkid_fsync_duration_seconds */
+  pkid_metric *commit_failures;        /* pkid_journal_commit_failures_total */
   pkid_family *ocsp_requests;          /* pkid_ocsp_requests_total{result} */
   pkid_metric *ocsp_result[PKID_OCSP_NUM_RESULTS]; /* its children */
   pkid_metric *ocsp_response_seconds;  /* pkid_ocsp_response_seconds */
   pkid_metric *ocsp_signed_on_demand;  /* pkid_ocsp_signed_on_demand_total */
   pkid_metric *ocsp_refreshed;         /* pkid_ocsp_refreshed_total */
+  /* pkid_ocsp_next_update_earliest_timestamp_seconds; lazy: shown once a
+   * sweep has seen a response, so an empty index is not "expired at 0" */
+  pkid_family *ocsp_earliest_next_update;
   pkid_metric *connections;            /* pkid_connections */
   pkid_family *conn_refused;           /* pkid_connections_refused_total{reason} */
   pkid_family *limited;                /* pkid_requests_limited_total{reason} */

@@ -140,6 +140,7 @@ static void *committer_main(void *arg) {
     pkid_histogram_observe(pkid_m.commit_batch_size, (double)n);
     pkid_histogram_observe(pkid_m.fsync_duration, (double)took / 1e9);
     if (!ok) {
+      pkid_counter_add(pkid_m.commit_failures, 1);
       /* Not durable: not issued. */
       for (size_t i = 0; i < n; i++) {
         pkid_job *job = batch[i];
@@ -175,6 +176,7 @@ static void on_async(uv_async_t *async) {
     }
   }
   pkid_gauge_set(pkid_m.queue_depth, (double)pkid_queue_depth_approx(&w->jobs));
+  pkid_gauge_set(pkid_m.pipeline_in_flight, (double)w->in_flight);
 }
 
 /* destroy frees what pkid_workers_new made; the threads have stopped. */
@@ -218,6 +220,7 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
   }
   memset(w, 0, sizeof(*w));
   w->capacity = capacity;
+  pkid_gauge_set(pkid_m.pipeline_capacity, (double)capacity);
   w->commit = commit;
   w->commit_ctx = commit_ctx;
   atomic_init(&w->commit_ok, 1);
@@ -283,6 +286,7 @@ int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err) {
     return 0;
   }
   w->in_flight++;
+  pkid_gauge_set(pkid_m.pipeline_in_flight, (double)w->in_flight);
   sem_post(&w->jobs_ready);
   return 1;
 }
