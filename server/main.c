@@ -35,6 +35,7 @@
 #include "server/http/crl_http.h"
 #include "server/http/ocsp_http.h"
 #include "server/metrics/metrics.h"
+#include "server/notify.h"
 #include "server/pipeline/crl.h"
 #include "server/pipeline/import.h"
 #include "server/pipeline/job.h"
@@ -294,6 +295,7 @@ typedef struct process {
   int bootstrap;
   pki_catalog *retired[64]; /* jobs in flight may point into them */
   size_t num_retired;
+  char grpc_where[PKI_HOSTPORT_MAX]; /* the gRPC listener's address */
 } process;
 
 static process g;
@@ -338,11 +340,22 @@ static void set_ready(int ready) {
   pkid_gauge_set(pkid_m.ready, ready);
 }
 
+/* notify_serving tells systemd pkid is ready (again), with a status line. */
+static void notify_serving(void) {
+  char status[PKI_HOSTPORT_MAX + 64];
+  snprintf(status, sizeof(status), "serving on %s, %zu certificates", g.grpc_where,
+           pkid_status_count(g.status));
+  pkid_notify_ready(status);
+}
+
 static void on_signal(uv_signal_t *sig, int signum) {
   if (g.draining) return;
   g.draining = 1;
-  pki_log("info", "draining", "signal",
-          sig == NULL ? "journal failure" : signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+  const char *why = sig == NULL ? "journal failure" : signum == SIGTERM ? "SIGTERM" : "SIGINT";
+  pki_log("info", "draining", "signal", why, NULL);
+  char status[64];
+  snprintf(status, sizeof(status), "draining (%s)", why);
+  pkid_notify_stopping(status);
   pkid_transport_stop_accepting(g.transport);
   set_ready(0);
   pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
@@ -425,6 +438,10 @@ static void load_root_crl(void) {
 static void on_sighup(uv_signal_t *sig, int signum) {
   (void)sig;
   (void)signum;
+  /* The reload runs to its end in this callback, so READY=1 follows
+   * RELOADING=1 before anything else happens; while draining, systemd is
+   * stopping pkid and hears neither. */
+  if (!g.draining) pkid_notify_reloading();
   pki_err err;
   pki_err_clear(&err);
   SSL_CTX *ctx = pkid_tls_ctx_new(g.crt, g.chain, g.key, g.root, !g.bootstrap, &err);
@@ -441,6 +458,7 @@ static void on_sighup(uv_signal_t *sig, int signum) {
     pki_log("error", "import_failed", "reason", err.msg, NULL);
   }
   load_root_crl();
+  if (!g.draining) notify_serving();
 }
 
 static void close_handle(uv_handle_t *handle, void *arg) {
@@ -547,8 +565,10 @@ static int start_grpc(const options *o, SSL_CTX *ssl_ctx, pki_err *err) {
   g.transport = pkid_transport_new(g.loop, ssl_ctx, &transport_limits, pkid_rpc_conn_handler(),
                                    g.rpc, err);
   if (g.transport == NULL) return 0;
-  char where[PKI_HOSTPORT_MAX];
-  if (!pkid_transport_listen(g.transport, o->listen, where, sizeof(where), err)) return 0;
+  char *where = g.grpc_where;
+  if (!pkid_transport_listen(g.transport, o->listen, where, sizeof(g.grpc_where), err)) {
+    return 0;
+  }
   /* With port 0 the kernel picks one; say which, for tests and scripts. */
   pki_log("info", "listening", "grpc", where, "pki", o->pki, NULL);
   return 1;
@@ -606,8 +626,10 @@ static void on_commit_state(void *ctx) {
   } else if (!ok) {
     pki_log("error", "journal_unavailable", "reason", last.msg, "action",
             "not ready until a commit succeeds", NULL);
+    pkid_notify_status("not ready: journal commits failing");
   } else {
     pki_log("info", "journal_available", NULL);
+    if (!g.draining) notify_serving();
   }
   set_ready(ok && !g.draining);
 }
@@ -707,6 +729,9 @@ static int run(const options *o) {
   if (g.admin == NULL) goto fail;
   set_ready(1);
   pkid_workers_on_commit_state(g.workers, on_commit_state, NULL);
+  /* The journal is open and the gRPC, OCSP and admin listeners accept
+   * (connections wait in the backlog until the loop runs, next). */
+  notify_serving();
   uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
   pkid_import_stop(g.import);
