@@ -46,9 +46,14 @@ PKI=$T_TMP/pki
 # A scratch copy of deploy/ (the compose file and compose/), so that its
 # relative paths resolve beside it, and the variables it requires.
 SCRATCH=$T_TMP/deploy
-mkdir -p "$SCRATCH/compose"
+mkdir -p "$SCRATCH/compose" "$SCRATCH/prometheus"
 cp "$COMPOSE" "$SCRATCH/docker-compose.yml"
-for f in "${COMPOSE_FILES[@]}"; do cp "$f" "$SCRATCH/compose/"; done
+for f in "${COMPOSE_FILES[@]}"; do
+  case $f in
+    */prometheus/*) cp "$f" "$SCRATCH/prometheus/" ;;
+    *) cp "$f" "$SCRATCH/compose/" ;;
+  esac
+done
 echo "not-a-real-password" >"$T_TMP/postgres-password"
 export PKI_DIR=$PKI CA_PASSPHRASE_FILE=$PKI/ca-passphrase \
   POSTGRES_PASSWORD_FILE=$T_TMP/postgres-password \
@@ -142,13 +147,15 @@ test_pkid_runs_on_its_mounts() {
   fi
   # pki-agent and lb-rotation on their own mounts, against this pkid.
   mapfile -t args < <(service_args pki-agent "$PWD/agent" \
-    -e "s/^--server=.*/--server=127.0.0.1:$grpc/")
+    -e "s/^--server=.*/--server=127.0.0.1:$grpc/" \
+    -e 's/^--metrics-listen=.*/--metrics-listen=127.0.0.1:0/')
   [ "${args[0]} ${args[1]}" = "pkictl agent" ] || { t_log "pki-agent's command: ${args[*]}"; ok=1; }
   [ $ok -eq 0 ] && { "$PKICTL" "${args[@]:1}" --once >agent.log 2>&1 || { t_log "pkictl agent --once failed"; cat agent.log >&2; ok=1; }; }
   # rotate: the same flags, once; not due on a fresh tree, so it only
   # writes active/lb-current.pem, the file haproxy serves.
   mapfile -t args < <(service_args lb-rotation "$PWD/lb" \
-    -e "s/^--server=.*/--server=127.0.0.1:$grpc/" -e 's/^watch$/rotate/')
+    -e "s/^--server=.*/--server=127.0.0.1:$grpc/" -e 's/^watch$/rotate/' \
+    -e '/^--metrics-listen=/d')
   [ "${args[0]} ${args[1]}" = "pkictl lb" ] || { t_log "lb-rotation's command: ${args[*]}"; ok=1; }
   [ $ok -eq 0 ] && { "$PKICTL" "${args[@]:1}" >lb.log 2>&1 || { t_log "pkictl lb rotate failed"; cat lb.log >&2; ok=1; }; }
   [ $ok -eq 0 ] && [ ! -s lb/var/lib/pkid/pki/service-certificates/load-balancer/active/lb-current.pem ] &&
@@ -157,6 +164,33 @@ test_pkid_runs_on_its_mounts() {
   wait $pid 2>/dev/null
   [ $ok -eq 0 ] || cat pkid.log >&2
   return $ok
+}
+
+# Every target of prometheus.yml is a compose service listening on that
+# port (pkid's --admin-listen, pkictl's --metrics-listen), and each such
+# listener is scraped: the two files cannot drift apart.
+test_prometheus_targets_match() {
+  python3 - "$RESOLVED" "$SCRATCH/prometheus/prometheus.yml" <<'PY'
+import re, sys, yaml
+compose = yaml.safe_load(open(sys.argv[1]))["services"]
+prom = yaml.safe_load(open(sys.argv[2]))
+targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+listening = set()
+for name, svc in compose.items():
+    for arg in svc.get("command") or []:
+        m = re.match(r"--(admin|metrics)-listen=0\.0\.0\.0:(\d+)$", str(arg))
+        if m:
+            listening.add("%s:%s" % (name, m.group(2)))
+bad = 0
+for t in sorted(targets - listening):
+    print("  prometheus.yml scrapes %s, which no compose service listens on" % t); bad = 1
+for t in sorted(listening - targets):
+    print("  %s serves metrics that prometheus.yml does not scrape" % t); bad = 1
+if "prometheus" not in compose or not any(
+        v.endswith(":/etc/prometheus:ro") for v in map(str, compose["prometheus"]["volumes"])):
+    print("  no prometheus service with deploy/prometheus mounted"); bad = 1
+sys.exit(bad)
+PY
 }
 
 test_haproxy_cfg_valid() {
@@ -211,6 +245,7 @@ t_run images_pinned test_images_pinned
 t_run no_secret_in_environment test_no_secret_in_environment
 t_run only_public_services_publish_ports test_only_public_services_publish_ports
 t_run pkid_runs_on_its_mounts test_pkid_runs_on_its_mounts
+t_run prometheus_targets_match test_prometheus_targets_match
 t_run haproxy_cfg_valid test_haproxy_cfg_valid
 t_run dockerfile test_dockerfile
 t_finish
