@@ -11,6 +11,8 @@
 #    another instance);
 #  - the tests can fail: with every `for:` removed from a copy of the
 #    rules, the same tests fail;
+#  - deploy/grafana/pkid-dashboard.json is JSON and each panel's
+#    expression parses;
 #  - a real pkid on a fresh demo tree: its /metrics (admin listener)
 #    passes `promtool check metrics`, carries every pkid_* family the
 #    rules use, and the CRL families for every CA of the catalogue:
@@ -96,6 +98,22 @@ for f in files:
     print("  %s: %d alerts" % (f, len(names)))
 sys.exit(bad)
 PY
+}
+
+# deploy/grafana/pkid-dashboard.json: valid JSON, and every panel's
+# expression parses (promtool checks them as recording rules).
+test_dashboard() {
+  local dash=$PROM_DIR/../grafana/pkid-dashboard.json
+  python3 - "$dash" >"$T_DIR/dashboard-rules.yml" <<'PY' || return 1
+import json, sys
+d = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+assert len(exprs) >= 10, exprs
+print("groups:\n  - name: dashboard\n    rules:")
+for i, e in enumerate(exprs):
+    print("      - record: dashboard:expr_%d\n        expr: %s" % (i, json.dumps(e)))
+PY
+  t_check "$PROMTOOL" check rules "$T_DIR/dashboard-rules.yml"
 }
 
 # Without `for:` the pending cases fire early: the tests must say so.
@@ -230,5 +248,6 @@ t_run check_rules test_check_rules
 t_run unit_tests test_unit_tests
 t_run every_rule_tested test_every_rule_tested
 t_run tests_can_fail test_tests_can_fail
+t_run dashboard test_dashboard
 t_run real_pkid_metrics test_real_pkid_metrics
 t_finish
