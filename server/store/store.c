@@ -8,14 +8,9 @@
 #include <openssl/mem.h>
 #include <openssl/sha.h>
 
-/* Each record type has its own payload version (store.h). */
-#define RECORD_VERSION 1 /* SERIAL_BLOCK, ISSUE, TOKEN */
-#define REVOKE_VERSION 2
-#define CRL_VERSION 1
+#include "server/store/record.h"
+
 #define SNAPSHOT_VERSION 2
-/* REVOKE flags. */
-#define REVOKE_HAS_KEY 1u
-#define REVOKE_BY_KEY 2u
 #define NO_CA 0xff
 #define NO_SERVICE 0xffff
 
@@ -53,17 +48,6 @@ static int add_u16_str(CBB *cbb, const char *s) {
          CBB_add_bytes(&child, (const uint8_t *)s, strlen(s)) && CBB_flush(cbb);
 }
 
-static int get_serial(CBS *cbs, pki_serial *out) {
-  CBS s;
-  if (!CBS_get_u8_length_prefixed(cbs, &s) || CBS_len(&s) == 0 ||
-      CBS_len(&s) > PKI_SERIAL_MAX) {
-    return 0;
-  }
-  memset(out, 0, sizeof(*out));
-  memcpy(out->bytes, CBS_data(&s), CBS_len(&s));
-  out->len = CBS_len(&s);
-  return 1;
-}
 
 /* --- bootstrap tokens used ------------------------------------------------ */
 
@@ -123,56 +107,29 @@ static void apply_crl(pkid_store *st, uint8_t ca, uint64_t number, uint64_t base
 
 static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
   pkid_store *st = ctx;
-  CBS cbs;
-  uint8_t version;
-  CBS_init(&cbs, r->payload, r->len);
+  pkid_parsed_record p;
   st->replayed++;
-  if (!CBS_get_u8(&cbs, &version) || version == 0) goto bad;
-  if (version > (r->type == PKID_REC_REVOKE ? REVOKE_VERSION
-                 : r->type == PKID_REC_CRL  ? CRL_VERSION
-                                            : RECORD_VERSION)) {
-    /* A newer pkid's record: refuse rather than misread it. */
-    PKI_ERR(err, PKI_ERR_UNSUPPORTED,
-            "journal record %llu (type %u) has version %u, newer than this pkid's",
-            (unsigned long long)r->seq, r->type, version);
-    return 0;
-  }
-  switch (r->type) {
-    case PKID_REC_SERIAL_BLOCK: {
-      uint16_t node;
-      uint64_t first, count;
-      if (!CBS_get_u16(&cbs, &node) || !CBS_get_u64(&cbs, &first) ||
-          !CBS_get_u64(&cbs, &count) || CBS_len(&cbs) != 0) {
-        goto bad;
+  if (!pkid_record_parse(r, &p, err)) return 0;
+  switch (p.type) {
+    case PKID_REC_SERIAL_BLOCK:
+      if (p.block_node == st->node && p.block_first + p.block_count > st->reserved_end) {
+        st->reserved_end = p.block_first + p.block_count;
       }
-      if (node == st->node && first + count > st->reserved_end) st->reserved_end = first + count;
       return 1;
-    }
     case PKID_REC_ISSUE: {
       pkid_cert_record rec;
-      CBS ca, service, identity, cert;
-      uint8_t usage;
-      uint64_t nb, na;
       memset(&rec, 0, sizeof(rec));
-      if (!get_serial(&cbs, &rec.serial) || !CBS_get_u8_length_prefixed(&cbs, &ca) ||
-          !CBS_get_u8_length_prefixed(&cbs, &service) ||
-          !CBS_get_u16_length_prefixed(&cbs, &identity) || !CBS_get_u8(&cbs, &usage) ||
-          !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_skip(&cbs, 32) ||
-          !CBS_get_u24_length_prefixed(&cbs, &cert) || CBS_len(&cbs) != 0) {
-        goto bad;
-      }
-      rec.ca = ca_index(st->cas, CBS_data(&ca), CBS_len(&ca));
-      rec.service = service_index(st->cat, CBS_data(&service), CBS_len(&service));
-      rec.usage = usage;
-      rec.not_before = (int64_t)nb;
-      rec.not_after = (int64_t)na;
+      rec.serial = p.serial;
+      rec.ca = ca_index(st->cas, p.ca.data, p.ca.len);
+      rec.service = service_index(st->cat, p.service.data, p.service.len);
+      rec.usage = p.usage;
+      rec.not_before = (int64_t)p.not_before;
+      rec.not_after = (int64_t)p.not_after;
       if (!apply_issue(st, &rec)) goto oom;
       return 1;
     }
-    case PKID_REC_TOKEN: {
-      CBS id;
-      if (!CBS_get_bytes(&cbs, &id, 32) || CBS_len(&cbs) != 0) goto bad;
-      if (!pkid_store_token_take(st, CBS_data(&id), err)) {
+    case PKID_REC_TOKEN:
+      if (!pkid_store_token_take(st, p.token_id, err)) {
         /* Already there: a token is recorded once, so this is damage. */
         if (err->code == PKI_ERR_AUTH) {
           PKI_ERR(err, PKI_ERR_INVALID, "journal record %llu: a bootstrap token used twice",
@@ -181,54 +138,19 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
         return 0;
       }
       return 1;
-    }
-    case PKID_REC_REVOKE: {
-      pki_serial serial;
-      uint8_t reason, flags = 0;
-      uint64_t at, invalidity = 0;
-      CBS by, key;
-      if (!get_serial(&cbs, &serial) || !CBS_get_u8(&cbs, &reason) ||
-          !CBS_get_u64(&cbs, &at) || !CBS_get_u16_length_prefixed(&cbs, &by)) {
-        goto bad;
-      }
-      if (version >= 2 && (!CBS_get_u64(&cbs, &invalidity) || !CBS_get_u8(&cbs, &flags) ||
-                           (flags & ~(REVOKE_HAS_KEY | REVOKE_BY_KEY)) != 0 ||
-                           ((flags & REVOKE_HAS_KEY) && !CBS_get_bytes(&cbs, &key, 32)))) {
-        goto bad;
-      }
-      if (CBS_len(&cbs) != 0) goto bad;
-      if (!apply_revoke(st, &serial, reason, (int64_t)at, (int64_t)invalidity,
-                        (flags & REVOKE_HAS_KEY) ? CBS_data(&key) : NULL)) {
+    case PKID_REC_REVOKE:
+      if (!apply_revoke(st, &p.serial, p.reason, (int64_t)p.revoked_at,
+                        (int64_t)p.invalidity_date,
+                        (p.flags & PKID_REVOKE_HAS_KEY) ? p.key_hash : NULL)) {
         goto oom;
       }
       return 1;
-    }
-    case PKID_REC_CRL: {
-      CBS ca, hashes;
-      uint64_t number, base, this_update, next_update, cut;
-      uint32_t entries, delta_entries;
-      if (!CBS_get_u8_length_prefixed(&cbs, &ca) || !CBS_get_u64(&cbs, &number) ||
-          !CBS_get_u64(&cbs, &base) || !CBS_get_u64(&cbs, &this_update) ||
-          !CBS_get_u64(&cbs, &next_update) || !CBS_get_u64(&cbs, &cut) ||
-          !CBS_get_u32(&cbs, &entries) || !CBS_get_u32(&cbs, &delta_entries) ||
-          !CBS_get_bytes(&cbs, &hashes, 64) || CBS_len(&cbs) != 0 || number == 0 ||
-          base == 0 || base > number) {
-        goto bad;
-      }
-      apply_crl(st, ca_index(st->cas, CBS_data(&ca), CBS_len(&ca)), number, base,
-                (int64_t)this_update, cut);
+    case PKID_REC_CRL:
+      apply_crl(st, ca_index(st->cas, p.ca.data, p.ca.len), p.crl_number, p.crl_base,
+                (int64_t)p.crl_this_update, p.crl_cut);
       return 1;
-    }
-    default:
-      /* A newer pkid's record: refuse rather than silently drop state. */
-      PKI_ERR(err, PKI_ERR_UNSUPPORTED, "journal record %llu has unknown type %u",
-              (unsigned long long)r->seq, r->type);
-      return 0;
   }
-bad:
-  PKI_ERR(err, PKI_ERR_INVALID, "journal record %llu (type %u) is malformed",
-          (unsigned long long)r->seq, r->type);
-  return 0;
+  return 1;
 oom:
   PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory replaying the journal");
   return 0;
@@ -380,7 +302,7 @@ static int load_crls(pkid_store *st, CBS *cbs, const CBS *ca_names, uint16_t num
     pki_serial serial;
     uint8_t reason;
     uint64_t ord, at, invalidity, not_after;
-    if (!get_serial(cbs, &serial) || !CBS_get_u8(cbs, &reason) || !CBS_get_u64(cbs, &ord) ||
+    if (!pkid_cbs_get_serial(cbs, &serial) || !CBS_get_u8(cbs, &reason) || !CBS_get_u64(cbs, &ord) ||
         !CBS_get_u64(cbs, &at) || !CBS_get_u64(cbs, &invalidity) ||
         !CBS_get_u64(cbs, &not_after) || ord > last_ord) {
       return 0;
@@ -431,7 +353,7 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     uint16_t svc;
     uint64_t nb, na, at;
     memset(&rec, 0, sizeof(rec));
-    if (!get_serial(&cbs, &rec.serial) || !CBS_get_u8(&cbs, &ca) ||
+    if (!pkid_cbs_get_serial(&cbs, &rec.serial) || !CBS_get_u8(&cbs, &ca) ||
         !CBS_get_u16(&cbs, &svc) || !CBS_get_u8(&cbs, &usage) ||
         !CBS_get_u8(&cbs, &revoked) || !CBS_get_u8(&cbs, &reason) ||
         !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_get_u64(&cbs, &at)) {
@@ -530,9 +452,9 @@ int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
 /* encode_record writes the payload of |rec|'s record into |cbb|. */
 static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec) {
   CBB serial, cert;
-  uint8_t version = rec->type == PKID_REC_REVOKE ? REVOKE_VERSION
-                    : rec->type == PKID_REC_CRL  ? CRL_VERSION
-                                                 : RECORD_VERSION;
+  uint8_t version = rec->type == PKID_REC_REVOKE ? PKID_REVOKE_VERSION
+                    : rec->type == PKID_REC_CRL  ? PKID_CRL_VERSION
+                                                 : PKID_RECORD_VERSION;
   if (!CBB_add_u8(cbb, version)) return 0;
   switch (rec->type) {
     case PKID_REC_SERIAL_BLOCK:
@@ -549,7 +471,7 @@ static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec)
              CBB_add_u24_length_prefixed(cbb, &cert) &&
              CBB_add_bytes(&cert, rec->cert, rec->cert_len) && CBB_flush(cbb);
     case PKID_REC_REVOKE: {
-      uint8_t flags = (rec->has_key_hash ? REVOKE_HAS_KEY : 0) | (rec->by_key ? REVOKE_BY_KEY : 0);
+      uint8_t flags = (rec->has_key_hash ? PKID_REVOKE_HAS_KEY : 0) | (rec->by_key ? PKID_REVOKE_BY_KEY : 0);
       return CBB_add_u8_length_prefixed(cbb, &serial) &&
              CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(cbb) &&
              CBB_add_u8(cbb, rec->reason) && CBB_add_u64(cbb, (uint64_t)rec->revoked_at) &&
@@ -706,31 +628,18 @@ static void search_revoke(key_search *ks, const pki_serial *serial) {
 static int search_record(void *ctx, const pki_journal_record *r, pki_err *err) {
   key_search *ks = ctx;
   if (r->type != PKID_REC_ISSUE && r->type != PKID_REC_REVOKE) return 1;
-  CBS cbs, ca, service, identity, key;
-  uint8_t version, usage;
-  uint64_t nb, na;
-  pki_serial serial;
-  CBS_init(&cbs, r->payload, r->len);
-  if (!CBS_get_u8(&cbs, &version) || !get_serial(&cbs, &serial)) goto bad;
-  if (r->type == PKID_REC_REVOKE) {
-    search_revoke(ks, &serial);
+  pkid_parsed_record p;
+  if (!pkid_record_parse(r, &p, err)) return 0;
+  if (p.type == PKID_REC_REVOKE) {
+    search_revoke(ks, &p.serial);
   } else {
-    if (!CBS_get_u8_length_prefixed(&cbs, &ca) || !CBS_get_u8_length_prefixed(&cbs, &service) ||
-        !CBS_get_u16_length_prefixed(&cbs, &identity) || !CBS_get_u8(&cbs, &usage) ||
-        !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_get_bytes(&cbs, &key, 32)) {
-      goto bad;
-    }
-    search_issue(ks, &serial, (int64_t)na, CBS_data(&key));
+    search_issue(ks, &p.serial, (int64_t)p.not_after, p.key_hash);
   }
   if (ks->oom) {
     PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory searching the journal for a key");
     return 0;
   }
   return 1;
-bad:
-  PKI_ERR(err, PKI_ERR_INVALID, "journal record %llu (type %u) is malformed",
-          (unsigned long long)r->seq, r->type);
-  return 0;
 }
 
 /* search_pass reads history, then the records of this commit ahead. */
