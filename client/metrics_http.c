@@ -195,7 +195,7 @@ static void *run(void *arg) {
 metrics_http *metrics_http_start(const char *listen_addr, pki_err *err) {
   struct sockaddr_storage addr;
   if (!pki_hostport_parse(&addr, listen_addr, err)) {
-    pki_err_prefix(err, "--metrics-listen");
+    pki_err_prefix(err, "--metrics-listen: ");
     return NULL;
   }
   metrics_http *m = calloc(1, sizeof(*m));
