@@ -9,6 +9,29 @@
 
 #include "lib/file.h"
 
+/* in_credentials_dir says whether |file| is directly in systemd's
+ * $CREDENTIALS_DIRECTORY (secret.h). */
+static int in_credentials_dir(const char *file) {
+  const char *creds = getenv("CREDENTIALS_DIRECTORY");
+  if (creds == NULL || creds[0] == '\0') return 0;
+  char *dir = realpath(creds, NULL), *path = realpath(file, NULL);
+  int in = 0;
+  if (dir != NULL && path != NULL) {
+    size_t n = strlen(dir);
+    in = strncmp(path, dir, n) == 0 && path[n] == '/' && strchr(path + n + 1, '/') == NULL;
+  }
+  free(dir);
+  free(path);
+  return in;
+}
+
+/* private_enough applies secret.h's rule to a file's owner and mode. */
+static int private_enough(const char *file, const struct stat *st) {
+  if ((st->st_mode & 077) == 0 && st->st_uid == geteuid()) return 1;
+  return (st->st_mode & 027) == 0 && (st->st_uid == 0 || st->st_uid == geteuid()) &&
+         in_credentials_dir(file);
+}
+
 int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err *err) {
   memset(out, 0, sizeof(*out));
   const char *text = NULL;
@@ -16,7 +39,7 @@ int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err 
   size_t len = 0;
   if (file != NULL) {
     struct stat st;
-    if (stat(file, &st) == 0 && ((st.st_mode & 077) != 0 || st.st_uid != geteuid())) {
+    if (stat(file, &st) == 0 && !private_enough(file, &st)) {
       PKI_ERR(err, PKI_ERR_DENIED,
               "passphrase file %s is readable by others (mode %04o, owner %u): it must be "
               "yours and mode 0600",

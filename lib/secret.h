@@ -25,7 +25,13 @@ typedef struct pki_secret {
  *
  * A file must be its reader's own and readable by no one else (mode 0600
  * or 0400): one that group or others can read, or that another user owns,
- * is refused (PKI_ERR_DENIED), as ssh refuses such a private key. A
+ * is refused (PKI_ERR_DENIED), as ssh refuses such a private key. One
+ * exception: a file directly in $CREDENTIALS_DIRECTORY, systemd's private
+ * directory of the service's credentials (systemd.exec(5), LoadCredential=).
+ * systemd 254 and later grant the service read access there with an ACL,
+ * so the file is root's and stat shows group read (the ACL mask); it is
+ * accepted when it is root's or the reader's and neither others nor the
+ * group may write it or others read it. A
  * variable is wiped and removed once read, so that it is neither in
  * /proc/PID/environ nor passed to anything the process starts. */
 int pki_secret_read(pki_secret *out, const char *file, const char *env, pki_err *err);
