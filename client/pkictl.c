@@ -21,6 +21,11 @@
  *   pkictl agent                  keep a service's certificates renewed (daemon)
  *   pkictl lb rotate|watch        the load balancer's hot rotation in haproxy
  *
+ * From the fleet's PostgreSQL (libpq, read-only):
+ *
+ *   pkictl fleet status           the nodes, their leases and shipping lag
+ *   pkictl inventory              the fleet's certificates, filtered
+ *
  * Exit status: 0 on success, 1 on failure (the message says why), 2 on a
  * usage error. */
 #include <getopt.h>
@@ -33,6 +38,7 @@
 #include "client/lb_cmd.h"
 #include "client/ceremony.h"
 #include "client/crl_cmd.h"
+#include "client/fleet_cmd.h"
 #include "client/inspect.h"
 #include "client/journal_cmd.h"
 #include "client/pkiclient.h"
@@ -158,6 +164,17 @@ static const char kUsage[] =
     "      OCSP response into haproxy and active/lb-current.pem.ocsp, once.\n"
     "      Takes --server, --server-name, --server-identity, --server-ca, --root\n"
     "      and --timeout-ms as above.\n"
+    "\n"
+    "Fleet, from its PostgreSQL (read only; CONNINFO is a libpq connection string,\n"
+    "'host=... port=... dbname=... user=...' or postgresql://..., never printed):\n"
+    "  fleet status --postgres CONNINFO [--json]\n"
+    "      Each node: host, version, start, lease left (or expired), journal and\n"
+    "      shipped sequence numbers and the lag between them, the certificates\n"
+    "      it issued and how many of those are revoked.\n"
+    "  inventory --postgres CONNINFO [--service S] [--expiring-within 7d] [--node N]\n"
+    "      [--revoked | --valid] [--json]\n"
+    "      Certificates by not_after: serial, service, usage, CA, node, state\n"
+    "      and revocation. --expiring-within: not expired yet, but within it.\n"
     "\n"
     "Tools:\n"
     "  inspect FILE   Summarise a certificate or certificate request (PEM or DER).\n"
@@ -1084,6 +1101,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "agent") == 0) return agent_main(argc - 1, argv + 1);
   if (strcmp(cmd, "lb") == 0) return lb_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "crl") == 0) return crl_cmd_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "fleet") == 0) return fleet_cmd_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "inventory") == 0) return inventory_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "inspect") == 0) {
     if (argc != 3) return usage_error("inspect takes one FILE%s", "");
     pki_err err;
