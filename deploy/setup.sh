@@ -31,6 +31,9 @@ packages=(
   # (no container engine runs it here); libsystemd's sd_notify tells systemd
   # when pkid is ready (deploy/systemd/pkid.service, Type=notify)
   docker-compose libsystemd-dev
+  # the cluster: libpq links pkid to the fleet's PostgreSQL; the tests make
+  # their own PostgreSQL 15 servers (initdb in a temporary folder)
+  postgresql-15 libpq-dev
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )
@@ -44,6 +47,11 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
+  # Debian's postgresql package makes (and, where services run, starts) a
+  # "main" cluster on 5432; the tests start their own, so none is made.
+  "${sudo_cmd[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" |
+    "${sudo_cmd[@]}" tee /etc/postgresql-common/createcluster.d/pkid-no-main.conf >/dev/null
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -q
   "${sudo_cmd[@]}" apt-get install -q -y --no-install-recommends "${missing[@]}"
