@@ -20,7 +20,8 @@ typedef struct field {
 
 static const field kTop[] = {
     STR(pki),     STR(journal), STR(listen),          STR(ocsp_listen),
-    STR(admin_listen), STR(passphrase_file), STR(catalog), NUM(node), NUM(workers),
+    STR(admin_listen), STR(passphrase_file), STR(catalog), STR(postgres), NUM(node),
+    NUM(workers),
 };
 static const field kLimits[] = {
     NUM(max_conns),        NUM(max_streams),           NUM(idle_timeout_ms),
@@ -138,5 +139,6 @@ void pkid_config_cleanup(pkid_config *cfg) {
   free(cfg->admin_listen);
   free(cfg->passphrase_file);
   free(cfg->catalog);
+  free(cfg->postgres);
   memset(cfg, 0, sizeof(*cfg));
 }

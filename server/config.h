@@ -10,6 +10,7 @@
  *   admin_listen: 127.0.0.1:9090
  *   passphrase_file: /etc/pkid/ca-passphrase
  *   catalog: /etc/pkid/catalog.yaml
+ *   postgres: "host=db.internal dbname=pkid user=pkid sslmode=verify-full ..."
  *   node: 1
  *   workers: 2
  *   limits: {max_conns: 4096, max_conns_per_address: 64, max_streams: 256,
@@ -29,6 +30,7 @@
 
 typedef struct pkid_config {
   char *pki, *journal, *listen, *ocsp_listen, *admin_listen, *passphrase_file, *catalog;
+  char *postgres;
   unsigned long node, workers; /* 0: not set */
   unsigned long max_conns, max_streams, idle_timeout_ms, handshake_timeout_ms;
   unsigned long max_conns_per_address, max_call_ms, max_stream_ms, max_connection_age_ms;

@@ -31,6 +31,7 @@
 #include "server/api/api.h"
 #include "server/ca/ca.h"
 #include "server/config.h"
+#include "server/fleet/fleet.h"
 #include "server/http/admin.h"
 #include "server/http/crl_http.h"
 #include "server/http/ocsp_http.h"
@@ -107,6 +108,7 @@ typedef struct options {
   const char *passphrase_file;
   const char *catalog;
   const char *journal;
+  const char *postgres; /* the fleet's database (server/fleet/fleet.h); NULL: alone */
   unsigned node;
   unsigned workers;
   pkid_limits limits;
@@ -130,6 +132,9 @@ static const char kUsage[] =
     "  --journal DIR        the journal: pkid's store and audit trail\n"
     "                       (default DIR/journal under --pki)\n"
     "  --node N             this node's serial prefix, 1-32767 (default 1)\n"
+    "  --postgres CONNINFO  the fleet's PostgreSQL (libpq connection string):\n"
+    "                       node lease, inventory; put a password in a passfile\n"
+    "                       or use a client certificate, not on this line\n"
     "  --workers N          signing threads (default: one per CPU)\n"
     "limits and CRL timings (flag --NAME-WITH-DASHES N; in the config file\n"
     "limits: {NAME: N}, or crl: {interval_s: N, ...} for the crl_ ones):\n";
@@ -164,6 +169,7 @@ static int apply_config(options *o, int argc, char **argv) {
   if (c->admin_listen != NULL) o->admin_listen = c->admin_listen;
   if (c->passphrase_file != NULL) o->passphrase_file = c->passphrase_file;
   if (c->catalog != NULL) o->catalog = c->catalog;
+  if (c->postgres != NULL) o->postgres = c->postgres;
   if (c->node > 32767 || (c->workers > 64)) {
     fprintf(stderr, "pkid: %s: node must be 1 to 32767 and workers 1 to 64\n", path);
     return 0;
@@ -209,6 +215,7 @@ static int parse_options(options *o, int argc, char **argv) {
       {"catalog", required_argument, NULL, 'c'},
       {"journal", required_argument, NULL, 'j'},
       {"node", required_argument, NULL, 'n'},
+      {"postgres", required_argument, NULL, 'P'},
       {"workers", required_argument, NULL, 'w'},
       {"help", no_argument, NULL, 'h'},
   };
@@ -249,6 +256,7 @@ static int parse_options(options *o, int argc, char **argv) {
       case 'f': o->passphrase_file = optarg; break;
       case 'c': o->catalog = optarg; break;
       case 'j': o->journal = optarg; break;
+      case 'P': o->postgres = optarg; break;
       case 'n':
         if (!parse_number(&v, optarg, "node", 1, 32767)) return 0;
         o->node = (unsigned)v;
@@ -285,6 +293,10 @@ typedef struct process {
   pkid_crl_builder *crl;
   pkid_admin *admin;
   pkid_import *import;
+  pkid_fleet *fleet;      /* with --postgres */
+  uv_async_t fleet_lost;  /* the fleet thread's word that the lease is gone */
+  uv_timer_t fleet_check; /* readiness follows the shipping lag */
+  int journal_ok;         /* the last commit's outcome */
   int draining;
   int admin_stopping;
   int http_stopped; /* OCSP and admin listeners done (counts to 2) */
@@ -296,6 +308,7 @@ typedef struct process {
   pki_catalog *retired[64]; /* jobs in flight may point into them */
   size_t num_retired;
   char grpc_where[PKI_HOSTPORT_MAX]; /* the gRPC listener's address */
+  char journal_dir[PKI_PATH_MAX];
 } process;
 
 static process g;
@@ -336,6 +349,8 @@ static void on_drain_check(uv_timer_t *timer) {
 }
 
 static void set_ready(int ready) {
+  /* Ready takes every input: the journal, the drain, the fleet's lag. */
+  ready = ready && g.journal_ok && !g.draining && (g.fleet == NULL || pkid_fleet_ready(g.fleet));
   if (g.admin != NULL) pkid_admin_set_ready(g.admin, ready);
   pkid_gauge_set(pkid_m.ready, ready);
 }
@@ -348,10 +363,11 @@ static void notify_serving(void) {
   pkid_notify_ready(status);
 }
 
-static void on_signal(uv_signal_t *sig, int signum) {
+/* drain stops taking work, finishes what is in flight and stops; |why|
+ * is a signal's name or what failed. */
+static void drain(const char *why) {
   if (g.draining) return;
   g.draining = 1;
-  const char *why = sig == NULL ? "journal failure" : signum == SIGTERM ? "SIGTERM" : "SIGINT";
   pki_log("info", "draining", "signal", why, NULL);
   char status[64];
   snprintf(status, sizeof(status), "draining (%s)", why);
@@ -362,6 +378,11 @@ static void on_signal(uv_signal_t *sig, int signum) {
   pkid_rpc_drain(g.rpc);
   uv_timer_start(&g.drain_timer, on_drain_timeout, 10000, 0);
   uv_timer_start(&g.drain_check, on_drain_check, 0, 20);
+}
+
+static void on_signal(uv_signal_t *sig, int signum) {
+  (void)sig;
+  drain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 /* Reload on SIGHUP: the server's certificate (new connections get the new
@@ -469,9 +490,9 @@ static void close_handle(uv_handle_t *handle, void *arg) {
 /* open_store replays the journal into the status index and reserves the
  * first block of serials before anything is issued. */
 static int open_store(const options *o, const pki_catalog *cat, pki_err *err) {
-  char journal_dir[PKI_PATH_MAX];
-  snprintf(journal_dir, sizeof(journal_dir), "%s", o->journal);
-  if (o->journal == NULL) snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->pki);
+  char *journal_dir = g.journal_dir;
+  snprintf(g.journal_dir, sizeof(g.journal_dir), "%s", o->journal);
+  if (o->journal == NULL) snprintf(g.journal_dir, sizeof(g.journal_dir), "%s/journal", o->pki);
   if ((g.status = pkid_status_new(1024)) == NULL) {
     PKI_ERR_OOM(err);
     return 0;
@@ -621,7 +642,7 @@ static void on_commit_state(void *ctx) {
       pki_log("error", "journal_failed", "reason", last.msg, "action", "stopping", NULL);
       g_exit_code = 75;
       g.api.stopped = 1;
-      on_signal(NULL, SIGTERM);
+      drain("journal failure");
     }
   } else if (!ok) {
     pki_log("error", "journal_unavailable", "reason", last.msg, "action",
@@ -631,7 +652,53 @@ static void on_commit_state(void *ctx) {
     pki_log("info", "journal_available", NULL);
     if (!g.draining) notify_serving();
   }
-  set_ready(ok && !g.draining);
+  g.journal_ok = ok;
+  set_ready(1);
+}
+
+/* The fleet (server/fleet/fleet.h): another node holds this node's id
+ * now, so serials could collide: stop, as on a journal failure, for the
+ * operator (exit status 3; a supervisor restart would be refused at the
+ * lease until the id is free). */
+static void on_fleet_lost_async(uv_async_t *async) {
+  (void)async;
+  if (g_exit_code == 0) g_exit_code = 3;
+  g.api.stopped = 1;
+  drain("fleet lease lost");
+}
+
+static void on_fleet_lost(void *ctx) {
+  (void)ctx;
+  uv_async_send(&g.fleet_lost); /* from the fleet thread */
+}
+
+/* Readiness follows the shipping lag (pkid_fleet_ready), checked each
+ * second. */
+static void on_fleet_check(uv_timer_t *t) {
+  (void)t;
+  if (!g.draining) set_ready(1);
+}
+
+/* start_fleet joins the fleet: migrations, the node's lease, the shipper
+ * following the journal from the cursor PostgreSQL keeps. */
+static int start_fleet(const options *o, pki_err *err) {
+  pki_journal_pos end;
+  pki_journal_durable_end(g.store.journal, &end);
+  pkid_fleet_options fo = {.conninfo = o->postgres,
+                           .node = (uint16_t)o->node,
+                           .journal_dir = g.journal_dir,
+                           .on_lost = on_fleet_lost};
+  if (uv_async_init(g.loop, &g.fleet_lost, on_fleet_lost_async) != 0) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "uv_async_init failed");
+    return 0;
+  }
+  g.fleet = pkid_fleet_start(&fo, &end, err);
+  if (g.fleet == NULL) return 0;
+  g.store.on_durable = pkid_fleet_durable;
+  g.store.on_durable_ctx = g.fleet;
+  uv_timer_init(g.loop, &g.fleet_check);
+  uv_timer_start(&g.fleet_check, on_fleet_check, 1000, 1000);
+  return 1;
 }
 
 static int run(const options *o) {
@@ -671,6 +738,7 @@ static int run(const options *o) {
     goto fail;
   }
   report_expiry();
+  if (o->postgres != NULL && !start_fleet(o, &err)) goto fail;
   g.workers = pkid_workers_new(g.loop, o->workers != 0 ? o->workers : default_workers(), 4096,
                                &g.cas, pkid_jobs_commit, &g.store, &err);
   if (g.workers == NULL) goto fail;
@@ -727,6 +795,7 @@ static int run(const options *o) {
   if (g.crl == NULL) goto fail;
   g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
   if (g.admin == NULL) goto fail;
+  g.journal_ok = 1;
   set_ready(1);
   pkid_workers_on_commit_state(g.workers, on_commit_state, NULL);
   /* The journal is open and the gRPC, OCSP and admin listeners accept
@@ -737,6 +806,10 @@ static int run(const options *o) {
   pkid_import_stop(g.import);
   pkid_crl_builder_stop(g.crl);
   pkid_workers_free(g.workers);
+  /* Nothing more is committed: ship the rest, free the node's id. */
+  pkid_fleet_stop(g.fleet);
+  g.fleet = NULL;
+  g.store.on_durable = NULL;
   pkid_import_free(g.import);
   pkid_transport_free(g.transport);
   pkid_rpc_free(g.rpc);

@@ -36,8 +36,10 @@ ALLOWED = {
     "server/http": {"server/store", "server/ca", "server/metrics"},
     "server/api": {"server/rpc", "server/pipeline", "server/store", "server/ca",
                    "server/metrics"},
+    "server/fleet": {"server/store", "server/metrics"},
     "server": {"server/api", "server/rpc", "server/transport", "server/http",
-               "server/pipeline", "server/store", "server/ca", "server/metrics"},
+               "server/pipeline", "server/store", "server/ca", "server/metrics",
+               "server/fleet"},
     "lib": set(),
     "proto": set(),
     "client": set(),
@@ -46,11 +48,15 @@ ALLOWED = {
 # Lower layers and the higher ones that must not be visible to them.
 NOT_VISIBLE = {
     "server/ca": ["server/store", "server/pipeline", "server/api", "server/rpc",
-                  "server/transport", "server/http"],
-    "server/store": ["server/pipeline", "server/api", "server/rpc", "server/transport"],
-    "server/pipeline": ["server/api", "server/rpc", "server/transport", "server/http"],
-    "server/transport": ["server/rpc", "server/api"],
-    "server/rpc": ["server/api"],
+                  "server/transport", "server/http", "server/fleet"],
+    "server/store": ["server/pipeline", "server/api", "server/rpc", "server/transport",
+                     "server/fleet"],
+    "server/pipeline": ["server/api", "server/rpc", "server/transport", "server/http",
+                        "server/fleet"],
+    "server/transport": ["server/rpc", "server/api", "server/fleet"],
+    "server/rpc": ["server/api", "server/fleet"],
+    "server/api": ["server/fleet"],
+    "server/http": ["server/fleet"],
 }
 
 LABEL = re.compile(r'"(//[^":]*):([^"]*)"')

@@ -491,6 +491,16 @@ int pkid_metrics_init(void) {
         r, PKID_GAUGE, "lb_cert_rotation_success",
         "1 if the last load-balancer certificate rotation succeeded, else 0.", NULL, 0, NULL, 0,
         1);
+    m.fleet_connected = pkid_family_new(
+        r, PKID_GAUGE, "pkid_fleet_connected",
+        "1 while this node is connected to the fleet's PostgreSQL (--postgres).", NULL, 0, NULL,
+        0, 1);
+    m.fleet_lag = pkid_family_new(r, PKID_GAUGE, "pkid_fleet_ship_lag_records",
+                                  "Durable journal records not yet shipped to PostgreSQL.", NULL,
+                                  0, NULL, 0, 1);
+    m.fleet_shipped = pkid_family_new(r, PKID_COUNTER, "pkid_fleet_shipped_records_total",
+                                      "Journal records shipped to PostgreSQL.", NULL, 0, NULL, 0,
+                                      1);
     m.crl_build_seconds = pkid_family_new(
         r, PKID_HISTOGRAM, "pkid_crl_build_seconds",
         "Time to build and sign one CA's complete and delta CRLs.", kCa, 1, kCrlBuild,
@@ -517,7 +527,8 @@ int pkid_metrics_init(void) {
          m.queue_depth && m.worker_batch_size && m.commit_batch_size && m.fsync_duration &&
          m.ocsp_requests && m.ocsp_response_seconds && m.ocsp_signed_on_demand &&
          m.ocsp_refreshed && m.connections && m.conn_refused && m.limited && m.ready &&
-         m.cert_expiry && m.lb_cert_rotation_success && m.pipeline_in_flight && m.pipeline_capacity &&
+         m.cert_expiry && m.lb_cert_rotation_success && m.pipeline_in_flight && m.pipeline_capacity && m.fleet_connected && m.fleet_lag &&
+         m.fleet_shipped &&
          m.commit_failures && m.ocsp_earliest_next_update;
   }
   if (ok) {
@@ -546,6 +557,12 @@ void pkid_metrics_cert_expiry(const char *name, int64_t not_after) {
 
 void pkid_metrics_lb_rotation(int success) {
   pkid_gauge_set(pkid_metric_child(pkid_m.lb_cert_rotation_success, NULL), success ? 1.0 : 0.0);
+}
+
+void pkid_metrics_fleet(int connected, uint64_t lag, uint64_t shipped) {
+  pkid_gauge_set(pkid_metric_child(pkid_m.fleet_connected, NULL), connected ? 1.0 : 0.0);
+  pkid_gauge_set(pkid_metric_child(pkid_m.fleet_lag, NULL), (double)lag);
+  pkid_counter_add(pkid_metric_child(pkid_m.fleet_shipped, NULL), shipped);
 }
 
 void pkid_metrics_limited(const char *reason) {

@@ -118,6 +118,10 @@ typedef struct pkid_metrics {
   pkid_metric *ready;                  /* pkid_ready: what /readyz says, 1 or 0 */
   pkid_family *cert_expiry;            /* cert_expiry_timestamp{cert_name} */
   pkid_family *lb_cert_rotation_success; /* lazy: shown once set */
+  /* The fleet (server/fleet/), lazy: shown only on a node with --postgres. */
+  pkid_family *fleet_connected;      /* pkid_fleet_connected */
+  pkid_family *fleet_lag;            /* pkid_fleet_ship_lag_records */
+  pkid_family *fleet_shipped;        /* pkid_fleet_shipped_records_total */
   /* CRLs, by issuing CA ("ca") and "kind" (complete, delta): */
   pkid_family *crl_build_seconds;  /* pkid_crl_build_seconds{ca} */
   pkid_family *crl_builds;         /* pkid_crl_builds_total{ca,result} */
@@ -155,5 +159,9 @@ void pkid_metrics_crl(const char *ca, int delta, size_t bytes, size_t entries, u
  * is not exposed before its first setting: until the rotation tooling
  * reports, no value is better than a made-up one. */
 void pkid_metrics_lb_rotation(int success);
+
+/* pkid_metrics_fleet sets the fleet's gauges (connected to PostgreSQL,
+ * journal records not shipped yet) and counts |shipped| more records. */
+void pkid_metrics_fleet(int connected, uint64_t lag, uint64_t shipped);
 
 #endif /* PKID_SERVER_METRICS_METRICS_H */

@@ -540,6 +540,11 @@ int pkid_store_commit(pkid_store *st, const pkid_record *const *recs, size_t n, 
     num++;
   }
   ok = num == 0 || pki_journal_append(st->journal, entries, num, err);
+  if (ok && num > 0 && st->on_durable != NULL) {
+    pki_journal_pos end;
+    pki_journal_durable_end(st->journal, &end);
+    st->on_durable(st->on_durable_ctx, &end);
+  }
   goto out;
 oom:
   PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory encoding a journal record");

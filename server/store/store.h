@@ -58,6 +58,7 @@
 #include "lib/catalog.h"
 #include "lib/err.h"
 #include "lib/journal.h"
+#include "lib/journal_tail.h"
 #include "lib/serial.h"
 #include "lib/usage.h"
 #include "server/ca/ca.h"
@@ -130,6 +131,12 @@ typedef struct pkid_store {
    * too (loop thread): a repeat finds nothing new, so it is answered
    * without holding every commit while the journal is read again. */
   pkid_idset key_searched, same_key_searched;
+  /* Called after every append that made records durable, on the thread
+   * that appended (the committer; the loop for a reservation), with the
+   * journal's new durable end: the fleet's shipping follows it. NULL:
+   * nobody follows. Set before the first commit. */
+  void (*on_durable)(void *ctx, const pki_journal_pos *end);
+  void *on_durable_ctx;
 } pkid_store;
 
 typedef struct pkid_store_options {
