@@ -19,9 +19,11 @@ all real processes on loopback: PostgreSQL 15 made by the test
 
 Usage: fleet_test.py PKICTL PKID PROTO
 """
+import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,6 +139,13 @@ def test_ships_what_was_acknowledged():
     assert counts == [("300", "300")], counts
     assert metric(STATE["a"], "pkid_fleet_connected") == 1
     wait_for("lag 0", lambda: metric(STATE["a"], "pkid_fleet_ship_lag_records") == 0, 10)
+    # What the operators' command makes of it.
+    out = subprocess.run([PKICTL, "fleet", "status", "--postgres", PG.conninfo(), "--json"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert PG.password not in out.stdout + out.stderr
+    nodes = {n["node_id"]: n for n in json.loads(out.stdout)["nodes"]}
+    assert nodes[1]["certificates"] >= 300 and nodes[1]["lag"] == 0, nodes
 
 
 def test_revocation_shipped():
