@@ -64,6 +64,15 @@ static uint64_t now_ms(void) {
 
 /* ---- SQL ---- */
 
+/* pg_error records libpq's |msg| (without its trailing newline) as
+ * |err|: PKI_ERR_UNAVAILABLE once the connection is gone, else |code|. */
+static void pg_error(pki_err *err, PGconn *c, pki_err_code code, const char *msg) {
+  PKI_ERR(err, c == NULL || PQstatus(c) != CONNECTION_OK ? PKI_ERR_UNAVAILABLE : code,
+          "PostgreSQL: %s", msg);
+  size_t len = strlen(err->msg);
+  if (len > 0 && err->msg[len - 1] == '\n') err->msg[len - 1] = '\0';
+}
+
 /* exec runs one statement with parameters (text unless |formats| says 1)
  * and returns its result, or NULL with |err| set (the result cleared). */
 static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *values,
@@ -71,11 +80,7 @@ static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *valu
   PGresult *r = PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
   ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
-  PKI_ERR(err, PQstatus(c) == CONNECTION_OK ? PKI_ERR_INTERNAL : PKI_ERR_UNAVAILABLE,
-          "PostgreSQL: %s", r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
-  /* libpq's messages end with a newline; the log line should not. */
-  size_t len = strlen(err->msg);
-  if (len > 0 && err->msg[len - 1] == '\n') err->msg[len - 1] = '\0';
+  pg_error(err, c, PKI_ERR_INTERNAL, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
   PQclear(r);
   return NULL;
 }
@@ -87,16 +92,12 @@ static int exec_script(PGconn *c, const char *sql, pki_err *err) {
   ExecStatusType st = PQresultStatus(r);
   int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
   if (!ok) {
-    PKI_ERR(err, PQstatus(c) == CONNECTION_OK ? PKI_ERR_INTERNAL : PKI_ERR_UNAVAILABLE,
-            "PostgreSQL: %s", r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    size_t len = strlen(err->msg);
-    if (len > 0 && err->msg[len - 1] == '\n') err->msg[len - 1] = '\0';
+    pg_error(err, c, PKI_ERR_INTERNAL, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
   }
   PQclear(r);
   return ok;
 }
 
-static int exec_ok(PGconn *c, const char *sql, pki_err *err) { return exec_script(c, sql, err); }
 
 /* connect_db opens a connection; the caller's conninfo wins over the
  * 5 s connect_timeout given here (a keyword before dbname is overridden by
@@ -110,9 +111,7 @@ static PGconn *connect_db(const char *conninfo, pki_err *err) {
     return NULL;
   }
   if (PQstatus(c) != CONNECTION_OK) {
-    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "PostgreSQL: %s", PQerrorMessage(c));
-    size_t len = strlen(err->msg);
-    if (len > 0 && err->msg[len - 1] == '\n') err->msg[len - 1] = '\0';
+    pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
     PQfinish(c);
     return NULL;
   }
@@ -125,11 +124,11 @@ static PGconn *connect_db(const char *conninfo, pki_err *err) {
  * advisory lock, so nodes that start together apply each migration once
  * and a node never sees half of one. */
 static int migrate(PGconn *c, pki_err *err) {
-  if (!exec_ok(c, "BEGIN", err)) return 0;
+  if (!exec_script(c, "BEGIN", err)) return 0;
   char lock[64];
   snprintf(lock, sizeof(lock), "SELECT pg_advisory_xact_lock(%d)", MIGRATION_LOCK);
-  int ok = exec_ok(c, lock, err) &&
-           exec_ok(c,
+  int ok = exec_script(c, lock, err) &&
+           exec_script(c,
                    "CREATE TABLE IF NOT EXISTS pkid_schema_migrations ("
                    " version integer PRIMARY KEY, name text NOT NULL,"
                    " applied_at timestamptz NOT NULL DEFAULT now())",
@@ -147,7 +146,7 @@ static int migrate(PGconn *c, pki_err *err) {
     snprintf(version, sizeof(version), "%d", m->version);
     const char *const v[] = {version, m->name};
     PGresult *ins = NULL;
-    ok = exec_ok(c, m->sql, err) &&
+    ok = exec_script(c, m->sql, err) &&
          (ins = exec(c, "INSERT INTO pkid_schema_migrations (version, name) VALUES ($1, $2)", 2,
                      v, NULL, NULL, err)) != NULL;
     PQclear(ins);
@@ -157,10 +156,10 @@ static int migrate(PGconn *c, pki_err *err) {
   if (!ok) {
     pki_err ignored;
     pki_err_clear(&ignored);
-    exec_ok(c, "ROLLBACK", &ignored);
+    exec_script(c, "ROLLBACK", &ignored);
     return 0;
   }
-  if (!exec_ok(c, "COMMIT", err)) return 0;
+  if (!exec_script(c, "COMMIT", err)) return 0;
   int newest = pkid_num_migrations > 0 ? pkid_migrations[pkid_num_migrations - 1].version : 0;
   if (have > newest) {
     /* Migrations only add (deploy/postgres/migrations/): an older node
@@ -461,7 +460,7 @@ static int send_batch(pkid_fleet *f, const ship_batch *b, uint64_t durable, int 
   PGconn *c = f->conn;
   *moved = 0;
   if (!PQenterPipelineMode(c)) {
-    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "PostgreSQL: %s", PQerrorMessage(c));
+    pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
     return 0;
   }
   size_t num = b->n + 3, cursor_at = b->n + 1;
@@ -478,18 +477,18 @@ static int send_batch(pkid_fleet *f, const ship_batch *b, uint64_t durable, int 
   sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
          PQpipelineSync(c);
   int ok = sent;
-  if (!sent) PKI_ERR(err, PKI_ERR_UNAVAILABLE, "PostgreSQL: %s", PQerrorMessage(c));
+  if (!sent) pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
   for (size_t i = 0; sent && i < num; i++) {
     PGresult *r = PQgetResult(c);
     if (r == NULL) { /* the connection broke */
-      if (ok) PKI_ERR(err, PKI_ERR_UNAVAILABLE, "PostgreSQL: %s", PQerrorMessage(c));
+      if (ok) pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
       ok = 0;
       break;
     }
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && ok) {
-      PKI_ERR(err, PKI_ERR_INTERNAL, "PostgreSQL: %s",
-              st == PGRES_PIPELINE_ABORTED ? "pipeline aborted" : PQresultErrorMessage(r));
+      pg_error(err, c, PKI_ERR_INTERNAL,
+               st == PGRES_PIPELINE_ABORTED ? "pipeline aborted" : PQresultErrorMessage(r));
       ok = 0;
     }
     if (i == cursor_at && st == PGRES_COMMAND_OK) *moved = strcmp(PQcmdTuples(r), "1") == 0;
@@ -505,9 +504,10 @@ static int send_batch(pkid_fleet *f, const ship_batch *b, uint64_t durable, int 
     PQclear(r);
     if (sync) break;
   }
-  if (!PQexitPipelineMode(c)) ok = 0;
-  size_t len = strlen(err->msg);
-  if (!ok && len > 0 && err->msg[len - 1] == '\n') err->msg[len - 1] = '\0';
+  if (!PQexitPipelineMode(c) && ok) {
+    pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
+    ok = 0;
+  }
   return ok;
 }
 

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 from pkidtest import (AGENT, SERVER_NAME, Pkid, demo_tree, expect_status, free_port,  # noqa: E402
-                      load_proto, method, service_files, stop, wait_for)
+                      haproxy_command, load_proto, method, service_files, stop, wait_for)
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -133,18 +133,7 @@ def haproxy_env():
 
 
 def haproxy_cli(command):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(SOCK)
-    s.sendall(command.encode() + b"\n")
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        out += chunk
-    s.close()
-    return out.decode()
+    return haproxy_command(SOCK, command)
 
 
 def server_status():

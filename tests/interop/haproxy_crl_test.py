@@ -34,7 +34,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from cryptography import x509  # noqa: E402
-from pkidtest import Pkid, demo_tree, free_port, spawn, stop, wait_for  # noqa: E402
+from pkidtest import (Pkid, demo_tree, free_port, haproxy_command, spawn, stop,  # noqa: E402
+                      wait_for)
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -174,18 +175,7 @@ def attempt(ctx):
 
 
 def haproxy_cli(command):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(SOCK)
-    s.sendall(command.encode() + b"\n")
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        out += chunk
-    s.close()
-    return out.decode()
+    return haproxy_command(SOCK, command)
 
 
 class GoodClients(threading.Thread):

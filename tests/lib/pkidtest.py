@@ -175,3 +175,20 @@ def wait_for(what, fn, timeout, step=0.05):
             return value
         time.sleep(step)
     raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+def haproxy_command(sock_path, command):
+    """One command on haproxy's runtime API (a unix stats socket), and its
+    whole answer: haproxy closes the connection after it."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sock_path)
+    s.sendall(command.encode() + b"\n")
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out.decode()
