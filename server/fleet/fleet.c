@@ -579,7 +579,11 @@ static int step(pkid_fleet *f, ship_batch *b) {
   if (f->conn == NULL) {
     if (now_ms() < f->next_connect_ms) return 0;
     f->conn = connect_db(f->o.conninfo, &err);
-    if (f->conn == NULL || !renew_lease(f, &err)) {
+    /* take_lease, not a renewal: it reads the cursor back. The database
+     * may not be the one shipped to before (a standby promoted after the
+     * primary failed) and may lack the last batches; the cursor came with
+     * them, so shipping resumes from what this database has. */
+    if (f->conn == NULL || !take_lease(f, &err)) {
       if (err.code == PKI_ERR_EXISTS) goto lost;
       fail_connection(f, "connect", &err);
       return 0;
