@@ -32,8 +32,9 @@ packages=(
   # when pkid is ready (deploy/systemd/pkid.service, Type=notify)
   docker-compose libsystemd-dev
   # the cluster: libpq links pkid to the fleet's PostgreSQL; the tests make
-  # their own PostgreSQL 15 servers (initdb in a temporary folder)
-  postgresql-15 libpq-dev
+  # their own PostgreSQL 15 servers (initdb in a temporary folder) and
+  # psql, which the tests use to check what pkid wrote
+  postgresql-15 postgresql-client-15 libpq-dev
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )
