@@ -696,6 +696,8 @@ static int start_fleet(const options *o, pki_err *err) {
   if (g.fleet == NULL) return 0;
   g.store.on_durable = pkid_fleet_durable;
   g.store.on_durable_ctx = g.fleet;
+  g.store.fleet_claim = pkid_fleet_claim;
+  g.store.fleet_claim_ctx = g.fleet;
   uv_timer_init(g.loop, &g.fleet_check);
   uv_timer_start(&g.fleet_check, on_fleet_check, 1000, 1000);
   return 1;
@@ -810,6 +812,7 @@ static int run(const options *o) {
   pkid_fleet_stop(g.fleet);
   g.fleet = NULL;
   g.store.on_durable = NULL;
+  g.store.fleet_claim = NULL;
   pkid_import_free(g.import);
   pkid_transport_free(g.transport);
   pkid_rpc_free(g.rpc);

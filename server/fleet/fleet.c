@@ -42,6 +42,7 @@ struct pkid_fleet {
   pthread_t thread;
   int thread_started;
   PGconn *conn; /* the fleet thread's, once started */
+  PGconn *claim_conn; /* the committer's (pkid_fleet_claim) */
   /* Under mu: the durable end, and stop. */
   pthread_mutex_t mu;
   pthread_cond_t cond;
@@ -100,11 +101,17 @@ static int exec_script(PGconn *c, const char *sql, pki_err *err) {
 
 
 /* connect_db opens a connection; the caller's conninfo wins over the
- * 5 s connect_timeout given here (a keyword before dbname is overridden by
- * the expanded string). */
-static PGconn *connect_db(const char *conninfo, pki_err *err) {
-  const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-  const char *const values[] = {"5", "pkid", conninfo, NULL};
+ * timeouts given here (a keyword before dbname is overridden by the
+ * expanded string): |connect_s| to connect, and |statement_ms| (0: none)
+ * for each statement and each unacknowledged send (tcp_user_timeout), so
+ * a database that stops answering fails a call instead of hanging it. */
+static PGconn *connect_db(const char *conninfo, const char *connect_s, const char *statement_ms,
+                          pki_err *err) {
+  char options[64];
+  snprintf(options, sizeof(options), "-c statement_timeout=%s", statement_ms);
+  const char *const keys[] = {"connect_timeout", "tcp_user_timeout", "options",
+                              "application_name", "dbname", NULL};
+  const char *const values[] = {connect_s, statement_ms, options, "pkid", conninfo, NULL};
   PGconn *c = PQconnectdbParams(keys, values, 1);
   if (c == NULL) {
     PKI_ERR_OOM(err);
@@ -411,7 +418,9 @@ static void item_stmt(const pkid_fleet *f, const ship_item *it, stmt *s) {
           "INSERT INTO pkid_revocations (serial, reason, revoked_at, invalidity_date, identity,"
           " node_id, journal_seq) VALUES ($1, $2, to_timestamp($3::float8),"
           " CASE WHEN $4::float8 = 0 THEN NULL ELSE to_timestamp($4::float8) END, $5, $6, $7)"
-          " ON CONFLICT (serial) DO NOTHING";
+          " ON CONFLICT (serial) DO UPDATE SET journal_seq = EXCLUDED.journal_seq"
+          " WHERE pkid_revocations.journal_seq IS NULL"
+          "  AND pkid_revocations.node_id = EXCLUDED.node_id";
       s->n = 7;
       bin_param(s, 0, p->serial.bytes, p->serial.len);
       text_param(s, 1, p->reason);
@@ -543,6 +552,92 @@ static int ship_once(pkid_fleet *f, ship_batch *b, uint64_t *shipped, pki_err *e
   return 1;
 }
 
+/* ---- claims (the committer's) ---- */
+
+/* Claims wait this long for PostgreSQL: the committer holds every commit
+ * meanwhile, so a database that stops answering must fail them soon. */
+#define CLAIM_CONNECT_S "2"
+#define CLAIM_STATEMENT_MS "2000"
+
+/* claim_exec runs one claim statement on the committer's connection,
+ * connecting first if need be, and once more on a fresh connection when
+ * the old one had died since the last claim (PostgreSQL restarted, or
+ * failed over to a standby). */
+static PGresult *claim_exec(pkid_fleet *f, const char *sql, int n, const char *const *values,
+                            const int *lengths, const int *formats, pki_err *err) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    int fresh = f->claim_conn == NULL;
+    if (fresh) {
+      f->claim_conn = connect_db(f->o.conninfo, CLAIM_CONNECT_S, CLAIM_STATEMENT_MS, err);
+      if (f->claim_conn == NULL) return NULL;
+    }
+    pki_err_clear(err);
+    PGresult *r = exec(f->claim_conn, sql, n, values, lengths, formats, err);
+    if (r != NULL || PQstatus(f->claim_conn) == CONNECTION_OK) return r;
+    PQfinish(f->claim_conn);
+    f->claim_conn = NULL;
+    if (fresh) return NULL;
+  }
+  return NULL;
+}
+
+int pkid_fleet_claim(void *ctx, const pkid_record *rec, pki_err *err) {
+  pkid_fleet *f = ctx;
+  if (!atomic_load(&f->connected)) {
+    /* The shipper knows: do not hold the commit for a connect timeout. */
+    PKI_ERR(err, PKI_ERR_UNAVAILABLE,
+            "the fleet's PostgreSQL is unreachable: %s needs it (issuance without a token "
+            "goes on); try again, or on another node",
+            rec->type == PKID_REC_REVOKE ? "a revocation" : "a bootstrap token");
+    return 0;
+  }
+  stmt s;
+  memset(&s, 0, sizeof(s));
+  if (rec->type == PKID_REC_REVOKE) {
+    /* A serial revoked already (by any node) stays as the fleet first
+     * had it: the insert does nothing, and the revocation stands. */
+    s.sql =
+        "INSERT INTO pkid_revocations (serial, reason, revoked_at, invalidity_date, identity,"
+        " node_id) VALUES ($1, $2, to_timestamp($3::float8),"
+        " CASE WHEN $4::float8 = 0 THEN NULL ELSE to_timestamp($4::float8) END, $5, $6)"
+        " ON CONFLICT (serial) DO NOTHING";
+    s.n = 6;
+    bin_param(&s, 0, rec->serial.bytes, rec->serial.len);
+    text_param(&s, 1, rec->reason);
+    text_param(&s, 2, (uint64_t)rec->revoked_at);
+    text_param(&s, 3, (uint64_t)rec->invalidity_date);
+    bin_param(&s, 4, (const uint8_t *)rec->identity, strlen(rec->identity));
+    text_param(&s, 5, f->o.node);
+    PGresult *r = claim_exec(f, s.sql, s.n, s.values, s.lengths, s.formats, err);
+    if (r == NULL) {
+      pki_err_prefix(err, "the revocation could not be recorded for the fleet: ");
+      return 0;
+    }
+    PQclear(r);
+    return 1;
+  }
+  /* A bootstrap token: the unique key refuses its second use, whichever
+   * node saw the first. */
+  s.sql =
+      "INSERT INTO pkid_tokens (id, node_id, used_at, claimed_at) VALUES ($1, $2, now(), now())"
+      " ON CONFLICT (id) DO NOTHING RETURNING node_id";
+  s.n = 2;
+  bin_param(&s, 0, rec->token_id, sizeof(rec->token_id));
+  text_param(&s, 1, f->o.node);
+  PGresult *r = claim_exec(f, s.sql, s.n, s.values, s.lengths, s.formats, err);
+  if (r == NULL) {
+    pki_err_prefix(err, "the bootstrap token could not be claimed for the fleet: ");
+    return 0;
+  }
+  int claimed = PQntuples(r) == 1;
+  PQclear(r);
+  if (!claimed) {
+    PKI_ERR(err, PKI_ERR_AUTH, "bootstrap token already used (on a node of the fleet)");
+    return 0;
+  }
+  return 1;
+}
+
 /* ---- the thread ---- */
 
 static void set_metrics(pkid_fleet *f) {
@@ -578,7 +673,7 @@ static int step(pkid_fleet *f, ship_batch *b) {
   pki_err_clear(&err);
   if (f->conn == NULL) {
     if (now_ms() < f->next_connect_ms) return 0;
-    f->conn = connect_db(f->o.conninfo, &err);
+    f->conn = connect_db(f->o.conninfo, "5", "0", &err);
     /* take_lease, not a renewal: it reads the cursor back. The database
      * may not be the one shipped to before (a standby promoted after the
      * primary failed) and may lack the last batches; the cursor came with
@@ -683,7 +778,7 @@ pkid_fleet *pkid_fleet_start(const pkid_fleet_options *o, const pki_journal_pos 
   f->end = *end;
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->cond, NULL);
-  if (!load_holder(f, err) || (f->conn = connect_db(o->conninfo, err)) == NULL ||
+  if (!load_holder(f, err) || (f->conn = connect_db(o->conninfo, "5", "0", err)) == NULL ||
       !migrate(f->conn, err) || !take_lease(f, err)) {
     pkid_fleet_stop(f);
     return NULL;
@@ -735,6 +830,7 @@ void pkid_fleet_stop(pkid_fleet *f) {
                  2, v, NULL, NULL, &ignored));
   }
   PQfinish(f->conn);
+  PQfinish(f->claim_conn);
   pthread_cond_destroy(&f->cond);
   pthread_mutex_destroy(&f->mu);
   free(f);

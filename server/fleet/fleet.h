@@ -2,7 +2,7 @@
  * (pkid --postgres CONNINFO; deploy/postgres/ holds the schema).
  *
  * Each node keeps its own journal as its durability point and audit trail;
- * PostgreSQL is the fleet's inventory. This layer does two things today:
+ * PostgreSQL is the fleet's inventory. This layer does three things today:
  *
  *   Node identity. A node's id (--node, the serial prefix) is leased in
  *   pkid_nodes. A node takes it at start and renews it every lease/3; the
@@ -20,14 +20,21 @@
  *   killed or cut off resume exactly where its last committed batch ended.
  *   It reads only what the committer made durable (lib/journal_tail.h).
  *
+ *   Claims. What must hold across the fleet is decided in PostgreSQL before
+ *   it is journaled: a bootstrap token's use (a unique key) and a
+ *   revocation (pkid_fleet_claim, on the committer thread).
+ *
  * Failure: with PostgreSQL unreachable the node keeps issuing (its journal
- * is durable) and ships when it is back; metrics say so. A node that finds
- * at renewal that another holder took its id (its lease ran out while it
- * was cut off, and another node started with the same --node) calls
- * |on_lost|: pkid stops, since it can no longer prove its serials unique.
+ * is durable) and ships when it is back; metrics say so. Claims fail with
+ * UNAVAILABLE meanwhile: Revoke and bootstrap wait for the fleet. A node
+ * that finds at renewal that another holder took its id (its lease ran out
+ * while it was cut off, and another node started with the same --node)
+ * calls |on_lost|: pkid stops, since it can no longer prove its serials
+ * unique.
  *
  * Threads: start and stop on the loop thread; pkid_fleet_durable on the
- * thread that appended (the store's on_durable); pkid_fleet_ready from any.
+ * thread that appended (the store's on_durable); pkid_fleet_claim on the
+ * committer; pkid_fleet_ready from any.
  * Errors: 1/0 and a pki_err, as in lib/. */
 #ifndef PKID_SERVER_FLEET_FLEET_H
 #define PKID_SERVER_FLEET_FLEET_H
@@ -37,6 +44,7 @@
 
 #include "lib/err.h"
 #include "lib/journal_tail.h"
+#include "server/store/store.h"
 
 typedef struct pkid_fleet_options {
   const char *conninfo;    /* libpq connection string (--postgres) */
@@ -73,6 +81,17 @@ pkid_fleet *pkid_fleet_start(const pkid_fleet_options *o, const pki_journal_pos 
 /* pkid_fleet_durable tells the shipper that the journal is durable up to
  * |end| (the store's on_durable callback; |ctx| is the fleet). */
 void pkid_fleet_durable(void *ctx, const pki_journal_pos *end);
+
+/* pkid_fleet_claim records |rec| in PostgreSQL before it is journaled (the
+ * store's fleet_claim; |ctx| is the fleet): a REVOKE into pkid_revocations
+ * (a serial the fleet has revoked already is left as it is), an ISSUE's
+ * bootstrap token into pkid_tokens, whose unique key refuses a token used
+ * on any node (PKI_ERR_AUTH). While the shipper is disconnected it fails
+ * at once with PKI_ERR_UNAVAILABLE: what needs the fleet waits for it,
+ * issuance without a token does not. A claim whose commit then fails
+ * stays: a revocation is then the fleet's anyway, a token is spent (fail
+ * closed). Committer thread, on a connection of its own. */
+int pkid_fleet_claim(void *ctx, const pkid_record *rec, pki_err *err);
 
 /* pkid_fleet_ready is 0 while PostgreSQL is reachable and shipping lags by
  * more than max_lag records; 1 otherwise (an unreachable database does not

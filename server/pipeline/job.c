@@ -103,6 +103,20 @@ static int prepare_key_revocation(pkid_store *st, pkid_job *job, const commit_re
   return 1;
 }
 
+/* claim records what |job| takes from the fleet (its revocations, its
+ * bootstrap token) in the fleet's database before anything of it is
+ * journaled (store.h, fleet_claim). A lone node claims nothing. */
+static int claim(pkid_store *st, pkid_job *job) {
+  if (st->fleet_claim == NULL) return 1;
+  int needs = job->rec.type == PKID_REC_REVOKE ||
+              (job->rec.type == PKID_REC_ISSUE && job->rec.has_token);
+  if (needs && !st->fleet_claim(st->fleet_claim_ctx, &job->rec, &job->err)) return 0;
+  for (size_t k = 0; k < job->num_same_key; k++) {
+    if (!st->fleet_claim(st->fleet_claim_ctx, &job->same_key_recs[k], &job->err)) return 0;
+  }
+  return 1;
+}
+
 int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
   pkid_store *st = ctx;
   commit_recs c = {malloc(2 * (n + 1) * sizeof(*c.recs)), 0, 2 * (n + 1)};
@@ -125,11 +139,17 @@ int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
               "this key was revoked for keyCompromise: make a new key and ask again");
       continue;
     }
-    if (job->rec.type == PKID_REC_REVOKE && job->rec.reason == PKI_CRL_REASON_KEY_COMPROMISE) {
-      if (!prepare_key_revocation(st, job, &c)) {
-        job->ok = 0;
-        continue;
-      }
+    int key_compromise =
+        job->rec.type == PKID_REC_REVOKE && job->rec.reason == PKI_CRL_REASON_KEY_COMPROMISE;
+    if (key_compromise && !prepare_key_revocation(st, job, &c)) {
+      job->ok = 0;
+      continue;
+    }
+    if (!claim(st, job)) {
+      job->ok = 0;
+      continue;
+    }
+    if (key_compromise) {
       if (!pkid_store_commit_key_compromised(st, job->rec.key_hash)) {
         if (!pkid_store_commit_note_compromised(st, job->rec.key_hash)) {
           PKI_ERR_OOM(&job->err);

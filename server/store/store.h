@@ -137,6 +137,14 @@ typedef struct pkid_store {
    * nobody follows. Set before the first commit. */
   void (*on_durable)(void *ctx, const pki_journal_pos *end);
   void *on_durable_ctx;
+  /* Called by pkid_jobs_commit on the committer thread for each REVOKE and
+   * each ISSUE that uses a bootstrap token, before any of the commit is
+   * appended: the fleet records the claim in PostgreSQL (server/fleet),
+   * so a token is used once across nodes and a revocation is the fleet's
+   * before it is acknowledged. 0 with |err| set refuses that one change.
+   * NULL: a node alone, which claims nothing. Set before the first commit. */
+  int (*fleet_claim)(void *ctx, const pkid_record *rec, pki_err *err);
+  void *fleet_claim_ctx;
 } pkid_store;
 
 typedef struct pkid_store_options {
