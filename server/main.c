@@ -32,6 +32,7 @@
 #include "server/ca/ca.h"
 #include "server/config.h"
 #include "server/fleet/fleet.h"
+#include "server/fleet/follow.h"
 #include "server/http/admin.h"
 #include "server/http/crl_http.h"
 #include "server/http/ocsp_http.h"
@@ -296,6 +297,9 @@ typedef struct process {
   pkid_fleet *fleet;      /* with --postgres */
   uv_async_t fleet_lost;  /* the fleet thread's word that the lease is gone */
   uv_timer_t fleet_check; /* readiness follows the shipping lag */
+  pkid_follow *follow;    /* the other nodes' changes, with --postgres */
+  uv_async_t fleet_changes; /* the follower's word that changes wait */
+  int fleet_synced;       /* what the fleet had at start is applied here */
   int journal_ok;         /* the last commit's outcome */
   int draining;
   int admin_stopping;
@@ -349,8 +353,10 @@ static void on_drain_check(uv_timer_t *timer) {
 }
 
 static void set_ready(int ready) {
-  /* Ready takes every input: the journal, the drain, the fleet's lag. */
-  ready = ready && g.journal_ok && !g.draining && (g.fleet == NULL || pkid_fleet_ready(g.fleet));
+  /* Ready takes every input: the journal, the drain, the fleet's lag and
+   * whether the fleet's changes are applied here. */
+  ready = ready && g.journal_ok && !g.draining &&
+          (g.fleet == NULL || pkid_fleet_ready(g.fleet)) && (g.follow == NULL || g.fleet_synced);
   if (g.admin != NULL) pkid_admin_set_ready(g.admin, ready);
   pkid_gauge_set(pkid_m.ready, ready);
 }
@@ -672,10 +678,52 @@ static void on_fleet_lost(void *ctx) {
   uv_async_send(&g.fleet_lost); /* from the fleet thread */
 }
 
+/* The other nodes' changes (server/fleet/follow.h) go to the import
+ * (server/pipeline/import.h) a bounded number at a time; more follow as
+ * imports finish. */
+#define FLEET_IN_FLIGHT 1024
+
+static void pull_fleet(void *ctx) {
+  (void)ctx;
+  if (g.follow == NULL || g.import == NULL || g.draining) return;
+  pkid_fleet_change c[64];
+  while (pkid_import_pending(g.import) < FLEET_IN_FLIGHT) {
+    size_t n = pkid_follow_take(g.follow, c, sizeof(c) / sizeof(c[0]));
+    if (n == 0) break;
+    for (size_t i = 0; i < n; i++) {
+      if (c[i].type == PKID_REC_ISSUE) {
+        pkid_import_fleet_cert(g.import, c[i].node, c[i].der, c[i].der_len); /* takes der */
+      } else {
+        pkid_import_fleet_revoke(g.import, c[i].node, &c[i].serial, c[i].reason,
+                                 c[i].revoked_at, c[i].invalidity_date);
+        pkid_follow_change_free(&c[i]);
+      }
+    }
+  }
+}
+
+static void on_fleet_changes_async(uv_async_t *async) {
+  (void)async;
+  pull_fleet(NULL);
+}
+
+static void on_fleet_changes(void *ctx) {
+  (void)ctx;
+  uv_async_send(&g.fleet_changes); /* from the follower's thread */
+}
+
 /* Readiness follows the shipping lag (pkid_fleet_ready), checked each
- * second. */
+ * second, and waits at start until what the other nodes had issued and
+ * revoked is applied here: until then this node could call good a
+ * certificate the fleet has revoked. */
 static void on_fleet_check(uv_timer_t *t) {
   (void)t;
+  pull_fleet(NULL);
+  if (!g.fleet_synced && g.follow != NULL && g.import != NULL &&
+      pkid_follow_caught_up(g.follow) && pkid_import_pending(g.import) == 0) {
+    g.fleet_synced = 1;
+    pki_log("info", "fleet_synced", NULL);
+  }
   if (!g.draining) set_ready(1);
 }
 
@@ -698,8 +746,16 @@ static int start_fleet(const options *o, pki_err *err) {
   g.store.on_durable_ctx = g.fleet;
   g.store.fleet_claim = pkid_fleet_claim;
   g.store.fleet_claim_ctx = g.fleet;
+  if (uv_async_init(g.loop, &g.fleet_changes, on_fleet_changes_async) != 0) {
+    PKI_ERR(err, PKI_ERR_INTERNAL, "uv_async_init failed");
+    return 0;
+  }
+  pkid_follow_options wo = {
+      .conninfo = o->postgres, .node = (uint16_t)o->node, .on_changes = on_fleet_changes};
+  g.follow = pkid_follow_start(&wo, err);
+  if (g.follow == NULL) return 0;
   uv_timer_init(g.loop, &g.fleet_check);
-  uv_timer_start(&g.fleet_check, on_fleet_check, 1000, 1000);
+  uv_timer_start(&g.fleet_check, on_fleet_check, 250, 1000);
   return 1;
 }
 
@@ -769,6 +825,7 @@ static int run(const options *o) {
   if (g.import == NULL || !pkid_import_scan(g.import, &err) || !start_grpc(o, ssl_ctx, &err)) {
     goto fail;
   }
+  pkid_import_on_done(g.import, pull_fleet, NULL);
   SSL_CTX_free(ssl_ctx); /* the transport holds its reference */
   ssl_ctx = NULL;
   signal(SIGPIPE, SIG_IGN);
@@ -805,6 +862,8 @@ static int run(const options *o) {
   notify_serving();
   uv_run(g.loop, UV_RUN_DEFAULT);
   /* Let the workers finish, then close every handle so the loop ends. */
+  pkid_follow_stop(g.follow);
+  g.follow = NULL;
   pkid_import_stop(g.import);
   pkid_crl_builder_stop(g.crl);
   pkid_workers_free(g.workers);

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <postgresql/libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 #include "lib/log.h"
 #include "lib/usage.h"
 #include "server/fleet/migrations.h"
+#include "server/fleet/pg.h"
 #include "server/metrics/metrics.h"
 #include "server/store/record.h"
 #include "server/store/store.h"
@@ -63,85 +63,23 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* ---- SQL ---- */
-
-/* pg_error records libpq's |msg| (without its trailing newline) as
- * |err|: PKI_ERR_UNAVAILABLE once the connection is gone, else |code|. */
-static void pg_error(pki_err *err, PGconn *c, pki_err_code code, const char *msg) {
-  PKI_ERR(err, c == NULL || PQstatus(c) != CONNECTION_OK ? PKI_ERR_UNAVAILABLE : code,
-          "PostgreSQL: %s", msg);
-  size_t len = strlen(err->msg);
-  if (len > 0 && err->msg[len - 1] == '\n') err->msg[len - 1] = '\0';
-}
-
-/* exec runs one statement with parameters (text unless |formats| says 1)
- * and returns its result, or NULL with |err| set (the result cleared). */
-static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *values,
-                      const int *lengths, const int *formats, pki_err *err) {
-  PGresult *r = PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
-  ExecStatusType st = PQresultStatus(r);
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
-  pg_error(err, c, PKI_ERR_INTERNAL, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
-  PQclear(r);
-  return NULL;
-}
-
-/* exec_script runs |sql| through the simple query protocol, which takes
- * several statements at once (a migration file); no parameters. */
-static int exec_script(PGconn *c, const char *sql, pki_err *err) {
-  PGresult *r = PQexec(c, sql);
-  ExecStatusType st = PQresultStatus(r);
-  int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-  if (!ok) {
-    pg_error(err, c, PKI_ERR_INTERNAL, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
-  }
-  PQclear(r);
-  return ok;
-}
-
-
-/* connect_db opens a connection; the caller's conninfo wins over the
- * timeouts given here (a keyword before dbname is overridden by the
- * expanded string): |connect_s| to connect, and |statement_ms| (0: none)
- * for each statement and each unacknowledged send (tcp_user_timeout), so
- * a database that stops answering fails a call instead of hanging it. */
-static PGconn *connect_db(const char *conninfo, const char *connect_s, const char *statement_ms,
-                          pki_err *err) {
-  char options[64];
-  snprintf(options, sizeof(options), "-c statement_timeout=%s", statement_ms);
-  const char *const keys[] = {"connect_timeout", "tcp_user_timeout", "options",
-                              "application_name", "dbname", NULL};
-  const char *const values[] = {connect_s, statement_ms, options, "pkid", conninfo, NULL};
-  PGconn *c = PQconnectdbParams(keys, values, 1);
-  if (c == NULL) {
-    PKI_ERR_OOM(err);
-    return NULL;
-  }
-  if (PQstatus(c) != CONNECTION_OK) {
-    pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
-    PQfinish(c);
-    return NULL;
-  }
-  return c;
-}
-
 /* ---- migrations ---- */
 
 /* migrate applies what the database lacks, in one transaction under an
  * advisory lock, so nodes that start together apply each migration once
  * and a node never sees half of one. */
 static int migrate(PGconn *c, pki_err *err) {
-  if (!exec_script(c, "BEGIN", err)) return 0;
+  if (!pkid_pg_script(c, "BEGIN", err)) return 0;
   char lock[64];
   snprintf(lock, sizeof(lock), "SELECT pg_advisory_xact_lock(%d)", MIGRATION_LOCK);
-  int ok = exec_script(c, lock, err) &&
-           exec_script(c,
-                   "CREATE TABLE IF NOT EXISTS pkid_schema_migrations ("
-                   " version integer PRIMARY KEY, name text NOT NULL,"
-                   " applied_at timestamptz NOT NULL DEFAULT now())",
-                   err);
-  PGresult *r = ok ? exec(c, "SELECT coalesce(max(version), 0) FROM pkid_schema_migrations", 0,
-                          NULL, NULL, NULL, err)
+  int ok = pkid_pg_script(c, lock, err) &&
+           pkid_pg_script(c,
+                          "CREATE TABLE IF NOT EXISTS pkid_schema_migrations ("
+                          " version integer PRIMARY KEY, name text NOT NULL,"
+                          " applied_at timestamptz NOT NULL DEFAULT now())",
+                          err);
+  PGresult *r = ok ? pkid_pg_exec(c, "SELECT coalesce(max(version), 0) FROM pkid_schema_migrations",
+                                  0, NULL, NULL, NULL, err)
                    : NULL;
   int have = r != NULL ? atoi(PQgetvalue(r, 0, 0)) : 0;
   PQclear(r);
@@ -153,9 +91,10 @@ static int migrate(PGconn *c, pki_err *err) {
     snprintf(version, sizeof(version), "%d", m->version);
     const char *const v[] = {version, m->name};
     PGresult *ins = NULL;
-    ok = exec_script(c, m->sql, err) &&
-         (ins = exec(c, "INSERT INTO pkid_schema_migrations (version, name) VALUES ($1, $2)", 2,
-                     v, NULL, NULL, err)) != NULL;
+    ok = pkid_pg_script(c, m->sql, err) &&
+         (ins = pkid_pg_exec(c,
+                             "INSERT INTO pkid_schema_migrations (version, name) VALUES ($1, $2)",
+                             2, v, NULL, NULL, err)) != NULL;
     PQclear(ins);
     if (ok) pki_log("info", "fleet_migrated", "version", version, "name", m->name, NULL);
     else pki_err_prefix(err, "migration %s: ", m->name);
@@ -163,10 +102,10 @@ static int migrate(PGconn *c, pki_err *err) {
   if (!ok) {
     pki_err ignored;
     pki_err_clear(&ignored);
-    exec_script(c, "ROLLBACK", &ignored);
+    pkid_pg_script(c, "ROLLBACK", &ignored);
     return 0;
   }
-  if (!exec_script(c, "COMMIT", err)) return 0;
+  if (!pkid_pg_script(c, "COMMIT", err)) return 0;
   int newest = pkid_num_migrations > 0 ? pkid_migrations[pkid_num_migrations - 1].version : 0;
   if (have > newest) {
     /* Migrations only add (deploy/postgres/migrations/): an older node
@@ -238,7 +177,7 @@ static int take_lease(pkid_fleet *f, pki_err *err) {
       " WHERE pkid_nodes.holder = EXCLUDED.holder OR pkid_nodes.lease_until < now()"
       " RETURNING shipped_seq, shipped_segment, shipped_offset, shipped_chain";
   const char *const v[] = {f->node_text, f->holder, f->host, PKID_VERSION, f->lease_text};
-  PGresult *r = exec(f->conn, kTake, 5, v, NULL, NULL, err);
+  PGresult *r = pkid_pg_exec(f->conn, kTake, 5, v, NULL, NULL, err);
   if (r == NULL) return 0;
   if (PQntuples(r) == 1) {
     pki_journal_pos_start(&f->pos);
@@ -260,10 +199,10 @@ static int take_lease(pkid_fleet *f, pki_err *err) {
   PQclear(r);
   /* Held: say by whom and until when. */
   const char *const w[] = {f->node_text};
-  r = exec(f->conn,
-           "SELECT host, holder, ceil(extract(epoch FROM lease_until - now()))"
-           " FROM pkid_nodes WHERE node_id = $1",
-           1, w, NULL, NULL, err);
+  r = pkid_pg_exec(f->conn,
+                   "SELECT host, holder, ceil(extract(epoch FROM lease_until - now()))"
+                   " FROM pkid_nodes WHERE node_id = $1",
+                   1, w, NULL, NULL, err);
   if (r == NULL) return 0;
   if (PQntuples(r) == 1) {
     PKI_ERR(err, PKI_ERR_EXISTS,
@@ -285,12 +224,12 @@ static int renew_lease(pkid_fleet *f, pki_err *err) {
   snprintf(journal, sizeof(journal), "%" PRIu64, f->end.next_seq - 1);
   pthread_mutex_unlock(&f->mu);
   const char *const v[] = {f->node_text, f->holder, f->lease_text, journal};
-  PGresult *r = exec(f->conn,
-                     "UPDATE pkid_nodes SET renewed_at = now(),"
-                     " lease_until = now() + make_interval(secs => $3),"
-                     " journal_seq = greatest(journal_seq, $4)"
-                     " WHERE node_id = $1 AND holder = $2",
-                     4, v, NULL, NULL, err);
+  PGresult *r = pkid_pg_exec(f->conn,
+                             "UPDATE pkid_nodes SET renewed_at = now(),"
+                             " lease_until = now() + make_interval(secs => $3),"
+                             " journal_seq = greatest(journal_seq, $4)"
+                             " WHERE node_id = $1 AND holder = $2",
+                             4, v, NULL, NULL, err);
   if (r == NULL) return 0;
   int renewed = strcmp(PQcmdTuples(r), "1") == 0;
   PQclear(r);
@@ -346,6 +285,13 @@ static int collect(void *ctx, const pki_journal_record *r, pki_err *err) {
   if (!pkid_record_parse(&copy, &it->p, err)) {
     free(it->payload);
     return 0;
+  }
+  /* What this node learnt from the fleet (follow.h) is in PostgreSQL
+   * already, as its node shipped it. */
+  if (it->p.identity.len >= sizeof(PKID_FLEET_WHO) - 1 &&
+      memcmp(it->p.identity.data, PKID_FLEET_WHO, sizeof(PKID_FLEET_WHO) - 1) == 0) {
+    free(it->payload);
+    return 1;
   }
   it->seq = r->seq;
   it->time = r->time;
@@ -469,7 +415,7 @@ static int send_batch(pkid_fleet *f, const ship_batch *b, uint64_t durable, int 
   PGconn *c = f->conn;
   *moved = 0;
   if (!PQenterPipelineMode(c)) {
-    pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
+    pkid_pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
     return 0;
   }
   size_t num = b->n + 3, cursor_at = b->n + 1;
@@ -486,17 +432,17 @@ static int send_batch(pkid_fleet *f, const ship_batch *b, uint64_t durable, int 
   sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
          PQpipelineSync(c);
   int ok = sent;
-  if (!sent) pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
+  if (!sent) pkid_pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
   for (size_t i = 0; sent && i < num; i++) {
     PGresult *r = PQgetResult(c);
     if (r == NULL) { /* the connection broke */
-      if (ok) pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
+      if (ok) pkid_pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
       ok = 0;
       break;
     }
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && ok) {
-      pg_error(err, c, PKI_ERR_INTERNAL,
+      pkid_pg_error(err, c, PKI_ERR_INTERNAL,
                st == PGRES_PIPELINE_ABORTED ? "pipeline aborted" : PQresultErrorMessage(r));
       ok = 0;
     }
@@ -514,7 +460,7 @@ static int send_batch(pkid_fleet *f, const ship_batch *b, uint64_t durable, int 
     if (sync) break;
   }
   if (!PQexitPipelineMode(c) && ok) {
-    pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
+    pkid_pg_error(err, c, PKI_ERR_UNAVAILABLE, PQerrorMessage(c));
     ok = 0;
   }
   return ok;
@@ -568,11 +514,11 @@ static PGresult *claim_exec(pkid_fleet *f, const char *sql, int n, const char *c
   for (int attempt = 0; attempt < 2; attempt++) {
     int fresh = f->claim_conn == NULL;
     if (fresh) {
-      f->claim_conn = connect_db(f->o.conninfo, CLAIM_CONNECT_S, CLAIM_STATEMENT_MS, err);
+      f->claim_conn = pkid_pg_connect(f->o.conninfo, CLAIM_CONNECT_S, CLAIM_STATEMENT_MS, err);
       if (f->claim_conn == NULL) return NULL;
     }
     pki_err_clear(err);
-    PGresult *r = exec(f->claim_conn, sql, n, values, lengths, formats, err);
+    PGresult *r = pkid_pg_exec(f->claim_conn, sql, n, values, lengths, formats, err);
     if (r != NULL || PQstatus(f->claim_conn) == CONNECTION_OK) return r;
     PQfinish(f->claim_conn);
     f->claim_conn = NULL;
@@ -673,7 +619,7 @@ static int step(pkid_fleet *f, ship_batch *b) {
   pki_err_clear(&err);
   if (f->conn == NULL) {
     if (now_ms() < f->next_connect_ms) return 0;
-    f->conn = connect_db(f->o.conninfo, "5", "0", &err);
+    f->conn = pkid_pg_connect(f->o.conninfo, "5", "0", &err);
     /* take_lease, not a renewal: it reads the cursor back. The database
      * may not be the one shipped to before (a standby promoted after the
      * primary failed) and may lack the last batches; the cursor came with
@@ -778,7 +724,7 @@ pkid_fleet *pkid_fleet_start(const pkid_fleet_options *o, const pki_journal_pos 
   f->end = *end;
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->cond, NULL);
-  if (!load_holder(f, err) || (f->conn = connect_db(o->conninfo, "5", "0", err)) == NULL ||
+  if (!load_holder(f, err) || (f->conn = pkid_pg_connect(o->conninfo, "5", "0", err)) == NULL ||
       !migrate(f->conn, err) || !take_lease(f, err)) {
     pkid_fleet_stop(f);
     return NULL;
@@ -825,9 +771,9 @@ void pkid_fleet_stop(pkid_fleet *f) {
     const char *const v[] = {f->node_text, f->holder};
     pki_err ignored;
     pki_err_clear(&ignored);
-    PQclear(exec(f->conn,
-                 "UPDATE pkid_nodes SET lease_until = now() WHERE node_id = $1 AND holder = $2",
-                 2, v, NULL, NULL, &ignored));
+    PQclear(pkid_pg_exec(
+        f->conn, "UPDATE pkid_nodes SET lease_until = now() WHERE node_id = $1 AND holder = $2", 2,
+        v, NULL, NULL, &ignored));
   }
   PQfinish(f->conn);
   PQfinish(f->claim_conn);

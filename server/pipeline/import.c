@@ -27,8 +27,12 @@ struct pkid_import {
   const pki_catalog *cat;
   pkid_store *store;
   pkid_workers *workers;
-  import_job *waiting; /* made, not yet taken by the pool */
+  /* Made, not yet taken by the pool, oldest first: a revocation from the
+   * fleet comes after the certificate it revokes. */
+  import_job *waiting, *waiting_tail;
   size_t num_waiting, num_in_flight;
+  void (*on_done)(void *ctx);
+  void *on_done_ctx;
   int stopped; /* the pool is stopping: nothing more is submitted */
 };
 
@@ -41,25 +45,81 @@ static void on_imported(pkid_job *job) {
   pkid_import *imp = ij->imp;
   char hex[2 * PKI_SERIAL_MAX + 1];
   pki_serial_to_hex(hex, &job->rec.serial);
+  const char *what = job->rec.type == PKID_REC_REVOKE ? "revocation" : "certificate";
   if (job->ok) {
     pkid_job_apply(job, imp->store);
-    pki_log("info", "imported", "serial", hex, "service", job->rec.service, NULL);
+    if (job->rec.type == PKID_REC_REVOKE) {
+      char reason[8];
+      snprintf(reason, sizeof(reason), "%u", job->rec.reason);
+      pki_log("info", "revoked", "serial", hex, "reason", reason, "identity", job->identity,
+              NULL);
+    } else {
+      pki_log("info", "imported", "serial", hex, "service", job->rec.service, "identity",
+              job->identity, NULL);
+    }
   } else {
-    pki_log("error", "import_failed", "serial", hex, "reason", job->err.msg, NULL);
+    pki_log("error", "import_failed", "serial", hex, "what", what, "reason", job->err.msg,
+            NULL);
   }
   pkid_job_cleanup(job);
   free(ij);
   imp->num_in_flight--;
   submit_waiting(imp);
+  if (imp->on_done != NULL) imp->on_done(imp->on_done_ctx);
+}
+
+static void push_waiting(pkid_import *imp, import_job *ij) {
+  ij->next = NULL;
+  if (imp->waiting_tail != NULL) imp->waiting_tail->next = ij;
+  else imp->waiting = ij;
+  imp->waiting_tail = ij;
+  imp->num_waiting++;
+}
+
+static void drop_first(pkid_import *imp) {
+  import_job *ij = imp->waiting;
+  imp->waiting = ij->next;
+  if (imp->waiting == NULL) imp->waiting_tail = NULL;
+  imp->num_waiting--;
+}
+
+/* ready_to_submit says whether the oldest waiting change goes now (1),
+ * waits for those in flight (0), or is moot and dropped (-1): its
+ * certificate is known already, or its revocation's certificate is not
+ * known here (once nothing in flight could be it) or revoked already. */
+static int ready_to_submit(pkid_import *imp, import_job *ij) {
+  pkid_job *job = &ij->job;
+  pkid_cert_record rec;
+  int known =
+      pkid_status_get(imp->store->status, job->rec.serial.bytes, job->rec.serial.len, &rec);
+  if (job->rec.type == PKID_REC_ISSUE) return known ? -1 : 1;
+  if (!known) {
+    if (imp->num_in_flight > 0) return 0;
+    char hex[2 * PKI_SERIAL_MAX + 1];
+    pki_serial_to_hex(hex, &job->rec.serial);
+    pki_log("warn", "import_refused", "serial", hex, "identity", job->identity, "reason",
+            "a revocation of a certificate this node does not know", NULL);
+    return -1;
+  }
+  if (rec.revoked) return -1;
+  job->rec.ca = pkid_cas_at(imp->cas, rec.ca);
+  return job->rec.ca != NULL ? 1 : -1;
 }
 
 static void submit_waiting(pkid_import *imp) {
   while (imp->waiting != NULL && !imp->stopped) {
     import_job *ij = imp->waiting;
+    int go = ready_to_submit(imp, ij);
+    if (go == 0) return; /* after those in flight */
+    if (go < 0) {
+      drop_first(imp);
+      pkid_job_cleanup(&ij->job);
+      free(ij);
+      continue;
+    }
     pki_err err;
     if (!pkid_workers_submit(imp->workers, &ij->job, &err)) return; /* room later */
-    imp->waiting = ij->next;
-    imp->num_waiting--;
+    drop_first(imp);
     imp->num_in_flight++;
   }
 }
@@ -82,9 +142,11 @@ static const pkid_ca *issuer_of(const pkid_import *imp, const pki_cert_info *inf
   return NULL;
 }
 
-/* make_job turns a certificate into an import job, or NULL (logged) if it
- * is not one pkid should import: not ours, or known already. */
-static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, size_t len) {
+/* make_job turns a certificate into an import job journaled as |who|'s,
+ * or NULL (logged as from |path|) if it is not one pkid should import: not
+ * ours, or known already. It takes |der|. */
+static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, size_t len,
+                            const char *who) {
   pki_cert_info info;
   pki_err err;
   if (!pki_cert_info_parse(&info, der, len, &err)) {
@@ -108,7 +170,7 @@ static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, si
     pkid_job *job = &ij->job;
     pkid_job_init(job, PKID_REC_ISSUE, on_imported);
     ij->imp = imp;
-    pkid_job_set_identity(job, kWho);
+    pkid_job_set_identity(job, who);
     memcpy(job->rec.serial.bytes, CBS_data(&serial), CBS_len(&serial));
     job->rec.serial.len = CBS_len(&serial);
     job->rec.ca = ca;
@@ -152,7 +214,7 @@ int pkid_import_scan(pkid_import *imp, pki_err *err) {
       pki_log("warn", "import_refused", "file", path, "reason", err->msg, NULL);
       continue;
     }
-    import_job *ij = make_job(imp, path, der, len);
+    import_job *ij = make_job(imp, path, der, len, kWho);
     if (ij == NULL) continue;
     /* A serial already waiting (two files of one certificate) goes once. */
     int dup = 0;
@@ -166,13 +228,56 @@ int pkid_import_scan(pkid_import *imp, pki_err *err) {
       free(ij);
       continue;
     }
-    ij->next = imp->waiting;
-    imp->waiting = ij;
-    imp->num_waiting++;
+    push_waiting(imp, ij);
   }
   closedir(d);
   submit_waiting(imp);
   return 1;
+}
+
+/* fleet_who names another node of the fleet as the journal's identity. */
+static void fleet_who(char *out, size_t size, uint16_t node) {
+  snprintf(out, size, "%snode %u", PKID_FLEET_WHO, node);
+}
+
+void pkid_import_fleet_cert(pkid_import *imp, uint16_t node, uint8_t *der, size_t len) {
+  char who[32], label[64];
+  fleet_who(who, sizeof(who), node);
+  snprintf(label, sizeof(label), "the fleet's database (node %u)", node);
+  import_job *ij = make_job(imp, label, der, len, who);
+  if (ij == NULL) return;
+  ij->job.from_fleet = 1;
+  push_waiting(imp, ij);
+  submit_waiting(imp);
+}
+
+void pkid_import_fleet_revoke(pkid_import *imp, uint16_t node, const pki_serial *serial,
+                              uint8_t reason, int64_t revoked_at, int64_t invalidity_date) {
+  import_job *ij = calloc(1, sizeof(*ij));
+  if (ij == NULL) {
+    /* Not lost: the next start follows the fleet from the beginning. */
+    pki_log("error", "import_failed", "what", "revocation", "reason", "out of memory", NULL);
+    return;
+  }
+  pkid_job *job = &ij->job;
+  pkid_job_init(job, PKID_REC_REVOKE, on_imported);
+  ij->imp = imp;
+  char who[32];
+  fleet_who(who, sizeof(who), node);
+  pkid_job_set_identity(job, who);
+  job->from_fleet = 1;
+  job->rec.serial = *serial;
+  job->rec.reason = reason;
+  job->rec.revoked_at = revoked_at;
+  job->rec.invalidity_date = invalidity_date;
+  job->now = (int64_t)time(NULL);
+  push_waiting(imp, ij);
+  submit_waiting(imp);
+}
+
+void pkid_import_on_done(pkid_import *imp, void (*fn)(void *ctx), void *ctx) {
+  imp->on_done = fn;
+  imp->on_done_ctx = ctx;
 }
 
 pkid_import *pkid_import_new(const char *pki_dir, const pkid_cas *cas, pkid_store *store,

@@ -1,6 +1,8 @@
-/* import.h: certificates pkid's intermediates signed offline, made known to
- * pkid: journaled (an ISSUE record whose identity is "offline-ceremony"),
- * in the status index, answered by OCSP, revocable like any other.
+/* import.h: certificates pkid's intermediates signed offline, or another
+ * node of the fleet signed, made known to this pkid: journaled (an ISSUE
+ * record whose identity is "offline-ceremony", or "fleet:node N"), in the
+ * status index, answered by OCSP, revocable like any other; and the
+ * fleet's revocations.
  *
  * pkictl's ceremonies leave a copy of each such certificate in the pki
  * tree's issued/ folder (lib/pki_tree.h). pkid reads the folder at start
@@ -31,6 +33,24 @@ void pkid_import_set_catalog(pkid_import *imp, const pki_catalog *cat);
 /* pkid_import_scan reads the issued/ folder and starts importing what pkid
  * does not know. A scan while one is in progress only adds to it. */
 int pkid_import_scan(pkid_import *imp, pki_err *err);
+
+/* The fleet (server/fleet/follow.h): what another node issued or revoked,
+ * taken in the order the fleet's database gives, journaled here with the
+ * identity "fleet:node N" and applied like this node's own.
+ *
+ * pkid_import_fleet_cert imports a certificate as above (one of the loaded
+ * CAs must have signed it: the database is not trusted to vouch for a
+ * certificate). It takes |der|. pkid_import_fleet_revoke revokes a
+ * certificate this node knows, after any import in flight that may be it;
+ * one unknown here or revoked already is passed over. Neither is claimed
+ * in the fleet's database again (the job's from_fleet). */
+void pkid_import_fleet_cert(pkid_import *imp, uint16_t node, uint8_t *der, size_t len);
+void pkid_import_fleet_revoke(pkid_import *imp, uint16_t node, const pki_serial *serial,
+                              uint8_t reason, int64_t revoked_at, int64_t invalidity_date);
+
+/* pkid_import_on_done has |fn| called after each import finishes (the
+ * caller hands over more). */
+void pkid_import_on_done(pkid_import *imp, void (*fn)(void *ctx), void *ctx);
 
 /* pkid_import_pending is how many certificates wait or are in flight. */
 size_t pkid_import_pending(const pkid_import *imp);

@@ -45,6 +45,9 @@ struct pkid_job {
   /* Revoke input: with reason keyCompromise, also revoke every other
    * unexpired certificate of the same key. */
   int same_key;
+  /* The change was made by another node of the fleet (import.h): it is in
+   * the fleet's database already, so it is not claimed there. */
+  int from_fleet;
   /* How the worker that runs the job signs for rec.ca (ca/signer.h); NULL:
    * with the key directly. */
   const pki_signer *signer;

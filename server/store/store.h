@@ -108,6 +108,11 @@ typedef struct pkid_record {
   uint64_t block_first, block_count;
 } pkid_record;
 
+/* The identity of a record this node journaled for a change another node
+ * of the fleet made ("fleet:node 2"; server/fleet/follow.h): it is in the
+ * fleet's database already, so it is not shipped, and not claimed. */
+#define PKID_FLEET_WHO "fleet:"
+
 typedef struct pkid_store {
   pki_journal *journal;
   const pki_catalog *cat; /* replaced by a reload (loop thread) */

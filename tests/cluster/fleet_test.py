@@ -108,14 +108,15 @@ def test_schema_applied():
     PG.start()
     STATE["a"] = node("j1").start()
     rows = PG.psql("SELECT version, name FROM pkid_schema_migrations")
-    assert rows == [("1", "0001_fleet.sql"), ("2", "0002_claims.sql")], rows
+    assert rows == [("1", "0001_fleet.sql"), ("2", "0002_claims.sql"),
+                    ("3", "0003_follow.sql")], rows
     rows = PG.psql("SELECT node_id, lease_until > now() FROM pkid_nodes")
     assert rows == [("1", "t")], rows
     # A restart on the same database applies nothing again.
     STATE["a"].stop()
     STATE["a"] = node("j1").start()
     assert "fleet_migrated" not in STATE["a"].log().split('"listening"')[-2], STATE["a"].log()
-    assert PG.psql("SELECT count(*) FROM pkid_schema_migrations") == [("2",)]
+    assert PG.psql("SELECT count(*) FROM pkid_schema_migrations") == [("3",)]
 
 
 def test_same_node_id_refused():
@@ -173,6 +174,9 @@ def test_kill9_nothing_lost_or_doubled():
 
 
 def test_postgres_down_issuance_goes_on():
+    # Ready once it has applied what the fleet had (follow.h): a node that
+    # lost PostgreSQL before that stays out of haproxy until it is back.
+    wait_for("ready", lambda: ready(STATE["a"]), 15)
     PG.stop()
     before = len(STATE["acked"])
     issue_many(STATE["a"], 100)
@@ -180,7 +184,8 @@ def test_postgres_down_issuance_goes_on():
     wait_for("disconnected", lambda: metric(STATE["a"], "pkid_fleet_connected") == 0, 15)
     wait_for("the lag to show the records not shipped", lambda: (
         metric(STATE["a"], "pkid_fleet_ship_lag_records") or 0) >= 100, 10)
-    assert ready(STATE["a"]), "an unreachable database must not take the node out"
+    assert ready(STATE["a"]), ("an unreachable database must not take the node out",
+                               STATE["a"].log()[-3000:])
     PG.restart()
     wait_for("catch-up after PostgreSQL returned", all_shipped, 30, step=0.2)
     wait_for("connected", lambda: metric(STATE["a"], "pkid_fleet_connected") == 1, 15)

@@ -1,0 +1,272 @@
+/* follow.c: the other nodes' changes, followed in the fleet's PostgreSQL
+ * (see follow.h). */
+#include "server/fleet/follow.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "server/fleet/pg.h"
+
+#define FETCH_ROWS 500
+#define POLL_MS 1000 /* the catch-up poll, between notifications */
+#define RETRY_MIN_MS 250
+#define RETRY_MAX_MS 5000
+
+struct pkid_follow {
+  pkid_follow_options o;
+  char conninfo[4096];
+  char node_text[8];
+  pthread_t thread;
+  int thread_started;
+  int wake[2]; /* a pipe: stop wakes the thread out of poll() */
+  /* Under mu: the queue (a ring) and stop. */
+  pthread_mutex_t mu;
+  pthread_cond_t room;
+  pkid_fleet_change *queue;
+  size_t head, num;
+  int stop;
+  /* The thread's. */
+  PGconn *conn;
+  uint64_t cursor; /* the last fleet_seq read */
+  uint64_t last_error_ms;
+  _Atomic int read_all; /* a fetch found nothing more, once */
+};
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int stopping(pkid_follow *f) {
+  pthread_mutex_lock(&f->mu);
+  int stop = f->stop;
+  pthread_mutex_unlock(&f->mu);
+  return stop;
+}
+
+/* wait_socket sleeps up to |ms| for the database's socket (-1: none) to be
+ * readable or for stop; then takes in what the socket holds, dropping the
+ * notifications themselves (any of them only means: read again). 0: the
+ * connection broke. */
+static int wait_socket(pkid_follow *f, int ms) {
+  struct pollfd p[2] = {{.fd = f->wake[0], .events = POLLIN},
+                        {.fd = f->conn != NULL ? PQsocket(f->conn) : -1, .events = POLLIN}};
+  int n = poll(p, 2, ms);
+  if (n <= 0 || f->conn == NULL || !(p[1].revents & (POLLIN | POLLERR | POLLHUP))) return 1;
+  if (!PQconsumeInput(f->conn)) return 0;
+  PGnotify *note;
+  while ((note = PQnotifies(f->conn)) != NULL) PQfreemem(note);
+  return 1;
+}
+
+static void set_bytes(PGresult *r, int row, int col, uint8_t **out, size_t *len) {
+  *out = NULL;
+  *len = 0;
+  if (PQgetisnull(r, row, col)) return;
+  *out = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), len);
+}
+
+/* fetch reads up to |limit| changes after the cursor into the queue and
+ * returns how many, or -1 with |err| set. */
+static int fetch(pkid_follow *f, int limit, pki_err *err) {
+  /* Both tables in one order (fleet_seq), other nodes' rows only: a
+   * certificate by its issuer, a revocation by the node that made it. */
+  static const char kFetch[] =
+      "SELECT fleet_seq, 2, serial, node_id, der, 0, 0, 0 FROM "
+      "pkid_certificates"
+      "  WHERE fleet_seq > $1 AND node_id <> $2"
+      " UNION ALL "
+      "SELECT fleet_seq, 3, serial, node_id, NULL, reason,"
+      "  extract(epoch FROM revoked_at)::bigint,"
+      "  coalesce(extract(epoch FROM invalidity_date)::bigint, 0) FROM "
+      "pkid_revocations"
+      "  WHERE fleet_seq > $1 AND node_id <> $2"
+      " ORDER BY 1 LIMIT $3";
+  char cursor[24], lim[16];
+  snprintf(cursor, sizeof(cursor), "%" PRIu64, f->cursor);
+  snprintf(lim, sizeof(lim), "%d", limit);
+  const char *const v[] = {cursor, f->node_text, lim};
+  PGresult *r = pkid_pg_exec(f->conn, kFetch, 3, v, NULL, NULL, err);
+  if (r == NULL) return -1;
+  int rows = PQntuples(r);
+  for (int i = 0; i < rows; i++) {
+    pkid_fleet_change c;
+    memset(&c, 0, sizeof(c));
+    c.fleet_seq = strtoull(PQgetvalue(r, i, 0), NULL, 10);
+    c.type = atoi(PQgetvalue(r, i, 1)) == 2 ? PKID_REC_ISSUE : PKID_REC_REVOKE;
+    uint8_t *serial;
+    size_t serial_len;
+    set_bytes(r, i, 2, &serial, &serial_len);
+    if (serial != NULL && serial_len > 0 && serial_len <= PKI_SERIAL_MAX) {
+      memcpy(c.serial.bytes, serial, serial_len);
+      c.serial.len = serial_len;
+    }
+    PQfreemem(serial);
+    c.node = (uint16_t)atoi(PQgetvalue(r, i, 3));
+    uint8_t *der;
+    set_bytes(r, i, 4, &der, &c.der_len);
+    if (der != NULL) {
+      /* Ours to free with free(), not PQfreemem. */
+      c.der = malloc(c.der_len > 0 ? c.der_len : 1);
+      if (c.der != NULL) memcpy(c.der, der, c.der_len);
+      PQfreemem(der);
+    }
+    c.reason = (uint8_t)atoi(PQgetvalue(r, i, 5));
+    c.revoked_at = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+    c.invalidity_date = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+    f->cursor = c.fleet_seq;
+    if (c.serial.len == 0 || (c.type == PKID_REC_ISSUE && c.der == NULL)) {
+      char seq[24];
+      snprintf(seq, sizeof(seq), "%" PRIu64, c.fleet_seq);
+      pki_log("warn", "fleet_change_skipped", "fleet_seq", seq, "reason",
+              c.der == NULL && c.type == PKID_REC_ISSUE ? "no certificate" : "bad serial", NULL);
+      free(c.der);
+      continue;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->queue[(f->head + f->num) % PKID_FOLLOW_QUEUE] = c;
+    f->num++;
+    pthread_mutex_unlock(&f->mu);
+  }
+  PQclear(r);
+  return rows;
+}
+
+static void fail(pkid_follow *f, const char *what, const pki_err *err, uint64_t *retry_ms) {
+  uint64_t now = now_ms();
+  if (now - f->last_error_ms >= 60000 || f->last_error_ms == 0) {
+    pki_log("warn", "fleet_follow_unavailable", "during", what, "error", err->msg, NULL);
+    f->last_error_ms = now;
+  }
+  PQfinish(f->conn);
+  f->conn = NULL;
+  *retry_ms = *retry_ms == 0 ? RETRY_MIN_MS : *retry_ms * 2;
+  if (*retry_ms > RETRY_MAX_MS) *retry_ms = RETRY_MAX_MS;
+}
+
+static void *run(void *arg) {
+  pkid_follow *f = arg;
+  uint64_t retry_ms = 0;
+  while (!stopping(f)) {
+    pki_err err;
+    pki_err_clear(&err);
+    if (f->conn == NULL) {
+      if (retry_ms > 0) wait_socket(f, (int)retry_ms);
+      if (stopping(f)) break;
+      f->conn = pkid_pg_connect(f->conninfo, "5", "10000", &err);
+      if (f->conn == NULL || !pkid_pg_script(f->conn, "LISTEN pkid_fleet", &err)) {
+        fail(f, "connect", &err, &retry_ms);
+        continue;
+      }
+      retry_ms = 0;
+    }
+    pthread_mutex_lock(&f->mu);
+    while (f->num == PKID_FOLLOW_QUEUE && !f->stop) pthread_cond_wait(&f->room, &f->mu);
+    size_t room = PKID_FOLLOW_QUEUE - f->num;
+    pthread_mutex_unlock(&f->mu);
+    int limit = room < FETCH_ROWS ? (int)room : FETCH_ROWS;
+    if (limit == 0) continue; /* stopping */
+    int n = fetch(f, limit, &err);
+    if (n < 0) {
+      fail(f, "fetch", &err, &retry_ms);
+      continue;
+    }
+    if (n > 0 && f->o.on_changes != NULL) f->o.on_changes(f->o.ctx);
+    if (n == limit) continue; /* more wait */
+    atomic_store(&f->read_all, 1);
+    if (!wait_socket(f, POLL_MS)) {
+      PKI_ERR(&err, PKI_ERR_UNAVAILABLE, "PostgreSQL: %s", PQerrorMessage(f->conn));
+      fail(f, "listen", &err, &retry_ms);
+    }
+  }
+  return NULL;
+}
+
+pkid_follow *pkid_follow_start(const pkid_follow_options *o, pki_err *err) {
+  pkid_follow *f = calloc(1, sizeof(*f));
+  if (f == NULL || (f->queue = calloc(PKID_FOLLOW_QUEUE, sizeof(*f->queue))) == NULL) {
+    free(f);
+    PKI_ERR_OOM(err);
+    return NULL;
+  }
+  f->o = *o;
+  snprintf(f->conninfo, sizeof(f->conninfo), "%s", o->conninfo);
+  f->o.conninfo = f->conninfo;
+  snprintf(f->node_text, sizeof(f->node_text), "%u", o->node);
+  f->wake[0] = f->wake[1] = -1;
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->room, NULL);
+  if (pipe2(f->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "pipe: %s", strerror(errno));
+    pkid_follow_stop(f);
+    return NULL;
+  }
+  int rc = pthread_create(&f->thread, NULL, run, f);
+  if (rc != 0) {
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "cannot start the fleet's follower: %s", strerror(rc));
+    pkid_follow_stop(f);
+    return NULL;
+  }
+  f->thread_started = 1;
+  return f;
+}
+
+size_t pkid_follow_take(pkid_follow *f, pkid_fleet_change *out, size_t max) {
+  pthread_mutex_lock(&f->mu);
+  size_t n = f->num < max ? f->num : max;
+  for (size_t i = 0; i < n; i++) {
+    out[i] = f->queue[f->head];
+    f->head = (f->head + 1) % PKID_FOLLOW_QUEUE;
+  }
+  f->num -= n;
+  if (n > 0) pthread_cond_signal(&f->room);
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+int pkid_follow_caught_up(pkid_follow *f) {
+  if (!atomic_load(&f->read_all)) return 0;
+  pthread_mutex_lock(&f->mu);
+  int empty = f->num == 0;
+  pthread_mutex_unlock(&f->mu);
+  return empty;
+}
+
+void pkid_follow_change_free(pkid_fleet_change *c) {
+  free(c->der);
+  c->der = NULL;
+}
+
+void pkid_follow_stop(pkid_follow *f) {
+  if (f == NULL) return;
+  if (f->thread_started) {
+    pthread_mutex_lock(&f->mu);
+    f->stop = 1;
+    pthread_cond_signal(&f->room);
+    pthread_mutex_unlock(&f->mu);
+    ssize_t w = write(f->wake[1], "x", 1);
+    (void)w; /* a full pipe wakes poll() as well */
+    pthread_join(f->thread, NULL);
+  }
+  PQfinish(f->conn);
+  for (size_t i = 0; i < f->num; i++) {
+    pkid_follow_change_free(&f->queue[(f->head + i) % PKID_FOLLOW_QUEUE]);
+  }
+  if (f->wake[0] >= 0) close(f->wake[0]);
+  if (f->wake[1] >= 0) close(f->wake[1]);
+  pthread_cond_destroy(&f->room);
+  pthread_mutex_destroy(&f->mu);
+  free(f->queue);
+  free(f);
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""fleet_follow_test: every node answers for every certificate of the
+fleet and applies a revocation made on any node (server/fleet/follow.h,
+server/pipeline/import.h), with real pkid nodes sharing one real
+PostgreSQL 15 on loopback:
+
+  - a certificate issued on node 2 is known to node 1: GetStatus good, and
+    node 1's OCSP responder (Python cryptography's request, by HTTP POST)
+    says good, signed;
+  - node 1 revokes node 2's certificate: node 2 says revoked by GetStatus
+    and OCSP within the bound (the delay is printed), and its CRL for the
+    CA lists the serial; the other way round too;
+  - a node started later on an empty journal is not ready until it has
+    applied what the fleet had, then answers for all of it, the revoked
+    ones revoked;
+  - the follower's own records are not shipped again (each certificate is
+    in the inventory once, by the node that issued it).
+
+Usage: fleet_follow_test.py PKICTL PKID PROTO
+"""
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.x509 import ocsp  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+from pgtest import Postgres  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, method, wait_for  # noqa: E402
+from testlib import finish, run  # noqa: E402
+
+PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
+TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
+PKI = demo_tree(PKICTL, TMP)
+pki_pb2 = load_proto(PROTO, TMP)
+PG = Postgres()
+NODES = {}
+CERTS = {}  # serial hex -> (node that issued it, certificate)
+# A revocation made on one node is applied on every other within this
+# (the issue's bound is 2 s; the test allows for a loaded CI machine).
+APPLY_BOUND_S = 10
+GOOD = pki_pb2.CertificateStatus.STATE_GOOD
+REVOKED = pki_pb2.CertificateStatus.STATE_REVOKED
+
+
+def node(node_id):
+    return Pkid(PKID, PKI, TMP, args=["--node", str(node_id), "--journal",
+                                      os.path.join(TMP, "j%d" % node_id), "--postgres",
+                                      PG.conninfo()],
+                log_name="node%d.log" % node_id)
+
+
+def issue(n, count=1):
+    """|count| client certificates for redis from node |n|, as pki-agent."""
+    out = []
+    with channel(NODES[n], PKI) as ch:
+        call = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
+        for _ in range(count):
+            key = ec.generate_private_key(ec.SECP256R1())
+            csr = x509.CertificateSigningRequestBuilder().subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis")])).sign(
+                key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+            r = call(pki_pb2.IssueRequest(csr=csr, service="redis", usage=pki_pb2.USAGE_CLIENT),
+                     timeout=15)
+            CERTS[r.serial] = (n, x509.load_der_x509_certificate(r.certificate))
+            out.append(r.serial)
+    return out
+
+
+def status(n, serial):
+    with channel(NODES[n], PKI) as ch:
+        call = method(ch, "GetStatus", pki_pb2.GetStatusRequest, pki_pb2.CertificateStatus)
+        return call(pki_pb2.GetStatusRequest(serial=serial), timeout=15)
+
+
+def known(n, serial):
+    try:
+        return status(n, serial)
+    except Exception:  # NOT_FOUND until the certificate is followed
+        return None
+
+
+def revoke(n, serial):
+    with channel(NODES[n], PKI) as ch:
+        call = method(ch, "Revoke", pki_pb2.RevokeRequest, pki_pb2.RevokeResponse)
+        call(pki_pb2.RevokeRequest(serial=serial,
+                                   reason=pki_pb2.REVOCATION_REASON_KEY_COMPROMISE), timeout=15)
+
+
+def issuer_cert(name):
+    path = os.path.join(PKI, "intermediate-ca", name, "certs", name + ".crt")
+    return x509.load_pem_x509_certificate(open(path, "rb").read())
+
+
+def ocsp_status(n, serial):
+    """Node |n|'s OCSP answer for |serial|, its signature checked."""
+    cert = CERTS[serial][1]
+    issuer = issuer_cert(status(n, serial).issuer)
+    req = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+    http = urllib.request.Request("http://127.0.0.1:%d/" % NODES[n].ocsp,
+                                  data=req.public_bytes(serialization.Encoding.DER),
+                                  headers={"Content-Type": "application/ocsp-request"})
+    with urllib.request.urlopen(http, timeout=10) as r:
+        resp = ocsp.load_der_ocsp_response(r.read())
+    assert resp.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, resp.response_status
+    assert resp.serial_number == cert.serial_number
+    issuer.public_key().verify(resp.signature, resp.tbs_response_bytes,
+                               ec.ECDSA(resp.signature_hash_algorithm))
+    return resp.certificate_status
+
+
+def crl_lists(n, serial):
+    name = status(n, serial).issuer
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/crl/%s.crl" % (NODES[n].ocsp, name),
+                                    timeout=10) as r:
+            crl = x509.load_der_x509_crl(r.read())
+    except urllib.error.HTTPError:
+        return False
+    return crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+
+
+def ready(n):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % NODES[n].admin,
+                                    timeout=5) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def test_other_nodes_certificates_known():
+    PG.start()
+    NODES[1] = node(1).start()
+    NODES[2] = node(2).start()
+    serials = issue(2, 5)
+    for s in serials:
+        st = wait_for("node 1 to know %s" % s, lambda: known(1, s), APPLY_BOUND_S, step=0.05)
+        assert st.state == GOOD and st.service == "redis", st
+        assert ocsp_status(1, s) == ocsp.OCSPCertStatus.GOOD
+
+
+def revocation_applied(by, on):
+    serial = issue(on)[0]
+    wait_for("node %d to know %s" % (by, serial), lambda: known(by, serial), APPLY_BOUND_S)
+    t0 = time.monotonic()
+    revoke(by, serial)
+    wait_for("node %d to apply the revocation" % on,
+             lambda: status(on, serial).state == REVOKED, APPLY_BOUND_S, step=0.01)
+    delay = time.monotonic() - t0
+    assert ocsp_status(on, serial) == ocsp.OCSPCertStatus.REVOKED
+    print("revoked on node %d, applied on node %d after %.3f s (Revoke's answer included)"
+          % (by, on, delay), flush=True)
+    wait_for("node %d's CRL to list %s" % (on, serial), lambda: crl_lists(on, serial), 30,
+             step=0.2)
+    return serial
+
+
+def test_revocation_on_one_node_applied_on_the_other():
+    revocation_applied(1, 2)
+    revocation_applied(2, 1)
+
+
+def test_late_node_syncs_before_ready():
+    issue(1, 20)
+    NODES[3] = node(3).start()
+    wait_for("node 3 ready", lambda: ready(3), 30, step=0.1)
+    log = NODES[3].log()
+    assert '"fleet_synced"' in log, log[-2000:]
+    for serial, (n, _) in CERTS.items():
+        want = status(n, serial).state
+        assert status(3, serial).state == want, serial
+
+
+def test_followed_records_not_shipped_again():
+    rows = PG.psql("SELECT count(*), count(DISTINCT serial) FROM pkid_certificates"
+                   " WHERE service = 'redis' AND node_id <> 0")
+    assert rows == [(str(len(CERTS)), str(len(CERTS)))], (rows, len(CERTS))
+    rows = PG.psql("SELECT node_id, count(*) FROM pkid_certificates"
+                   " WHERE service = 'redis' AND node_id <> 0"
+                   " GROUP BY node_id ORDER BY node_id")
+    want = sorted({n for n, _ in CERTS.values()})
+    assert [int(r[0]) for r in rows] == want, rows
+
+
+def test_clean_exits():
+    for n in sorted(NODES):
+        NODES.pop(n).stop()
+
+
+try:
+    run("other_nodes_certificates_known", test_other_nodes_certificates_known)
+    run("revocation_on_one_node_applied_on_the_other",
+        test_revocation_on_one_node_applied_on_the_other)
+    run("late_node_syncs_before_ready", test_late_node_syncs_before_ready)
+    run("followed_records_not_shipped_again", test_followed_records_not_shipped_again)
+    run("clean_exits", test_clean_exits)
+finally:
+    for s in NODES.values():
+        s.stop()
+    PG.cleanup()
+finish()
