@@ -1,0 +1,72 @@
+"""journaltest.py: pkid's journal read independently of pkid's code, from
+its format (lib/journal.h: segments, records, CRC-32C, the SHA-256 chain;
+server/store/store.h: the records' payloads), so a test can check what
+pkid wrote without trusting pkid's reader.
+
+    from journaltest import read_journal, journal_serials
+    records = read_journal(directory)   # [(type, payload)], every check made
+    serials = journal_serials(directory)  # ISSUE records' serials (hex), in order
+"""
+import hashlib
+import os
+import struct
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = CRC32C_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def read_journal(directory):
+    """Every record of every segment, checking each header and record CRC,
+    seq continuity, the SHA-256 chain, and that nothing follows the last
+    record (a failed append was cut back); returns [(type, payload)]."""
+    records = []
+    chain = bytes(32)
+    seq = 1
+    segs = sorted(f for f in os.listdir(directory) if f.endswith(".seg"))
+    for i, name in enumerate(segs):
+        assert name == "%016x.seg" % (i + 1), "segments: %s" % segs
+        data = open(os.path.join(directory, name), "rb").read()
+        assert data[:8] == b"PKIDJRN1", name
+        assert struct.unpack(">I", data[64:68])[0] == crc32c(data[:64]), name + ": header CRC"
+        assert struct.unpack(">Q", data[24:32])[0] == seq and data[32:64] == chain, name
+        off = 68
+        while off < len(data):
+            length, rtype = struct.unpack(">IB", data[off:off + 5])
+            rseq = struct.unpack(">Q", data[off + 8:off + 16])[0]
+            end = off + 24 + length
+            assert rseq == seq, "%s@%d: seq %d, want %d" % (name, off, rseq, seq)
+            chain = hashlib.sha256(chain + data[off:end]).digest()
+            assert data[end:end + 32] == chain, "%s@%d: chain" % (name, off)
+            assert struct.unpack(">I", data[end + 32:end + 36])[0] == crc32c(
+                data[off:end + 32]), "%s@%d: CRC" % (name, off)
+            records.append((rtype, data[off + 24:end]))
+            seq += 1
+            off = end + 36
+        assert off == len(data), "%s: %d bytes past the last record" % (name, len(data) - off)
+    return records
+
+
+def journal_serials(directory):
+    """The serials of the journal's ISSUE records, in order."""
+    out = []
+    for rtype, payload in read_journal(directory):
+        if rtype == 2:  # ISSUE: u8 version, u8-len serial, ...
+            out.append(payload[2:2 + payload[1]].hex())
+    return out
