@@ -686,6 +686,8 @@ static void on_fleet_lost(void *ctx) {
 static void pull_fleet(void *ctx) {
   (void)ctx;
   if (g.follow == NULL || g.import == NULL || g.draining) return;
+  /* Nothing in flight: every change taken is journaled. */
+  if (pkid_import_pending(g.import) == 0) pkid_follow_applied(g.follow);
   pkid_fleet_change c[64];
   while (pkid_import_pending(g.import) < FLEET_IN_FLIGHT) {
     size_t n = pkid_follow_take(g.follow, c, sizeof(c) / sizeof(c[0]));
@@ -751,7 +753,10 @@ static int start_fleet(const options *o, pki_err *err) {
     return 0;
   }
   pkid_follow_options wo = {
-      .conninfo = o->postgres, .node = (uint16_t)o->node, .on_changes = on_fleet_changes};
+      .conninfo = o->postgres,
+      .node = (uint16_t)o->node,
+      .journal_dir = g.journal_dir,
+      .on_changes = on_fleet_changes};
   g.follow = pkid_follow_start(&wo, err);
   if (g.follow == NULL) return 0;
   uv_timer_init(g.loop, &g.fleet_check);

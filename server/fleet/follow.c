@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/file.h"
 #include "lib/log.h"
 #include "server/fleet/pg.h"
 
@@ -21,10 +22,12 @@
 #define POLL_MS 1000 /* the catch-up poll, between notifications */
 #define RETRY_MIN_MS 250
 #define RETRY_MAX_MS 5000
+#define CURSOR_FILE "fleet-follow"
 
 struct pkid_follow {
   pkid_follow_options o;
   char conninfo[4096];
+  char journal_dir[4096];
   char node_text[8];
   pthread_t thread;
   int thread_started;
@@ -39,8 +42,49 @@ struct pkid_follow {
   PGconn *conn;
   uint64_t cursor; /* the last fleet_seq read */
   uint64_t last_error_ms;
+  uint64_t saved; /* the cursor in JOURNAL/fleet-follow */
   _Atomic int read_all; /* a fetch found nothing more, once */
+  /* The loop's: the fleet_seq of the last change taken, and of the last
+   * one known journaled (pkid_follow_applied), which the thread saves. */
+  uint64_t taken;
+  _Atomic uint64_t applied;
 };
+
+/* cursor_path is JOURNAL/fleet-follow. */
+static void cursor_path(const pkid_follow *f, char *out, size_t size) {
+  snprintf(out, size, "%s/%s", f->o.journal_dir, CURSOR_FILE);
+}
+
+/* load_cursor starts from what the journal holds already: the saved
+ * cursor, or 0 (no file, or one that does not read as a number). */
+static void load_cursor(pkid_follow *f) {
+  char path[4096];
+  cursor_path(f, path, sizeof(path));
+  uint8_t *data = NULL;
+  size_t len = 0;
+  pki_err err;
+  if (!pki_file_read(&data, &len, path, 64, &err)) return;
+  char *end = NULL;
+  uint64_t v = strtoull((const char *)data, &end, 10);
+  if (end != (char *)data && (*end == '\n' || *end == '\0')) f->cursor = f->saved = v;
+  free(data);
+}
+
+/* save_cursor writes what the loop says is journaled, when it moved. A
+ * lost write only means more to pass over at the next start. */
+static void save_cursor(pkid_follow *f) {
+  uint64_t v = atomic_load(&f->applied);
+  if (v == f->saved || f->o.journal_dir == NULL) return;
+  char path[4096], text[32];
+  cursor_path(f, path, sizeof(path));
+  int n = snprintf(text, sizeof(text), "%" PRIu64 "\n", v);
+  pki_err err;
+  if (pki_file_write_atomic(path, text, (size_t)n, 0600, &err)) {
+    f->saved = v;
+  } else {
+    pki_log("warn", "fleet_follow_cursor_unsaved", "error", err.msg, NULL);
+  }
+}
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -155,6 +199,26 @@ static void fail(pkid_follow *f, const char *what, const pki_err *err, uint64_t 
   if (*retry_ms > RETRY_MAX_MS) *retry_ms = RETRY_MAX_MS;
 }
 
+/* rewind_if_behind starts the cursor again from 0 when the database is
+ * behind it: a standby promoted after the primary failed may lack the last
+ * rows read, and its sequence may hand out again numbers this node passed.
+ * Reading everything again is safe: what the node knows, it passes over. */
+static int rewind_if_behind(pkid_follow *f, pki_err *err) {
+  PGresult *r = pkid_pg_exec(f->conn, "SELECT last_value FROM pkid_fleet_seq", 0, NULL, NULL,
+                             NULL, err);
+  if (r == NULL) return 0;
+  uint64_t last = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  if (last < f->cursor) {
+    char was[24], now[24];
+    snprintf(was, sizeof(was), "%" PRIu64, f->cursor);
+    snprintf(now, sizeof(now), "%" PRIu64, last);
+    pki_log("warn", "fleet_follow_rewound", "cursor", was, "database", now, NULL);
+    f->cursor = 0;
+  }
+  return 1;
+}
+
 static void *run(void *arg) {
   pkid_follow *f = arg;
   uint64_t retry_ms = 0;
@@ -166,6 +230,10 @@ static void *run(void *arg) {
       if (stopping(f)) break;
       f->conn = pkid_pg_connect(f->conninfo, "5", "10000", &err);
       if (f->conn == NULL || !pkid_pg_script(f->conn, "LISTEN pkid_fleet", &err)) {
+        fail(f, "connect", &err, &retry_ms);
+        continue;
+      }
+      if (!rewind_if_behind(f, &err)) {
         fail(f, "connect", &err, &retry_ms);
         continue;
       }
@@ -185,6 +253,7 @@ static void *run(void *arg) {
     if (n > 0 && f->o.on_changes != NULL) f->o.on_changes(f->o.ctx);
     if (n == limit) continue; /* more wait */
     atomic_store(&f->read_all, 1);
+    save_cursor(f);
     if (!wait_socket(f, POLL_MS)) {
       PKI_ERR(&err, PKI_ERR_UNAVAILABLE, "PostgreSQL: %s", PQerrorMessage(f->conn));
       fail(f, "listen", &err, &retry_ms);
@@ -204,6 +273,13 @@ pkid_follow *pkid_follow_start(const pkid_follow_options *o, pki_err *err) {
   snprintf(f->conninfo, sizeof(f->conninfo), "%s", o->conninfo);
   f->o.conninfo = f->conninfo;
   snprintf(f->node_text, sizeof(f->node_text), "%u", o->node);
+  if (o->journal_dir != NULL) {
+    snprintf(f->journal_dir, sizeof(f->journal_dir), "%s", o->journal_dir);
+    f->o.journal_dir = f->journal_dir;
+    load_cursor(f);
+    atomic_store(&f->applied, f->cursor);
+    f->taken = f->cursor;
+  }
   f->wake[0] = f->wake[1] = -1;
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->room, NULL);
@@ -230,9 +306,19 @@ size_t pkid_follow_take(pkid_follow *f, pkid_fleet_change *out, size_t max) {
     f->head = (f->head + 1) % PKID_FOLLOW_QUEUE;
   }
   f->num -= n;
-  if (n > 0) pthread_cond_signal(&f->room);
+  if (n > 0) {
+    f->taken = out[n - 1].fleet_seq;
+    pthread_cond_signal(&f->room);
+  }
   pthread_mutex_unlock(&f->mu);
   return n;
+}
+
+void pkid_follow_applied(pkid_follow *f) {
+  pthread_mutex_lock(&f->mu);
+  uint64_t taken = f->taken;
+  pthread_mutex_unlock(&f->mu);
+  atomic_store(&f->applied, taken);
 }
 
 int pkid_follow_caught_up(pkid_follow *f) {
@@ -259,6 +345,7 @@ void pkid_follow_stop(pkid_follow *f) {
     (void)w; /* a full pipe wakes poll() as well */
     pthread_join(f->thread, NULL);
   }
+  if (f->thread_started) save_cursor(f);
   PQfinish(f->conn);
   for (size_t i = 0; i < f->num; i++) {
     pkid_follow_change_free(&f->queue[(f->head + i) % PKID_FOLLOW_QUEUE]);

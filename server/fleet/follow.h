@@ -10,11 +10,15 @@
  * own connection, and on each notification, and every second besides (a
  * notification is lost with a connection), reads the rows after its
  * cursor that other nodes made, oldest first, into a bounded queue the
- * loop takes from. It starts from 0 at each start: what the node knows
- * already, the caller passes over.
+ * loop takes from. The cursor of what this node has journaled is kept in
+ * JOURNAL/fleet-follow (pkid_follow_applied), so a restart reads only what
+ * came since; without it, everything is read again and what the node
+ * knows already, the caller passes over.
  *
  * With PostgreSQL unreachable it retries with backoff; nothing is missed,
- * as the cursor stays where it was.
+ * as the cursor stays where it was. A database found behind the cursor at
+ * a reconnection (a standby promoted without the last rows) is read again
+ * from the start.
  *
  * Threads: start, take and stop on the loop thread; |on_changes| is called
  * on the follower's thread. Errors: 1/0 and a pki_err, as in lib/. */
@@ -43,6 +47,7 @@ typedef struct pkid_fleet_change {
 typedef struct pkid_follow_options {
   const char *conninfo;
   uint16_t node; /* this node: its own changes are not followed */
+  const char *journal_dir; /* where the cursor is kept; NULL: nowhere */
   /* Called on the follower's thread when changes wait in the queue. */
   void (*on_changes)(void *ctx);
   void *ctx;
@@ -60,6 +65,10 @@ pkid_follow *pkid_follow_start(const pkid_follow_options *o, pki_err *err);
 /* pkid_follow_take moves up to |max| queued changes, oldest first, into
  * |out| and returns how many. */
 size_t pkid_follow_take(pkid_follow *f, pkid_fleet_change *out, size_t max);
+
+/* pkid_follow_applied says that every change taken so far is journaled
+ * here (the import has nothing pending): the thread saves the cursor. */
+void pkid_follow_applied(pkid_follow *f);
 
 /* pkid_follow_caught_up is 1 once the follower has read every change that
  * was in the database when it first connected and the loop has taken
