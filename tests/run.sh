@@ -61,7 +61,8 @@ bazel_tests() {
 }
 
 bazel_tests opt
-bazel_tests asan
+# Tests tagged "slow" (minutes of load on real clusters) run once, above.
+bazel_tests asan --test_tag_filters=-slow
 # The concurrent parts (tests tagged "tsan") under ThreadSanitizer.
 bazel_tests tsan --test_tag_filters=tsan --build_tests_only
 

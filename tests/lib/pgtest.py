@@ -229,12 +229,12 @@ class Postgres:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self):
+    def stop(self, standbys=True):
         """Fast shutdown (SIGINT: sessions are ended, then a checkpoint), of
-        this server and of the standbys made from it; SIGKILL after
-        |timeout|. Returns the postmaster's exit status (None if it was not
-        running)."""
-        for s in self.standbys:
+        this server and (with |standbys|) of the standbys made from it;
+        SIGKILL after |timeout|. Returns the postmaster's exit status (None
+        if it was not running)."""
+        for s in self.standbys if standbys else ():
             s.stop()
         if self in _LIVE:
             _LIVE.remove(self)

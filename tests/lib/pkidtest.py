@@ -55,8 +55,10 @@ def service_files(pki, path):
 class Pkid:
     """One pkid process on loopback; its log is a file the test can read."""
 
-    def __init__(self, binary, pki, tmp, args=(), log_name="pkid.log"):
-        self.binary, self.pki, self.args = binary, pki, list(args)
+    def __init__(self, binary, pki, tmp, args=(), log_name="pkid.log", host="127.0.0.1"):
+        """|host|: the loopback address its three listeners take (ports
+        chosen by the kernel unless |args| give --listen and the others)."""
+        self.binary, self.pki, self.args, self.host = binary, pki, list(args), host
         self.log_path = os.path.join(tmp, log_name)
         self.proc = None
         self.grpc = self.ocsp = self.admin = None
@@ -70,13 +72,14 @@ class Pkid:
         log = open(self.log_path, "a")
         starts = self.log().count('"listening","grpc"') if os.path.exists(self.log_path) else 0
         self.proc = subprocess.Popen(
-            [self.binary, "--pki", self.pki, "--listen", "127.0.0.1:0", "--ocsp-listen",
-             "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + self.args, stderr=log)
+            [self.binary, "--pki", self.pki, "--listen", self.host + ":0", "--ocsp-listen",
+             self.host + ":0", "--admin-listen", self.host + ":0"] + self.args, stderr=log)
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.log()
-            ports = {k: re.findall(r'"listening","%s":"127\.0\.0\.1:(\d+)"' % k, text)
+            ports = {k: re.findall(r'"listening","%s":"%s:(\d+)"' % (k, re.escape(self.host)),
+                                   text)
                      for k in ("grpc", "ocsp", "admin")}
             if all(len(v) > starts for v in ports.values()):
                 self.grpc, self.ocsp, self.admin = (int(ports[k][-1])
@@ -111,7 +114,7 @@ def channel(server, pki, path=AGENT, key_and_chain=None, anonymous=False):
     key, chain = (None, None) if anonymous else (key_and_chain or service_files(pki, path))
     creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key,
                                          certificate_chain=chain)
-    return grpc.secure_channel("127.0.0.1:%d" % server.grpc, creds,
+    return grpc.secure_channel("%s:%d" % (server.host, server.grpc), creds,
                                options=[("grpc.ssl_target_name_override", SERVER_NAME)])
 
 
