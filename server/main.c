@@ -854,6 +854,7 @@ static int run(const options *o) {
       .validity_s = (uint32_t)o->limits.crl_validity_s,
       .batch_ms = (uint32_t)o->limits.crl_batch_ms,
       .pki_dir = o->pki,
+      .fleet_node = o->postgres != NULL ? (uint16_t)o->node : 0,
   };
   g.crl = pkid_crl_builder_new(g.loop, g.workers, &g.store, &g.cas, &crl_opts, &err);
   if (g.crl == NULL) goto fail;

@@ -234,6 +234,15 @@ static void after_build(uv_work_t *work, int status) {
   }
 }
 
+uint64_t pkid_crl_next_number(uint64_t last, uint16_t fleet_node, uint64_t now_ms) {
+  if (fleet_node == 0) return last + 1;
+  /* 15 bits of node id (1..32767), 48 of milliseconds (until year 10889). */
+  uint64_t ms = now_ms & ((UINT64_C(1) << 48) - 1);
+  uint64_t after = (last >> 15) + 1;
+  if (ms < after) ms = after; /* the clock went back, or two builds in 1 ms */
+  return ms << 15 | (fleet_node & 0x7fff);
+}
+
 /* start_build picks the entries of CA |i| and sends the build off. */
 static void start_build(pkid_crl_builder *b, size_t i, int64_t now) {
   const pkid_ca *ca = &b->cas->cas[i];
@@ -250,7 +259,11 @@ static void start_build(pkid_crl_builder *b, size_t i, int64_t now) {
   }
   /* thisUpdate never goes back, even if the clock does. */
   int64_t this_update = now > c->last_this_update ? now : c->last_this_update;
-  uint64_t number = c->number + 1;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t number =
+      pkid_crl_next_number(c->number, b->o.fleet_node,
+                           (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
   cb->full_params = (pki_crl_params){
       .number = number,
       .this_update = this_update,

@@ -48,7 +48,21 @@ typedef struct pkid_crl_options {
   uint32_t validity_s;       /* complete CRLs' nextUpdate - thisUpdate (default 24 h) */
   uint32_t batch_ms;         /* the tick (default 1000) */
   const char *pki_dir;       /* files go to <pki_dir>/crl/; NULL: no files */
+  /* In a fleet (server/fleet/), this node's id; 0: a node alone. A fleet's
+   * nodes each sign the same CAs' CRLs, served behind one load balancer,
+   * and a relying party must see one increasing cRLNumber per CA (RFC
+   * 5280 5.2.3), whichever node answers: so the number is the time, in
+   * milliseconds, shifted left 15 bits, with the node's id in those bits.
+   * Numbers then grow with time across nodes (as far as their clocks
+   * agree), never repeat between nodes (nor do the ETags made from them),
+   * and on each node still grow by at least one per build. Alone, they
+   * count 1, 2, .... */
+  uint16_t fleet_node;
 } pkid_crl_options;
+
+/* pkid_crl_next_number is the cRLNumber after |last| for a build at
+ * |now_ms| (see fleet_node). */
+uint64_t pkid_crl_next_number(uint64_t last, uint16_t fleet_node, uint64_t now_ms);
 
 #define PKID_CRL_INTERVAL_S 3600
 #define PKID_CRL_DELTA_INTERVAL_S 300

@@ -223,6 +223,29 @@ TEST(revocations_become_crls_and_numbers_go_on) {
   pkid_status_free(status);
 }
 
+/* In a fleet the number is the time in ms over the node's 15 bits: unique
+ * between nodes, growing with time across them, and growing on one node
+ * even when its clock steps back (pipeline/crl.h, fleet_node). */
+TEST(fleet_numbers_grow_across_nodes_and_never_collide) {
+  CHECK(pkid_crl_next_number(41, 0, 1700000000000) == 42); /* alone: counts */
+  uint64_t t = 1700000000000;
+  uint64_t a = pkid_crl_next_number(0, 1, t), b = pkid_crl_next_number(0, 2, t);
+  CHECK(a != b);
+  CHECK((a & 0x7fff) == 1 && (b & 0x7fff) == 2);
+  CHECK(a >> 15 == t && b >> 15 == t);
+  /* Node 2, a millisecond later, is above node 1's: one order per CA. */
+  CHECK(pkid_crl_next_number(b, 2, t + 1) > a);
+  CHECK(pkid_crl_next_number(a, 1, t + 5) > pkid_crl_next_number(b, 2, t + 1));
+  /* Two builds in one millisecond, or a clock stepped back: still more. */
+  uint64_t again = pkid_crl_next_number(a, 1, t);
+  CHECK(again > a && (again & 0x7fff) == 1);
+  CHECK(pkid_crl_next_number(again, 1, t - 60000) > again);
+  /* A node that joins a fleet after counting alone goes on upwards. */
+  CHECK(pkid_crl_next_number(7, 3, t) > 7);
+  /* Within the 20 octets RFC 5280 5.2.3 allows, and 63 bits for years. */
+  CHECK(pkid_crl_next_number(0, 32767, UINT64_C(253402300799000)) < (UINT64_C(1) << 63));
+}
+
 int main(void) {
   const char *tmp = getenv("TEST_TMPDIR");
   snprintf(g_tmp, sizeof(g_tmp), "%s", tmp != NULL ? tmp : "/tmp");
@@ -230,6 +253,7 @@ int main(void) {
   g_cat = pki_catalog_default(&err);
   if (g_cat == NULL || !pkid_metrics_init() || !make_ca()) return 1;
   RUN(revocations_become_crls_and_numbers_go_on);
+  RUN(fleet_numbers_grow_across_nodes_and_never_collide);
   EVP_PKEY_free(g_ca.issuer.key);
   free(g_ca.issuer.name);
   pki_catalog_free(g_cat);
