@@ -238,6 +238,9 @@ static void *run(void *arg) {
         continue;
       }
       retry_ms = 0;
+      char from[24];
+      snprintf(from, sizeof(from), "%" PRIu64, f->cursor);
+      pki_log("info", "fleet_following", "from", from, NULL);
     }
     pthread_mutex_lock(&f->mu);
     while (f->num == PKID_FOLLOW_QUEUE && !f->stop) pthread_cond_wait(&f->room, &f->mu);

@@ -10,9 +10,12 @@ PostgreSQL 15 on loopback:
   - node 1 revokes node 2's certificate: node 2 says revoked by GetStatus
     and OCSP within the bound (the delay is printed), and its CRL for the
     CA lists the serial; the other way round too;
+  - the nodes' CRLs of one CA read as one sequence: each number carries
+    its node's id in its low 15 bits and a later CRL from another node has
+    a higher number (RFC 5280 5.2.3, pipeline/crl.h fleet_node);
   - a node started later on an empty journal is not ready until it has
     applied what the fleet had, then answers for all of it, the revoked
-    ones revoked;
+    ones revoked; restarted, it follows from the cursor its journal keeps;
   - the follower's own records are not shipped again (each certificate is
     in the inventory once, by the node that issued it).
 
@@ -126,6 +129,28 @@ def crl_lists(n, serial):
     return crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
 
 
+def crl_number(n, ca):
+    with urllib.request.urlopen("http://127.0.0.1:%d/crl/%s.crl" % (NODES[n].ocsp, ca),
+                                timeout=10) as r:
+        crl = x509.load_der_x509_crl(r.read())
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def test_crl_numbers_one_order_across_nodes():
+    # Behind one load balancer the nodes' CRLs of a CA must read as one
+    # sequence (RFC 5280 5.2.3): the number is the time over the node id.
+    serial = issue(1)[0]
+    ca = status(1, serial).issuer
+    first = crl_number(1, ca)
+    assert first & 0x7fff == 1, hex(first)
+    time.sleep(0.01)
+    revocation_applied(1, 2)  # both nodes build new CRLs of this CA
+    wait_for("node 2's next CRL", lambda: crl_number(2, ca) > first, 30, step=0.1)
+    later = crl_number(2, ca)
+    assert later & 0x7fff == 2, hex(later)
+    print("CRL numbers of %s: node 1 %d, later node 2 %d" % (ca, first, later), flush=True)
+
+
 def ready(n):
     try:
         with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % NODES[n].admin,
@@ -178,6 +203,20 @@ def test_late_node_syncs_before_ready():
         assert status(3, serial).state == want, serial
 
 
+def test_restart_follows_from_its_cursor():
+    # Node 3 keeps its cursor in its journal: restarted, it reads only
+    # what came since (fleet_following logs where it starts).
+    NODES[3].stop()
+    issue(1, 3)
+    NODES[3] = node(3).start()
+    wait_for("node 3 ready again", lambda: ready(3), 30, step=0.1)
+    starts = [line for line in NODES[3].log().splitlines() if '"fleet_following"' in line]
+    assert len(starts) == 2, starts
+    assert '"from":"0"' in starts[0] and '"from":"0"' not in starts[1], starts
+    for serial, (n, _) in CERTS.items():
+        assert status(3, serial).state == status(n, serial).state, serial
+
+
 def test_followed_records_not_shipped_again():
     rows = PG.psql("SELECT count(*), count(DISTINCT serial) FROM pkid_certificates"
                    " WHERE service = 'redis' AND node_id <> 0")
@@ -190,15 +229,20 @@ def test_followed_records_not_shipped_again():
 
 
 def test_clean_exits():
+    # 0: drained, and (under ThreadSanitizer) no report, which would have
+    # ended the process (halt_on_error).
     for n in sorted(NODES):
-        NODES.pop(n).stop()
+        code = NODES.pop(n).stop(timeout=30)
+        assert code == 0, (n, code)
 
 
 try:
     run("other_nodes_certificates_known", test_other_nodes_certificates_known)
     run("revocation_on_one_node_applied_on_the_other",
         test_revocation_on_one_node_applied_on_the_other)
+    run("crl_numbers_one_order_across_nodes", test_crl_numbers_one_order_across_nodes)
     run("late_node_syncs_before_ready", test_late_node_syncs_before_ready)
+    run("restart_follows_from_its_cursor", test_restart_follows_from_its_cursor)
     run("followed_records_not_shipped_again", test_followed_records_not_shipped_again)
     run("clean_exits", test_clean_exits)
 finally:
