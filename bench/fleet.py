@@ -14,7 +14,13 @@ real PostgreSQL 15 on loopback (tests/lib/pgtest.py, fsync on), then:
                 (records/s) and how long the lag takes to reach 0 after;
   3. catch-up:  that node's journal shipped again into an empty database
                 (the node restarted with a database that lost everything):
-                records/s of shipping alone, no issuance beside it.
+                records/s of shipping alone, no issuance beside it;
+  4. cluster:   three nodes (--node 1..3) on one fresh database behind
+                haproxy (deploy/haproxy/pkid-cluster.cfg as shipped),
+                loadgen through haproxy: certificates/s, the three nodes'
+                CPU per certificate (each also follows the others: it
+                journals their certificates and signs their first OCSP
+                responses), and the records/s the three ship.
 
 The machine is shared (2 cores, load generator and PostgreSQL included):
 compare the phases of one run, not runs. The result is one JSON object on
@@ -64,8 +70,10 @@ class Node:
             text = open(self.log_path).read()
             g = re.search(r'"listening","grpc":"127\.0\.0\.1:(\d+)"', text)
             a = re.search(r'"listening","admin":"127\.0\.0\.1:(\d+)"', text)
-            if g and a:
-                self.grpc, self.admin = int(g.group(1)), int(a.group(1))
+            o = re.search(r'"listening","ocsp":"127\.0\.0\.1:(\d+)"', text)
+            if g and a and o:
+                self.grpc, self.admin, self.ocsp = (int(g.group(1)), int(a.group(1)),
+                                                    int(o.group(1)))
                 return
             if self.proc.poll() is not None:
                 break
@@ -90,6 +98,79 @@ def loadgen(binary, node, pki, seconds):
                           "--duration", str(seconds), "--warmup", "2"],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cluster(pkid, pki, work, lg, pg, seconds):
+    """Phase 4: three nodes behind haproxy on one database."""
+    pg.create_db("pkid_cluster")
+    nodes = [Node(pkid, pki, work, "cluster-%d" % n,
+                  ["--node", str(n), "--postgres", pg.conninfo(db="pkid_cluster"),
+                   "--max-conns-per-address", "4096"]) for n in (1, 2, 3)]
+    sock_dir = tempfile.mkdtemp(prefix="fleet-bench-lb-", dir="/tmp")
+    env = dict(os.environ)
+    for n, node in enumerate(nodes, 1):
+        env["PKID_NODE%d" % n] = "127.0.0.1"
+        env["PKID_NODE%d_GRPC_PORT" % n] = str(node.grpc)
+        env["PKID_NODE%d_OCSP_PORT" % n] = str(node.ocsp)
+        env["PKID_NODE%d_ADMIN_PORT" % n] = str(node.admin)
+    lb_port = free_port()
+    env["PKID_LB_GRPC"] = "127.0.0.1:%d" % lb_port
+    env["PKID_LB_HTTP"] = "127.0.0.1:%d" % free_port()
+    env["PKID_LB_METRICS"] = "127.0.0.1:%d" % free_port()
+    env["PKID_LB_SOCKET"] = os.path.join(sock_dir, "admin.sock")
+    lb_log = open(os.path.join(work, "haproxy.log"), "w")
+    lb = subprocess.Popen(["/usr/sbin/haproxy", "-f",
+                           os.path.join(REPO, "deploy/haproxy/pkid-cluster.cfg"), "-db"],
+                          env=env, stdout=lb_log, stderr=subprocess.STDOUT)
+    lb_log.close()
+    try:
+        # haproxy marks a node up after its first good /readyz checks.
+        time.sleep(5)
+        before = [cpu_s(n.proc.pid) for n in nodes]
+        shipped0 = sum(n.metric("pkid_fleet_shipped_records_total") or 0 for n in nodes)
+        t0 = time.monotonic()
+        out = subprocess.run([lg, "--target", "127.0.0.1:%d" % lb_port, "--pki", pki,
+                              "--stream", "--concurrency", "8", "--stream-requests", "64",
+                              "--connections", "6", "--threads", "2",
+                              # No warm-up: the nodes' CPU is read around
+                              # the whole run, so it must count it all.
+                              "--duration", str(seconds), "--warmup", "0"],
+                             check=True, capture_output=True, text=True)
+        elapsed = time.monotonic() - t0
+        r = json.loads(out.stdout)
+        cpu = sum(cpu_s(n.proc.pid) for n in nodes) - sum(before)
+        shipped = sum(n.metric("pkid_fleet_shipped_records_total") or 0 for n in nodes) - shipped0
+        ok = r.get("successes") or r.get("ok") or 0
+        r["nodes_cpu_us_per_certificate"] = cpu * 1e6 / ok if ok else None
+        r["nodes_cpu_s"] = cpu
+        r["shipped_records"] = shipped
+        r["shipped_per_s_during_load"] = shipped / elapsed
+        r["per_node_certificates"] = {
+            row[0]: int(row[1]) for row in pg.psql(
+                "SELECT node_id, count(*) FROM pkid_certificates WHERE node_id <> 0"
+                " GROUP BY node_id ORDER BY node_id", db="pkid_cluster")}
+        return r
+    finally:
+        lb.terminate()
+        lb.wait(timeout=30)
+        for n in nodes:
+            n.stop()
+        subprocess.run(["rm", "-rf", sock_dir])
 
 
 def wait_lag_zero(node, timeout=300):
@@ -162,6 +243,9 @@ def main():
             c.stop()
         copied = int(pg.psql("SELECT count(*) FROM pkid_certificates", db="pkid_empty")[0][0])
         result["inventory_rows"] = {"first_database": total, "caught_up_database": copied}
+
+        log("== three nodes behind haproxy")
+        result["cluster"] = cluster(pkid, pki, work, lg, pg, args.seconds)
     finally:
         pg.cleanup()
     al, sh = result["alone"], result["shipping"]
@@ -177,6 +261,11 @@ def main():
             sh["seconds_to_lag_zero_after"]))
     cu = result["catch_up"]
     log("catch-up: %s records in %.2f s" % (cu["records"], cu["seconds"]))
+    cl = result["cluster"]
+    log("cluster:  %.0f certificates/s through haproxy, %.1f us of the three nodes' CPU each; "
+        "%.0f records/s shipped; per node %s" % (
+            cl.get("throughput_per_s", 0), cl.get("nodes_cpu_us_per_certificate") or 0,
+            cl["shipped_per_s_during_load"], cl["per_node_certificates"]))
     print(json.dumps(result, indent=2))
 
 
