@@ -124,20 +124,19 @@ static void submit_waiting(pkid_import *imp) {
   }
 }
 
-/* issuer_of finds the loaded CA that signed |info|. */
+/* issuer_of finds the loaded CA that names itself the issuer of |info|
+ * (its name and key identifier). Whether that CA's key signed it, the
+ * worker checks (pkid_issue_run, the job's verify_cert): a signature
+ * check costs as much as a signature, and the loop thread, which would
+ * hold every call meanwhile, is not the place for thousands a second from
+ * the fleet. */
 static const pkid_ca *issuer_of(const pkid_import *imp, const pki_cert_info *info) {
   for (size_t i = 0; i < imp->cas->num_cas; i++) {
     const pkid_ca *ca = &imp->cas->cas[i];
-    if (!info->has_aki || !CBS_mem_equal(&info->aki, ca->issuer.ski, ca->issuer.ski_len) ||
-        !CBS_mem_equal(&info->issuer, ca->issuer.name, ca->issuer.name_len)) {
-      continue;
+    if (info->has_aki && CBS_mem_equal(&info->aki, ca->issuer.ski, ca->issuer.ski_len) &&
+        CBS_mem_equal(&info->issuer, ca->issuer.name, ca->issuer.name_len)) {
+      return ca;
     }
-    pki_cert_info ca_info;
-    pki_err err;
-    int ok = pki_cert_info_parse(&ca_info, ca->issuer.cert, ca->issuer.cert_len, &err) &&
-             pki_cert_verify_signature(info, &ca_info.spki, &err);
-    pki_cert_info_cleanup(&ca_info);
-    if (ok) return ca;
   }
   return NULL;
 }
@@ -186,7 +185,10 @@ static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, si
     job->rec.not_before = info.not_before;
     job->rec.not_after = info.not_after;
     SHA256(CBS_data(&info.spki), CBS_len(&info.spki), job->rec.key_hash);
-    job->cert = der; /* signed already: the worker signs only its OCSP response */
+    /* Signed already: the worker checks the signature and signs only its
+     * OCSP response. */
+    job->cert = der;
+    job->verify_cert = 1;
     job->rec.cert = der;
     job->rec.cert_len = len;
     job->now = (int64_t)time(NULL);

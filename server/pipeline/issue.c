@@ -9,6 +9,7 @@
 #include <openssl/sha.h>
 
 #include "lib/cert.h"
+#include "lib/cert_info.h"
 #include "lib/csr.h"
 #include "lib/profile.h"
 #include "server/store/status.h"
@@ -73,13 +74,31 @@ static int canonical_spki(uint8_t **out, size_t *out_len, const pki_csr *csr, pk
   return 1;
 }
 
+/* verify_cert checks that the job's CA signed its given certificate. */
+static int verify_cert(pkid_job *job) {
+  const pki_issuer *issuer = &job->rec.ca->issuer;
+  pki_cert_info info, ca_info;
+  if (!pki_cert_info_parse(&info, job->cert, job->rec.cert_len, &job->err)) return 0;
+  int ok = pki_cert_info_parse(&ca_info, issuer->cert, issuer->cert_len, &job->err);
+  if (ok) {
+    ok = pki_cert_verify_signature(&info, &ca_info.spki, &job->err);
+    if (!ok) {
+      PKI_ERR(&job->err, PKI_ERR_DENIED, "not signed by %s, which it names as its issuer",
+              job->rec.ca->def->name);
+    }
+    pki_cert_info_cleanup(&ca_info);
+  }
+  pki_cert_info_cleanup(&info);
+  return ok;
+}
+
 void pkid_issue_run(pkid_job *job) {
   if (job->cert != NULL) {
-    /* Signed offline and imported (import.h): only its first OCSP
-     * response is to be made. */
+    /* Signed elsewhere and imported (import.h): once its signature is
+     * ours, only its first OCSP response is to be made. */
     pkid_cert_record good;
     memset(&good, 0, sizeof(good));
-    job->ok = sign_ocsp(job, &good);
+    job->ok = (!job->verify_cert || verify_cert(job)) && sign_ocsp(job, &good);
     return;
   }
   pki_csr csr;

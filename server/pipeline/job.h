@@ -45,6 +45,9 @@ struct pkid_job {
   /* Revoke input: with reason keyCompromise, also revoke every other
    * unexpired certificate of the same key. */
   int same_key;
+  /* An ISSUE whose |cert| is given (import.h): the worker first checks
+   * that rec.ca's key signed it, and fails the job if not. */
+  int verify_cert;
   /* The change was made by another node of the fleet (import.h): it is in
    * the fleet's database already, so it is not claimed there. */
   int from_fleet;

@@ -7,6 +7,8 @@ PostgreSQL 15 on loopback:
   - a certificate issued on node 2 is known to node 1: GetStatus good, and
     node 1's OCSP responder (Python cryptography's request, by HTTP POST)
     says good, signed;
+  - a row no CA of ours signed (the CA's name and key id, another key),
+    put into the database as if node 2 had shipped it, is refused;
   - node 1 revokes node 2's certificate: node 2 says revoked by GetStatus
     and OCSP within the bound (the delay is printed), and its CRL for the
     CA lists the serial; the other way round too;
@@ -21,6 +23,7 @@ PostgreSQL 15 on loopback:
 
 Usage: fleet_follow_test.py PKICTL PKID PROTO
 """
+import datetime
 import os
 import sys
 import tempfile
@@ -187,6 +190,30 @@ def revocation_applied(by, on):
     return serial
 
 
+def test_forged_row_not_vouched_for():
+    # A certificate row no CA of ours signed (the issuer's name and key id,
+    # another key): the database cannot make a node vouch for it.
+    genuine = CERTS[next(iter(CERTS))][1]
+    ca_cert = issuer_cert(status(1, next(iter(CERTS))).issuer)
+    forger = ec.generate_private_key(ec.SECP256R1())
+    serial = int("01" + "0002" + os.urandom(16).hex(), 16)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    forged = x509.CertificateBuilder().subject_name(genuine.subject).issuer_name(
+        ca_cert.subject).public_key(forger.public_key()).serial_number(serial).not_valid_before(
+        now).not_valid_after(now + datetime.timedelta(days=1)).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+        critical=False).sign(forger, hashes.SHA256())
+    der = forged.public_bytes(serialization.Encoding.DER)
+    hex_serial = "%x" % serial
+    hex_serial = "0" * (len(hex_serial) % 2) + hex_serial
+    PG.psql("INSERT INTO pkid_certificates (serial, node_id, journal_seq, ca, service, identity,"
+            " usage, not_before, not_after, key_sha256, der, issued_at) VALUES"
+            " (decode(:'s', 'hex'), 2, 0, 'x', 'redis', 'forger', 'client', now(), now(),"
+            " decode('00', 'hex'), decode(:'d', 'hex'), now())", s=hex_serial, d=der.hex())
+    wait_for("node 1 to refuse the forged row", lambda: "not signed by" in NODES[1].log(), 15)
+    assert known(1, hex_serial) is None
+
+
 def test_revocation_on_one_node_applied_on_the_other():
     revocation_applied(1, 2)
     revocation_applied(2, 1)
@@ -219,10 +246,10 @@ def test_restart_follows_from_its_cursor():
 
 def test_followed_records_not_shipped_again():
     rows = PG.psql("SELECT count(*), count(DISTINCT serial) FROM pkid_certificates"
-                   " WHERE service = 'redis' AND node_id <> 0")
+                   " WHERE service = 'redis' AND node_id <> 0 AND identity <> 'forger'")
     assert rows == [(str(len(CERTS)), str(len(CERTS)))], (rows, len(CERTS))
     rows = PG.psql("SELECT node_id, count(*) FROM pkid_certificates"
-                   " WHERE service = 'redis' AND node_id <> 0"
+                   " WHERE service = 'redis' AND node_id <> 0 AND identity <> 'forger'"
                    " GROUP BY node_id ORDER BY node_id")
     want = sorted({n for n, _ in CERTS.values()})
     assert [int(r[0]) for r in rows] == want, rows
@@ -238,6 +265,7 @@ def test_clean_exits():
 
 try:
     run("other_nodes_certificates_known", test_other_nodes_certificates_known)
+    run("forged_row_not_vouched_for", test_forged_row_not_vouched_for)
     run("revocation_on_one_node_applied_on_the_other",
         test_revocation_on_one_node_applied_on_the_other)
     run("crl_numbers_one_order_across_nodes", test_crl_numbers_one_order_across_nodes)
