@@ -12,11 +12,9 @@ naming the segment and offset.
 
 Usage: crash_test.py PKICTL PKID PROTO
 """
-import hashlib
 import os
 import random
 import re
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from journaltest import journal_serials  # noqa: E402
 from pkidtest import Pkid, channel, demo_tree, load_proto, method  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
@@ -70,41 +69,6 @@ def issue_until_gone(server, stop):
                 return
 
 
-def read_journal(directory):
-    """An independent reader of the journal format: every record, checking
-    seq continuity and the SHA-256 chain."""
-    records = []
-    chain = bytes(32)
-    seq = 1
-    segs = sorted(f for f in os.listdir(directory) if f.endswith(".seg"))
-    for name in segs:
-        data = open(os.path.join(directory, name), "rb").read()
-        assert data[:8] == b"PKIDJRN1", name
-        first_seq = struct.unpack(">Q", data[24:32])[0]
-        assert first_seq == seq and data[32:64] == chain, name
-        off = 68
-        while off < len(data):
-            length, rtype = struct.unpack(">IB", data[off:off + 5])
-            rseq = struct.unpack(">Q", data[off + 8:off + 16])[0]
-            end = off + 24 + length
-            assert rseq == seq, "%s@%d: seq %d, want %d" % (name, off, rseq, seq)
-            chain = hashlib.sha256(chain + data[off:end]).digest()
-            assert data[end:end + 32] == chain, "%s@%d: chain" % (name, off)
-            records.append((rtype, data[off + 24:end]))
-            seq += 1
-            off = end + 36
-    return records
-
-
-def issued_serials(records):
-    out = []
-    for rtype, payload in records:
-        if rtype == 2:  # ISSUE: u8 version, u8-len serial, ...
-            n = payload[1]
-            out.append(payload[2:2 + n].hex())
-    return out
-
-
 def test_kill9_rounds():
     random.seed(1234)
     for rnd in range(ROUNDS):
@@ -139,7 +103,7 @@ def test_every_received_certificate_is_known():
 def test_journal_chain_and_no_duplicates():
     out = subprocess.run([PKICTL, "journal", "verify", JOURNAL], capture_output=True, text=True)
     assert out.returncode == 0 and "result:     ok" in out.stdout, out.stdout + out.stderr
-    serials = issued_serials(read_journal(JOURNAL))
+    serials = journal_serials(JOURNAL)
     assert len(serials) == len(set(serials)), "a serial appears twice in the journal"
     missing = set(received) - set(serials)
     assert not missing, "received but not journaled: %s" % sorted(missing)[:3]
