@@ -1387,6 +1387,10 @@ static int verify_record(void *ctx, const pki_journal_record *rec,
                          pki_err *err) {
   verify_ctx *v = ctx;
   v->res->by_type[rec->type]++;
+  if (rec->seq == v->res->mark_seq) {
+    memcpy(v->res->mark_chain, rec->chain, PKI_JOURNAL_HASH_LEN);
+    v->res->mark_found = 1;
+  }
   if (v->next < v->nsnaps && v->snaps[v->next].seq == rec->seq) {
     const verify_snap *s = &v->snaps[v->next++];
     uint64_t end = rec->offset + PKI_JOURNAL_REC_OVERHEAD + rec->len;
@@ -1443,7 +1447,13 @@ static int load_verify_snaps(verify_ctx *v, const dir_list *l, pki_err *err) {
 
 int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
                            pki_err *err) {
+  return pki_journal_verify_dir_at(dir, 0, res, err);
+}
+
+int pki_journal_verify_dir_at(const char *dir, uint64_t mark_seq,
+                              pki_journal_verify_result *res, pki_err *err) {
   memset(res, 0, sizeof(*res));
+  res->mark_seq = mark_seq;
   dir_list l;
   verify_ctx v;
   memset(&v, 0, sizeof(v));

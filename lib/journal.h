@@ -286,6 +286,11 @@ typedef struct pki_journal_verify_result {
   uint64_t snapshots_bad;  /* snapshots with a bad hash (open skips them) */
   char bad_file[1024];     /* on failure: the file at fault, or "" */
   uint64_t bad_offset;     /* and the byte offset in it */
+  /* pki_journal_verify_dir_at: the chain hash after record |mark_seq|, if
+   * the journal holds it (|mark_found|), as a checkpoint names it. */
+  uint64_t mark_seq;
+  int mark_found;
+  uint8_t mark_chain[PKI_JOURNAL_HASH_LEN];
 } pki_journal_verify_result;
 
 /* pki_journal_verify_dir reads every segment of |dir| from segment 1 and
@@ -296,6 +301,12 @@ typedef struct pki_journal_verify_result {
  * PKI_ERR_INVALID, its file and offset in |res| and in the message. */
 int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
                            pki_err *err);
+
+/* pki_journal_verify_dir_at is pki_journal_verify_dir that also reports
+ * the chain hash after record |mark_seq| (0: none), for a checkpoint
+ * (lib/checkpoint.h). */
+int pki_journal_verify_dir_at(const char *dir, uint64_t mark_seq,
+                              pki_journal_verify_result *res, pki_err *err);
 
 /* The parsers below work on memory only; the open path, the verifier and
  * the fuzzer share them. */
