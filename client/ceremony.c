@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/bytestring.h>
 #include <openssl/mem.h>
@@ -412,6 +413,43 @@ out:
   return ok;
 }
 
+/* make_audit_key makes the key that signs the journal's checkpoints
+ * (lib/checkpoint.h) once, with the intermediates: sealed under the CA
+ * passphrase like theirs, and its public half beside it for whoever checks
+ * a checkpoint. An existing key is kept: checkpoints already handed out
+ * must stay verifiable. */
+static int make_audit_key(const char *dir, const pki_secret *ca_passphrase, pki_err *err) {
+  char key_path[PKI_PATH_MAX], pub_path[PKI_PATH_MAX];
+  if (!pki_tree_audit_path(key_path, sizeof(key_path), dir, 0, err) ||
+      !pki_tree_audit_path(pub_path, sizeof(pub_path), dir, 1, err)) {
+    return 0;
+  }
+  if (access(key_path, F_OK) == 0) return 1;
+  EVP_PKEY *key = pki_key_generate(PKI_KEY_ED25519, 0, err);
+  if (key == NULL) return 0;
+  CBB cbb;
+  uint8_t *spki = NULL;
+  size_t spki_len = 0;
+  char *pem = NULL;
+  size_t pem_len = 0;
+  char key_dir[PKI_PATH_MAX];
+  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
+  int ok = CBB_init(&cbb, 64) && EVP_marshal_public_key(&cbb, key) &&
+           CBB_finish(&cbb, &spki, &spki_len);
+  if (!ok) {
+    CBB_cleanup(&cbb);
+    PKI_ERR(err, PKI_ERR_INTERNAL, "the audit key's public half cannot be encoded");
+  }
+  ok = ok && pki_pem_append(&pem, &pem_len, "PUBLIC KEY", spki, spki_len, err) &&
+       pki_mkdirs(dirname(key_dir), 0700, err) &&
+       pki_key_write_sealed(key_path, key, ca_passphrase->bytes, ca_passphrase->len, err) &&
+       write_file(pub_path, pem, pem_len, 0644, err);
+  OPENSSL_free(spki);
+  free(pem);
+  EVP_PKEY_free(key);
+  return ok;
+}
+
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
                           const pki_secret *root_secret,
                           const pki_secret *ca_passphrase, const char *only,
@@ -446,7 +484,7 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
     pki_issuer_cleanup(&parent);
   }
   pki_issuer_cleanup(&root_issuer);
-  return ok;
+  return ok && make_audit_key(dir, ca_passphrase, err);
 }
 
 /* The reasons a ceremony may give for revoking an intermediate, by the

@@ -189,8 +189,12 @@ static const char kUsage[] =
     "  crl inspect FILE [--pki DIR | --ca-file FILE]\n"
     "                 Summarise each CRL of a DER or PEM file: issuer, number,\n"
     "                 updates, entries; with a CA, whether its signature verifies.\n"
-    "  journal verify DIR\n"
-    "                 Check every record, CRC and hash link of pkid's journal.\n"
+    "  journal verify DIR [--checkpoint FILE (--audit-key PUB | --pki DIR)]\n"
+    "                 Check every record, CRC and hash link of pkid's journal;\n"
+    "                 with a checkpoint pkid signed (JOURNAL/checkpoint, the admin\n"
+    "                 endpoint's /checkpoint), that its signature verifies with the\n"
+    "                 audit key (DIR/audit/audit.pub) and that the journal still\n"
+    "                 holds what it covers, unchanged.\n"
     "\n"
     "Every command takes --catalog FILE (default: the built-in copy of\n"
     "deploy/catalog.yaml).\n";
@@ -1116,12 +1120,27 @@ int main(int argc, char **argv) {
     return run(cmd_token_create, argc - 2, argv + 2);
   }
   if (strcmp(cmd, "journal") == 0) {
-    if (argc != 4 || strcmp(argv[2], "verify") != 0) {
-      return usage_error("journal takes: verify DIR%s", "");
+    static const char kJournalUsage[] =
+        "journal takes: verify DIR [--checkpoint FILE (--audit-key PUB | --pki DIR)]%s";
+    if (argc < 4 || strcmp(argv[2], "verify") != 0) return usage_error(kJournalUsage, "");
+    const char *checkpoint = NULL, *pub = NULL, *pki = NULL;
+    for (int i = 4; i < argc; i += 2) {
+      if (i + 1 >= argc) return usage_error(kJournalUsage, "");
+      if (strcmp(argv[i], "--checkpoint") == 0) checkpoint = argv[i + 1];
+      else if (strcmp(argv[i], "--audit-key") == 0) pub = argv[i + 1];
+      else if (strcmp(argv[i], "--pki") == 0) pki = argv[i + 1];
+      else return usage_error(kJournalUsage, "");
     }
     pki_err err;
     pki_err_clear(&err);
-    return journal_cmd_verify(stdout, argv[3], &err) ? 0 : fail(&err);
+    char pub_path[PKI_PATH_MAX];
+    if (checkpoint != NULL && pub == NULL) {
+      /* The audit key's public half, from the tree the ceremony made. */
+      if (pki == NULL) return usage_error(kJournalUsage, "");
+      if (!pki_tree_audit_path(pub_path, sizeof(pub_path), pki, 1, &err)) return fail(&err);
+      pub = pub_path;
+    }
+    return journal_cmd_verify(stdout, argv[3], checkpoint, pub, &err) ? 0 : fail(&err);
   }
   return usage_error("unknown command '%s'", cmd);
 }

@@ -74,6 +74,10 @@ int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned in
   return path_fmt(out, out_size, err, "%s/root-ca/shares/custodian-%u.share", dir, index);
 }
 
+int pki_tree_audit_path(char *out, size_t out_size, const char *dir, int pub, pki_err *err) {
+  return path_fmt(out, out_size, err, "%s/audit/audit.%s", dir, pub ? "pub" : "key.sealed");
+}
+
 int pki_tree_crl_dir(char *out, size_t out_size, const char *dir, pki_err *err) {
   return path_fmt(out, out_size, err, "%s/crl", dir);
 }

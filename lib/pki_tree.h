@@ -18,6 +18,10 @@
  *                                               (pkid writes the intermediates';
  *                                               the root's is a ceremony's)
  *   crl/<ca>-delta.crl, crl/<ca>-delta.crl.pem  its delta CRL (intermediates)
+ *   audit/audit.key.sealed                      the key that signs journal
+ *   audit/audit.pub                             checkpoints (lib/checkpoint.h),
+ *                                               sealed like a CA key; its public
+ *                                               half (PEM), for verifiers
  *
  * The functions write a path into |out| and fail (PKI_ERR_INVALID) only if
  * it does not fit. */
@@ -52,6 +56,10 @@ int pki_tree_truststore_path(char *out, size_t out_size, const char *dir,
 
 int pki_tree_share_path(char *out, size_t out_size, const char *dir, unsigned index,
                         pki_err *err);
+
+/* pki_tree_audit_path names the audit key's sealed file or (|pub|) its
+ * public half. */
+int pki_tree_audit_path(char *out, size_t out_size, const char *dir, int pub, pki_err *err);
 
 /* pki_tree_crl_dir names the folder of CRLs; pki_tree_crl_path one CRL
  * file of |ca_name|: complete or delta, DER or PEM. */

@@ -876,7 +876,7 @@ TEST(verify_command_output) {
   size_t len = 0;
   FILE *out = open_memstream(&text, &len);
   REQUIRE(out != NULL);
-  CHECK(journal_cmd_verify(out, dir, &err));
+  CHECK(journal_cmd_verify(out, dir, NULL, NULL, &err));
   fclose(out);
   CHECK(strstr(text, "records:    10") != NULL);
   CHECK(strstr(text, "type   1: 2") != NULL);
@@ -887,7 +887,7 @@ TEST(verify_command_output) {
   REQUIRE(flip_bit(seg, record_offset(3) + 2, 0));
   out = open_memstream(&text, &len);
   REQUIRE(out != NULL);
-  CHECK(!journal_cmd_verify(out, dir, &err));
+  CHECK(!journal_cmd_verify(out, dir, NULL, NULL, &err));
   fclose(out);
   char want[64];
   snprintf(want, sizeof(want), "offset:     %ld", record_offset(3));
@@ -897,7 +897,7 @@ TEST(verify_command_output) {
 
   out = open_memstream(&text, &len);
   REQUIRE(out != NULL);
-  CHECK(!journal_cmd_verify(out, "/nonexistent/journal", &err));
+  CHECK(!journal_cmd_verify(out, "/nonexistent/journal", NULL, NULL, &err));
   fclose(out);
   free(text);
 }
