@@ -35,6 +35,10 @@ static const field kCrl[] = {
     NUM_AS("validity_s", crl_validity_s),
     NUM_AS("batch_ms", crl_batch_ms),
 };
+static const field kCheckpoint[] = {
+    NUM_AS("interval_s", checkpoint_interval_s),
+    NUM_AS("records", checkpoint_records),
+};
 
 static int set_field(pkid_config *cfg, const field *f, const yaml_node_t *v, const char *path,
                      pki_err *err) {
@@ -84,6 +88,13 @@ static int load_map(pkid_config *cfg, yaml_document_t *doc, yaml_node_t *map, co
     }
     if (fields == kTop && strcmp(key, "crl") == 0) {
       if (!load_map(cfg, doc, v, kCrl, sizeof(kCrl) / sizeof(kCrl[0]), path, err)) return 0;
+      continue;
+    }
+    if (fields == kTop && strcmp(key, "checkpoint") == 0) {
+      if (!load_map(cfg, doc, v, kCheckpoint, sizeof(kCheckpoint) / sizeof(kCheckpoint[0]), path,
+                    err)) {
+        return 0;
+      }
       continue;
     }
     const field *f = NULL;

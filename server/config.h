@@ -36,6 +36,7 @@ typedef struct pkid_config {
   unsigned long max_conns_per_address, max_call_ms, max_stream_ms, max_connection_age_ms;
   unsigned long identity_max_in_flight, identity_rate, journal_segment_bytes;
   unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
+  unsigned long checkpoint_interval_s, checkpoint_records;
 } pkid_config;
 
 /* pkid_config_load reads |path| into |out| (zeroed first). */

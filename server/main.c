@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/mem.h>
 #include <uv.h>
@@ -24,6 +26,7 @@
 #include "lib/cert_info.h"
 #include "lib/err.h"
 #include "lib/file.h"
+#include "lib/key.h"
 #include "lib/log.h"
 #include "lib/pki_tree.h"
 #include "lib/secret.h"
@@ -44,6 +47,7 @@
 #include "server/pipeline/serials.h"
 #include "server/pipeline/workers.h"
 #include "server/rpc/rpc.h"
+#include "server/store/checkpoints.h"
 #include "server/store/status.h"
 #include "server/store/store.h"
 #include "server/transport/tls.h"
@@ -58,6 +62,7 @@ typedef struct pkid_limits {
   unsigned long max_connection_age_ms, identity_max_in_flight, identity_rate;
   unsigned long journal_segment_bytes;
   unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
+  unsigned long checkpoint_interval_s, checkpoint_records;
 } pkid_limits;
 
 typedef struct limit_def {
@@ -94,6 +99,10 @@ static const limit_def kLimits[] = {
           "complete CRLs' nextUpdate, this long after thisUpdate"),
     LIMIT(crl_batch_ms, PKID_CRL_BATCH_MS, 10, 60000,
           "revocations wait at most this long to share a CRL"),
+    LIMIT(checkpoint_interval_s, PKID_CHECKPOINT_INTERVAL_S, 1, 86400,
+          "a signed checkpoint of the journal at least this often (if it grew)"),
+    LIMIT(checkpoint_records, PKID_CHECKPOINT_RECORDS, 1, 100000000,
+          "and after this many records, whichever is first"),
 };
 #define NUM_LIMITS (sizeof(kLimits) / sizeof(kLimits[0]))
 
@@ -138,7 +147,8 @@ static const char kUsage[] =
     "                       or use a client certificate, not on this line\n"
     "  --workers N          signing threads (default: one per CPU)\n"
     "limits and CRL timings (flag --NAME-WITH-DASHES N; in the config file\n"
-    "limits: {NAME: N}, or crl: {interval_s: N, ...} for the crl_ ones):\n";
+    "limits: {NAME: N}, or crl: {interval_s: N, ...} for the crl_ ones, and\n"
+    "checkpoint: {interval_s: N, records: N} for the checkpoint_ ones):\n";
 
 static void usage(FILE *f) {
   fputs(kUsage, f);
@@ -297,6 +307,9 @@ typedef struct process {
   pkid_fleet *fleet;      /* with --postgres */
   uv_async_t fleet_lost;  /* the fleet thread's word that the lease is gone */
   uv_timer_t fleet_check; /* readiness follows the shipping lag */
+  EVP_PKEY *audit_key;    /* signs checkpoints (pki/audit/); NULL: none */
+  pkid_checkpoints *checkpoints;
+  uv_timer_t checkpoint_timer;
   pkid_follow *follow;    /* the other nodes' changes, with --postgres */
   uv_async_t fleet_changes; /* the follower's word that changes wait */
   int fleet_synced;       /* what the fleet had at start is applied here */
@@ -729,6 +742,78 @@ static void on_fleet_check(uv_timer_t *t) {
   if (!g.draining) set_ready(1);
 }
 
+/* on_durable follows the journal's durable end for those who need it:
+ * the checkpoints, and the fleet's shipper (committer thread). */
+static void on_durable(void *ctx, const pki_journal_pos *end) {
+  (void)ctx;
+  if (g.checkpoints != NULL) pkid_checkpoints_durable(g.checkpoints, end);
+  if (g.fleet != NULL) pkid_fleet_durable(g.fleet, end);
+}
+
+/* load_audit_key opens the key that signs checkpoints, sealed under the CA
+ * passphrase (lib/pki_tree.h). A tree without one (made before pkictl
+ * made audit keys) runs without checkpoints, saying so. */
+static int load_audit_key(const options *o, const pki_secret *secret, pki_err *err) {
+  char path[PKI_PATH_MAX];
+  if (!pki_tree_audit_path(path, sizeof(path), o->pki, 0, err)) return 0;
+  if (access(path, F_OK) != 0) {
+    pki_log("warn", "checkpoints_off", "reason",
+            "no audit key in the pki tree (pkictl ceremony intermediate makes one)", "file",
+            path, NULL);
+    return 1;
+  }
+  g.audit_key = pki_key_read_sealed(path, secret->bytes, secret->len, err);
+  if (g.audit_key == NULL) {
+    pki_err_prefix(err, "%s: ", path);
+    return 0;
+  }
+  if (EVP_PKEY_id(g.audit_key) != EVP_PKEY_ED25519) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s: the audit key must be Ed25519", path);
+    return 0;
+  }
+  return 1;
+}
+
+/* Each second: a checkpoint if one is due, published on the admin
+ * endpoint too. */
+static void on_checkpoint_timer(uv_timer_t *t) {
+  (void)t;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  pki_err err;
+  pki_err_clear(&err);
+  int made = 0;
+  if (!pkid_checkpoints_tick(g.checkpoints, now_ms, &made, &err)) {
+    pki_log("error", "checkpoint_failed", "reason", err.msg, NULL);
+    return;
+  }
+  if (made) {
+    size_t len;
+    const char *text = pkid_checkpoints_latest(g.checkpoints, &len);
+    if (g.admin != NULL) pkid_admin_set_checkpoint(g.admin, text, len);
+  }
+}
+
+static int start_checkpoints(const options *o, pki_err *err) {
+  if (g.audit_key == NULL) return 1;
+  pki_journal_pos end;
+  pki_journal_durable_end(g.store.journal, &end);
+  char origin[64];
+  snprintf(origin, sizeof(origin), "pkid node %u", o->node);
+  pkid_checkpoints_options co = {.journal_dir = g.journal_dir,
+                                 .origin = origin,
+                                 .key = g.audit_key,
+                                 .interval_s = (uint32_t)o->limits.checkpoint_interval_s,
+                                 .every_records = o->limits.checkpoint_records};
+  g.checkpoints = pkid_checkpoints_new(&co, &end, err);
+  if (g.checkpoints == NULL) return 0;
+  g.store.on_durable = on_durable;
+  uv_timer_init(g.loop, &g.checkpoint_timer);
+  uv_timer_start(&g.checkpoint_timer, on_checkpoint_timer, 1000, 1000);
+  return 1;
+}
+
 /* start_fleet joins the fleet: migrations, the node's lease, the shipper
  * following the journal from the cursor PostgreSQL keeps. */
 static int start_fleet(const options *o, pki_err *err) {
@@ -744,8 +829,7 @@ static int start_fleet(const options *o, pki_err *err) {
   }
   g.fleet = pkid_fleet_start(&fo, &end, err);
   if (g.fleet == NULL) return 0;
-  g.store.on_durable = pkid_fleet_durable;
-  g.store.on_durable_ctx = g.fleet;
+  g.store.on_durable = on_durable;
   g.store.fleet_claim = pkid_fleet_claim;
   g.store.fleet_claim_ctx = g.fleet;
   if (uv_async_init(g.loop, &g.fleet_changes, on_fleet_changes_async) != 0) {
@@ -783,7 +867,8 @@ static int run(const options *o) {
   }
   pki_secret secret;
   if (!pki_secret_read(&secret, pass_file, "PKID_CA_PASSPHRASE", &err)) goto fail;
-  int loaded = pkid_cas_load(&g.cas, cat, o->pki, secret.bytes, secret.len, &err);
+  int loaded = pkid_cas_load(&g.cas, cat, o->pki, secret.bytes, secret.len, &err) &&
+               load_audit_key(o, &secret, &err);
   pki_secret_cleanup(&secret);
   if (!loaded || !own_paths(o, cat, &err)) goto fail;
 
@@ -801,6 +886,7 @@ static int run(const options *o) {
     goto fail;
   }
   report_expiry();
+  if (!start_checkpoints(o, &err)) goto fail;
   if (o->postgres != NULL && !start_fleet(o, &err)) goto fail;
   g.workers = pkid_workers_new(g.loop, o->workers != 0 ? o->workers : default_workers(), 4096,
                                &g.cas, pkid_jobs_commit, &g.store, &err);
@@ -878,6 +964,10 @@ static int run(const options *o) {
   g.fleet = NULL;
   g.store.on_durable = NULL;
   g.store.fleet_claim = NULL;
+  pkid_checkpoints_free(g.checkpoints);
+  g.checkpoints = NULL;
+  EVP_PKEY_free(g.audit_key);
+  g.audit_key = NULL;
   pkid_import_free(g.import);
   pkid_transport_free(g.transport);
   pkid_rpc_free(g.rpc);

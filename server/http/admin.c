@@ -1,6 +1,7 @@
 #include "server/http/admin.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "server/http/http.h"
 #include "lib/log.h"
@@ -9,6 +10,8 @@ struct pkid_admin {
   pkid_http_server *http;
   pkid_registry *reg;
   int ready;
+  char *checkpoint; /* the newest, or NULL */
+  size_t checkpoint_len;
   void (*done)(void *arg);
   void *done_arg;
 };
@@ -42,6 +45,24 @@ static void on_readyz(void *ctx, pkid_http_req *req) {
   }
 }
 
+static void on_checkpoint(void *ctx, pkid_http_req *req) {
+  pkid_admin *a = ctx;
+  if (a->checkpoint == NULL) {
+    pkid_http_respond(req, 404, kText, "no checkpoint yet\n", 18);
+    return;
+  }
+  pkid_http_respond(req, 200, kText, a->checkpoint, a->checkpoint_len);
+}
+
+void pkid_admin_set_checkpoint(pkid_admin *a, const char *text, size_t len) {
+  char *copy = malloc(len > 0 ? len : 1);
+  if (copy == NULL) return; /* the older one stays */
+  memcpy(copy, text, len);
+  free(a->checkpoint);
+  a->checkpoint = copy;
+  a->checkpoint_len = len;
+}
+
 pkid_admin *pkid_admin_start(uv_loop_t *loop, const char *listen, pkid_registry *reg,
                              pki_err *err) {
   pkid_admin *a = calloc(1, sizeof(*a));
@@ -54,6 +75,7 @@ pkid_admin *pkid_admin_start(uv_loop_t *loop, const char *listen, pkid_registry 
   pkid_http_route(a->http, "GET", "/metrics", on_metrics, a);
   pkid_http_route(a->http, "GET", "/healthz", on_healthz, a);
   pkid_http_route(a->http, "GET", "/readyz", on_readyz, a);
+  pkid_http_route(a->http, "GET", "/checkpoint", on_checkpoint, a);
   if (!pkid_http_listen(a->http, listen, err)) {
     pkid_http_stop(a->http, 0, NULL, NULL);
     free(a);
@@ -75,6 +97,7 @@ static void on_stopped(void *arg) {
   pkid_admin *a = arg;
   void (*done)(void *) = a->done;
   void *done_arg = a->done_arg;
+  free(a->checkpoint);
   free(a);
   if (done != NULL) done(done_arg);
 }

@@ -1,5 +1,6 @@
 /* admin.h: the admin HTTP listener: GET /metrics (Prometheus text format
- * 0.0.4, from a metrics.h registry), GET /healthz and GET /readyz.
+ * 0.0.4, from a metrics.h registry), GET /healthz, GET /readyz and GET
+ * /checkpoint.
  *
  * /healthz answers 200 "ok" whenever it is answered at all: the handler
  * runs on the event loop, so an answer means the loop runs. /readyz
@@ -25,6 +26,11 @@ pkid_admin *pkid_admin_start(uv_loop_t *loop, const char *listen, pkid_registry 
                              pki_err *err);
 
 void pkid_admin_set_ready(pkid_admin *a, int ready);
+
+/* pkid_admin_set_checkpoint publishes the journal's newest signed
+ * checkpoint (lib/checkpoint.h) at GET /checkpoint (copied; 404 before the
+ * first). */
+void pkid_admin_set_checkpoint(pkid_admin *a, const char *text, size_t len);
 
 /* pkid_admin_address writes "HOST:PORT" and returns the port. */
 int pkid_admin_address(const pkid_admin *a, char *out, size_t out_size);
