@@ -6,6 +6,7 @@ pkid wrote without trusting pkid's reader.
     from journaltest import read_journal, journal_serials
     records = read_journal(directory)   # [(type, payload)], every check made
     serials = journal_serials(directory)  # ISSUE records' serials (hex), in order
+    rewrite(directory, edit, last_seq)  # tampering, chain recomputed (tests)
 """
 import hashlib
 import os
@@ -70,3 +71,45 @@ def journal_serials(directory):
         if rtype == 2:  # ISSUE: u8 version, u8-len serial, ...
             out.append(payload[2:2 + payload[1]].hex())
     return out
+
+
+def rewrite(directory, edit=None, last_seq=None):
+    """What someone with the disk and the format can do: every record kept
+    up to |last_seq| (None: all), each payload passed through
+    |edit|(seq, type, payload) -> payload of the same length, then every
+    chain hash, record CRC and segment header computed again, so that the
+    journal is valid on its own (`pkictl journal verify` passes); the
+    snapshots, which would give it away, are deleted. Only a checkpoint
+    signed before tells."""
+    chain = bytes(32)
+    seq = 1
+    segs = sorted(f for f in os.listdir(directory) if f.endswith(".seg"))
+    for name in os.listdir(directory):
+        if name.endswith(".snap"):
+            os.remove(os.path.join(directory, name))
+    for name in segs:
+        path = os.path.join(directory, name)
+        data = bytearray(open(path, "rb").read())
+        if last_seq is not None and seq > last_seq:
+            os.remove(path)
+            continue
+        data[32:64] = chain
+        data[64:68] = struct.pack(">I", crc32c(bytes(data[:64])))
+        off = 68
+        while off < len(data):
+            length, rtype = struct.unpack(">IB", data[off:off + 5])
+            end = off + 24 + length
+            if last_seq is not None and seq > last_seq:
+                del data[off:]
+                break
+            if edit is not None:
+                new = edit(seq, rtype, bytes(data[off + 24:end]))
+                assert len(new) == length, "an edit must keep the length"
+                data[off + 24:end] = new
+            chain = hashlib.sha256(chain + bytes(data[off:end])).digest()
+            data[end:end + 32] = chain
+            data[end + 32:end + 36] = struct.pack(">I", crc32c(bytes(data[off:end + 32])))
+            seq += 1
+            off = end + 36
+        with open(path, "wb") as f:
+            f.write(data)
