@@ -22,12 +22,9 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import grpc  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 from pgtest import Postgres  # noqa: E402
-from pkidtest import Pkid, channel, demo_tree, expect_status, load_proto, method  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, expect_status, load_proto, make_csr  # noqa: E402
+from pkidtest import method  # noqa: E402
 from pkidtest import wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
@@ -56,17 +53,10 @@ def node(node_id):
                 log_name="node%d.log" % node_id)
 
 
-def csr(cn="vault"):
-    key = ec.generate_private_key(ec.SECP256R1())
-    return x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).sign(
-        key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-
 def enroll(server, tok):
     with channel(server, PKI, anonymous=True) as ch:
         call = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
-        return call(pki_pb2.IssueRequest(csr=csr(), usage=pki_pb2.USAGE_SERVER,
+        return call(pki_pb2.IssueRequest(csr=make_csr("vault"), usage=pki_pb2.USAGE_SERVER,
                                          bootstrap_token=tok), timeout=15)
 
 
@@ -74,7 +64,7 @@ def issue(server):
     """A client certificate for redis, as pki-agent (no token)."""
     with channel(server, PKI) as ch:
         call = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
-        return call(pki_pb2.IssueRequest(csr=csr("redis"), service="redis",
+        return call(pki_pb2.IssueRequest(csr=make_csr("redis"), service="redis",
                                          usage=pki_pb2.USAGE_CLIENT), timeout=15)
 
 

@@ -37,13 +37,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import grpc  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 from journaltest import journal_serials  # noqa: E402
 from pgtest import Postgres  # noqa: E402
 from pkidtest import (SERVER_NAME, Pkid, channel, demo_tree, expect_status, free_port,  # noqa: E402
-                      haproxy_command, load_proto, method, service_files, stop, wait_for)
+                      haproxy_command, load_proto, make_csr, method, service_files, stop,
+                      wait_for)
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -132,14 +131,7 @@ def lb_channel(path="agents/pki-agent/pki-agent-client", anonymous=False):
                                         ("grpc.use_local_subchannel_pool", 1)])
 
 
-def make_csr():
-    key = ec.generate_private_key(ec.SECP256R1())
-    return x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis")])).sign(
-        key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-
-CSRS = [make_csr() for _ in range(64)]
+CSRS = [make_csr("redis") for _ in range(64)]
 
 
 class Client(threading.Thread):

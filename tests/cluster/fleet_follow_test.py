@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 from pgtest import Postgres  # noqa: E402
-from pkidtest import Pkid, channel, demo_tree, load_proto, method, wait_for  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, make_csr, method  # noqa: E402
+from pkidtest import wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
@@ -68,12 +68,8 @@ def issue(n, count=1):
     with channel(NODES[n], PKI) as ch:
         call = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
         for _ in range(count):
-            key = ec.generate_private_key(ec.SECP256R1())
-            csr = x509.CertificateSigningRequestBuilder().subject_name(
-                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis")])).sign(
-                key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-            r = call(pki_pb2.IssueRequest(csr=csr, service="redis", usage=pki_pb2.USAGE_CLIENT),
-                     timeout=15)
+            r = call(pki_pb2.IssueRequest(csr=make_csr("redis"), service="redis",
+                                          usage=pki_pb2.USAGE_CLIENT), timeout=15)
             CERTS[r.serial] = (n, x509.load_der_x509_certificate(r.certificate))
             out.append(r.serial)
     return out

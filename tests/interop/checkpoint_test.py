@@ -28,11 +28,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 from journaltest import read_journal, rewrite  # noqa: E402
-from pkidtest import Pkid, channel, demo_tree, load_proto, method, wait_for  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, make_csr, method, wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
@@ -53,12 +51,8 @@ def issue(server, n):
     with channel(server, PKI) as ch:
         call = method(ch, "Issue", pki_pb2.IssueRequest, pki_pb2.IssueResponse)
         for _ in range(n):
-            key = ec.generate_private_key(ec.SECP256R1())
-            csr = x509.CertificateSigningRequestBuilder().subject_name(
-                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis")])).sign(
-                key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-            call(pki_pb2.IssueRequest(csr=csr, service="redis", usage=pki_pb2.USAGE_CLIENT),
-                 timeout=10)
+            call(pki_pb2.IssueRequest(csr=make_csr("redis"), service="redis",
+                                      usage=pki_pb2.USAGE_CLIENT), timeout=10)
 
 
 def parse(text):

@@ -125,6 +125,19 @@ def method(ch, name, req_cls, resp_cls, streaming=False):
                 response_deserializer=resp_cls.FromString)
 
 
+def make_csr(cn="probe"):
+    """A CSR (DER) for a fresh P-256 key, subject CN=|cn|: pkid takes the
+    names from the catalogue, so the subject only labels it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    return x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).sign(
+        key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
 def expect_status(fn, code, words=""):
     """Runs |fn|, which must fail with gRPC status |code| and |words| in its
     message."""
