@@ -775,7 +775,7 @@ static int load_audit_key(const options *o, const pki_secret *secret, pki_err *e
 }
 
 /* Each second: a checkpoint if one is due, published on the admin
- * endpoint too. */
+ * endpoint too, and in a fleet in PostgreSQL. */
 static void on_checkpoint_timer(uv_timer_t *t) {
   (void)t;
   struct timespec ts;
@@ -790,8 +790,10 @@ static void on_checkpoint_timer(uv_timer_t *t) {
   }
   if (made) {
     size_t len;
-    const char *text = pkid_checkpoints_latest(g.checkpoints, &len);
+    uint64_t seq, time_ms;
+    const char *text = pkid_checkpoints_latest(g.checkpoints, &len, &seq, &time_ms);
     if (g.admin != NULL) pkid_admin_set_checkpoint(g.admin, text, len);
+    if (g.fleet != NULL) pkid_fleet_checkpoint(g.fleet, text, len, seq, time_ms);
   }
 }
 

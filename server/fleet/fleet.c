@@ -48,6 +48,10 @@ struct pkid_fleet {
   pthread_cond_t cond;
   pki_journal_pos end;
   int stop;
+  /* The newest checkpoint not yet published (pkid_fleet_checkpoint). */
+  char *checkpoint;
+  size_t checkpoint_len;
+  uint64_t checkpoint_seq, checkpoint_ms;
   /* The fleet thread's. */
   pki_journal_pos pos; /* after the last record shipped */
   uint64_t next_renew_ms, next_connect_ms, retry_ms;
@@ -612,6 +616,42 @@ static void fail_connection(pkid_fleet *f, const char *what, const pki_err *err)
   f->next_connect_ms = now + f->retry_ms;
 }
 
+/* publish_checkpoint inserts the newest checkpoint the node signed, if
+ * one waits; it stays waiting if the insert fails. */
+static int publish_checkpoint(pkid_fleet *f, pki_err *err) {
+  pthread_mutex_lock(&f->mu);
+  char *text = f->checkpoint;
+  size_t len = f->checkpoint_len;
+  uint64_t seq = f->checkpoint_seq, ms = f->checkpoint_ms;
+  f->checkpoint = NULL;
+  pthread_mutex_unlock(&f->mu);
+  if (text == NULL) return 1;
+  stmt s;
+  memset(&s, 0, sizeof(s));
+  text_param(&s, 0, f->o.node);
+  text_param(&s, 1, seq);
+  text_param(&s, 2, ms);
+  bin_param(&s, 3, (const uint8_t *)text, len);
+  PGresult *r = pkid_pg_exec(f->conn,
+                             "INSERT INTO pkid_checkpoints (node_id, seq, signed_at, text)"
+                             " VALUES ($1, $2, to_timestamp($3::float8 / 1000), $4)"
+                             " ON CONFLICT (node_id, seq) DO NOTHING",
+                             4, s.values, s.lengths, s.formats, err);
+  if (r == NULL) {
+    pthread_mutex_lock(&f->mu);
+    if (f->checkpoint == NULL) { /* none newer came meanwhile: retry this one */
+      f->checkpoint = text;
+      text = NULL;
+    }
+    pthread_mutex_unlock(&f->mu);
+    free(text);
+    return 0;
+  }
+  PQclear(r);
+  free(text);
+  return 1;
+}
+
 /* step does what is due: connect, renew, ship one batch. It returns 1
  * when it shipped something (more may be waiting). */
 static int step(pkid_fleet *f, ship_batch *b) {
@@ -636,6 +676,10 @@ static int step(pkid_fleet *f, ship_batch *b) {
   if (now_ms() >= f->next_renew_ms && !renew_lease(f, &err)) {
     if (err.code == PKI_ERR_EXISTS) goto lost;
     fail_connection(f, "renew", &err);
+    return 0;
+  }
+  if (!publish_checkpoint(f, &err)) {
+    fail_connection(f, "checkpoint", &err);
     return 0;
   }
   uint64_t shipped = 0;
@@ -753,6 +797,21 @@ void pkid_fleet_durable(void *ctx, const pki_journal_pos *end) {
   pthread_mutex_unlock(&f->mu);
 }
 
+void pkid_fleet_checkpoint(pkid_fleet *f, const char *text, size_t len, uint64_t seq,
+                           uint64_t time_ms) {
+  char *copy = malloc(len > 0 ? len : 1);
+  if (copy == NULL) return; /* the next one will do */
+  memcpy(copy, text, len);
+  pthread_mutex_lock(&f->mu);
+  free(f->checkpoint);
+  f->checkpoint = copy;
+  f->checkpoint_len = len;
+  f->checkpoint_seq = seq;
+  f->checkpoint_ms = time_ms;
+  pthread_cond_signal(&f->cond);
+  pthread_mutex_unlock(&f->mu);
+}
+
 int pkid_fleet_ready(pkid_fleet *f) {
   return !atomic_load(&f->connected) || atomic_load(&f->lag) <= f->o.max_lag;
 }
@@ -777,6 +836,7 @@ void pkid_fleet_stop(pkid_fleet *f) {
   }
   PQfinish(f->conn);
   PQfinish(f->claim_conn);
+  free(f->checkpoint);
   pthread_cond_destroy(&f->cond);
   pthread_mutex_destroy(&f->mu);
   free(f);

@@ -93,6 +93,12 @@ void pkid_fleet_durable(void *ctx, const pki_journal_pos *end);
  * closed). Committer thread, on a connection of its own. */
 int pkid_fleet_claim(void *ctx, const pkid_record *rec, pki_err *err);
 
+/* pkid_fleet_checkpoint publishes a checkpoint this node signed of its
+ * journal (server/store/checkpoints.h) into pkid_checkpoints, away from
+ * the node's disk; only the newest waiting is sent. Any thread. */
+void pkid_fleet_checkpoint(pkid_fleet *f, const char *text, size_t len, uint64_t seq,
+                           uint64_t time_ms);
+
 /* pkid_fleet_ready is 0 while PostgreSQL is reachable and shipping lags by
  * more than max_lag records; 1 otherwise (an unreachable database does not
  * stop issuance, see above). */

@@ -108,8 +108,11 @@ int pkid_checkpoints_tick(pkid_checkpoints *c, uint64_t now_ms, int *made, pki_e
   return 1;
 }
 
-const char *pkid_checkpoints_latest(const pkid_checkpoints *c, size_t *len) {
+const char *pkid_checkpoints_latest(const pkid_checkpoints *c, size_t *len, uint64_t *seq,
+                                    uint64_t *time_ms) {
   *len = c->latest_len;
+  *seq = c->last_seq;
+  *time_ms = c->last_ms;
   return c->latest;
 }
 

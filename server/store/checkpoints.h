@@ -53,8 +53,10 @@ void pkid_checkpoints_durable(pkid_checkpoints *c, const pki_journal_pos *end);
 int pkid_checkpoints_tick(pkid_checkpoints *c, uint64_t now_ms, int *made, pki_err *err);
 
 /* pkid_checkpoints_latest is the newest checkpoint's text (NULL before
- * the first), valid until the next tick. */
-const char *pkid_checkpoints_latest(const pkid_checkpoints *c, size_t *len);
+ * the first), valid until the next tick, and the record and time it
+ * names. */
+const char *pkid_checkpoints_latest(const pkid_checkpoints *c, size_t *len, uint64_t *seq,
+                                    uint64_t *time_ms);
 
 void pkid_checkpoints_free(pkid_checkpoints *c);
 

@@ -18,6 +18,7 @@ PostgreSQL 15 on loopback:
   - a node started later on an empty journal is not ready until it has
     applied what the fleet had, then answers for all of it, the revoked
     ones revoked; restarted, it follows from the cursor its journal keeps;
+  - each node's signed checkpoints are in PostgreSQL and verify its journal;
   - the follower's own records are not shipped again (each certificate is
     in the inventory once, by the node that issued it).
 
@@ -25,6 +26,7 @@ Usage: fleet_follow_test.py PKICTL PKID PROTO
 """
 import datetime
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +60,7 @@ REVOKED = pki_pb2.CertificateStatus.STATE_REVOKED
 def node(node_id):
     return Pkid(PKID, PKI, TMP, args=["--node", str(node_id), "--journal",
                                       os.path.join(TMP, "j%d" % node_id), "--postgres",
-                                      PG.conninfo()],
+                                      PG.conninfo(), "--checkpoint-interval-s", "1"],
                 log_name="node%d.log" % node_id)
 
 
@@ -240,6 +242,22 @@ def test_restart_follows_from_its_cursor():
         assert status(3, serial).state == status(n, serial).state, serial
 
 
+def test_checkpoints_published_in_postgres():
+    # Each node's signed checkpoints reach the fleet's database, where the
+    # node's own disk cannot take them back; one verifies its journal.
+    wait_for("checkpoints of nodes 1 and 2", lambda: PG.psql(
+        "SELECT count(DISTINCT node_id) FROM pkid_checkpoints WHERE node_id IN (1, 2)")
+        == [("2",)], 30, step=0.2)
+    text = PG.psql("SELECT text FROM pkid_checkpoints WHERE node_id = 1"
+                   " ORDER BY seq DESC LIMIT 1")[0][0]
+    path = os.path.join(TMP, "node1.checkpoint")
+    with open(path, "w") as f:
+        f.write(text)
+    out = subprocess.run([PKICTL, "journal", "verify", os.path.join(TMP, "j1"), "--checkpoint",
+                          path, "--pki", PKI], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "is unchanged" in out.stdout, out.stdout + out.stderr
+
+
 def test_followed_records_not_shipped_again():
     rows = PG.psql("SELECT count(*), count(DISTINCT serial) FROM pkid_certificates"
                    " WHERE service = 'redis' AND node_id <> 0 AND identity <> 'forger'")
@@ -267,6 +285,7 @@ try:
     run("crl_numbers_one_order_across_nodes", test_crl_numbers_one_order_across_nodes)
     run("late_node_syncs_before_ready", test_late_node_syncs_before_ready)
     run("restart_follows_from_its_cursor", test_restart_follows_from_its_cursor)
+    run("checkpoints_published_in_postgres", test_checkpoints_published_in_postgres)
     run("followed_records_not_shipped_again", test_followed_records_not_shipped_again)
     run("clean_exits", test_clean_exits)
 finally:

@@ -109,14 +109,14 @@ def test_schema_applied():
     STATE["a"] = node("j1").start()
     rows = PG.psql("SELECT version, name FROM pkid_schema_migrations")
     assert rows == [("1", "0001_fleet.sql"), ("2", "0002_claims.sql"),
-                    ("3", "0003_follow.sql")], rows
+                    ("3", "0003_follow.sql"), ("4", "0004_checkpoints.sql")], rows
     rows = PG.psql("SELECT node_id, lease_until > now() FROM pkid_nodes")
     assert rows == [("1", "t")], rows
     # A restart on the same database applies nothing again.
     STATE["a"].stop()
     STATE["a"] = node("j1").start()
     assert "fleet_migrated" not in STATE["a"].log().split('"listening"')[-2], STATE["a"].log()
-    assert PG.psql("SELECT count(*) FROM pkid_schema_migrations") == [("3",)]
+    assert PG.psql("SELECT count(*) FROM pkid_schema_migrations") == [("4",)]
 
 
 def test_same_node_id_refused():
