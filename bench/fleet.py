@@ -39,6 +39,7 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 from pgtest import Postgres, free_port  # noqa: E402
+from pkidtest import cluster_env  # noqa: E402
 
 
 def log(msg):
@@ -55,6 +56,8 @@ def build():
 
 
 class Node:
+    host = "127.0.0.1"  # what pkidtest.cluster_env reads
+
     def __init__(self, pkid, pki, work, name, extra):
         self.log_path = os.path.join(work, name + ".log")
         log_f = open(self.log_path, "w")
@@ -113,17 +116,9 @@ def cluster(pkid, pki, work, lg, pg, seconds):
                   ["--node", str(n), "--postgres", pg.conninfo(db="pkid_cluster"),
                    "--max-conns-per-address", "4096"]) for n in (1, 2, 3)]
     sock_dir = tempfile.mkdtemp(prefix="fleet-bench-lb-", dir="/tmp")
-    env = dict(os.environ)
-    for n, node in enumerate(nodes, 1):
-        env["PKID_NODE%d" % n] = "127.0.0.1"
-        env["PKID_NODE%d_GRPC_PORT" % n] = str(node.grpc)
-        env["PKID_NODE%d_OCSP_PORT" % n] = str(node.ocsp)
-        env["PKID_NODE%d_ADMIN_PORT" % n] = str(node.admin)
     lb_port = free_port()
-    env["PKID_LB_GRPC"] = "127.0.0.1:%d" % lb_port
-    env["PKID_LB_HTTP"] = "127.0.0.1:%d" % free_port()
-    env["PKID_LB_METRICS"] = "127.0.0.1:%d" % free_port()
-    env["PKID_LB_SOCKET"] = os.path.join(sock_dir, "admin.sock")
+    env = cluster_env(dict(enumerate(nodes, 1)), lb_port, free_port(), free_port(),
+                      os.path.join(sock_dir, "admin.sock"))
     lb_log = open(os.path.join(work, "haproxy.log"), "w")
     lb = subprocess.Popen(["/usr/sbin/haproxy", "-f",
                            os.path.join(REPO, "deploy/haproxy/pkid-cluster.cfg"), "-db"],

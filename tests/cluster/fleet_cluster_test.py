@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 from journaltest import journal_serials  # noqa: E402
 from pgtest import Postgres  # noqa: E402
-from pkidtest import (SERVER_NAME, Pkid, channel, demo_tree, expect_status, free_port,  # noqa: E402
-                      haproxy_command, load_proto, make_csr, method, service_files, stop,
-                      wait_for)
+from pkidtest import (SERVER_NAME, Pkid, channel, cluster_env, demo_tree,  # noqa: E402
+                      expect_status, free_port, haproxy_server_status, load_proto, make_csr,
+                      method, service_files, stop, wait_for)
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -98,27 +98,11 @@ def start_node(n, ports=None):
 
 
 def haproxy_env():
-    env = dict(os.environ)
-    for n, node in NODES.items():
-        env["PKID_NODE%d" % n] = ADDR[n]
-        env["PKID_NODE%d_GRPC_PORT" % n] = str(node.grpc)
-        env["PKID_NODE%d_OCSP_PORT" % n] = str(node.ocsp)
-        env["PKID_NODE%d_ADMIN_PORT" % n] = str(node.admin)
-    env["PKID_LB_GRPC"] = "127.0.0.1:%d" % STATE["grpc_port"]
-    env["PKID_LB_HTTP"] = "127.0.0.1:%d" % STATE["http_port"]
-    env["PKID_LB_METRICS"] = "127.0.0.1:%d" % STATE["metrics_port"]
-    env["PKID_LB_SOCKET"] = SOCK
-    return env
+    return cluster_env(NODES, STATE["grpc_port"], STATE["http_port"], STATE["metrics_port"], SOCK)
 
 
 def up_in_haproxy(n):
-    lines = haproxy_command(SOCK, "show stat").splitlines()
-    head = lines[0].lstrip("# ").split(",")
-    for line in lines[1:]:
-        row = dict(zip(head, line.split(",")))
-        if row.get("pxname") == "pkid_grpc" and row.get("svname") == "pkid%d" % n:
-            return row["status"] == "UP"
-    return False
+    return haproxy_server_status(SOCK).get(("pkid_grpc", "pkid%d" % n)) == "UP"
 
 
 def lb_channel(path="agents/pki-agent/pki-agent-client", anonymous=False):

@@ -64,8 +64,9 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from pkidtest import (AGENT, SERVER_NAME, Pkid, demo_tree, expect_status, free_port,  # noqa: E402
-                      haproxy_command, load_proto, method, service_files, stop, wait_for)
+from pkidtest import (AGENT, SERVER_NAME, Pkid, cluster_env, demo_tree, expect_status,  # noqa: E402
+                      free_port, haproxy_command, haproxy_server_status, load_proto, method,
+                      service_files, stop, wait_for)
 from testlib import finish, run  # noqa: E402
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -119,17 +120,7 @@ class LB:
 
 
 def haproxy_env():
-    env = dict(os.environ)
-    for n, node in NODES.items():
-        env["PKID_NODE%d" % n] = "127.0.0.1"
-        env["PKID_NODE%d_GRPC_PORT" % n] = str(node.grpc)
-        env["PKID_NODE%d_OCSP_PORT" % n] = str(node.ocsp)
-        env["PKID_NODE%d_ADMIN_PORT" % n] = str(node.admin)
-    env["PKID_LB_GRPC"] = "127.0.0.1:%d" % STATE["grpc_port"]
-    env["PKID_LB_HTTP"] = "127.0.0.1:%d" % STATE["http_port"]
-    env["PKID_LB_METRICS"] = "127.0.0.1:%d" % STATE["metrics_port"]
-    env["PKID_LB_SOCKET"] = SOCK
-    return env
+    return cluster_env(NODES, STATE["grpc_port"], STATE["http_port"], STATE["metrics_port"], SOCK)
 
 
 def haproxy_cli(command):
@@ -137,17 +128,7 @@ def haproxy_cli(command):
 
 
 def server_status():
-    """{(backend, server): status} from `show stat` ("UP", "DOWN", "UP 1/3"...)."""
-    lines = haproxy_cli("show stat").splitlines()
-    head = lines[0].lstrip("# ").split(",")
-    out = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        row = dict(zip(head, line.split(",")))
-        if row["svname"] not in ("FRONTEND", "BACKEND"):
-            out[(row["pxname"], row["svname"])] = row["status"]
-    return out
+    return haproxy_server_status(SOCK)
 
 
 def wait_status(node, want, timeout):

@@ -208,3 +208,35 @@ def haproxy_command(sock_path, command):
         out += chunk
     s.close()
     return out.decode()
+
+
+def cluster_env(nodes, grpc_port, http_port, metrics_port, sock_path):
+    """The environment deploy/haproxy/pkid-cluster.cfg reads: |nodes| maps
+    a node number to its Pkid (its .host and ports); the load balancer's
+    own listeners are on 127.0.0.1."""
+    env = dict(os.environ)
+    for n, node in nodes.items():
+        env["PKID_NODE%d" % n] = node.host
+        env["PKID_NODE%d_GRPC_PORT" % n] = str(node.grpc)
+        env["PKID_NODE%d_OCSP_PORT" % n] = str(node.ocsp)
+        env["PKID_NODE%d_ADMIN_PORT" % n] = str(node.admin)
+    env["PKID_LB_GRPC"] = "127.0.0.1:%d" % grpc_port
+    env["PKID_LB_HTTP"] = "127.0.0.1:%d" % http_port
+    env["PKID_LB_METRICS"] = "127.0.0.1:%d" % metrics_port
+    env["PKID_LB_SOCKET"] = sock_path
+    return env
+
+
+def haproxy_server_status(sock_path):
+    """{(backend, server): status} from haproxy's `show stat` ("UP",
+    "DOWN", "UP 1/3"...)."""
+    lines = haproxy_command(sock_path, "show stat").splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    out = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        row = dict(zip(head, line.split(",")))
+        if row["svname"] not in ("FRONTEND", "BACKEND"):
+            out[(row["pxname"], row["svname"])] = row["status"]
+    return out
