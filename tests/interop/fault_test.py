@@ -62,33 +62,9 @@ class FaultyPkid(Pkid):
     and its rules go to pkid alone."""
 
     def __init__(self, *args, env=None, **kw):
-        super().__init__(*args, **kw)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PKID_FAULT")}
-        self.env.update(env or {})
-
-    def start(self, timeout=15):
-        # Pkid.start, with env= on the Popen.
-        log = open(self.log_path, "a")
-        starts = self.log().count('"listening","grpc"') if os.path.exists(self.log_path) else 0
-        self.proc = subprocess.Popen(
-            [self.binary, "--pki", self.pki, "--listen", "127.0.0.1:0", "--ocsp-listen",
-             "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + self.args, stderr=log,
-            env=self.env)
-        log.close()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            text = self.log()
-            ports = {k: re.findall(r'"listening","%s":"127\.0\.0\.1:(\d+)"' % k, text)
-                     for k in ("grpc", "ocsp", "admin")}
-            if all(len(v) > starts for v in ports.values()):
-                self.grpc, self.ocsp, self.admin = (int(ports[k][-1])
-                                                    for k in ("grpc", "ocsp", "admin"))
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError("pkid did not start:\n" + self.log())
+        own = {k: v for k, v in os.environ.items() if not k.startswith("PKID_FAULT")}
+        own.update(env or {})
+        super().__init__(*args, env=own, **kw)
 
 
 def pkid_args(journal, segment_bytes=None):

@@ -55,10 +55,13 @@ def service_files(pki, path):
 class Pkid:
     """One pkid process on loopback; its log is a file the test can read."""
 
-    def __init__(self, binary, pki, tmp, args=(), log_name="pkid.log", host="127.0.0.1"):
+    def __init__(self, binary, pki, tmp, args=(), log_name="pkid.log", host="127.0.0.1",
+                 env=None):
         """|host|: the loopback address its three listeners take (ports
-        chosen by the kernel unless |args| give --listen and the others)."""
+        chosen by the kernel unless |args| give --listen and the others).
+        |env|: pkid's whole environment (None: the test's)."""
         self.binary, self.pki, self.args, self.host = binary, pki, list(args), host
+        self.env = env
         self.log_path = os.path.join(tmp, log_name)
         self.proc = None
         self.grpc = self.ocsp = self.admin = None
@@ -73,7 +76,8 @@ class Pkid:
         starts = self.log().count('"listening","grpc"') if os.path.exists(self.log_path) else 0
         self.proc = subprocess.Popen(
             [self.binary, "--pki", self.pki, "--listen", self.host + ":0", "--ocsp-listen",
-             self.host + ":0", "--admin-listen", self.host + ":0"] + self.args, stderr=log)
+             self.host + ":0", "--admin-listen", self.host + ":0"] + self.args, stderr=log,
+            env=self.env)
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
