@@ -696,8 +696,7 @@ static void on_fleet_lost(void *ctx) {
  * imports finish. */
 #define FLEET_IN_FLIGHT 1024
 
-static void pull_fleet(void *ctx) {
-  (void)ctx;
+static void pull_fleet(void) {
   if (g.follow == NULL || g.import == NULL || g.draining) return;
   /* Nothing in flight: every change taken is journaled. */
   if (pkid_import_pending(g.import) == 0) pkid_follow_applied(g.follow);
@@ -706,20 +705,36 @@ static void pull_fleet(void *ctx) {
     size_t n = pkid_follow_take(g.follow, c, sizeof(c) / sizeof(c[0]));
     if (n == 0) break;
     for (size_t i = 0; i < n; i++) {
+      int taken;
       if (c[i].type == PKID_REC_ISSUE) {
-        pkid_import_fleet_cert(g.import, c[i].node, c[i].der, c[i].der_len); /* takes der */
+        taken = pkid_import_fleet_cert(g.import, c[i].fleet_seq, c[i].node, c[i].der,
+                                       c[i].der_len); /* takes der */
       } else {
-        pkid_import_fleet_revoke(g.import, c[i].node, &c[i].serial, c[i].reason,
-                                 c[i].revoked_at, c[i].invalidity_date);
+        taken = pkid_import_fleet_revoke(g.import, c[i].fleet_seq, c[i].node, &c[i].serial,
+                                         c[i].reason, c[i].revoked_at, c[i].invalidity_date);
         pkid_follow_change_free(&c[i]);
       }
+      if (!taken) pkid_follow_retry(g.follow, c[i].fleet_seq); /* out of memory */
     }
   }
 }
 
+/* on_import_done: a change of the fleet that could not be journaled for a
+ * reason that may pass (a full disk, a failing journal) is read again,
+ * never passed over; one refused for good (not signed by our CAs) is. */
+static void on_import_done(void *ctx, uint64_t fleet_seq, const pki_err *failure) {
+  (void)ctx;
+  if (fleet_seq != 0 && failure != NULL && g.follow != NULL &&
+      (failure->code == PKI_ERR_UNAVAILABLE || failure->code == PKI_ERR_EXHAUSTED ||
+       failure->code == PKI_ERR_IO)) {
+    pkid_follow_retry(g.follow, fleet_seq);
+  }
+  pull_fleet();
+}
+
 static void on_fleet_changes_async(uv_async_t *async) {
   (void)async;
-  pull_fleet(NULL);
+  pull_fleet();
 }
 
 static void on_fleet_changes(void *ctx) {
@@ -733,7 +748,7 @@ static void on_fleet_changes(void *ctx) {
  * certificate the fleet has revoked. */
 static void on_fleet_check(uv_timer_t *t) {
   (void)t;
-  pull_fleet(NULL);
+  pull_fleet();
   if (!g.fleet_synced && g.follow != NULL && g.import != NULL &&
       pkid_follow_caught_up(g.follow) && pkid_import_pending(g.import) == 0) {
     g.fleet_synced = 1;
@@ -918,7 +933,7 @@ static int run(const options *o) {
   if (g.import == NULL || !pkid_import_scan(g.import, &err) || !start_grpc(o, ssl_ctx, &err)) {
     goto fail;
   }
-  pkid_import_on_done(g.import, pull_fleet, NULL);
+  pkid_import_on_done(g.import, on_import_done, NULL);
   SSL_CTX_free(ssl_ctx); /* the transport holds its reference */
   ssl_ctx = NULL;
   signal(SIGPIPE, SIG_IGN);

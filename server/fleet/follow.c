@@ -38,14 +38,19 @@ struct pkid_follow {
   pkid_fleet_change *queue;
   size_t head, num;
   int stop;
+  /* pkid_follow_retry's: read again from just after |rewind_to|, and
+   * never save the cursor beyond |cap| in this run. */
+  int rewind;
+  uint64_t rewind_to, cap;
   /* The thread's. */
   PGconn *conn;
   uint64_t cursor; /* the last fleet_seq read */
   uint64_t last_error_ms;
   uint64_t saved; /* the cursor in JOURNAL/fleet-follow */
   _Atomic int read_all; /* a fetch found nothing more, once */
-  /* The loop's: the fleet_seq of the last change taken, and of the last
-   * one known journaled (pkid_follow_applied), which the thread saves. */
+  /* The fleet_seq of the last change the loop took (under mu), and of the
+   * last one known journaled (pkid_follow_applied), which the thread
+   * saves. */
   uint64_t taken;
   _Atomic uint64_t applied;
 };
@@ -100,13 +105,19 @@ static int stopping(pkid_follow *f) {
 }
 
 /* wait_socket sleeps up to |ms| for the database's socket (-1: none) to be
- * readable or for stop; then takes in what the socket holds, dropping the
- * notifications themselves (any of them only means: read again). 0: the
- * connection broke. */
+ * readable or for a wake-up (stop, a retry); then takes in what the socket
+ * holds, dropping the notifications themselves (any of them only means:
+ * read again). 0: the connection broke. */
 static int wait_socket(pkid_follow *f, int ms) {
   struct pollfd p[2] = {{.fd = f->wake[0], .events = POLLIN},
                         {.fd = f->conn != NULL ? PQsocket(f->conn) : -1, .events = POLLIN}};
   int n = poll(p, 2, ms);
+  if (n > 0 && (p[0].revents & POLLIN)) {
+    /* Emptied, or the next wait would not wait; what woke us is in |f|. */
+    char buf[64];
+    while (read(f->wake[0], buf, sizeof(buf)) > 0) {
+    }
+  }
   if (n <= 0 || f->conn == NULL || !(p[1].revents & (POLLIN | POLLERR | POLLHUP))) return 1;
   if (!PQconsumeInput(f->conn)) return 0;
   PGnotify *note;
@@ -219,10 +230,35 @@ static int rewind_if_behind(pkid_follow *f, pki_err *err) {
   return 1;
 }
 
+/* take_rewind applies a pkid_follow_retry: what was read after the change
+ * that failed is dropped and read again, after a pause (the failure, a
+ * full disk say, may last). */
+static void take_rewind(pkid_follow *f) {
+  pthread_mutex_lock(&f->mu);
+  int rewind = f->rewind;
+  uint64_t to = f->rewind_to;
+  f->rewind = 0;
+  if (rewind) {
+    for (size_t i = 0; i < f->num; i++) {
+      pkid_follow_change_free(&f->queue[(f->head + i) % PKID_FOLLOW_QUEUE]);
+    }
+    f->num = 0;
+    pthread_cond_signal(&f->room);
+  }
+  pthread_mutex_unlock(&f->mu);
+  if (!rewind) return;
+  if (to < f->cursor) f->cursor = to;
+  char from[24];
+  snprintf(from, sizeof(from), "%" PRIu64, f->cursor);
+  pki_log("warn", "fleet_follow_retry", "from", from, NULL);
+  wait_socket(f, POLL_MS);
+}
+
 static void *run(void *arg) {
   pkid_follow *f = arg;
   uint64_t retry_ms = 0;
   while (!stopping(f)) {
+    take_rewind(f);
     pki_err err;
     pki_err_clear(&err);
     if (f->conn == NULL) {
@@ -284,6 +320,7 @@ pkid_follow *pkid_follow_start(const pkid_follow_options *o, pki_err *err) {
     f->taken = f->cursor;
   }
   f->wake[0] = f->wake[1] = -1;
+  f->cap = UINT64_MAX;
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->room, NULL);
   if (pipe2(f->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -319,9 +356,23 @@ size_t pkid_follow_take(pkid_follow *f, pkid_fleet_change *out, size_t max) {
 
 void pkid_follow_applied(pkid_follow *f) {
   pthread_mutex_lock(&f->mu);
-  uint64_t taken = f->taken;
+  uint64_t applied = f->taken < f->cap ? f->taken : f->cap;
   pthread_mutex_unlock(&f->mu);
-  atomic_store(&f->applied, taken);
+  atomic_store(&f->applied, applied);
+}
+
+void pkid_follow_retry(pkid_follow *f, uint64_t seq) {
+  pthread_mutex_lock(&f->mu);
+  uint64_t before = seq - 1;
+  if (before < f->cap) f->cap = before;
+  if (!f->rewind || before < f->rewind_to) f->rewind_to = before;
+  f->rewind = 1;
+  pthread_mutex_unlock(&f->mu);
+  /* The cursor file may say more already: take it back now. */
+  uint64_t applied = atomic_load(&f->applied);
+  if (applied > before) atomic_store(&f->applied, before);
+  ssize_t w = write(f->wake[1], "x", 1);
+  (void)w; /* a full pipe wakes poll() as well */
 }
 
 int pkid_follow_caught_up(pkid_follow *f) {

@@ -70,6 +70,13 @@ size_t pkid_follow_take(pkid_follow *f, pkid_fleet_change *out, size_t max);
  * here (the import has nothing pending): the thread saves the cursor. */
 void pkid_follow_applied(pkid_follow *f);
 
+/* pkid_follow_retry says that the change at |seq| (its fleet_seq) could
+ * not be journaled here (the disk full, say): the follower reads again
+ * from just before it, after a pause, and in this run never saves the
+ * cursor past it, so that a restart reads it again too. A change is
+ * never passed over for a failure that may go away. Loop thread. */
+void pkid_follow_retry(pkid_follow *f, uint64_t seq);
+
 /* pkid_follow_caught_up is 1 once the follower has read every change that
  * was in the database when it first connected and the loop has taken
  * them all. */

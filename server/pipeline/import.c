@@ -31,7 +31,7 @@ struct pkid_import {
    * fleet comes after the certificate it revokes. */
   import_job *waiting, *waiting_tail;
   size_t num_waiting, num_in_flight;
-  void (*on_done)(void *ctx);
+  void (*on_done)(void *ctx, uint64_t fleet_seq, const pki_err *failure);
   void *on_done_ctx;
   int stopped; /* the pool is stopping: nothing more is submitted */
 };
@@ -61,11 +61,14 @@ static void on_imported(pkid_job *job) {
     pki_log("error", "import_failed", "serial", hex, "what", what, "reason", job->err.msg,
             NULL);
   }
+  uint64_t fleet_seq = job->fleet_seq;
+  pki_err failure = job->err;
+  int ok = job->ok;
   pkid_job_cleanup(job);
   free(ij);
   imp->num_in_flight--;
   submit_waiting(imp);
-  if (imp->on_done != NULL) imp->on_done(imp->on_done_ctx);
+  if (imp->on_done != NULL) imp->on_done(imp->on_done_ctx, fleet_seq, ok ? NULL : &failure);
 }
 
 static void push_waiting(pkid_import *imp, import_job *ij) {
@@ -143,9 +146,11 @@ static const pkid_ca *issuer_of(const pkid_import *imp, const pki_cert_info *inf
 
 /* make_job turns a certificate into an import job journaled as |who|'s,
  * or NULL (logged as from |path|) if it is not one pkid should import: not
- * ours, or known already. It takes |der|. */
+ * ours, or known already; or, with |*oom| set, when out of memory. It
+ * takes |der|. */
 static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, size_t len,
-                            const char *who) {
+                            const char *who, int *oom) {
+  *oom = 0;
   pki_cert_info info;
   pki_err err;
   if (!pki_cert_info_parse(&info, der, len, &err)) {
@@ -163,9 +168,12 @@ static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, si
             "not signed by any of the loaded CAs", NULL);
   } else if (CBS_len(&serial) == 0 || CBS_len(&serial) > PKI_SERIAL_MAX) {
     pki_log("warn", "import_refused", "file", path, "reason", "serial of unusual size", NULL);
-  } else if (!pkid_status_get(imp->store->status, CBS_data(&serial), CBS_len(&serial),
-                              &known) &&
-             (ij = calloc(1, sizeof(*ij))) != NULL) {
+  } else if (pkid_status_get(imp->store->status, CBS_data(&serial), CBS_len(&serial),
+                             &known)) {
+    /* Known already: nothing to do. */
+  } else if ((ij = calloc(1, sizeof(*ij))) == NULL) {
+    *oom = 1;
+  } else {
     pkid_job *job = &ij->job;
     pkid_job_init(job, PKID_REC_ISSUE, on_imported);
     ij->imp = imp;
@@ -216,7 +224,8 @@ int pkid_import_scan(pkid_import *imp, pki_err *err) {
       pki_log("warn", "import_refused", "file", path, "reason", err->msg, NULL);
       continue;
     }
-    import_job *ij = make_job(imp, path, der, len, kWho);
+    int oom;
+    import_job *ij = make_job(imp, path, der, len, kWho, &oom);
     if (ij == NULL) continue;
     /* A serial already waiting (two files of one certificate) goes once. */
     int dup = 0;
@@ -242,32 +251,32 @@ static void fleet_who(char *out, size_t size, uint16_t node) {
   snprintf(out, size, "%snode %u", PKID_FLEET_WHO, node);
 }
 
-void pkid_import_fleet_cert(pkid_import *imp, uint16_t node, uint8_t *der, size_t len) {
+int pkid_import_fleet_cert(pkid_import *imp, uint64_t seq, uint16_t node, uint8_t *der,
+                           size_t len) {
   char who[32], label[64];
   fleet_who(who, sizeof(who), node);
   snprintf(label, sizeof(label), "the fleet's database (node %u)", node);
-  import_job *ij = make_job(imp, label, der, len, who);
-  if (ij == NULL) return;
-  ij->job.from_fleet = 1;
+  int oom;
+  import_job *ij = make_job(imp, label, der, len, who, &oom);
+  if (ij == NULL) return !oom;
+  ij->job.fleet_seq = seq;
   push_waiting(imp, ij);
   submit_waiting(imp);
+  return 1;
 }
 
-void pkid_import_fleet_revoke(pkid_import *imp, uint16_t node, const pki_serial *serial,
-                              uint8_t reason, int64_t revoked_at, int64_t invalidity_date) {
+int pkid_import_fleet_revoke(pkid_import *imp, uint64_t seq, uint16_t node,
+                             const pki_serial *serial, uint8_t reason, int64_t revoked_at,
+                             int64_t invalidity_date) {
   import_job *ij = calloc(1, sizeof(*ij));
-  if (ij == NULL) {
-    /* Not lost: the next start follows the fleet from the beginning. */
-    pki_log("error", "import_failed", "what", "revocation", "reason", "out of memory", NULL);
-    return;
-  }
+  if (ij == NULL) return 0;
   pkid_job *job = &ij->job;
   pkid_job_init(job, PKID_REC_REVOKE, on_imported);
   ij->imp = imp;
   char who[32];
   fleet_who(who, sizeof(who), node);
   pkid_job_set_identity(job, who);
-  job->from_fleet = 1;
+  job->fleet_seq = seq;
   job->rec.serial = *serial;
   job->rec.reason = reason;
   job->rec.revoked_at = revoked_at;
@@ -275,9 +284,12 @@ void pkid_import_fleet_revoke(pkid_import *imp, uint16_t node, const pki_serial 
   job->now = (int64_t)time(NULL);
   push_waiting(imp, ij);
   submit_waiting(imp);
+  return 1;
 }
 
-void pkid_import_on_done(pkid_import *imp, void (*fn)(void *ctx), void *ctx) {
+void pkid_import_on_done(pkid_import *imp,
+                         void (*fn)(void *ctx, uint64_t fleet_seq, const pki_err *failure),
+                         void *ctx) {
   imp->on_done = fn;
   imp->on_done_ctx = ctx;
 }

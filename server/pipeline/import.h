@@ -43,14 +43,21 @@ int pkid_import_scan(pkid_import *imp, pki_err *err);
  * certificate). It takes |der|. pkid_import_fleet_revoke revokes a
  * certificate this node knows, after any import in flight that may be it;
  * one unknown here or revoked already is passed over. Neither is claimed
- * in the fleet's database again (the job's from_fleet). */
-void pkid_import_fleet_cert(pkid_import *imp, uint16_t node, uint8_t *der, size_t len);
-void pkid_import_fleet_revoke(pkid_import *imp, uint16_t node, const pki_serial *serial,
-                              uint8_t reason, int64_t revoked_at, int64_t invalidity_date);
+ * in the fleet's database again (the job's fleet_seq, |seq| here). Both
+ * return 0 only when out of memory: the change was not taken, and the
+ * caller must hand it over again (follow.h, pkid_follow_retry). */
+int pkid_import_fleet_cert(pkid_import *imp, uint64_t seq, uint16_t node, uint8_t *der,
+                           size_t len);
+int pkid_import_fleet_revoke(pkid_import *imp, uint64_t seq, uint16_t node,
+                             const pki_serial *serial, uint8_t reason, int64_t revoked_at,
+                             int64_t invalidity_date);
 
-/* pkid_import_on_done has |fn| called after each import finishes (the
- * caller hands over more). */
-void pkid_import_on_done(pkid_import *imp, void (*fn)(void *ctx), void *ctx);
+/* pkid_import_on_done has |fn| called after each import finishes, with its
+ * fleet_seq (0: not the fleet's) and, if it failed, why: the caller hands
+ * over more, and learns of a change of the fleet that was not journaled. */
+void pkid_import_on_done(pkid_import *imp,
+                         void (*fn)(void *ctx, uint64_t fleet_seq, const pki_err *failure),
+                         void *ctx);
 
 /* pkid_import_pending is how many certificates wait or are in flight. */
 size_t pkid_import_pending(const pkid_import *imp);

@@ -107,7 +107,7 @@ static int prepare_key_revocation(pkid_store *st, pkid_job *job, const commit_re
  * bootstrap token) in the fleet's database before anything of it is
  * journaled (store.h, fleet_claim). A lone node claims nothing. */
 static int claim(pkid_store *st, pkid_job *job) {
-  if (st->fleet_claim == NULL || job->from_fleet) return 1;
+  if (st->fleet_claim == NULL || job->fleet_seq != 0) return 1;
   int needs = job->rec.type == PKID_REC_REVOKE ||
               (job->rec.type == PKID_REC_ISSUE && job->rec.has_token);
   if (needs && !st->fleet_claim(st->fleet_claim_ctx, &job->rec, &job->err)) return 0;

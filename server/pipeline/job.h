@@ -48,9 +48,10 @@ struct pkid_job {
   /* An ISSUE whose |cert| is given (import.h): the worker first checks
    * that rec.ca's key signed it, and fails the job if not. */
   int verify_cert;
-  /* The change was made by another node of the fleet (import.h): it is in
-   * the fleet's database already, so it is not claimed there. */
-  int from_fleet;
+  /* A change another node of the fleet made (import.h): its place in the
+   * fleet's order (follow.h, fleet_seq); 0: this node's own. It is in the
+   * fleet's database already, so it is not claimed there. */
+  uint64_t fleet_seq;
   /* How the worker that runs the job signs for rec.ca (ca/signer.h); NULL:
    * with the key directly. */
   const pki_signer *signer;
