@@ -35,6 +35,9 @@ packages=(
   # their own PostgreSQL 15 servers (initdb in a temporary folder) and
   # psql, which the tests use to check what pkid wrote
   postgresql-15 postgresql-client-15 libpq-dev
+  # the audit trail's SIEM feed: the tests start Debian's rsyslog with its
+  # TLS module (gtls) on loopback as the collector
+  rsyslog rsyslog-gnutls
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )

@@ -706,7 +706,7 @@ static void pull_fleet(void) {
     if (n == 0) break;
     for (size_t i = 0; i < n; i++) {
       int taken;
-      if (c[i].type == PKID_REC_ISSUE) {
+      if (c[i].type == PKI_REC_ISSUE) {
         taken = pkid_import_fleet_cert(g.import, c[i].fleet_seq, c[i].node, c[i].der,
                                        c[i].der_len); /* takes der */
       } else {

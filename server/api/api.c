@@ -40,7 +40,7 @@ static void on_call_gone(pkid_pending *p) {
   atomic_store_explicit(&r->job.cancelled, 1, memory_order_relaxed);
 }
 
-static api_request *request_new(pkid_api *api, pkid_record_type type, pki_err *err) {
+static api_request *request_new(pkid_api *api, pki_record_type type, pki_err *err) {
   api_request *r = calloc(1, sizeof(*r));
   if (r == NULL) {
     PKI_ERR_OOM(err);
@@ -289,13 +289,13 @@ static void on_job_done(pkid_job *job) {
   pkid_api *api = r->api;
   if (job->ok) {
     pkid_job_apply(job, api->store);
-    pkid_counter_add(job->rec.type == PKID_REC_ISSUE ? pkid_m.issued : pkid_m.revoked,
+    pkid_counter_add(job->rec.type == PKI_REC_ISSUE ? pkid_m.issued : pkid_m.revoked,
                      1 + job->num_same_key);
   } else if (job->rec.has_token) {
     /* A token whose issuance failed may be used again. */
     pkid_store_token_release(api->store, job->rec.token_id);
   }
-  if (job->rec.type == PKID_REC_REVOKE && job->ok) {
+  if (job->rec.type == PKI_REC_REVOKE && job->ok) {
     char hex[2 * PKI_SERIAL_MAX + 1], reason[8];
     snprintf(reason, sizeof(reason), "%u", job->rec.reason);
     pki_serial_to_hex(hex, &job->rec.serial);
@@ -311,7 +311,7 @@ static void on_job_done(pkid_job *job) {
     pkid_call_untrack(&r->pending);
     if (!job->ok) {
       refuse(call, r->request_id, r->streaming, &job->err, 0);
-    } else if (job->rec.type == PKID_REC_ISSUE) {
+    } else if (job->rec.type == PKI_REC_ISSUE) {
       reply_issued(call, r);
     } else {
       reply_revoked(call, job->rec.revoked_at, &job->rec.serial, job->same_key_recs,
@@ -426,7 +426,7 @@ static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueReques
   const pki_catalog_service *svc;
   uint64_t retry_ms = 0;
   int bootstrap = pkid_call_peer(call)->identity[0] == '\0' && req->bootstrap_token[0] != '\0';
-  api_request *r = request_new(api, PKID_REC_ISSUE, &err);
+  api_request *r = request_new(api, PKI_REC_ISSUE, &err);
   if (r == NULL) goto refuse;
   r->request_id = req->request_id;
   r->streaming = streaming;
@@ -618,7 +618,7 @@ static void on_revoke(void *ctx, pkid_call *call, const uint8_t *msg, size_t len
     PKI_ERR(&err, PKI_ERR_PRECONDITION, "the CA of %s is not loaded", req->serial);
     goto fail;
   }
-  if ((r = request_new(api, PKID_REC_REVOKE, &err)) == NULL) goto fail;
+  if ((r = request_new(api, PKI_REC_REVOKE, &err)) == NULL) goto fail;
   r->job.rec.ca = ca;
   r->job.rec.serial = serial;
   r->job.rec.reason = (uint8_t)req->reason;

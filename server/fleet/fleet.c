@@ -22,7 +22,7 @@
 #include "server/fleet/migrations.h"
 #include "server/fleet/pg.h"
 #include "server/metrics/metrics.h"
-#include "server/store/record.h"
+#include "lib/record.h"
 #include "server/store/store.h"
 
 #define HOLDER_FILE "fleet-holder"
@@ -250,7 +250,7 @@ static int renew_lease(pkid_fleet *f, pki_err *err) {
 /* One record of a batch: a copy of its payload, parsed. */
 typedef struct ship_item {
   uint8_t *payload;
-  pkid_parsed_record p;
+  pki_parsed_record p;
   uint64_t seq, time;
 } ship_item;
 
@@ -274,7 +274,7 @@ typedef struct collect_ctx {
  * blocks, CRLs) only move the cursor past them. */
 static int collect(void *ctx, const pki_journal_record *r, pki_err *err) {
   ship_batch *b = ctx;
-  if (r->type != PKID_REC_ISSUE && r->type != PKID_REC_REVOKE && r->type != PKID_REC_TOKEN) {
+  if (r->type != PKI_REC_ISSUE && r->type != PKI_REC_REVOKE && r->type != PKI_REC_TOKEN) {
     return 1;
   }
   ship_item *it = &b->items[b->n];
@@ -286,7 +286,7 @@ static int collect(void *ctx, const pki_journal_record *r, pki_err *err) {
   memcpy(it->payload, r->payload, r->len);
   pki_journal_record copy = *r;
   copy.payload = it->payload;
-  if (!pkid_record_parse(&copy, &it->p, err)) {
+  if (!pki_record_parse(&copy, &it->p, err)) {
     free(it->payload);
     return 0;
   }
@@ -339,10 +339,10 @@ static uint64_t issuer_node(const pkid_fleet *f, const pki_serial *s) {
 
 static void item_stmt(const pkid_fleet *f, const ship_item *it, stmt *s) {
   static const uint8_t kServer[] = "server", kClient[] = "client";
-  const pkid_parsed_record *p = &it->p;
+  const pki_parsed_record *p = &it->p;
   memset(s, 0, sizeof(*s));
   switch (p->type) {
-    case PKID_REC_ISSUE:
+    case PKI_REC_ISSUE:
       s->sql =
           "INSERT INTO pkid_certificates (serial, node_id, journal_seq, ca, service, identity,"
           " usage, not_before, not_after, key_sha256, der, issued_at) VALUES ($1, $2, $3, $4,"
@@ -363,7 +363,7 @@ static void item_stmt(const pkid_fleet *f, const ship_item *it, stmt *s) {
       bin_param(s, 10, p->cert.data, p->cert.len);
       text_param(s, 11, it->time);
       break;
-    case PKID_REC_REVOKE:
+    case PKI_REC_REVOKE:
       s->sql =
           "INSERT INTO pkid_revocations (serial, reason, revoked_at, invalidity_date, identity,"
           " node_id, journal_seq) VALUES ($1, $2, to_timestamp($3::float8),"
@@ -380,7 +380,7 @@ static void item_stmt(const pkid_fleet *f, const ship_item *it, stmt *s) {
       text_param(s, 5, f->o.node);
       text_param(s, 6, it->seq);
       break;
-    default: /* PKID_REC_TOKEN */
+    default: /* PKI_REC_TOKEN */
       s->sql =
           "INSERT INTO pkid_tokens (id, node_id, used_at) VALUES ($1, $2,"
           " to_timestamp($3::float8 / 1000)) ON CONFLICT (id) DO NOTHING";
@@ -538,12 +538,12 @@ int pkid_fleet_claim(void *ctx, const pkid_record *rec, pki_err *err) {
     PKI_ERR(err, PKI_ERR_UNAVAILABLE,
             "the fleet's PostgreSQL is unreachable: %s needs it (issuance without a token "
             "goes on); try again, or on another node",
-            rec->type == PKID_REC_REVOKE ? "a revocation" : "a bootstrap token");
+            rec->type == PKI_REC_REVOKE ? "a revocation" : "a bootstrap token");
     return 0;
   }
   stmt s;
   memset(&s, 0, sizeof(s));
-  if (rec->type == PKID_REC_REVOKE) {
+  if (rec->type == PKI_REC_REVOKE) {
     /* A serial revoked already (by any node) stays as the fleet first
      * had it: the insert does nothing, and the revocation stands. */
     s.sql =

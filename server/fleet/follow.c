@@ -159,7 +159,7 @@ static int fetch(pkid_follow *f, int limit, pki_err *err) {
     pkid_fleet_change c;
     memset(&c, 0, sizeof(c));
     c.fleet_seq = strtoull(PQgetvalue(r, i, 0), NULL, 10);
-    c.type = atoi(PQgetvalue(r, i, 1)) == 2 ? PKID_REC_ISSUE : PKID_REC_REVOKE;
+    c.type = atoi(PQgetvalue(r, i, 1)) == 2 ? PKI_REC_ISSUE : PKI_REC_REVOKE;
     uint8_t *serial;
     size_t serial_len;
     set_bytes(r, i, 2, &serial, &serial_len);
@@ -181,11 +181,11 @@ static int fetch(pkid_follow *f, int limit, pki_err *err) {
     c.revoked_at = strtoll(PQgetvalue(r, i, 6), NULL, 10);
     c.invalidity_date = strtoll(PQgetvalue(r, i, 7), NULL, 10);
     f->cursor = c.fleet_seq;
-    if (c.serial.len == 0 || (c.type == PKID_REC_ISSUE && c.der == NULL)) {
+    if (c.serial.len == 0 || (c.type == PKI_REC_ISSUE && c.der == NULL)) {
       char seq[24];
       snprintf(seq, sizeof(seq), "%" PRIu64, c.fleet_seq);
       pki_log("warn", "fleet_change_skipped", "fleet_seq", seq, "reason",
-              c.der == NULL && c.type == PKID_REC_ISSUE ? "no certificate" : "bad serial", NULL);
+              c.der == NULL && c.type == PKI_REC_ISSUE ? "no certificate" : "bad serial", NULL);
       free(c.der);
       continue;
     }

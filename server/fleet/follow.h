@@ -34,7 +34,7 @@
 
 /* One change another node made. */
 typedef struct pkid_fleet_change {
-  pkid_record_type type; /* PKID_REC_ISSUE or PKID_REC_REVOKE */
+  pki_record_type type; /* PKI_REC_ISSUE or PKI_REC_REVOKE */
   uint64_t fleet_seq;
   uint16_t node; /* the node that issued or revoked */
   pki_serial serial;

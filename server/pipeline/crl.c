@@ -278,7 +278,7 @@ static void start_build(pkid_crl_builder *b, size_t i, int64_t now) {
       .base_number = c->base_number,
   };
   cb->has_delta = c->base_number != 0;
-  pkid_job_init(&cb->job, PKID_REC_CRL, on_job_done);
+  pkid_job_init(&cb->job, PKI_REC_CRL, on_job_done);
   pkid_job_set_identity(&cb->job, "pkid");
   pkid_record *rec = &cb->job.rec;
   rec->ca = ca;

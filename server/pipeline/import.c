@@ -45,10 +45,10 @@ static void on_imported(pkid_job *job) {
   pkid_import *imp = ij->imp;
   char hex[2 * PKI_SERIAL_MAX + 1];
   pki_serial_to_hex(hex, &job->rec.serial);
-  const char *what = job->rec.type == PKID_REC_REVOKE ? "revocation" : "certificate";
+  const char *what = job->rec.type == PKI_REC_REVOKE ? "revocation" : "certificate";
   if (job->ok) {
     pkid_job_apply(job, imp->store);
-    if (job->rec.type == PKID_REC_REVOKE) {
+    if (job->rec.type == PKI_REC_REVOKE) {
       char reason[8];
       snprintf(reason, sizeof(reason), "%u", job->rec.reason);
       pki_log("info", "revoked", "serial", hex, "reason", reason, "identity", job->identity,
@@ -95,7 +95,7 @@ static int ready_to_submit(pkid_import *imp, import_job *ij) {
   pkid_cert_record rec;
   int known =
       pkid_status_get(imp->store->status, job->rec.serial.bytes, job->rec.serial.len, &rec);
-  if (job->rec.type == PKID_REC_ISSUE) return known ? -1 : 1;
+  if (job->rec.type == PKI_REC_ISSUE) return known ? -1 : 1;
   if (!known) {
     if (imp->num_in_flight > 0) return 0;
     char hex[2 * PKI_SERIAL_MAX + 1];
@@ -175,7 +175,7 @@ static import_job *make_job(pkid_import *imp, const char *path, uint8_t *der, si
     *oom = 1;
   } else {
     pkid_job *job = &ij->job;
-    pkid_job_init(job, PKID_REC_ISSUE, on_imported);
+    pkid_job_init(job, PKI_REC_ISSUE, on_imported);
     ij->imp = imp;
     pkid_job_set_identity(job, who);
     memcpy(job->rec.serial.bytes, CBS_data(&serial), CBS_len(&serial));
@@ -271,7 +271,7 @@ int pkid_import_fleet_revoke(pkid_import *imp, uint64_t seq, uint16_t node,
   import_job *ij = calloc(1, sizeof(*ij));
   if (ij == NULL) return 0;
   pkid_job *job = &ij->job;
-  pkid_job_init(job, PKID_REC_REVOKE, on_imported);
+  pkid_job_init(job, PKI_REC_REVOKE, on_imported);
   ij->imp = imp;
   char who[32];
   fleet_who(who, sizeof(who), node);

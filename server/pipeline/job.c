@@ -6,7 +6,7 @@
 
 #include "lib/crl.h"
 
-void pkid_job_init(pkid_job *job, pkid_record_type type, pkid_job_done_fn done) {
+void pkid_job_init(pkid_job *job, pki_record_type type, pkid_job_done_fn done) {
   memset(job, 0, sizeof(*job));
   atomic_init(&job->cancelled, 0);
   job->rec.type = type;
@@ -36,10 +36,10 @@ void pkid_job_apply(pkid_job *job, pkid_store *store) {
   for (size_t i = 0; i < job->num_same_key; i++) {
     pkid_store_apply(store, &job->same_key_recs[i]);
   }
-  if (job->rec.type == PKID_REC_REVOKE && job->rec.has_key_hash) {
+  if (job->rec.type == PKI_REC_REVOKE && job->rec.has_key_hash) {
     pkid_store_note_key_search(store, &job->rec.serial, job->same_key);
   }
-  if (job->rec.type == PKID_REC_REVOKE) {
+  if (job->rec.type == PKI_REC_REVOKE) {
     pkid_cert_record rec;
     if (pkid_status_get(store->status, job->rec.serial.bytes, job->rec.serial.len, &rec) &&
         (rec.revoked_at != job->rec.revoked_at || rec.reason != job->rec.reason)) {
@@ -108,8 +108,8 @@ static int prepare_key_revocation(pkid_store *st, pkid_job *job, const commit_re
  * journaled (store.h, fleet_claim). A lone node claims nothing. */
 static int claim(pkid_store *st, pkid_job *job) {
   if (st->fleet_claim == NULL || job->fleet_seq != 0) return 1;
-  int needs = job->rec.type == PKID_REC_REVOKE ||
-              (job->rec.type == PKID_REC_ISSUE && job->rec.has_token);
+  int needs = job->rec.type == PKI_REC_REVOKE ||
+              (job->rec.type == PKI_REC_ISSUE && job->rec.has_token);
   if (needs && !st->fleet_claim(st->fleet_claim_ctx, &job->rec, &job->err)) return 0;
   for (size_t k = 0; k < job->num_same_key; k++) {
     if (!st->fleet_claim(st->fleet_claim_ctx, &job->same_key_recs[k], &job->err)) return 0;
@@ -132,7 +132,7 @@ int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
   for (size_t i = 0; i < n; i++) {
     pkid_job *job = jobs[i];
     if (!job->ok) continue;
-    if (job->rec.type == PKID_REC_ISSUE &&
+    if (job->rec.type == PKI_REC_ISSUE &&
         pkid_store_commit_key_compromised(st, job->rec.key_hash)) {
       job->ok = 0;
       PKI_ERR(&job->err, PKI_ERR_DENIED,
@@ -140,7 +140,7 @@ int pkid_jobs_commit(void *ctx, pkid_job **jobs, size_t n, pki_err *err) {
       continue;
     }
     int key_compromise =
-        job->rec.type == PKID_REC_REVOKE && job->rec.reason == PKI_CRL_REASON_KEY_COMPROMISE;
+        job->rec.type == PKI_REC_REVOKE && job->rec.reason == PKI_CRL_REASON_KEY_COMPROMISE;
     if (key_compromise && !prepare_key_revocation(st, job, &c)) {
       job->ok = 0;
       continue;

@@ -76,7 +76,7 @@ struct pkid_job {
 };
 
 /* pkid_job_init zeroes |job| and sets what it is and who gets it back. */
-void pkid_job_init(pkid_job *job, pkid_record_type type, pkid_job_done_fn done);
+void pkid_job_init(pkid_job *job, pki_record_type type, pkid_job_done_fn done);
 
 /* pkid_job_set_identity copies who asked into the job and its record. */
 void pkid_job_set_identity(pkid_job *job, const char *identity);

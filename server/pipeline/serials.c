@@ -32,7 +32,7 @@ static void on_reserved(pkid_job *job) {
  * used. A full pool is not an error here: the next serial tries again. */
 static void reserve_ahead(pkid_serials *s) {
   if (s->reserving || s->end - s->next > PKID_SERIAL_BLOCK / 2) return;
-  pkid_job_init(&s->reserve, PKID_REC_SERIAL_BLOCK, on_reserved);
+  pkid_job_init(&s->reserve, PKI_REC_SERIAL_BLOCK, on_reserved);
   s->reserve.rec.block_first = s->end;
   s->reserve.rec.block_count = PKID_SERIAL_BLOCK;
   pki_err err;

@@ -91,8 +91,8 @@ static void run_job(pkid_job *job, const pkid_signers *signers) {
   }
   job->signer = pkid_signers_for(signers, job->rec.ca);
   switch (job->rec.type) {
-    case PKID_REC_ISSUE: pkid_issue_run(job); break;
-    case PKID_REC_REVOKE: pkid_revoke_run(job); break;
+    case PKI_REC_ISSUE: pkid_issue_run(job); break;
+    case PKI_REC_REVOKE: pkid_revoke_run(job); break;
     default: job->ok = 1; break; /* a reservation only needs the journal */
   }
 }

@@ -8,7 +8,7 @@
 #include <openssl/mem.h>
 #include <openssl/sha.h>
 
-#include "server/store/record.h"
+#include "lib/record.h"
 
 #define SNAPSHOT_VERSION 2
 #define NO_CA 0xff
@@ -107,16 +107,16 @@ static void apply_crl(pkid_store *st, uint8_t ca, uint64_t number, uint64_t base
 
 static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
   pkid_store *st = ctx;
-  pkid_parsed_record p;
+  pki_parsed_record p;
   st->replayed++;
-  if (!pkid_record_parse(r, &p, err)) return 0;
+  if (!pki_record_parse(r, &p, err)) return 0;
   switch (p.type) {
-    case PKID_REC_SERIAL_BLOCK:
+    case PKI_REC_SERIAL_BLOCK:
       if (p.block_node == st->node && p.block_first + p.block_count > st->reserved_end) {
         st->reserved_end = p.block_first + p.block_count;
       }
       return 1;
-    case PKID_REC_ISSUE: {
+    case PKI_REC_ISSUE: {
       pkid_cert_record rec;
       memset(&rec, 0, sizeof(rec));
       rec.serial = p.serial;
@@ -128,7 +128,7 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
       if (!apply_issue(st, &rec)) goto oom;
       return 1;
     }
-    case PKID_REC_TOKEN:
+    case PKI_REC_TOKEN:
       if (!pkid_store_token_take(st, p.token_id, err)) {
         /* Already there: a token is recorded once, so this is damage. */
         if (err->code == PKI_ERR_AUTH) {
@@ -138,17 +138,19 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
         return 0;
       }
       return 1;
-    case PKID_REC_REVOKE:
+    case PKI_REC_REVOKE:
       if (!apply_revoke(st, &p.serial, p.reason, (int64_t)p.revoked_at,
                         (int64_t)p.invalidity_date,
-                        (p.flags & PKID_REVOKE_HAS_KEY) ? p.key_hash : NULL)) {
+                        (p.flags & PKI_REVOKE_HAS_KEY) ? p.key_hash : NULL)) {
         goto oom;
       }
       return 1;
-    case PKID_REC_CRL:
+    case PKI_REC_CRL:
       apply_crl(st, ca_index(st->cas, p.ca.data, p.ca.len), p.crl_number, p.crl_base,
                 (int64_t)p.crl_this_update, p.crl_cut);
       return 1;
+    case PKI_REC_EVENT:
+      return 1; /* the audit trail's alone: no state */
   }
   return 1;
 oom:
@@ -302,7 +304,7 @@ static int load_crls(pkid_store *st, CBS *cbs, const CBS *ca_names, uint16_t num
     pki_serial serial;
     uint8_t reason;
     uint64_t ord, at, invalidity, not_after;
-    if (!pkid_cbs_get_serial(cbs, &serial) || !CBS_get_u8(cbs, &reason) || !CBS_get_u64(cbs, &ord) ||
+    if (!pki_cbs_get_serial(cbs, &serial) || !CBS_get_u8(cbs, &reason) || !CBS_get_u64(cbs, &ord) ||
         !CBS_get_u64(cbs, &at) || !CBS_get_u64(cbs, &invalidity) ||
         !CBS_get_u64(cbs, &not_after) || ord > last_ord) {
       return 0;
@@ -353,7 +355,7 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     uint16_t svc;
     uint64_t nb, na, at;
     memset(&rec, 0, sizeof(rec));
-    if (!pkid_cbs_get_serial(&cbs, &rec.serial) || !CBS_get_u8(&cbs, &ca) ||
+    if (!pki_cbs_get_serial(&cbs, &rec.serial) || !CBS_get_u8(&cbs, &ca) ||
         !CBS_get_u16(&cbs, &svc) || !CBS_get_u8(&cbs, &usage) ||
         !CBS_get_u8(&cbs, &revoked) || !CBS_get_u8(&cbs, &reason) ||
         !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_get_u64(&cbs, &at)) {
@@ -452,15 +454,16 @@ int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
 /* encode_record writes the payload of |rec|'s record into |cbb|. */
 static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec) {
   CBB serial, cert;
-  uint8_t version = rec->type == PKID_REC_REVOKE ? PKID_REVOKE_VERSION
-                    : rec->type == PKID_REC_CRL  ? PKID_CRL_VERSION
-                                                 : PKID_RECORD_VERSION;
+  uint8_t version = rec->type == PKI_REC_REVOKE  ? PKI_REVOKE_VERSION
+                    : rec->type == PKI_REC_CRL   ? PKI_CRL_VERSION
+                    : rec->type == PKI_REC_EVENT ? PKI_EVENT_VERSION
+                                                 : PKI_RECORD_VERSION;
   if (!CBB_add_u8(cbb, version)) return 0;
   switch (rec->type) {
-    case PKID_REC_SERIAL_BLOCK:
+    case PKI_REC_SERIAL_BLOCK:
       return CBB_add_u16(cbb, st->node) && CBB_add_u64(cbb, rec->block_first) &&
              CBB_add_u64(cbb, rec->block_count);
-    case PKID_REC_ISSUE:
+    case PKI_REC_ISSUE:
       return CBB_add_u8_length_prefixed(cbb, &serial) &&
              CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(cbb) &&
              add_u8_str(cbb, rec->ca->def->name) && add_u8_str(cbb, rec->service) &&
@@ -470,8 +473,8 @@ static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec)
              CBB_add_bytes(cbb, rec->key_hash, sizeof(rec->key_hash)) &&
              CBB_add_u24_length_prefixed(cbb, &cert) &&
              CBB_add_bytes(&cert, rec->cert, rec->cert_len) && CBB_flush(cbb);
-    case PKID_REC_REVOKE: {
-      uint8_t flags = (rec->has_key_hash ? PKID_REVOKE_HAS_KEY : 0) | (rec->by_key ? PKID_REVOKE_BY_KEY : 0);
+    case PKI_REC_REVOKE: {
+      uint8_t flags = (rec->has_key_hash ? PKI_REVOKE_HAS_KEY : 0) | (rec->by_key ? PKI_REVOKE_BY_KEY : 0);
       return CBB_add_u8_length_prefixed(cbb, &serial) &&
              CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(cbb) &&
              CBB_add_u8(cbb, rec->reason) && CBB_add_u64(cbb, (uint64_t)rec->revoked_at) &&
@@ -479,15 +482,24 @@ static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec)
              CBB_add_u64(cbb, (uint64_t)rec->invalidity_date) && CBB_add_u8(cbb, flags) &&
              (!rec->has_key_hash || CBB_add_bytes(cbb, rec->key_hash, sizeof(rec->key_hash)));
     }
-    case PKID_REC_TOKEN:
+    case PKI_REC_TOKEN:
       return CBB_add_bytes(cbb, rec->token_id, sizeof(rec->token_id));
-    case PKID_REC_CRL:
+    case PKI_REC_CRL:
       return add_u8_str(cbb, rec->ca->def->name) && CBB_add_u64(cbb, rec->crl_number) &&
              CBB_add_u64(cbb, rec->crl_base) &&
              CBB_add_u64(cbb, (uint64_t)rec->crl_this_update) &&
              CBB_add_u64(cbb, (uint64_t)rec->crl_next_update) && CBB_add_u64(cbb, rec->crl_cut) &&
              CBB_add_u32(cbb, rec->crl_entries) && CBB_add_u32(cbb, rec->crl_delta_entries) &&
              CBB_add_bytes(cbb, rec->crl_hash, 32) && CBB_add_bytes(cbb, rec->crl_delta_hash, 32);
+    case PKI_REC_EVENT:
+      return CBB_add_u8(cbb, rec->event_kind) && CBB_add_u8(cbb, rec->event_outcome) &&
+             add_u16_str(cbb, rec->identity) &&
+             add_u8_str(cbb, rec->service != NULL ? rec->service : "") &&
+             CBB_add_u8_length_prefixed(cbb, &serial) &&
+             CBB_add_bytes(&serial, rec->serial.bytes, rec->serial.len) && CBB_flush(cbb) &&
+             CBB_add_u32(cbb, rec->event_count) && CBB_add_u64(cbb, (uint64_t)rec->event_first) &&
+             CBB_add_u64(cbb, (uint64_t)rec->event_last) &&
+             add_u16_str(cbb, rec->detail != NULL ? rec->detail : "");
   }
   return 0;
 }
@@ -495,13 +507,13 @@ static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec)
 /* add_entry encodes one record of |type| (the record's own, or TOKEN for
  * the token an issuance used) as journal entry |e|. */
 static int add_entry(pki_journal_entry *e, uint8_t **payload, const pkid_store *st,
-                     const pkid_record *rec, pkid_record_type type, uint64_t t) {
+                     const pkid_record *rec, pki_record_type type, uint64_t t) {
   pkid_record token;
   CBB cbb;
   size_t len;
-  if (type == PKID_REC_TOKEN && rec->type != PKID_REC_TOKEN) {
+  if (type == PKI_REC_TOKEN && rec->type != PKI_REC_TOKEN) {
     memset(&token, 0, sizeof(token));
-    token.type = PKID_REC_TOKEN;
+    token.type = PKI_REC_TOKEN;
     memcpy(token.token_id, rec->token_id, sizeof(token.token_id));
     rec = &token;
   }
@@ -532,8 +544,8 @@ int pkid_store_commit(pkid_store *st, const pkid_record *const *recs, size_t n, 
   }
   uint64_t t = now_ms();
   for (size_t i = 0; i < n; i++) {
-    if (recs[i]->type == PKID_REC_ISSUE && recs[i]->has_token) {
-      if (!add_entry(&entries[num], &payloads[num], st, recs[i], PKID_REC_TOKEN, t)) goto oom;
+    if (recs[i]->type == PKI_REC_ISSUE && recs[i]->has_token) {
+      if (!add_entry(&entries[num], &payloads[num], st, recs[i], PKI_REC_TOKEN, t)) goto oom;
       num++;
     }
     if (!add_entry(&entries[num], &payloads[num], st, recs[i], recs[i]->type, t)) goto oom;
@@ -556,7 +568,7 @@ out:
 }
 
 int pkid_store_reserve(pkid_store *st, uint64_t count, uint64_t *out_first, pki_err *err) {
-  pkid_record rec = {.type = PKID_REC_SERIAL_BLOCK,
+  pkid_record rec = {.type = PKI_REC_SERIAL_BLOCK,
                      .block_first = st->reserved_end > 0 ? st->reserved_end : 1,
                      .block_count = count};
   const pkid_record *recs[1] = {&rec};
@@ -632,10 +644,10 @@ static void search_revoke(key_search *ks, const pki_serial *serial) {
 
 static int search_record(void *ctx, const pki_journal_record *r, pki_err *err) {
   key_search *ks = ctx;
-  if (r->type != PKID_REC_ISSUE && r->type != PKID_REC_REVOKE) return 1;
-  pkid_parsed_record p;
-  if (!pkid_record_parse(r, &p, err)) return 0;
-  if (p.type == PKID_REC_REVOKE) {
+  if (r->type != PKI_REC_ISSUE && r->type != PKI_REC_REVOKE) return 1;
+  pki_parsed_record p;
+  if (!pki_record_parse(r, &p, err)) return 0;
+  if (p.type == PKI_REC_REVOKE) {
     search_revoke(ks, &p.serial);
   } else {
     search_issue(ks, &p.serial, (int64_t)p.not_after, p.key_hash);
@@ -653,9 +665,9 @@ static int search_pass(pkid_store *st, key_search *ks, const pkid_record *const 
   if (!pki_journal_read_all(st->journal, search_record, ks, err)) return 0;
   for (size_t i = 0; i < num_pending; i++) {
     const pkid_record *p = pending[i];
-    if (p->type == PKID_REC_ISSUE) {
+    if (p->type == PKI_REC_ISSUE) {
       search_issue(ks, &p->serial, p->not_after, p->key_hash);
-    } else if (p->type == PKID_REC_REVOKE) {
+    } else if (p->type == PKI_REC_REVOKE) {
       search_revoke(ks, &p->serial);
     }
   }
@@ -708,7 +720,7 @@ out:
 
 void pkid_store_apply(pkid_store *st, const pkid_record *rec) {
   switch (rec->type) {
-    case PKID_REC_ISSUE: {
+    case PKI_REC_ISSUE: {
       pkid_cert_record c;
       memset(&c, 0, sizeof(c));
       c.serial = rec->serial;
@@ -721,21 +733,23 @@ void pkid_store_apply(pkid_store *st, const pkid_record *rec) {
       apply_issue(st, &c);
       break;
     }
-    case PKID_REC_REVOKE:
+    case PKI_REC_REVOKE:
       apply_revoke(st, &rec->serial, rec->reason, rec->revoked_at, rec->invalidity_date,
                    rec->has_key_hash ? rec->key_hash : NULL);
       break;
-    case PKID_REC_CRL:
+    case PKI_REC_CRL:
       apply_crl(st, (uint8_t)pkid_cas_index(st->cas, rec->ca), rec->crl_number, rec->crl_base,
                 rec->crl_this_update, rec->crl_cut);
       break;
-    case PKID_REC_SERIAL_BLOCK:
+    case PKI_REC_SERIAL_BLOCK:
       if (rec->block_first + rec->block_count > st->reserved_end) {
         st->reserved_end = rec->block_first + rec->block_count;
       }
       break;
-    case PKID_REC_TOKEN:
+    case PKI_REC_TOKEN:
       break; /* taken on the loop thread before the commit */
+    case PKI_REC_EVENT:
+      break; /* the audit trail's alone: no state */
   }
 }
 

@@ -6,40 +6,8 @@
  * requests: it knows records, never jobs, calls or connections. Errors: 1/0
  * and a pki_err, as in lib/.
  *
- * Records. The journal's header gives each record its sequence number, its
- * type and its time: Unix milliseconds, when the committer wrote it. The
- * payloads (big-endian; "u8-len" is a string or octets after a one-octet
- * length, and so on) hold times in Unix seconds, as certificates do. Each
- * begins with its own version; replay reads every version ever written.
- *
- *   1 SERIAL_BLOCK  u8 version=1, u16 node, u64 first, u64 count
- *                   sequence numbers [first, first+count) of |node| are
- *                   reserved: written before any of them is used, so none is
- *                   used twice whatever crashes.
- *   2 ISSUE         u8 version=1, u8-len serial, u8-len CA name, u8-len
- *                   service, u16-len identity (who asked), u8 usage,
- *                   u64 notBefore (s), u64 notAfter (s), 32-octet SHA-256 of
- *                   the subject public key, u24-len certificate DER
- *   3 REVOKE        u8 version=2, u8-len serial, u8 reason (CRLReason),
- *                   u64 revokedAt (s), u16-len identity (who revoked),
- *                   u64 invalidityDate (s, 0: not given), u8 flags, and with
- *                   flag 1 the 32-octet SHA-256 of the certificate's subject
- *                   public key: a keyCompromise revocation, after which that
- *                   key gets no certificate again. Flag 2: revoked because
- *                   another certificate of the key was (revoke_same_key).
- *                   Version 1 stops after the identity.
- *   4 TOKEN         u8 version=1, 32-octet id (SHA-256 of a bootstrap token):
- *                   the token is used; written in the same group commit as,
- *                   and just before, the ISSUE record it authorized
- *   5 CRL           u8 version=1, u8-len CA name, u64 cRLNumber, u64 the
- *                   base's cRLNumber (equal: this complete CRL is the new
- *                   base), u64 thisUpdate (s), u64 nextUpdate (s), u64 cut
- *                   (the CA's revocations it covers, crls.h), u32 entries of
- *                   the complete CRL, u32 of the delta, 32-octet SHA-256 of
- *                   each (complete, then delta): the CRLs of that number were
- *                   built; written before they are published, so that a
- *                   number is never used twice, and an audit can match any
- *                   CRL ever served to its record.
+ * Records: their types and payloads are lib/record.h's, which every reader
+ * of a journal shares (pkid's replay, the fleet's shipping, pkictl audit).
  *
  * A snapshot holds the status index, the CRL state of each CA (crls.h),
  * the keys revoked for keyCompromise, the highest reserved sequence number
@@ -59,6 +27,7 @@
 #include "lib/err.h"
 #include "lib/journal.h"
 #include "lib/journal_tail.h"
+#include "lib/record.h"
 #include "lib/serial.h"
 #include "lib/usage.h"
 #include "server/ca/ca.h"
@@ -66,19 +35,11 @@
 #include "server/store/idset.h"
 #include "server/store/status.h"
 
-typedef enum pkid_record_type {
-  PKID_REC_SERIAL_BLOCK = 1,
-  PKID_REC_ISSUE = 2,
-  PKID_REC_REVOKE = 3,
-  PKID_REC_TOKEN = 4,
-  PKID_REC_CRL = 5,
-} pkid_record_type;
-
 /* pkid_record: one change to the store, what its journal record says. An
  * ISSUE that used a bootstrap token (|has_token|) is written as two
  * records, TOKEN then ISSUE. Pointers are borrowed for the call. */
 typedef struct pkid_record {
-  pkid_record_type type;
+  pki_record_type type;
   /* ISSUE and REVOKE */
   pki_serial serial;
   const char *identity; /* who asked */
@@ -106,6 +67,13 @@ typedef struct pkid_record {
   uint8_t crl_hash[32], crl_delta_hash[32];
   /* SERIAL_BLOCK */
   uint64_t block_first, block_count;
+  /* EVENT (|identity|, |service| (NULL: none) and |serial| (len 0: none)
+   * too); lib/record.h */
+  uint8_t event_kind;    /* pki_event_kind */
+  uint8_t event_outcome; /* pki_event_outcome */
+  uint32_t event_count;
+  int64_t event_first, event_last;
+  const char *detail; /* NULL: none */
 } pkid_record;
 
 /* The identity of a record this node journaled for a change another node

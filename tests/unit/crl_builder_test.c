@@ -59,7 +59,7 @@ static int revoke_some(pkid_store *st, uint64_t from, uint64_t to) {
     pkid_record recs[2];
     memset(recs, 0, sizeof(recs));
     pki_serial s = serial_n(n);
-    recs[0].type = PKID_REC_ISSUE;
+    recs[0].type = PKI_REC_ISSUE;
     recs[0].serial = s;
     recs[0].identity = "x";
     recs[0].ca = &g_ca;
@@ -69,7 +69,7 @@ static int revoke_some(pkid_store *st, uint64_t from, uint64_t to) {
     recs[0].not_after = 4000000000;
     recs[0].cert = kCert;
     recs[0].cert_len = sizeof(kCert);
-    recs[1].type = PKID_REC_REVOKE;
+    recs[1].type = PKI_REC_REVOKE;
     recs[1].serial = s;
     recs[1].reason = PKI_CRL_REASON_SUPERSEDED;
     recs[1].revoked_at = 1790000000 + (int64_t)n;

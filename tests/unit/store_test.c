@@ -47,7 +47,7 @@ static const uint8_t kCert[] = {0x30, 0x03, 0x02, 0x01, 0x07};
 static pkid_record issue_rec(uint64_t n, const char *svc, const char *who) {
   pkid_record r;
   memset(&r, 0, sizeof(r));
-  r.type = PKID_REC_ISSUE;
+  r.type = PKI_REC_ISSUE;
   r.serial = serial_n(n);
   r.identity = who;
   r.ca = &g_cas.cas[0];
@@ -100,7 +100,7 @@ static int commit_apply(pkid_store *st, pkid_record *recs, size_t n) {
 static void write_sample(pkid_store *st) {
   pkid_record recs[4];
   memset(&recs[0], 0, sizeof(recs[0]));
-  recs[0].type = PKID_REC_SERIAL_BLOCK;
+  recs[0].type = PKI_REC_SERIAL_BLOCK;
   recs[0].block_first = 100;
   recs[0].block_count = 50;
   recs[1] = issue_rec(1, "redis", "bootstrap:redis");
@@ -108,7 +108,7 @@ static void write_sample(pkid_store *st) {
   memset(recs[1].token_id, 0xab, sizeof(recs[1].token_id));
   recs[2] = issue_rec(2, "vault", "spiffe://cybersec-framework.local/agents/pki-agent");
   memset(&recs[3], 0, sizeof(recs[3]));
-  recs[3].type = PKID_REC_REVOKE;
+  recs[3].type = PKI_REC_REVOKE;
   recs[3].serial = serial_n(2);
   recs[3].reason = 1;
   recs[3].revoked_at = 1795000000;
@@ -157,14 +157,14 @@ static int read_raw(void *ctx, const pki_journal_record *r, pki_err *err) {
   CBS_init(&cbs, r->payload, r->len);
   /* REVOKE is at version 2 (an invalidity date and the key's hash); the
    * others at 1. */
-  uint8_t want = r->type == PKID_REC_REVOKE ? 2 : 1;
+  uint8_t want = r->type == PKI_REC_REVOKE ? 2 : 1;
   if (!CBS_get_u8(&cbs, &version) || version != want) return 1;
   switch (r->type) {
-    case PKID_REC_SERIAL_BLOCK:
+    case PKI_REC_SERIAL_BLOCK:
       w->block_ok += CBS_get_u16(&cbs, &node) && node == 3 && CBS_get_u64(&cbs, &a) &&
                      a == 100 && CBS_get_u64(&cbs, &b) && b == 50 && CBS_len(&cbs) == 0;
       break;
-    case PKID_REC_ISSUE:
+    case PKI_REC_ISSUE:
       w->issue_ok += CBS_get_u8_length_prefixed(&cbs, &serial) && CBS_len(&serial) > 8 &&
                      CBS_get_u8_length_prefixed(&cbs, &ca) &&
                      CBS_mem_equal(&ca, (const uint8_t *)g_cas.cas[0].def->name,
@@ -177,14 +177,14 @@ static int read_raw(void *ctx, const pki_journal_record *r, pki_err *err) {
                      CBS_get_u24_length_prefixed(&cbs, &cert) &&
                      CBS_mem_equal(&cert, kCert, sizeof(kCert)) && CBS_len(&cbs) == 0;
       break;
-    case PKID_REC_REVOKE:
+    case PKI_REC_REVOKE:
       w->revoke_ok += CBS_get_u8_length_prefixed(&cbs, &serial) && CBS_get_u8(&cbs, &reason) &&
                       reason == 1 && CBS_get_u64(&cbs, &a) && a == 1795000000 &&
                       CBS_get_u16_length_prefixed(&cbs, &who) && CBS_get_u64(&cbs, &a) &&
                       a == 0 && CBS_get_u8(&cbs, &flags) && (flags & ~1u) == 0 &&
                       CBS_skip(&cbs, (flags & 1u) ? 32 : 0) && CBS_len(&cbs) == 0;
       break;
-    case PKID_REC_TOKEN:
+    case PKI_REC_TOKEN:
       w->token_ok += CBS_len(&cbs) == 32 && CBS_data(&cbs)[0] == 0xab;
       break;
   }
@@ -213,8 +213,8 @@ TEST(every_record_type_round_trips) {
   pki_journal *j = pki_journal_open(dir, NULL, read_raw, &w, &err);
   REQUIRE(j != NULL);
   pki_journal_close(j);
-  CHECK(w.types[PKID_REC_SERIAL_BLOCK] == 1 && w.types[PKID_REC_ISSUE] == 2 &&
-        w.types[PKID_REC_REVOKE] == 1 && w.types[PKID_REC_TOKEN] == 1);
+  CHECK(w.types[PKI_REC_SERIAL_BLOCK] == 1 && w.types[PKI_REC_ISSUE] == 2 &&
+        w.types[PKI_REC_REVOKE] == 1 && w.types[PKI_REC_TOKEN] == 1);
   CHECK(w.block_ok == 1 && w.issue_ok == 2 && w.revoke_ok == 1 && w.token_ok == 1);
   /* Record times are Unix milliseconds (store.h): within this decade. */
   CHECK(w.first_time > 1700000000000ull && w.first_time < 2000000000000ull);
@@ -253,7 +253,7 @@ static void crl_sample(pkid_store *st) {
   memcpy(recs[1].key_hash, recs[0].key_hash, sizeof(recs[1].key_hash));
   recs[2] = issue_rec(6, "vault", "x");
   memset(&recs[3], 0, sizeof(recs[3]));
-  recs[3].type = PKID_REC_REVOKE;
+  recs[3].type = PKI_REC_REVOKE;
   recs[3].serial = serial_n(4);
   recs[3].reason = PKI_CRL_REASON_KEY_COMPROMISE;
   recs[3].revoked_at = 1795000100;
@@ -262,7 +262,7 @@ static void crl_sample(pkid_store *st) {
   memcpy(recs[3].key_hash, recs[0].key_hash, sizeof(recs[3].key_hash));
   recs[3].identity = "x";
   memset(&recs[4], 0, sizeof(recs[4]));
-  recs[4].type = PKID_REC_CRL;
+  recs[4].type = PKI_REC_CRL;
   recs[4].ca = &g_cas.cas[0];
   recs[4].identity = "pkid";
   recs[4].crl_number = 3;

@@ -48,7 +48,7 @@ static void submit_wave(uv_idle_t *idle) {
   while (g.submitted < NUM_JOBS) {
     pkid_job *job = malloc(sizeof(*job));
     pki_err err;
-    pkid_job_init(job, PKID_REC_SERIAL_BLOCK, on_done);
+    pkid_job_init(job, PKI_REC_SERIAL_BLOCK, on_done);
     job->rec.block_first = 1000000 + g.submitted * 10;
     job->rec.block_count = 10;
     if (!pkid_workers_submit(g.workers, job, &err)) {
@@ -112,7 +112,7 @@ TEST(jobs_round_trip_through_journal) {
   pki_journal_verify_result res;
   REQUIRE(pki_journal_verify_dir(g_dir, &res, &err));
   CHECK(res.records == NUM_JOBS);
-  CHECK(res.by_type[PKID_REC_SERIAL_BLOCK] == NUM_JOBS);
+  CHECK(res.by_type[PKI_REC_SERIAL_BLOCK] == NUM_JOBS);
 
   /* A restart replays them: the next block starts after the last. */
   status = pkid_status_new(16);
@@ -171,7 +171,7 @@ static void submit_failing(uv_idle_t *idle) {
   while (f.submitted < FAIL_JOBS) {
     pkid_job *job = malloc(sizeof(*job));
     pki_err err;
-    pkid_job_init(job, PKID_REC_SERIAL_BLOCK, on_failing_done);
+    pkid_job_init(job, PKI_REC_SERIAL_BLOCK, on_failing_done);
     job->rec.block_first = 5000000 + f.submitted;
     job->rec.block_count = 1;
     if (!pkid_workers_submit(f.workers, job, &err)) {
@@ -220,7 +220,7 @@ TEST(failed_commit_answers_nothing_as_done) {
   /* The journal has a record for each job answered ok, and no other. */
   pki_journal_verify_result res;
   REQUIRE(pki_journal_verify_dir(dir, &res, &err));
-  CHECK(res.by_type[PKID_REC_SERIAL_BLOCK] == f.ok);
+  CHECK(res.by_type[PKI_REC_SERIAL_BLOCK] == f.ok);
   pki_catalog_free(cat);
 }
 

@@ -1,11 +1,10 @@
-/* record.c: one journal record of the store, read back (see record.h). */
-#include "server/store/record.h"
+/* record.c: one journal record of pkid, read back (see record.h). */
+#include "lib/record.h"
 
 #include <string.h>
 
-#include "server/store/store.h"
 
-int pkid_cbs_get_serial(CBS *cbs, pki_serial *out) {
+int pki_cbs_get_serial(CBS *cbs, pki_serial *out) {
   CBS s;
   if (!CBS_get_u8_length_prefixed(cbs, &s) || CBS_len(&s) == 0 ||
       CBS_len(&s) > PKI_SERIAL_MAX) {
@@ -17,19 +16,19 @@ int pkid_cbs_get_serial(CBS *cbs, pki_serial *out) {
   return 1;
 }
 
-static pkid_bytes bytes_of(const CBS *cbs) {
-  pkid_bytes b = {CBS_data(cbs), CBS_len(cbs)};
+static pki_bytes bytes_of(const CBS *cbs) {
+  pki_bytes b = {CBS_data(cbs), CBS_len(cbs)};
   return b;
 }
 
-static int parse_payload(CBS *cbs, pkid_parsed_record *o) {
+static int parse_payload(CBS *cbs, pki_parsed_record *o) {
   CBS a, b, c, d;
   switch (o->type) {
-    case PKID_REC_SERIAL_BLOCK:
+    case PKI_REC_SERIAL_BLOCK:
       return CBS_get_u16(cbs, &o->block_node) && CBS_get_u64(cbs, &o->block_first) &&
              CBS_get_u64(cbs, &o->block_count);
-    case PKID_REC_ISSUE:
-      if (!pkid_cbs_get_serial(cbs, &o->serial) || !CBS_get_u8_length_prefixed(cbs, &a) ||
+    case PKI_REC_ISSUE:
+      if (!pki_cbs_get_serial(cbs, &o->serial) || !CBS_get_u8_length_prefixed(cbs, &a) ||
           !CBS_get_u8_length_prefixed(cbs, &b) || !CBS_get_u16_length_prefixed(cbs, &c) ||
           !CBS_get_u8(cbs, &o->usage) || !CBS_get_u64(cbs, &o->not_before) ||
           !CBS_get_u64(cbs, &o->not_after) || CBS_len(cbs) < 32) {
@@ -42,28 +41,28 @@ static int parse_payload(CBS *cbs, pkid_parsed_record *o) {
       if (!CBS_skip(cbs, 32) || !CBS_get_u24_length_prefixed(cbs, &d)) return 0;
       o->cert = bytes_of(&d);
       return 1;
-    case PKID_REC_TOKEN:
+    case PKI_REC_TOKEN:
       if (CBS_len(cbs) < 32) return 0;
       o->token_id = CBS_data(cbs);
       return CBS_skip(cbs, 32);
-    case PKID_REC_REVOKE:
-      if (!pkid_cbs_get_serial(cbs, &o->serial) || !CBS_get_u8(cbs, &o->reason) ||
+    case PKI_REC_REVOKE:
+      if (!pki_cbs_get_serial(cbs, &o->serial) || !CBS_get_u8(cbs, &o->reason) ||
           !CBS_get_u64(cbs, &o->revoked_at) || !CBS_get_u16_length_prefixed(cbs, &a)) {
         return 0;
       }
       o->identity = bytes_of(&a);
       if (o->version < 2) return 1;
       if (!CBS_get_u64(cbs, &o->invalidity_date) || !CBS_get_u8(cbs, &o->flags) ||
-          (o->flags & ~(PKID_REVOKE_HAS_KEY | PKID_REVOKE_BY_KEY)) != 0) {
+          (o->flags & ~(PKI_REVOKE_HAS_KEY | PKI_REVOKE_BY_KEY)) != 0) {
         return 0;
       }
-      if (o->flags & PKID_REVOKE_HAS_KEY) {
+      if (o->flags & PKI_REVOKE_HAS_KEY) {
         if (CBS_len(cbs) < 32) return 0;
         o->key_hash = CBS_data(cbs);
         return CBS_skip(cbs, 32);
       }
       return 1;
-    case PKID_REC_CRL:
+    case PKI_REC_CRL:
       if (!CBS_get_u8_length_prefixed(cbs, &a)) return 0;
       o->ca = bytes_of(&a);
       return CBS_get_u64(cbs, &o->crl_number) && CBS_get_u64(cbs, &o->crl_base) &&
@@ -71,15 +70,31 @@ static int parse_payload(CBS *cbs, pkid_parsed_record *o) {
              CBS_get_u64(cbs, &o->crl_cut) && CBS_get_u32(cbs, &o->crl_entries) &&
              CBS_get_u32(cbs, &o->crl_delta_entries) && CBS_skip(cbs, 64) &&
              o->crl_number != 0 && o->crl_base != 0 && o->crl_base <= o->crl_number;
+    case PKI_REC_EVENT:
+      if (!CBS_get_u8(cbs, &o->event_kind) || !CBS_get_u8(cbs, &o->event_outcome) ||
+          o->event_outcome > PKI_OUTCOME_FAILED || !CBS_get_u16_length_prefixed(cbs, &a) ||
+          !CBS_get_u8_length_prefixed(cbs, &b) || !CBS_get_u8_length_prefixed(cbs, &c) ||
+          CBS_len(&c) > PKI_SERIAL_MAX || !CBS_get_u32(cbs, &o->event_count) ||
+          !CBS_get_u64(cbs, &o->event_first) || !CBS_get_u64(cbs, &o->event_last) ||
+          !CBS_get_u16_length_prefixed(cbs, &d) || o->event_kind == 0 ||
+          o->event_count == 0 || o->event_first > o->event_last) {
+        return 0;
+      }
+      o->identity = bytes_of(&a);
+      o->service = bytes_of(&b);
+      memcpy(o->serial.bytes, CBS_data(&c), CBS_len(&c));
+      o->serial.len = CBS_len(&c);
+      o->detail = bytes_of(&d);
+      return 1;
     default:
       return 0;
   }
 }
 
-int pkid_record_parse(const pki_journal_record *r, pkid_parsed_record *out, pki_err *err) {
+int pki_record_parse(const pki_journal_record *r, pki_parsed_record *out, pki_err *err) {
   memset(out, 0, sizeof(*out));
   out->type = r->type;
-  if (r->type < PKID_REC_SERIAL_BLOCK || r->type > PKID_REC_CRL) {
+  if (r->type < PKI_REC_SERIAL_BLOCK || r->type > PKI_REC_EVENT) {
     /* A newer pkid's record: refuse rather than silently drop state. */
     PKI_ERR(err, PKI_ERR_UNSUPPORTED, "journal record %llu has unknown type %u",
             (unsigned long long)r->seq, r->type);
@@ -88,9 +103,10 @@ int pkid_record_parse(const pki_journal_record *r, pkid_parsed_record *out, pki_
   CBS cbs;
   CBS_init(&cbs, r->payload, r->len);
   if (!CBS_get_u8(&cbs, &out->version) || out->version == 0) goto bad;
-  uint8_t newest = r->type == PKID_REC_REVOKE ? PKID_REVOKE_VERSION
-                   : r->type == PKID_REC_CRL  ? PKID_CRL_VERSION
-                                              : PKID_RECORD_VERSION;
+  uint8_t newest = r->type == PKI_REC_REVOKE   ? PKI_REVOKE_VERSION
+                   : r->type == PKI_REC_CRL    ? PKI_CRL_VERSION
+                   : r->type == PKI_REC_EVENT  ? PKI_EVENT_VERSION
+                                               : PKI_RECORD_VERSION;
   if (out->version > newest) {
     /* A newer pkid's record: refuse rather than misread it. */
     PKI_ERR(err, PKI_ERR_UNSUPPORTED,
