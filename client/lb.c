@@ -767,6 +767,30 @@ static int backup(const lb_config *cfg, const lb_cert *c, char *out_name, size_t
   return 1;
 }
 
+/* ---- the audit trail ---- */
+
+/* report_rotation tells pkid that |next| is in service under |frontend|,
+ * replacing |cur|, for its journal (pkc_report_rotation). The rotation
+ * stands whatever pkid says: a load balancer must not roll back a good
+ * certificate because the CA is down. A report that fails is logged
+ * (lb_report_failed, for the operator's alerting); the journal then shows
+ * the certificate's issuance but not when it went into service. */
+static void report_rotation(const lb_config *cfg, const char *frontend, const lb_cert *next,
+                            const lb_cert *cur) {
+  pkc_error perr;
+  memset(&perr, 0, sizeof(perr));
+  pkc_client *client = pkc_client_new(&cfg->pkid, &perr);
+  int ok = client != NULL &&
+           pkc_report_rotation(client, frontend, next->serial, cur->serial, &perr);
+  pkc_client_free(client);
+  if (ok) {
+    pki_log("info", "lb_rotation_reported", "serial", next->serial, NULL);
+  } else {
+    pki_log("warn", "lb_report_failed", "serial", next->serial, "status",
+            pkc_status_name(perr.status), "error", perr.message, NULL);
+  }
+}
+
 /* ---- the next certificate, through pkid ---- */
 
 int lb_make_next(const lb_config *cfg, pki_err *err) {
@@ -1245,6 +1269,7 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
   result = LB_ROTATED;
   pki_log("info", "lb_rotated", "serial", next.serial, "previous", cur.serial, "path", path,
           "validate_ms", ms1, "swap_ms", ms2, "probe_ms", ms3, NULL);
+  report_rotation(cfg, path, &next, &cur);
   pki_err next_err;
   pki_err_clear(&next_err);
   if (!lb_make_next(cfg, &next_err)) {

@@ -458,6 +458,31 @@ int pkc_revoke(pkc_client *client, const char *serial_hex, pkc_revocation_reason
   return 1;
 }
 
+int pkc_report_rotation(pkc_client *client, const char *frontend, const char *serial_hex,
+                        const char *previous_hex, pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  if (!check_serial(serial_hex, err)) return 0;
+  if (previous_hex != NULL && previous_hex[0] != '\0' && !check_serial(previous_hex, err)) {
+    return 0;
+  }
+  Pki__V1__RotationReport req = PKI__V1__ROTATION_REPORT__INIT;
+  req.frontend = (char *)frontend;
+  req.serial = (char *)serial_hex;
+  req.previous_serial = (char *)(previous_hex != NULL ? previous_hex : "");
+  uint8_t buf[1024], *resp_buf;
+  size_t resp_len;
+  if (pki__v1__rotation_report__get_packed_size(&req) > sizeof(buf)) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "frontend '%.40s...' is too long", frontend);
+    return 0;
+  }
+  size_t len = pki__v1__rotation_report__pack(&req, buf);
+  if (!pkc_call_unary(client, METHOD("ReportRotation"), buf, len, &resp_buf, &resp_len, err)) {
+    return 0;
+  }
+  free(resp_buf);
+  return 1;
+}
+
 int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,
                pkc_error *err) {
   ERR_OR_LOCAL(err);

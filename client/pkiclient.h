@@ -288,6 +288,15 @@ typedef struct pkc_cert_status {
 int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,
                pkc_error *err);
 
+/* pkc_report_rotation tells pkid that a load balancer put the certificate
+ * |serial_hex| in service under |frontend| (its name there, e.g. haproxy's
+ * "/etc/haproxy/certs/lb.pem"), replacing |previous_hex| (NULL or "":
+ * none), so that the rotation is on pkid's audit trail. The certificate
+ * must be of the caller's own service (an admin: any). It returns once the
+ * report is durable in pkid's journal. */
+int pkc_report_rotation(pkc_client *client, const char *frontend, const char *serial_hex,
+                        const char *previous_hex, pkc_error *err);
+
 typedef struct pkc_trust_store {
   char *ca;        /* catalogue name of the CA */
   pkc_der cert;    /* the CA's certificate */

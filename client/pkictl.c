@@ -8,6 +8,7 @@
  *   pkictl inspect FILE           summarise a certificate or CSR
  *   pkictl crl fetch|inspect      fetch a CA's CRL, checked; summarise a CRL
  *   pkictl journal verify DIR     check a journal's records and hash chain
+ *   pkictl audit DIR              query the journal as the audit trail
  *   pkictl token create           a one-time bootstrap token for a service
  *
  * Online, through pkid's gRPC API (libpkiclient, mutual TLS):
@@ -40,6 +41,7 @@
 #include "client/crl_cmd.h"
 #include "client/fleet_cmd.h"
 #include "client/inspect.h"
+#include "client/audit_cmd.h"
 #include "client/journal_cmd.h"
 #include "client/pkiclient.h"
 #include "lib/catalog.h"
@@ -189,6 +191,10 @@ static const char kUsage[] =
     "  crl inspect FILE [--pki DIR | --ca-file FILE]\n"
     "                 Summarise each CRL of a DER or PEM file: issuer, number,\n"
     "                 updates, entries; with a CA, whether its signature verifies.\n"
+    "  audit DIR [--service S] [--identity I] [--serial HEX] [--kind K]\n"
+    "        [--since T] [--until T] [--table]\n"
+    "                 Query the journal as the audit trail (every record's chain\n"
+    "                 checked as it is read): JSON lines, or a table.\n"
     "  journal verify DIR [--checkpoint FILE (--audit-key PUB | --pki DIR)]\n"
     "                 Check every record, CRC and hash link of pkid's journal;\n"
     "                 with a checkpoint pkid signed (JOURNAL/checkpoint, the admin\n"
@@ -1107,6 +1113,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "crl") == 0) return crl_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "fleet") == 0) return fleet_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "inventory") == 0) return inventory_cmd_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "audit") == 0) return audit_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "inspect") == 0) {
     if (argc != 3) return usage_error("inspect takes one FILE%s", "");
     pki_err err;

@@ -22,7 +22,7 @@ static const char *const kEventNames[] = {
 const char *pki_audit_kind_name(const pki_parsed_record *rec, char *buf, size_t size) {
   switch (rec->type) {
     case PKI_REC_SERIAL_BLOCK: return "serial_block";
-    case PKI_REC_ISSUE: return "issue";
+    case PKI_REC_ISSUE: return rec->renews.len > 0 ? "renew" : "issue";
     case PKI_REC_REVOKE: return "revoke";
     case PKI_REC_TOKEN: return "token_used";
     case PKI_REC_CRL: return "crl";
@@ -52,17 +52,23 @@ static int bytes_eq(pki_bytes b, const char *s) {
   return strlen(s) == b.len && memcmp(b.data, s, b.len) == 0;
 }
 
-/* serial_eq compares a serial with hex text, ignoring case and leading
- * zero octets as pki_serial_from_hex would. */
+/* serial_eq compares a serial with hex text as numbers: any case, leading
+ * zeros or not ("0a1b" and "a1b" name one serial). */
 static int serial_eq(const pki_serial *serial, const char *hex) {
   static const char digits[] = "0123456789abcdef";
-  size_t n = strlen(hex);
-  if (n != serial->len * 2) return 0;
+  char mine[2 * PKI_SERIAL_MAX + 1];
+  size_t n = 0;
   for (size_t i = 0; i < serial->len; i++) {
-    if (tolower((unsigned char)hex[2 * i]) != digits[serial->bytes[i] >> 4] ||
-        tolower((unsigned char)hex[2 * i + 1]) != digits[serial->bytes[i] & 15]) {
-      return 0;
-    }
+    mine[n++] = digits[serial->bytes[i] >> 4];
+    mine[n++] = digits[serial->bytes[i] & 15];
+  }
+  mine[n] = '\0';
+  const char *a = mine, *b = hex;
+  while (*a == '0') a++;
+  while (*b == '0') b++;
+  if (strlen(a) != strlen(b)) return 0;
+  for (; *a != '\0'; a++, b++) {
+    if (tolower((unsigned char)*b) != *a) return 0;
   }
   return 1;
 }
@@ -207,7 +213,8 @@ static int add_fields(CBB *cbb, const pki_journal_record *r, const pki_parsed_re
                           : p->usage == PKI_USAGE_CLIENT ? "client"
                                                          : "unknown";
       SHA256(p->cert.data, p->cert.len, digest);
-      return field_str(cbb, "usage", usage) &&
+      return field_hex(cbb, "renews", p->renews.bytes, p->renews.len) &&
+             field_str(cbb, "usage", usage) &&
              field_time(cbb, "not_before", p->not_before, 0) &&
              field_time(cbb, "not_after", p->not_after, 0) &&
              field_hex(cbb, "key_sha256", p->key_hash, 32) &&

@@ -7,7 +7,7 @@
  * not apply left out:
  *   seq        the record's sequence number in the journal
  *   time       when it was journaled, RFC 3339 UTC with milliseconds
- *   kind       issue, revoke, token_used, crl, serial_block, refused,
+ *   kind       issue, renew, revoke, token_used, crl, serial_block, refused,
  *              reload, lb_rotation, ceremony, eab_created, eab_used
  *              (an event kind this pkid does not know: "event_N")
  *   outcome    ok, refused or failed

@@ -1371,6 +1371,9 @@ typedef struct verify_ctx {
   size_t nsnaps, next; /* sorted by seq; |next| is the first not yet met */
   int snap_failed;
   const char *snap_problem;
+  pki_journal_replay_fn fn; /* pki_journal_verify_dir_each's reader */
+  void *fn_ctx;
+  int fn_failed;
 } verify_ctx;
 
 static int snap_mismatch(verify_ctx *v, const verify_snap *s, const char *what,
@@ -1404,6 +1407,10 @@ static int verify_record(void *ctx, const pki_journal_record *rec,
       return snap_mismatch(v, s, "snapshot resume position is not just after "
                            "its last record", err);
     }
+  }
+  if (v->fn != NULL && !v->fn(v->fn_ctx, rec, err)) {
+    v->fn_failed = 1;
+    return 0;
   }
   return 1;
 }
@@ -1452,6 +1459,12 @@ int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
 
 int pki_journal_verify_dir_at(const char *dir, uint64_t mark_seq,
                               pki_journal_verify_result *res, pki_err *err) {
+  return pki_journal_verify_dir_each(dir, mark_seq, NULL, NULL, res, err);
+}
+
+int pki_journal_verify_dir_each(const char *dir, uint64_t mark_seq,
+                                pki_journal_replay_fn fn, void *ctx,
+                                pki_journal_verify_result *res, pki_err *err) {
   memset(res, 0, sizeof(*res));
   res->mark_seq = mark_seq;
   dir_list l;
@@ -1459,6 +1472,8 @@ int pki_journal_verify_dir_at(const char *dir, uint64_t mark_seq,
   memset(&v, 0, sizeof(v));
   v.res = res;
   v.dir = dir;
+  v.fn = fn;
+  v.fn_ctx = ctx;
   int ok = 0;
   if (!list_dir(dir, &l, 0, err)) return 0;
   if (l.nsegs == 0) {
@@ -1499,7 +1514,9 @@ int pki_journal_verify_dir_at(const char *dir, uint64_t mark_seq,
     uint64_t end = last && have_cut ? cut.offset : UINT64_MAX;
     if (!scan_segment(path, l.segs[i], &scan, 1, last, end, verify_record,
                       &v, &file_len, err)) {
-      if (v.snap_failed) {
+      if (v.fn_failed) {
+        /* The reader stopped: its error, about no file. */
+      } else if (v.snap_failed) {
         /* The snapshot is at fault, not the segment that was being read. */
         PKI_ERR(err, PKI_ERR_INVALID, "%s: offset 16: %s", res->bad_file,
                 v.snap_problem);

@@ -308,6 +308,15 @@ int pki_journal_verify_dir(const char *dir, pki_journal_verify_result *res,
 int pki_journal_verify_dir_at(const char *dir, uint64_t mark_seq,
                               pki_journal_verify_result *res, pki_err *err);
 
+/* pki_journal_verify_dir_each is pki_journal_verify_dir_at that also hands
+ * |fn| each record as it checks, in order (pkictl audit): what |fn| sees
+ * has passed its CRC, seq and chain link. On a journal in use, the last
+ * records may be of a batch not yet durable. |fn| returning 0 stops the
+ * read with its error. */
+int pki_journal_verify_dir_each(const char *dir, uint64_t mark_seq,
+                                pki_journal_replay_fn fn, void *ctx,
+                                pki_journal_verify_result *res, pki_err *err);
+
 /* The parsers below work on memory only; the open path, the verifier and
  * the fuzzer share them. */
 

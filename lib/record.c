@@ -40,6 +40,10 @@ static int parse_payload(CBS *cbs, pki_parsed_record *o) {
       o->key_hash = CBS_data(cbs);
       if (!CBS_skip(cbs, 32) || !CBS_get_u24_length_prefixed(cbs, &d)) return 0;
       o->cert = bytes_of(&d);
+      if (o->version < 2) return 1;
+      if (!CBS_get_u8_length_prefixed(cbs, &a) || CBS_len(&a) > PKI_SERIAL_MAX) return 0;
+      memcpy(o->renews.bytes, CBS_data(&a), CBS_len(&a));
+      o->renews.len = CBS_len(&a);
       return 1;
     case PKI_REC_TOKEN:
       if (CBS_len(cbs) < 32) return 0;
@@ -103,7 +107,8 @@ int pki_record_parse(const pki_journal_record *r, pki_parsed_record *out, pki_er
   CBS cbs;
   CBS_init(&cbs, r->payload, r->len);
   if (!CBS_get_u8(&cbs, &out->version) || out->version == 0) goto bad;
-  uint8_t newest = r->type == PKI_REC_REVOKE   ? PKI_REVOKE_VERSION
+  uint8_t newest = r->type == PKI_REC_ISSUE    ? PKI_ISSUE_VERSION
+                   : r->type == PKI_REC_REVOKE ? PKI_REVOKE_VERSION
                    : r->type == PKI_REC_CRL    ? PKI_CRL_VERSION
                    : r->type == PKI_REC_EVENT  ? PKI_EVENT_VERSION
                                                : PKI_RECORD_VERSION;

@@ -14,10 +14,13 @@
  *                   sequence numbers [first, first+count) of |node| are
  *                   reserved: written before any of them is used, so none is
  *                   used twice whatever crashes.
- *   2 ISSUE         u8 version=1, u8-len serial, u8-len CA name, u8-len
+ *   2 ISSUE         u8 version=2, u8-len serial, u8-len CA name, u8-len
  *                   service, u16-len identity (who asked), u8 usage,
  *                   u64 notBefore (s), u64 notAfter (s), 32-octet SHA-256 of
- *                   the subject public key, u24-len certificate DER
+ *                   the subject public key, u24-len certificate DER, u8-len
+ *                   serial of the certificate it renews (empty: a new
+ *                   issuance; a Renew call's is the client certificate it
+ *                   came with). Version 1 stops after the certificate.
  *   3 REVOKE        u8 version=2, u8-len serial, u8 reason (CRLReason),
  *                   u64 revokedAt (s), u16-len identity (who revoked),
  *                   u64 invalidityDate (s, 0: not given), u8 flags, and with
@@ -93,7 +96,8 @@ typedef enum pki_event_outcome {
 } pki_event_outcome;
 
 /* Each record type's payload version. */
-#define PKI_RECORD_VERSION 1 /* SERIAL_BLOCK, ISSUE, TOKEN */
+#define PKI_RECORD_VERSION 1 /* SERIAL_BLOCK, TOKEN */
+#define PKI_ISSUE_VERSION 2
 #define PKI_REVOKE_VERSION 2
 #define PKI_CRL_VERSION 1
 #define PKI_EVENT_VERSION 1
@@ -115,6 +119,7 @@ typedef struct pki_parsed_record {
   pki_bytes identity; /* who asked, who revoked */
   /* ISSUE */
   pki_bytes ca, service, cert;
+  pki_serial renews; /* len 0: not a renewal */
   uint8_t usage; /* pki_usage */
   uint64_t not_before, not_after; /* s */
   const uint8_t *key_hash;        /* 32 octets; REVOKE: with PKI_REVOKE_HAS_KEY */

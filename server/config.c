@@ -27,7 +27,7 @@ static const field kLimits[] = {
     NUM(max_conns),        NUM(max_streams),           NUM(idle_timeout_ms),
     NUM(handshake_timeout_ms), NUM(max_conns_per_address), NUM(max_call_ms),
     NUM(max_stream_ms),    NUM(max_connection_age_ms), NUM(identity_max_in_flight),
-    NUM(identity_rate),    NUM(journal_segment_bytes),
+    NUM(identity_rate),    NUM(journal_segment_bytes), NUM(refusal_window_s),
 };
 static const field kCrl[] = {
     NUM_AS("interval_s", crl_interval_s),

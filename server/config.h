@@ -17,7 +17,7 @@
  *            idle_timeout_ms: 300000, handshake_timeout_ms: 5000,
  *            max_call_ms: 30000, max_stream_ms: 600000,
  *            max_connection_age_ms: 3600000, identity_max_in_flight: 1024,
- *            identity_rate: 2000}
+ *            identity_rate: 2000, refusal_window_s: 10}
  *   crl: {interval_s: 3600, delta_interval_s: 300, validity_s: 86400,
  *         batch_ms: 1000}
  *
@@ -37,6 +37,7 @@ typedef struct pkid_config {
   unsigned long identity_max_in_flight, identity_rate, journal_segment_bytes;
   unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
   unsigned long checkpoint_interval_s, checkpoint_records;
+  unsigned long refusal_window_s;
 } pkid_config;
 
 /* pkid_config_load reads |path| into |out| (zeroed first). */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/mem.h>
+#include <openssl/sha.h>
 #include <uv.h>
 
 #include "lib/catalog.h"
@@ -42,6 +43,7 @@
 #include "server/metrics/metrics.h"
 #include "server/notify.h"
 #include "server/pipeline/crl.h"
+#include "server/pipeline/event.h"
 #include "server/pipeline/import.h"
 #include "server/pipeline/job.h"
 #include "server/pipeline/serials.h"
@@ -63,6 +65,7 @@ typedef struct pkid_limits {
   unsigned long journal_segment_bytes;
   unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
   unsigned long checkpoint_interval_s, checkpoint_records;
+  unsigned long refusal_window_s;
 } pkid_limits;
 
 typedef struct limit_def {
@@ -103,6 +106,8 @@ static const limit_def kLimits[] = {
           "a signed checkpoint of the journal at least this often (if it grew)"),
     LIMIT(checkpoint_records, PKID_CHECKPOINT_RECORDS, 1, 100000000,
           "and after this many records, whichever is first"),
+    LIMIT(refusal_window_s, 10, 1, 3600,
+          "refused requests are journaled, counted per identity and reason, this often"),
 };
 #define NUM_LIMITS (sizeof(kLimits) / sizeof(kLimits[0]))
 
@@ -310,6 +315,7 @@ typedef struct process {
   EVP_PKEY *audit_key;    /* signs checkpoints (pki/audit/); NULL: none */
   pkid_checkpoints *checkpoints;
   uv_timer_t checkpoint_timer;
+  uv_timer_t refusal_timer; /* ends each window of refusals (api/refusals.h) */
   pkid_follow *follow;    /* the other nodes' changes, with --postgres */
   uv_async_t fleet_changes; /* the follower's word that changes wait */
   int fleet_synced;       /* what the fleet had at start is applied here */
@@ -393,6 +399,9 @@ static void drain(const char *why) {
   pkid_notify_stopping(status);
   pkid_transport_stop_accepting(g.transport);
   set_ready(0);
+  /* The refusals counted so far go into the journal with the work in
+   * flight; those of the drain itself (UNAVAILABLE) are not recorded. */
+  pkid_refusals_flush(g.api.refusals);
   pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
   pkid_rpc_drain(g.rpc);
   uv_timer_start(&g.drain_timer, on_drain_timeout, 10000, 0);
@@ -421,18 +430,50 @@ static int same_hierarchy(const pki_catalog *a, const pki_catalog *b) {
   return 1;
 }
 
+/* journal_reload puts a reload, or its refusal, on the audit trail. The
+ * signal's sender is not known (SIGHUP carries no credentials pkid could
+ * trust), so the identity says how it came. */
+static void journal_reload(pki_event_outcome outcome, const char *detail) {
+  pkid_event ev = {.kind = PKI_EVENT_RELOAD,
+                   .outcome = outcome,
+                   .identity = "signal:SIGHUP",
+                   .detail = detail};
+  pki_err err;
+  if (!pkid_event_submit(g.workers, &ev, NULL, NULL, &err)) {
+    pki_log("error", "event_not_journaled", "detail", detail, "reason", err.msg, NULL);
+  }
+}
+
+/* catalog_digest is the SHA-256 of the catalogue file, in hex: which
+ * catalogue a reload put in force. "" if it cannot be read. */
+static void catalog_digest(char hex[2 * SHA256_DIGEST_LENGTH + 1]) {
+  uint8_t *data, digest[SHA256_DIGEST_LENGTH];
+  size_t len;
+  pki_err err;
+  hex[0] = '\0';
+  if (!pki_file_read(&data, &len, g.o->catalog, 1 << 24, &err)) return;
+  SHA256(data, len, digest);
+  free(data);
+  for (size_t i = 0; i < sizeof(digest); i++) sprintf(hex + 2 * i, "%02x", digest[i]);
+}
+
 static void reload_catalog(void) {
   pki_err err;
   pki_err_clear(&err);
+  char detail[PKI_PATH_MAX + 512];
   pki_catalog *next = pki_catalog_load_file(g.o->catalog, &err);
   if (next == NULL) {
     pki_log("error", "reload_refused", "what", "catalogue", "reason", err.msg, NULL);
+    snprintf(detail, sizeof(detail), "catalogue %s refused: %s", g.o->catalog, err.msg);
+    journal_reload(PKI_OUTCOME_FAILED, detail);
     return;
   }
   const pki_catalog *cur = g.api.cat;
   if (!same_hierarchy(cur, next) || g.num_retired == sizeof(g.retired) / sizeof(g.retired[0])) {
-    pki_log("error", "reload_refused", "what", "catalogue", "reason",
-            "the CA hierarchy changed (restart pkid for that)", NULL);
+    const char *why = "the CA hierarchy changed (restart pkid for that)";
+    pki_log("error", "reload_refused", "what", "catalogue", "reason", why, NULL);
+    snprintf(detail, sizeof(detail), "catalogue %s refused: %s", g.o->catalog, why);
+    journal_reload(PKI_OUTCOME_FAILED, detail);
     pki_catalog_free(next);
     return;
   }
@@ -440,6 +481,7 @@ static void reload_catalog(void) {
   uint16_t *map = calloc(cur->num_services > 0 ? cur->num_services : 1, sizeof(uint16_t));
   if (map == NULL) {
     pki_catalog_free(next);
+    journal_reload(PKI_OUTCOME_FAILED, "catalogue refused: out of memory");
     return;
   }
   for (size_t i = 0; i < cur->num_services; i++) {
@@ -453,6 +495,11 @@ static void reload_catalog(void) {
   g.store.cat = next;
   pkid_import_set_catalog(g.import, next);
   pki_log("info", "reloaded", "what", "catalogue", "file", g.o->catalog, NULL);
+  char hex[2 * SHA256_DIGEST_LENGTH + 1];
+  catalog_digest(hex);
+  snprintf(detail, sizeof(detail), "catalogue %s: %zu services (was %zu), SHA-256 %s",
+           g.o->catalog, next->num_services, cur->num_services, hex);
+  journal_reload(PKI_OUTCOME_OK, detail);
 }
 
 /* load_root_crl serves the root's CRL, which only a ceremony can sign:
@@ -485,12 +532,17 @@ static void on_sighup(uv_signal_t *sig, int signum) {
   pki_err err;
   pki_err_clear(&err);
   SSL_CTX *ctx = pkid_tls_ctx_new(g.crt, g.chain, g.key, g.root, !g.bootstrap, &err);
+  char detail[PKI_PATH_MAX + 512];
   if (ctx == NULL) {
     pki_log("error", "reload_refused", "what", "certificate", "reason", err.msg, NULL);
+    snprintf(detail, sizeof(detail), "server certificate %s refused: %s", g.crt, err.msg);
+    journal_reload(PKI_OUTCOME_FAILED, detail);
   } else {
     pkid_transport_set_ssl_ctx(g.transport, ctx);
     SSL_CTX_free(ctx);
     pki_log("info", "reloaded", "what", "certificate", "file", g.crt, NULL);
+    snprintf(detail, sizeof(detail), "server certificate %s", g.crt);
+    journal_reload(PKI_OUTCOME_OK, detail);
   }
   if (g.o->catalog != NULL) reload_catalog();
   /* And what the ceremonies signed since, and the root's CRL they made. */
@@ -602,6 +654,7 @@ static int start_grpc(const options *o, SSL_CTX *ssl_ctx, pki_err *err) {
   };
   g.rpc = pkid_rpc_new(g.loop, methods, num_methods, &g.api, &rpc_limits, err);
   if (g.rpc == NULL) return 0;
+  pkid_rpc_on_refused(g.rpc, pkid_api_on_refused, &g.api);
   g.transport = pkid_transport_new(g.loop, ssl_ctx, &transport_limits, pkid_rpc_conn_handler(),
                                    g.rpc, err);
   if (g.transport == NULL) return 0;
@@ -789,6 +842,12 @@ static int load_audit_key(const options *o, const pki_secret *secret, pki_err *e
   return 1;
 }
 
+/* Each second: the refusals' window ends if it is due. */
+static void on_refusal_timer(uv_timer_t *t) {
+  (void)t;
+  if (!g.draining) pkid_refusals_tick(g.api.refusals, (int64_t)time(NULL));
+}
+
 /* Each second: a checkpoint if one is due, published on the admin
  * endpoint too, and in a fleet in PostgreSQL. */
 static void on_checkpoint_timer(uv_timer_t *t) {
@@ -922,10 +981,13 @@ static int run(const options *o) {
                      .status = g.status,
                      .quotas = pkid_quotas_new(&quota),
                      .bootstrap = g.bootstrap};
-  if (g.api.quotas == NULL) {
+  g.api.refusals = pkid_refusals_new(g.workers, (uint32_t)o->limits.refusal_window_s, &err);
+  if (g.api.quotas == NULL || g.api.refusals == NULL) {
     PKI_ERR_OOM(&err);
     goto fail;
   }
+  uv_timer_init(g.loop, &g.refusal_timer);
+  uv_timer_start(&g.refusal_timer, on_refusal_timer, 1000, 1000);
   memcpy(g.api.token_key, token_key, sizeof(token_key));
   OPENSSL_cleanse(token_key, sizeof(token_key));
   /* Certificates the ceremonies signed offline become known to pkid. */
@@ -1003,6 +1065,7 @@ static int run(const options *o) {
   pki_log("info", "stopped", NULL);
   pkid_cas_cleanup(&g.cas);
   pkid_quotas_free(g.api.quotas);
+  pkid_refusals_free(g.api.refusals);
   OPENSSL_cleanse(g.api.token_key, sizeof(g.api.token_key));
   /* |cat| may have been retired by a reload: free the current and the old. */
   pki_catalog_free((pki_catalog *)g.api.cat);

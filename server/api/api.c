@@ -12,6 +12,7 @@
 #include "lib/serial.h"
 #include "proto/pki/v1/pki.pb-c.h"
 #include "server/metrics/metrics.h"
+#include "server/pipeline/event.h"
 
 /* An issuance or a revocation the api has handed to the pipeline: the job,
  * and the call to answer when it comes back. */
@@ -203,12 +204,23 @@ static void reply_unary(pkid_call *call, const ProtobufCMessage *msg) {
   pkid_call_ok(call);
 }
 
+void pkid_api_on_refused(void *ctx, const pkid_call *call, int grpc_status,
+                         const char *message) {
+  pkid_api *api = ctx;
+  if (api->refusals == NULL) return;
+  const char *identity = pkid_call_peer(call)->identity;
+  const pki_catalog_service *svc =
+      identity[0] != '\0' ? pki_catalog_find_identity(api->cat, identity) : NULL;
+  pkid_refusals_note(api->refusals, identity, svc != NULL ? svc->name : NULL,
+                     pkid_call_method(call), grpc_status, message, (int64_t)time(NULL));
+}
+
 /* refuse answers one request that will not be issued: the call's status
  * for a unary call, an answer with the status for one of a stream. A
  * refusal worth retrying carries when (|retry_ms|, 0 for none): in the
  * grpc-retry-pushback-ms trailer, or in a stream's answer's message. */
-static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pki_err *err,
-                   uint64_t retry_ms) {
+static void refuse(pkid_api *api, pkid_call *call, uint64_t request_id, int streaming,
+                   const pki_err *err, uint64_t retry_ms) {
   /* "Try again later" is counted by the metrics, not logged: under
    * overload a line per request would only add to the load. */
   static pki_log_limit refused_log = {.per_second = 50};
@@ -229,6 +241,8 @@ static void refuse(pkid_call *call, uint64_t request_id, int streaming, const pk
   resp.status_code = (int32_t)pki_grpc_status_from_err(err->code);
   resp.status_message = msg;
   send_packed(call, &resp.base);
+  /* The call goes on, so the rpc's hook does not hear of this one. */
+  pkid_api_on_refused(api, call, resp.status_code, err->msg);
 }
 
 /* reply_issued answers |call| with the certificate of a durable job. */
@@ -310,7 +324,7 @@ static void on_job_done(pkid_job *job) {
   if (call != NULL) {
     pkid_call_untrack(&r->pending);
     if (!job->ok) {
-      refuse(call, r->request_id, r->streaming, &job->err, 0);
+      refuse(api, call, r->request_id, r->streaming, &job->err, 0);
     } else if (job->rec.type == PKI_REC_ISSUE) {
       reply_issued(call, r);
     } else {
@@ -417,9 +431,10 @@ static int issue_job(pkid_api *api, api_request *r, const pki_catalog_service *s
   return pkid_serials_next(api->serials, &job->rec.serial, err);
 }
 
-/* issue_one authorizes and submits one IssueRequest. */
+/* issue_one authorizes and submits one IssueRequest; |renews| (NULL: a new
+ * issuance) is the certificate a Renew replaces, for the record. */
 static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueRequest *req,
-                      int streaming) {
+                      int streaming, const pki_serial *renews) {
   pki_err err;
   pki_err_clear(&err);
   pki_token tok;
@@ -442,6 +457,7 @@ static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueReques
   } else {
     pkid_job_set_identity(&r->job, pkid_call_peer(call)->identity);
   }
+  if (renews != NULL) r->job.rec.renews = *renews;
   if (!issue_job(api, r, svc, req, &err) || !submit(call, r, &retry_ms, &err)) {
     if (bootstrap) pkid_store_token_release(api->store, tok.id);
     goto refuse;
@@ -449,7 +465,7 @@ static void issue_one(pkid_api *api, pkid_call *call, const Pki__V1__IssueReques
   return;
 refuse:
   if (r != NULL) request_free(r);
-  refuse(call, req->request_id, streaming, &err, retry_ms);
+  refuse(api, call, req->request_id, streaming, &err, retry_ms);
 }
 
 /* issue_message decodes one IssueRequest, alone or one of a stream. A
@@ -459,7 +475,7 @@ static void issue_message(pkid_api *api, pkid_call *call, const uint8_t *msg, si
   Pki__V1__IssueRequest *req = unpack(call, &pki__v1__issue_request__descriptor, msg, len,
                                       streaming ? " on the stream" : "");
   if (req == NULL) return;
-  issue_one(api, call, req, streaming);
+  issue_one(api, call, req, streaming, NULL);
   protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
@@ -496,7 +512,7 @@ static void on_renew(void *ctx, pkid_call *call, const uint8_t *msg, size_t len)
   issue.csr = req->csr;
   issue.usage = client ? PKI__V1__USAGE__USAGE_CLIENT : PKI__V1__USAGE__USAGE_SERVER;
   issue.validity_seconds = req->validity_seconds;
-  issue_one(api, call, &issue, 0);
+  issue_one(api, call, &issue, 0, &peer->serial);
 out:
   protobuf_c_message_free_unpacked(&req->base, NULL);
 }
@@ -680,6 +696,114 @@ out:
   protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
+/* --- load balancers' rotations ------------------------------------------------------ */
+
+/* A ReportRotation call waiting for its record to be durable. */
+typedef struct rotation_call {
+  pkid_pending pending; /* the call; NULL once it has gone */
+  pkid_api *api;
+  char quota_key[512]; /* in the caller's share, as an issuance is */
+} rotation_call;
+
+static void on_rotation_journaled(void *ctx, int ok, const pki_err *err) {
+  rotation_call *rc = ctx;
+  pkid_quota_release(rc->api->quotas, rc->quota_key);
+  pkid_call *call = rc->pending.call;
+  if (call != NULL) {
+    pkid_call_untrack(&rc->pending);
+    if (ok) {
+      Pki__V1__RotationReceipt resp = PKI__V1__ROTATION_RECEIPT__INIT;
+      reply_unary(call, &resp.base);
+    } else {
+      pkid_call_fail(call, err);
+    }
+  }
+  free(rc);
+}
+
+/* printable_name: a load balancer's name for a certificate is a path or a
+ * label, shown to auditors: printable ASCII, 1 to 255 octets. */
+static int printable_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 255) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) return 0;
+  }
+  return 1;
+}
+
+static void on_report_rotation(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  pkid_api *api = ctx;
+  pki_err err;
+  Pki__V1__RotationReport *req =
+      unpack(call, &pki__v1__rotation_report__descriptor, msg, len, "");
+  if (req == NULL) return;
+  const pki_catalog_service *caller = caller_service(api, call, &err);
+  pki_serial serial, previous;
+  pkid_cert_record rec;
+  rotation_call *rc = NULL;
+  uint64_t retry_ms = 0;
+  if (caller == NULL || !find_record(api, req->serial, &serial, &rec, &err)) goto fail;
+  /* A load balancer reports its own service's certificates; an admin any. */
+  if (!may_see(api, caller, &rec, req->serial, &err)) {
+    PKI_ERR(&err, PKI_ERR_DENIED, "%s may not report %s: not its service's certificate",
+            caller->identity, req->serial);
+    goto fail;
+  }
+  if (!printable_name(req->frontend)) {
+    PKI_ERR(&err, PKI_ERR_INVALID, "frontend must be 1 to 255 printable ASCII characters");
+    goto fail;
+  }
+  if (req->previous_serial[0] != '\0' &&
+      !pki_serial_from_hex(&previous, req->previous_serial, &err)) {
+    goto fail;
+  }
+  if (api->stopped) {
+    PKI_ERR(&err, PKI_ERR_UNAVAILABLE, "pkid's journal failed; it is restarting");
+    goto fail;
+  }
+  char hex[2 * PKI_SERIAL_MAX + 1], prev_hex[2 * PKI_SERIAL_MAX + 1], detail[512];
+  pki_serial_to_hex(hex, &serial);
+  if (req->previous_serial[0] != '\0') {
+    pki_serial_to_hex(prev_hex, &previous);
+    snprintf(detail, sizeof(detail), "%s: %s in service, replacing %s", req->frontend, hex,
+             prev_hex);
+  } else {
+    snprintf(detail, sizeof(detail), "%s: %s in service", req->frontend, hex);
+  }
+  if ((rc = calloc(1, sizeof(*rc))) == NULL) {
+    PKI_ERR_OOM(&err);
+    goto fail;
+  }
+  rc->api = api;
+  snprintf(rc->quota_key, sizeof(rc->quota_key), "%s", pkid_call_peer(call)->identity);
+  if (!pkid_quota_take(api->quotas, rc->quota_key, now_ms(), &retry_ms, &err)) {
+    free(rc);
+    goto fail;
+  }
+  pkid_event ev = {.kind = PKI_EVENT_LB_ROTATION,
+                   .outcome = PKI_OUTCOME_OK,
+                   .identity = pkid_call_peer(call)->identity,
+                   .service = rec.service < api->cat->num_services
+                                  ? api->cat->services[rec.service].name
+                                  : NULL,
+                   .serial = &serial,
+                   .detail = detail};
+  pkid_call_track(call, &rc->pending);
+  if (!pkid_event_submit(api->workers, &ev, on_rotation_journaled, rc, &err)) {
+    pkid_call_untrack(&rc->pending);
+    pkid_quota_release(api->quotas, rc->quota_key);
+    free(rc);
+    retry_ms = 100;
+    goto fail;
+  }
+  goto out;
+fail:
+  pkid_call_fail_retry(call, &err, retry_ms);
+out:
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
 /* Request messages: a CSR is a few hundred bytes (an RSA-4096 one with
  * many names a few KiB); the others hold a serial or a CA's name. */
 #define CSR_MESSAGE_MAX (16 * 1024)
@@ -694,6 +818,8 @@ static const pkid_method kMethods[] = {
     {"/pki.v1.Pki/GetStatus", 0, SMALL_MESSAGE_MAX, authorize_identity, on_get_status, NULL},
     {"/pki.v1.Pki/GetTrustBundle", 0, SMALL_MESSAGE_MAX, authorize_any, on_get_trust_bundle,
      NULL},
+    {"/pki.v1.Pki/ReportRotation", 0, SMALL_MESSAGE_MAX, authorize_identity,
+     on_report_rotation, NULL},
 };
 
 const pkid_method *pkid_api_methods(size_t *out_num) {

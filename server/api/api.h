@@ -19,6 +19,7 @@
 #include "lib/catalog.h"
 #include "lib/token.h"
 #include "server/api/quota.h"
+#include "server/api/refusals.h"
 #include "server/ca/ca.h"
 #include "server/pipeline/serials.h"
 #include "server/pipeline/workers.h"
@@ -34,6 +35,7 @@ typedef struct pkid_api {
   pkid_store *store;
   pkid_status *status;
   pkid_quotas *quotas; /* each identity's share */
+  pkid_refusals *refusals; /* refused requests, for the journal; NULL: none */
   int stopped; /* the journal failed: nothing more is accepted */
   int bootstrap; /* bootstrap tokens accepted (a token key was found) */
   uint8_t token_key[PKI_TOKEN_KEY_LEN];
@@ -42,5 +44,11 @@ typedef struct pkid_api {
 /* pkid_api_methods returns the method table served at /pki.v1.Pki/...;
  * the rpc's ctx for it is the pkid_api. */
 const pkid_method *pkid_api_methods(size_t *out_num);
+
+/* pkid_api_on_refused is the rpc's on_refused hook (rpc.h) for the api
+ * (|ctx|): it counts the refusal in api->refusals, with the caller's
+ * catalogue service where the identity has one. */
+void pkid_api_on_refused(void *ctx, const pkid_call *call, int grpc_status,
+                         const char *message);
 
 #endif /* PKID_SERVER_API_API_H */

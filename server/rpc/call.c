@@ -399,11 +399,7 @@ static size_t status_fields(pkid_call *call, nghttp2_nv *nva, status_text *t) {
  * is one of pkid's own methods or "unknown": never a client's path, which
  * would let clients grow the label set without bound. */
 static void count_call(const pkid_call *call, pki_grpc_status status) {
-  const char *method = "unknown";
-  if (call->method != NULL) {
-    const char *slash = strrchr(call->method->path, '/');
-    method = slash != NULL ? slash + 1 : call->method->path;
-  }
+  const char *method = pkid_call_method(call);
   const char *labels[] = {method, pki_grpc_status_name((int)status)};
   pkid_counter_add(pkid_metric_child(pkid_m.grpc_requests, labels), 1);
   if (call->start_ns != 0) {
@@ -422,6 +418,10 @@ void pkid_call_finish(pkid_call *call, pki_grpc_status status, const char *fmt, 
   va_start(ap, fmt);
   vsnprintf(call->message, sizeof(call->message), fmt, ap);
   va_end(ap);
+  pkid_rpc *rpc = call->session->rpc;
+  if (status != PKI_GRPC_OK && rpc->on_refused != NULL) {
+    rpc->on_refused(rpc->on_refused_ctx, call, (int)status, call->message);
+  }
   /* The stream should close soon now; if it does not, on_deadline resets
    * it. (The request buffer goes at the next data or at the end: a handler
    * that finishes the call may still be reading its message.) */
@@ -452,6 +452,12 @@ void pkid_call_fail_retry(pkid_call *call, const pki_err *err, uint64_t retry_ms
 }
 
 const pkid_peer *pkid_call_peer(const pkid_call *call) { return call->session->peer; }
+
+const char *pkid_call_method(const pkid_call *call) {
+  if (call->method == NULL) return "unknown";
+  const char *slash = strrchr(call->method->path, '/');
+  return slash != NULL ? slash + 1 : call->method->path;
+}
 
 int pkid_call_finished(const pkid_call *call) { return call->finished; }
 

@@ -29,6 +29,8 @@ struct pkid_rpc {
   uv_timer_t deadline_timer; /* armed for the earliest deadline */
   size_t total_buffered;     /* request bytes buffered, all connections */
   size_t total_output;       /* answer bytes not yet taken by HTTP/2, all connections */
+  pkid_refused_fn on_refused; /* NULL: nobody listens */
+  void *on_refused_ctx;
 };
 
 /* How long a stream may stay open after its call has its status, or a

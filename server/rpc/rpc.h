@@ -109,10 +109,21 @@ unsigned pkid_rpc_num_sessions(const pkid_rpc *rpc);
  * pkid_transport_close_all). */
 void pkid_rpc_free(pkid_rpc *rpc);
 
+/* pkid_rpc_on_refused sets who hears of every call that ends with an error
+ * status, whatever ended it (authorization, a malformed request, a
+ * refusal, a deadline): the audit trail's refusals (api/refusals.h).
+ * |message| is the status message sent. Loop thread. */
+typedef void (*pkid_refused_fn)(void *ctx, const pkid_call *call, int grpc_status,
+                                const char *message);
+void pkid_rpc_on_refused(pkid_rpc *rpc, pkid_refused_fn fn, void *ctx);
+
 /* --- calls, for the handlers ------------------------------------------------ */
 
 /* pkid_call_peer is who made the call (valid while the call lives). */
 const pkid_peer *pkid_call_peer(const pkid_call *call);
+
+/* pkid_call_method is the method's name ("Issue"), or "unknown". */
+const char *pkid_call_method(const pkid_call *call);
 
 /* pkid_call_send queues one response message (not yet framed); out of
  * memory ends the call with RESOURCE_EXHAUSTED. */

@@ -467,3 +467,8 @@ void pkid_rpc_free(pkid_rpc *rpc) {
   if (rpc == NULL) return;
   uv_close((uv_handle_t *)&rpc->deadline_timer, on_rpc_closed);
 }
+
+void pkid_rpc_on_refused(pkid_rpc *rpc, pkid_refused_fn fn, void *ctx) {
+  rpc->on_refused = fn;
+  rpc->on_refused_ctx = ctx;
+}

@@ -454,7 +454,8 @@ int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
 /* encode_record writes the payload of |rec|'s record into |cbb|. */
 static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec) {
   CBB serial, cert;
-  uint8_t version = rec->type == PKI_REC_REVOKE  ? PKI_REVOKE_VERSION
+  uint8_t version = rec->type == PKI_REC_ISSUE   ? PKI_ISSUE_VERSION
+                    : rec->type == PKI_REC_REVOKE  ? PKI_REVOKE_VERSION
                     : rec->type == PKI_REC_CRL   ? PKI_CRL_VERSION
                     : rec->type == PKI_REC_EVENT ? PKI_EVENT_VERSION
                                                  : PKI_RECORD_VERSION;
@@ -472,7 +473,9 @@ static int encode_record(CBB *cbb, const pkid_store *st, const pkid_record *rec)
              CBB_add_u64(cbb, (uint64_t)rec->not_after) &&
              CBB_add_bytes(cbb, rec->key_hash, sizeof(rec->key_hash)) &&
              CBB_add_u24_length_prefixed(cbb, &cert) &&
-             CBB_add_bytes(&cert, rec->cert, rec->cert_len) && CBB_flush(cbb);
+             CBB_add_bytes(&cert, rec->cert, rec->cert_len) && CBB_flush(cbb) &&
+             CBB_add_u8_length_prefixed(cbb, &serial) &&
+             CBB_add_bytes(&serial, rec->renews.bytes, rec->renews.len) && CBB_flush(cbb);
     case PKI_REC_REVOKE: {
       uint8_t flags = (rec->has_key_hash ? PKI_REVOKE_HAS_KEY : 0) | (rec->by_key ? PKI_REVOKE_BY_KEY : 0);
       return CBB_add_u8_length_prefixed(cbb, &serial) &&

@@ -53,6 +53,7 @@ typedef struct pkid_record {
   size_t cert_len;
   int has_token;
   uint8_t token_id[32];
+  pki_serial renews; /* len 0: not a renewal */
   /* REVOKE */
   uint8_t reason; /* CRLReason */
   int64_t revoked_at;

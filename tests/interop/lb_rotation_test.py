@@ -323,8 +323,18 @@ def test_rotate_now():
     assert abs(m["lb_cert_last_rotation_timestamp_seconds"] - time.time()) < 60, m
     events = [e["event"] for e in lines]
     for step in ("lb_rotation_start", "lb_validated", "lb_backup", "lb_swapped", "lb_probed",
-                 "lb_rotated", "lb_next_made"):
+                 "lb_rotated", "lb_rotation_reported", "lb_next_made"):
         assert step in events, (step, events)
+    # The rotation is on pkid's audit trail, reported by the lb's identity.
+    out = pkictl("audit", os.path.join(PKI, "journal"), "--kind", "lb_rotation", "--serial", nxt)
+    rotated = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rotated) == 1, out.stdout
+    assert rotated[0]["identity"].endswith("/agents/pki-agent"), rotated
+    assert rotated[0]["service"] == "load-balancer", rotated
+    said = re.fullmatch(r"(.+): ([0-9a-f]+) in service, replacing ([0-9a-f]+)",
+                        rotated[0]["detail"])
+    assert said and said.group(1) == BUNDLE, rotated
+    assert (int(said.group(2), 16), int(said.group(3), 16)) == (int(nxt, 16), int(old, 16))
     # The stapled response, handed over in the same transaction.
     assert stapled_status() == "good", stapled_status()
     assert os.path.exists(BUNDLE + ".ocsp")

@@ -155,9 +155,9 @@ static int read_raw(void *ctx, const pki_journal_record *r, pki_err *err) {
   w->last_time = r->time;
   if (r->type < 8) w->types[r->type]++;
   CBS_init(&cbs, r->payload, r->len);
-  /* REVOKE is at version 2 (an invalidity date and the key's hash); the
-   * others at 1. */
-  uint8_t want = r->type == PKI_REC_REVOKE ? 2 : 1;
+  /* REVOKE is at version 2 (an invalidity date and the key's hash), ISSUE
+   * at 2 (the serial it renews); the others at 1. */
+  uint8_t want = r->type == PKI_REC_REVOKE || r->type == PKI_REC_ISSUE ? 2 : 1;
   if (!CBS_get_u8(&cbs, &version) || version != want) return 1;
   switch (r->type) {
     case PKI_REC_SERIAL_BLOCK:
@@ -175,7 +175,9 @@ static int read_raw(void *ctx, const pki_journal_record *r, pki_err *err) {
                      CBS_get_u64(&cbs, &a) && a > 1790000000 && CBS_get_u64(&cbs, &b) &&
                      b > 1800000000 && CBS_skip(&cbs, 32) &&
                      CBS_get_u24_length_prefixed(&cbs, &cert) &&
-                     CBS_mem_equal(&cert, kCert, sizeof(kCert)) && CBS_len(&cbs) == 0;
+                     CBS_mem_equal(&cert, kCert, sizeof(kCert)) &&
+                     CBS_get_u8_length_prefixed(&cbs, &serial) && CBS_len(&serial) == 0 &&
+                     CBS_len(&cbs) == 0;
       break;
     case PKI_REC_REVOKE:
       w->revoke_ok += CBS_get_u8_length_prefixed(&cbs, &serial) && CBS_get_u8(&cbs, &reason) &&
