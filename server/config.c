@@ -17,6 +17,7 @@ typedef struct field {
 #define STR(k) {#k, offsetof(pkid_config, k), 0, 0}
 #define NUM(k) {#k, 0, offsetof(pkid_config, k), 1}
 #define NUM_AS(key, k) {key, 0, offsetof(pkid_config, k), 1}
+#define STR_AS(key, k) {key, offsetof(pkid_config, k), 0, 0}
 
 static const field kTop[] = {
     STR(pki),     STR(journal), STR(listen),          STR(ocsp_listen),
@@ -38,6 +39,11 @@ static const field kCrl[] = {
 static const field kCheckpoint[] = {
     NUM_AS("interval_s", checkpoint_interval_s),
     NUM_AS("records", checkpoint_records),
+};
+
+static const field kSiem[] = {
+    STR_AS("collector", siem), STR_AS("ca", siem_ca),     STR_AS("name", siem_name),
+    STR_AS("cert", siem_cert), STR_AS("key", siem_key), STR_AS("hostname", siem_hostname),
 };
 
 static int set_field(pkid_config *cfg, const field *f, const yaml_node_t *v, const char *path,
@@ -97,6 +103,10 @@ static int load_map(pkid_config *cfg, yaml_document_t *doc, yaml_node_t *map, co
       }
       continue;
     }
+    if (fields == kTop && strcmp(key, "siem") == 0) {
+      if (!load_map(cfg, doc, v, kSiem, sizeof(kSiem) / sizeof(kSiem[0]), path, err)) return 0;
+      continue;
+    }
     const field *f = NULL;
     for (size_t i = 0; i < num_fields; i++) {
       if (strcmp(fields[i].key, key) == 0) f = &fields[i];
@@ -151,5 +161,11 @@ void pkid_config_cleanup(pkid_config *cfg) {
   free(cfg->passphrase_file);
   free(cfg->catalog);
   free(cfg->postgres);
+  free(cfg->siem);
+  free(cfg->siem_ca);
+  free(cfg->siem_name);
+  free(cfg->siem_cert);
+  free(cfg->siem_key);
+  free(cfg->siem_hostname);
   memset(cfg, 0, sizeof(*cfg));
 }

@@ -20,6 +20,13 @@
  *            identity_rate: 2000, refusal_window_s: 10}
  *   crl: {interval_s: 3600, delta_interval_s: 300, validity_s: 86400,
  *         batch_ms: 1000}
+ *   siem:                          # the SIEM feed (server/audit/siem.h)
+ *     collector: 192.0.2.10:6514   # --siem
+ *     ca: /etc/pkid/siem/ca.crt    # --siem-ca
+ *     name: siem.example.net       # --siem-name (default: the collector's host)
+ *     cert: /etc/pkid/siem/siem-feed.crt   # --siem-cert, with its chain
+ *     key: /etc/pkid/siem/siem-feed.key    # --siem-key
+ *     hostname: ca-1               # --siem-hostname (default: gethostname)
  *
  * Every key is optional; flags given on the command line win over the file.
  * Unknown keys and values of the wrong kind are errors with file and line. */
@@ -38,6 +45,7 @@ typedef struct pkid_config {
   unsigned long crl_interval_s, crl_delta_interval_s, crl_validity_s, crl_batch_ms;
   unsigned long checkpoint_interval_s, checkpoint_records;
   unsigned long refusal_window_s;
+  char *siem, *siem_ca, *siem_name, *siem_cert, *siem_key, *siem_hostname;
 } pkid_config;
 
 /* pkid_config_load reads |path| into |out| (zeroed first). */

@@ -33,6 +33,7 @@
 #include "lib/secret.h"
 #include "lib/token.h"
 #include "server/api/api.h"
+#include "server/audit/siem.h"
 #include "server/ca/ca.h"
 #include "server/config.h"
 #include "server/fleet/fleet.h"
@@ -126,6 +127,7 @@ typedef struct options {
   const char *postgres; /* the fleet's database (server/fleet/fleet.h); NULL: alone */
   unsigned node;
   unsigned workers;
+  pkid_siem_options siem; /* .collector NULL: no SIEM feed */
   pkid_limits limits;
 } options;
 
@@ -151,6 +153,13 @@ static const char kUsage[] =
     "                       node lease, inventory; put a password in a passfile\n"
     "                       or use a client certificate, not on this line\n"
     "  --workers N          signing threads (default: one per CPU)\n"
+    "  --siem HOST:PORT     stream the journal's events to this syslog collector\n"
+    "                       (RFC 5424 over TLS, server/audit/siem.h); with\n"
+    "  --siem-ca FILE       the CAs its certificate must chain to (PEM)\n"
+    "  --siem-name NAME     the name its certificate must have (default HOST)\n"
+    "  --siem-cert FILE     pkid's client certificate and its chain (PEM)\n"
+    "  --siem-key FILE      and its key\n"
+    "  --siem-hostname NAME the messages' HOSTNAME (default: the host's name)\n"
     "limits and CRL timings (flag --NAME-WITH-DASHES N; in the config file\n"
     "limits: {NAME: N}, or crl: {interval_s: N, ...} for the crl_ ones, and\n"
     "checkpoint: {interval_s: N, records: N} for the checkpoint_ ones):\n";
@@ -186,6 +195,12 @@ static int apply_config(options *o, int argc, char **argv) {
   if (c->passphrase_file != NULL) o->passphrase_file = c->passphrase_file;
   if (c->catalog != NULL) o->catalog = c->catalog;
   if (c->postgres != NULL) o->postgres = c->postgres;
+  if (c->siem != NULL) o->siem.collector = c->siem;
+  if (c->siem_ca != NULL) o->siem.ca_file = c->siem_ca;
+  if (c->siem_name != NULL) o->siem.name = c->siem_name;
+  if (c->siem_cert != NULL) o->siem.cert_file = c->siem_cert;
+  if (c->siem_key != NULL) o->siem.key_file = c->siem_key;
+  if (c->siem_hostname != NULL) o->siem.hostname = c->siem_hostname;
   if (c->node > 32767 || (c->workers > 64)) {
     fprintf(stderr, "pkid: %s: node must be 1 to 32767 and workers 1 to 64\n", path);
     return 0;
@@ -221,7 +236,7 @@ static int parse_number(unsigned long *out, const char *text, const char *flag,
 enum { OPT_LIMIT = 1000 }; /* getopt values for the limits: OPT_LIMIT + index */
 
 static int parse_options(options *o, int argc, char **argv) {
-  static struct option opts[16 + NUM_LIMITS + 1] = {
+  static struct option opts[22 + NUM_LIMITS + 1] = {
       {"config", required_argument, NULL, 'F'},
       {"pki", required_argument, NULL, 'p'},
       {"listen", required_argument, NULL, 'l'},
@@ -233,6 +248,12 @@ static int parse_options(options *o, int argc, char **argv) {
       {"node", required_argument, NULL, 'n'},
       {"postgres", required_argument, NULL, 'P'},
       {"workers", required_argument, NULL, 'w'},
+      {"siem", required_argument, NULL, 'S'},
+      {"siem-ca", required_argument, NULL, 'A'},
+      {"siem-name", required_argument, NULL, 'N'},
+      {"siem-cert", required_argument, NULL, 'C'},
+      {"siem-key", required_argument, NULL, 'K'},
+      {"siem-hostname", required_argument, NULL, 'H'},
       {"help", no_argument, NULL, 'h'},
   };
   static char flags[NUM_LIMITS][48];
@@ -273,6 +294,12 @@ static int parse_options(options *o, int argc, char **argv) {
       case 'c': o->catalog = optarg; break;
       case 'j': o->journal = optarg; break;
       case 'P': o->postgres = optarg; break;
+      case 'S': o->siem.collector = optarg; break;
+      case 'A': o->siem.ca_file = optarg; break;
+      case 'N': o->siem.name = optarg; break;
+      case 'C': o->siem.cert_file = optarg; break;
+      case 'K': o->siem.key_file = optarg; break;
+      case 'H': o->siem.hostname = optarg; break;
       case 'n':
         if (!parse_number(&v, optarg, "node", 1, 32767)) return 0;
         o->node = (unsigned)v;
@@ -287,6 +314,12 @@ static int parse_options(options *o, int argc, char **argv) {
   }
   if (optind != argc) {
     usage(stderr);
+    return 0;
+  }
+  const pkid_siem_options *so = &o->siem;
+  if (so->collector == NULL && (so->ca_file != NULL || so->cert_file != NULL ||
+                                so->key_file != NULL || so->name != NULL)) {
+    fprintf(stderr, "pkid: --siem-ca, --siem-name, --siem-cert and --siem-key need --siem\n");
     return 0;
   }
   return 1;
@@ -310,6 +343,7 @@ typedef struct process {
   pkid_admin *admin;
   pkid_import *import;
   pkid_fleet *fleet;      /* with --postgres */
+  pkid_siem *siem;        /* the SIEM feed, with --siem */
   uv_async_t fleet_lost;  /* the fleet thread's word that the lease is gone */
   uv_timer_t fleet_check; /* readiness follows the shipping lag */
   EVP_PKEY *audit_key;    /* signs checkpoints (pki/audit/); NULL: none */
@@ -811,11 +845,29 @@ static void on_fleet_check(uv_timer_t *t) {
 }
 
 /* on_durable follows the journal's durable end for those who need it:
- * the checkpoints, and the fleet's shipper (committer thread). */
+ * the checkpoints, the fleet's shipper and the SIEM feed (committer
+ * thread). */
 static void on_durable(void *ctx, const pki_journal_pos *end) {
   (void)ctx;
   if (g.checkpoints != NULL) pkid_checkpoints_durable(g.checkpoints, end);
   if (g.fleet != NULL) pkid_fleet_durable(g.fleet, end);
+  if (g.siem != NULL) pkid_siem_durable(g.siem, end);
+}
+
+/* start_siem starts the SIEM feed (server/audit/siem.h) from its cursor,
+ * before anything is committed, so it misses no durable end. */
+static int start_siem(const options *o, pki_err *err) {
+  pki_journal_pos end;
+  pki_journal_durable_end(g.store.journal, &end);
+  pkid_siem_options so = o->siem;
+  so.journal_dir = g.journal_dir;
+  so.node = (uint16_t)o->node;
+  /* The feed's thread writes to a socket that the collector may close. */
+  signal(SIGPIPE, SIG_IGN);
+  g.siem = pkid_siem_start(&so, &end, err);
+  if (g.siem == NULL) return 0;
+  g.store.on_durable = on_durable;
+  return 1;
 }
 
 /* load_audit_key opens the key that signs checkpoints, sealed under the CA
@@ -932,6 +984,9 @@ static int run(const options *o) {
   g.o = o;
   g.loop = uv_default_loop();
   if (!harden_process(o, &err)) goto fail;
+  /* The SIEM feed's files and address, before the slow unsealing of the
+   * CA keys: a mistake there is told at once. */
+  if (o->siem.collector != NULL && !pkid_siem_check(&o->siem, &err)) goto fail;
   pki_catalog *cat = o->catalog != NULL ? pki_catalog_load_file(o->catalog, &err)
                                         : pki_catalog_default(&err);
   if (cat == NULL) goto fail;
@@ -963,6 +1018,7 @@ static int run(const options *o) {
   }
   report_expiry();
   if (!start_checkpoints(o, &err)) goto fail;
+  if (o->siem.collector != NULL && !start_siem(o, &err)) goto fail;
   if (o->postgres != NULL && !start_fleet(o, &err)) goto fail;
   g.workers = pkid_workers_new(g.loop, o->workers != 0 ? o->workers : default_workers(), 4096,
                                &g.cas, pkid_jobs_commit, &g.store, &err);
@@ -1041,6 +1097,9 @@ static int run(const options *o) {
   /* Nothing more is committed: ship the rest, free the node's id. */
   pkid_fleet_stop(g.fleet);
   g.fleet = NULL;
+  /* And the SIEM feed sends what is durable (a few seconds at most). */
+  pkid_siem_stop(g.siem);
+  g.siem = NULL;
   g.store.on_durable = NULL;
   g.store.fleet_claim = NULL;
   pkid_checkpoints_free(g.checkpoints);

@@ -501,6 +501,18 @@ int pkid_metrics_init(void) {
     m.fleet_shipped = pkid_family_new(r, PKID_COUNTER, "pkid_fleet_shipped_records_total",
                                       "Journal records shipped to PostgreSQL.", NULL, 0, NULL, 0,
                                       1);
+    m.siem_connected = pkid_family_new(
+        r, PKID_GAUGE, "pkid_siem_connected",
+        "1 while the SIEM feed is connected to its collector (--siem).", NULL, 0, NULL, 0, 1);
+    m.siem_lag = pkid_family_new(r, PKID_GAUGE, "pkid_siem_lag_records",
+                                 "Durable journal records not yet confirmed delivered to the "
+                                 "SIEM collector.",
+                                 NULL, 0, NULL, 0, 1);
+    m.siem_sent = pkid_family_new(r, PKID_COUNTER, "pkid_siem_events_sent_total",
+                                  "Events written to the SIEM collector, those sent again "
+                                  "after a reconnect or restart included.",
+                                  NULL, 0, NULL, 0, 1);
+    ok = ok && m.siem_connected && m.siem_lag && m.siem_sent;
     m.crl_build_seconds = pkid_family_new(
         r, PKID_HISTOGRAM, "pkid_crl_build_seconds",
         "Time to build and sign one CA's complete and delta CRLs.", kCa, 1, kCrlBuild,
@@ -563,6 +575,12 @@ void pkid_metrics_fleet(int connected, uint64_t lag, uint64_t shipped) {
   pkid_gauge_set(pkid_metric_child(pkid_m.fleet_connected, NULL), connected ? 1.0 : 0.0);
   pkid_gauge_set(pkid_metric_child(pkid_m.fleet_lag, NULL), (double)lag);
   pkid_counter_add(pkid_metric_child(pkid_m.fleet_shipped, NULL), shipped);
+}
+
+void pkid_metrics_siem(int connected, uint64_t lag, uint64_t sent) {
+  pkid_gauge_set(pkid_metric_child(pkid_m.siem_connected, NULL), connected ? 1.0 : 0.0);
+  pkid_gauge_set(pkid_metric_child(pkid_m.siem_lag, NULL), (double)lag);
+  pkid_counter_add(pkid_metric_child(pkid_m.siem_sent, NULL), sent);
 }
 
 void pkid_metrics_limited(const char *reason) {

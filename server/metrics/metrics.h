@@ -122,6 +122,10 @@ typedef struct pkid_metrics {
   pkid_family *fleet_connected;      /* pkid_fleet_connected */
   pkid_family *fleet_lag;            /* pkid_fleet_ship_lag_records */
   pkid_family *fleet_shipped;        /* pkid_fleet_shipped_records_total */
+  /* The SIEM feed (server/audit/siem.h), lazy: shown only with --siem. */
+  pkid_family *siem_connected;       /* pkid_siem_connected */
+  pkid_family *siem_lag;             /* pkid_siem_lag_records */
+  pkid_family *siem_sent;            /* pkid_siem_events_sent_total */
   /* CRLs, by issuing CA ("ca") and "kind" (complete, delta): */
   pkid_family *crl_build_seconds;  /* pkid_crl_build_seconds{ca} */
   pkid_family *crl_builds;         /* pkid_crl_builds_total{ca,result} */
@@ -163,5 +167,10 @@ void pkid_metrics_lb_rotation(int success);
 /* pkid_metrics_fleet sets the fleet's gauges (connected to PostgreSQL,
  * journal records not shipped yet) and counts |shipped| more records. */
 void pkid_metrics_fleet(int connected, uint64_t lag, uint64_t shipped);
+
+/* pkid_metrics_siem sets the SIEM feed's gauges (connected to the
+ * collector, durable records not confirmed delivered) and counts |sent|
+ * more events written to it (sent again after a reconnect included). */
+void pkid_metrics_siem(int connected, uint64_t lag, uint64_t sent);
 
 #endif /* PKID_SERVER_METRICS_METRICS_H */

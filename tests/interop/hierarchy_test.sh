@@ -25,6 +25,7 @@ ca_of() {
   case "$1" in
     agents/*) echo agents-ca ;;
     load-balancer*) echo load-balancer-ca ;;
+    external/*) echo external-ca ;;
     *) echo infrastructure-ca ;;
   esac
 }
@@ -42,7 +43,7 @@ test_layout_and_modes() {
     t_check test -f "$PKI/intermediate-ca/$ca/certs/$ca.crt" || return 1
     t_check test -f "$TS/$ca-truststore.pem" || return 1
   done
-  [ "$(service_certs | wc -l)" -eq 21 ] || { t_log "expected 21 service certificates"; return 1; }
+  [ "$(service_certs | wc -l)" -eq 23 ] || { t_log "expected 23 service certificates"; return 1; }
   # Every private key and share is 0600; no key is ever in the clear for a CA.
   for f in $(find "$PKI" -name '*.key' -o -name '*.sealed' -o -name '*.share'); do
     [ "$(stat -c %a "$f")" = 600 ] || { t_log "$f is not 0600"; return 1; }

@@ -146,7 +146,7 @@ TEST(default_catalogue) {
   CHECK(strcmp(cat->crl_url, "http://127.0.0.1:8081/crl/") == 0);
   CHECK(strcmp(cat->ca_issuers_url, "http://127.0.0.1:8081/ca/") == 0);
   CHECK(cat->num_cas == 5);
-  CHECK(cat->num_services == 11);
+  CHECK(cat->num_services == 13);
 
   const pki_catalog_ca *root = pki_catalog_root(cat);
   REQUIRE(root != NULL);
