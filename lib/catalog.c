@@ -940,6 +940,7 @@ static int parse_permissions(parse_ctx *ctx, yaml_node_t *node,
       {"vault_access", PKI_PERM_VAULT_ACCESS},
       {"database_audit", PKI_PERM_DATABASE_AUDIT},
       {"privileged_access", PKI_PERM_PRIVILEGED_ACCESS},
+      {"audit", PKI_PERM_AUDIT},
   };
   char what[96];
   snprintf(what, sizeof(what), "service '%s': permissions", svc->name);
@@ -958,7 +959,7 @@ static int parse_permissions(parse_ctx *ctx, yaml_node_t *node,
     if (i == sizeof(kPerms) / sizeof(kPerms[0])) {
       return fail_at(ctx, node_line(item),
                      "%s: unknown permission '%s' (known: admin, "
-                     "privileged_access, vault_access, database_audit)",
+                     "privileged_access, vault_access, database_audit, audit)",
                      what, text);
     }
     if (svc->permissions & kPerms[i].bit) {

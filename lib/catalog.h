@@ -71,6 +71,8 @@ typedef struct pki_catalog_cert {
 #define PKI_PERM_VAULT_ACCESS 0x2u
 #define PKI_PERM_DATABASE_AUDIT 0x4u
 #define PKI_PERM_PRIVILEGED_ACCESS 0x8u
+/* may read the journal's audit trail (pki.v1.Pki/StreamAudit) */
+#define PKI_PERM_AUDIT 0x10u
 
 typedef struct pki_catalog_service {
   char *name;     /* "pki-agent"; also the subject CN */

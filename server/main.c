@@ -88,7 +88,7 @@ static const limit_def kLimits[] = {
     LIMIT(idle_timeout_ms, 300000, 1, 100000000, "close a connection idle this long"),
     LIMIT(handshake_timeout_ms, 5000, 1, 100000000, "close a connection not through TLS by then"),
     LIMIT(max_call_ms, 30000, 1, 100000000, "the longest a unary call may take"),
-    LIMIT(max_stream_ms, 600000, 1, 100000000, "the longest an IssueStream may take"),
+    LIMIT(max_stream_ms, 600000, 1, 100000000, "the longest an IssueStream or StreamAudit may take"),
     LIMIT(max_connection_age_ms, 3600000, 1000, 100000000,
           "GOAWAY to a connection this old (with jitter)"),
     LIMIT(identity_max_in_flight, 1024, 1, 1000000, "requests of one identity in the pipeline"),
@@ -350,6 +350,7 @@ typedef struct process {
   pkid_checkpoints *checkpoints;
   uv_timer_t checkpoint_timer;
   uv_timer_t refusal_timer; /* ends each window of refusals (api/refusals.h) */
+  pkid_audit *audit;      /* StreamAudit's readers of the journal */
   pkid_follow *follow;    /* the other nodes' changes, with --postgres */
   uv_async_t fleet_changes; /* the follower's word that changes wait */
   int fleet_synced;       /* what the fleet had at start is applied here */
@@ -438,6 +439,7 @@ static void drain(const char *why) {
   pkid_refusals_flush(g.api.refusals);
   pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
   pkid_rpc_drain(g.rpc);
+  pkid_audit_drain(g.audit);
   uv_timer_start(&g.drain_timer, on_drain_timeout, 10000, 0);
   uv_timer_start(&g.drain_check, on_drain_check, 0, 20);
 }
@@ -845,12 +847,14 @@ static void on_fleet_check(uv_timer_t *t) {
 }
 
 /* on_durable follows the journal's durable end for those who need it:
- * the checkpoints, the fleet's shipper and the SIEM feed (committer
+ * the checkpoints, the fleet's shipper, the SIEM feed and the audit
+ * streams (committer
  * thread). */
 static void on_durable(void *ctx, const pki_journal_pos *end) {
   (void)ctx;
   if (g.checkpoints != NULL) pkid_checkpoints_durable(g.checkpoints, end);
   if (g.fleet != NULL) pkid_fleet_durable(g.fleet, end);
+  if (g.audit != NULL) pkid_audit_durable(g.audit, end);
   if (g.siem != NULL) pkid_siem_durable(g.siem, end);
 }
 
@@ -866,6 +870,17 @@ static int start_siem(const options *o, pki_err *err) {
   signal(SIGPIPE, SIG_IGN);
   g.siem = pkid_siem_start(&so, &end, err);
   if (g.siem == NULL) return 0;
+  g.store.on_durable = on_durable;
+  return 1;
+}
+
+/* start_audit serves StreamAudit from the journal's durable end on; set
+ * before the committer starts, as on_durable must be. */
+static int start_audit(pki_err *err) {
+  pki_journal_pos end;
+  pki_journal_durable_end(g.store.journal, &end);
+  g.audit = pkid_audit_new(g.loop, g.journal_dir, &end, err);
+  if (g.audit == NULL) return 0;
   g.store.on_durable = on_durable;
   return 1;
 }
@@ -1020,6 +1035,7 @@ static int run(const options *o) {
   if (!start_checkpoints(o, &err)) goto fail;
   if (o->siem.collector != NULL && !start_siem(o, &err)) goto fail;
   if (o->postgres != NULL && !start_fleet(o, &err)) goto fail;
+  if (!start_audit(&err)) goto fail;
   g.workers = pkid_workers_new(g.loop, o->workers != 0 ? o->workers : default_workers(), 4096,
                                &g.cas, pkid_jobs_commit, &g.store, &err);
   if (g.workers == NULL) goto fail;
@@ -1036,7 +1052,8 @@ static int run(const options *o) {
                      .store = &g.store,
                      .status = g.status,
                      .quotas = pkid_quotas_new(&quota),
-                     .bootstrap = g.bootstrap};
+                     .bootstrap = g.bootstrap,
+                     .audit = g.audit};
   g.api.refusals = pkid_refusals_new(g.workers, (uint32_t)o->limits.refusal_window_s, &err);
   if (g.api.quotas == NULL || g.api.refusals == NULL) {
     PKI_ERR_OOM(&err);
@@ -1112,6 +1129,8 @@ static int run(const options *o) {
   uv_walk(g.loop, close_handle, NULL);
   uv_run(g.loop, UV_RUN_DEFAULT);
   uv_loop_close(g.loop);
+  pkid_audit_free(g.audit);
+  g.audit = NULL;
   pkid_crl_builder_free(g.crl);
   pkid_crl_http_free(g.crl_http);
   /* Everything committed has been applied: save it, so the next start

@@ -144,6 +144,17 @@ static int authorize_issue(void *ctx, pkid_call *call, pki_err *err) {
   return authorize_identity(ctx, call, err);
 }
 
+int pkid_api_authorize_audit(void *ctx, pkid_call *call, pki_err *err) {
+  const pki_catalog_service *svc = caller_service(ctx, call, err);
+  if (svc == NULL) return 0;
+  if (!(svc->permissions & PKI_PERM_AUDIT)) {
+    PKI_ERR(err, PKI_ERR_DENIED, "%s may not read the audit trail (no audit permission)",
+            svc->identity);
+    return 0;
+  }
+  return 1;
+}
+
 /* authorize_any: the trust bundle is public (CA certificates are), to a
  * client the TLS layer let in. */
 static int authorize_any(void *ctx, pkid_call *call, pki_err *err) {
@@ -810,16 +821,20 @@ out:
 #define SMALL_MESSAGE_MAX 1024
 
 static const pkid_method kMethods[] = {
-    {"/pki.v1.Pki/Issue", 0, CSR_MESSAGE_MAX, authorize_issue, on_issue, NULL},
+    {"/pki.v1.Pki/Issue", 0, CSR_MESSAGE_MAX, authorize_issue, on_issue, NULL, NULL},
     {"/pki.v1.Pki/IssueStream", 1, CSR_MESSAGE_MAX, authorize_issue, on_issue_stream,
-     on_issue_stream_end},
-    {"/pki.v1.Pki/Renew", 0, CSR_MESSAGE_MAX, authorize_identity, on_renew, NULL},
-    {"/pki.v1.Pki/Revoke", 0, SMALL_MESSAGE_MAX, authorize_identity, on_revoke, NULL},
-    {"/pki.v1.Pki/GetStatus", 0, SMALL_MESSAGE_MAX, authorize_identity, on_get_status, NULL},
-    {"/pki.v1.Pki/GetTrustBundle", 0, SMALL_MESSAGE_MAX, authorize_any, on_get_trust_bundle,
+     on_issue_stream_end, NULL},
+    {"/pki.v1.Pki/Renew", 0, CSR_MESSAGE_MAX, authorize_identity, on_renew, NULL, NULL},
+    {"/pki.v1.Pki/Revoke", 0, SMALL_MESSAGE_MAX, authorize_identity, on_revoke, NULL, NULL},
+    {"/pki.v1.Pki/GetStatus", 0, SMALL_MESSAGE_MAX, authorize_identity, on_get_status, NULL,
      NULL},
+    {"/pki.v1.Pki/GetTrustBundle", 0, SMALL_MESSAGE_MAX, authorize_any, on_get_trust_bundle,
+     NULL, NULL},
     {"/pki.v1.Pki/ReportRotation", 0, SMALL_MESSAGE_MAX, authorize_identity,
-     on_report_rotation, NULL},
+     on_report_rotation, NULL, NULL},
+    /* Server streaming: one request, events as the client reads them. */
+    {"/pki.v1.Pki/StreamAudit", 0, SMALL_MESSAGE_MAX, pkid_api_authorize_audit,
+     pkid_audit_on_request, NULL, pkid_audit_on_sent},
 };
 
 const pkid_method *pkid_api_methods(size_t *out_num) {

@@ -18,6 +18,7 @@
 
 #include "lib/catalog.h"
 #include "lib/token.h"
+#include "server/api/audit_stream.h"
 #include "server/api/quota.h"
 #include "server/api/refusals.h"
 #include "server/ca/ca.h"
@@ -39,6 +40,7 @@ typedef struct pkid_api {
   int stopped; /* the journal failed: nothing more is accepted */
   int bootstrap; /* bootstrap tokens accepted (a token key was found) */
   uint8_t token_key[PKI_TOKEN_KEY_LEN];
+  pkid_audit *audit; /* StreamAudit's streams (audit_stream.h) */
 } pkid_api;
 
 /* pkid_api_methods returns the method table served at /pki.v1.Pki/...;
@@ -50,5 +52,10 @@ const pkid_method *pkid_api_methods(size_t *out_num);
  * catalogue service where the identity has one. */
 void pkid_api_on_refused(void *ctx, const pkid_call *call, int grpc_status,
                          const char *message);
+
+/* pkid_api_authorize_audit: the caller is in the catalogue (as for every
+ * method) and granted the audit permission; admin is not enough. At the
+ * headers of a StreamAudit, and again at each of its turns. */
+int pkid_api_authorize_audit(void *ctx, pkid_call *call, pki_err *err);
 
 #endif /* PKID_SERVER_API_API_H */

@@ -533,6 +533,13 @@ int pkid_metrics_init(void) {
     m.crl_next_update = pkid_family_new(
         r, PKID_GAUGE, "pkid_crl_next_update_timestamp_seconds",
         "nextUpdate of the CRL served, in seconds since the epoch.", kCaKind, 2, NULL, 0, 0);
+    m.audit_streams = pkid_counter_new(
+        r, "pkid_audit_streams_total",
+        "StreamAudit streams begun (authorized, with a valid filter).");
+    m.audit_streams_open = pkid_gauge_new(r, "pkid_audit_streams", "StreamAudit streams open.");
+    m.audit_events = pkid_counter_new(r, "pkid_audit_events_sent_total",
+                                      "Audit events sent on StreamAudit streams.");
+    ok = ok && m.audit_streams && m.audit_streams_open && m.audit_events;
     ok = ok && m.crl_build_seconds && m.crl_builds && m.crl_bytes && m.crl_entries &&
          m.crl_number && m.crl_this_update && m.crl_next_update;
     ok = ok && m.grpc_requests && m.grpc_request_duration && m.issued && m.revoked &&

@@ -134,6 +134,10 @@ typedef struct pkid_metrics {
   pkid_family *crl_number;         /* pkid_crl_number{ca} */
   pkid_family *crl_this_update;    /* pkid_crl_this_update_timestamp_seconds{ca,kind} */
   pkid_family *crl_next_update;    /* pkid_crl_next_update_timestamp_seconds{ca,kind} */
+  /* StreamAudit (server/api/audit_stream.h): */
+  pkid_metric *audit_streams;      /* pkid_audit_streams_total */
+  pkid_metric *audit_streams_open; /* pkid_audit_streams */
+  pkid_metric *audit_events;       /* pkid_audit_events_sent_total */
 } pkid_metrics;
 
 /* pkid_m: the process's metrics; all NULL until pkid_metrics_init. */

@@ -116,8 +116,8 @@ void pkid_call_headers_done(pkid_call *call) {
     return;
   }
   /* Every call has a deadline: the client's, or the server's maximum. */
-  uint64_t max = call->method->client_streaming ? rpc->limits.max_stream_ms
-                                                : rpc->limits.max_call_ms;
+  int streaming = call->method->client_streaming || call->method->on_sent != NULL;
+  uint64_t max = streaming ? rpc->limits.max_stream_ms : rpc->limits.max_call_ms;
   uint64_t ms = call->timeout_ms != 0 && call->timeout_ms < max ? call->timeout_ms : max;
   if (!pkid_rpc_set_deadline(rpc, &call->deadline, ms)) {
     pkid_call_finish(call, PKI_GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -342,6 +342,10 @@ void pkid_call_send(pkid_call *call, const uint8_t *msg, size_t len) {
   memcpy(p + FRAME_HEADER, msg, len);
   call->out_len += FRAME_HEADER + len;
   count_output(call, (ssize_t)(FRAME_HEADER + len));
+  if (call->method != NULL && call->method->on_sent != NULL && !call->want_sent) {
+    call->want_sent = 1;
+    call->session->num_want_sent++;
+  }
   if (!call->headers_sent) {
     call->headers_sent = 1;
     pkid_session_respond(call->session, call, kResponseHeaders, 2, 1);
@@ -451,6 +455,15 @@ void pkid_call_fail_retry(pkid_call *call, const pki_err *err, uint64_t retry_ms
   pkid_call_fail(call, err);
 }
 
+void pkid_call_sent(pkid_call *call) {
+  if (!call->want_sent || call->out_off != call->out_len) return;
+  call->want_sent = 0;
+  call->session->num_want_sent--;
+  if (!call->finished) call->method->on_sent(call->session->rpc->ctx, call);
+}
+
+size_t pkid_call_unsent(const pkid_call *call) { return call->out_len - call->out_off; }
+
 const pkid_peer *pkid_call_peer(const pkid_call *call) { return call->session->peer; }
 
 const char *pkid_call_method(const pkid_call *call) {
@@ -510,6 +523,7 @@ void pkid_call_untrack(pkid_pending *p) {
 
 void pkid_call_free(pkid_call *call) {
   if (call->paused) call->session->num_paused--;
+  if (call->want_sent) call->session->num_want_sent--;
   /* Work still running for this call must not answer into freed memory;
    * its owner hears that the call has gone. */
   while (call->pending != NULL) {

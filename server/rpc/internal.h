@@ -58,6 +58,7 @@ struct pkid_session {
   size_t buffered;   /* request bytes its calls hold */
   size_t output;     /* answer bytes its calls hold, not yet taken by HTTP/2 */
   unsigned num_paused; /* calls paused until the answers drain */
+  unsigned num_want_sent; /* calls whose method waits for on_sent */
   pkid_session *next, *prev;
 };
 
@@ -80,6 +81,7 @@ struct pkid_call {
   size_t out_len, out_off, out_cap;
   int headers_sent, finished, trailers_sent;
   int paused; /* its answers wait to be read: its request is not read on */
+  int want_sent; /* sent since on_sent last ran: run it once HTTP/2 has all */
   pki_grpc_status status;
   char message[256];
   uint64_t retry_ms; /* a retry hint for the trailers; 0: none */
@@ -127,6 +129,10 @@ void pkid_call_header(pkid_call *call, const uint8_t *name, size_t name_len,
 void pkid_call_headers_done(pkid_call *call);
 void pkid_call_data(pkid_call *call, const uint8_t *data, size_t len);
 void pkid_call_end_of_request(pkid_call *call);
+
+/* pkid_call_sent runs the method's on_sent if |call| waits for it and
+ * HTTP/2 has taken all of its answers (outside HTTP/2's callbacks). */
+void pkid_call_sent(pkid_call *call);
 
 /* pkid_call_resume carries on with a call paused by answers_waiting. */
 void pkid_call_resume(pkid_call *call);

@@ -53,7 +53,17 @@ typedef struct pkid_pending {
  *
  * |authorize| runs when the request headers are in, before any of the
  * body is read: a caller who may not call the method is refused then (0
- * with a pki_err), having made pkid buffer nothing. */
+ * with a pki_err), having made pkid buffer nothing.
+ *
+ * A method that answers one request with a stream of messages (server
+ * streaming) sets |on_sent|, which is how it learns that the client is
+ * reading: after a pkid_call_send, it runs (loop thread, outside HTTP/2's
+ * callbacks) once HTTP/2 has taken every byte sent so far
+ * (pkid_call_unsent is 0), which it does only as the client's
+ * flow-control window and the connection allow. Such a sender sends a
+ * bounded batch, then waits for |on_sent|: a client that does not read
+ * holds one batch, not the whole answer. Its calls get the streams'
+ * deadline (max_stream_ms), not the unary one. */
 typedef struct pkid_method {
   const char *path; /* "/pki.v1.Pki/Issue" */
   int client_streaming;
@@ -61,6 +71,7 @@ typedef struct pkid_method {
   int (*authorize)(void *ctx, pkid_call *call, pki_err *err);
   void (*on_message)(void *ctx, pkid_call *call, const uint8_t *msg, size_t len);
   void (*on_half_close)(void *ctx, pkid_call *call);
+  void (*on_sent)(void *ctx, pkid_call *call); /* server streaming; NULL: not */
 } pkid_method;
 
 typedef struct pkid_rpc_limits {
@@ -128,6 +139,11 @@ const char *pkid_call_method(const pkid_call *call);
 /* pkid_call_send queues one response message (not yet framed); out of
  * memory ends the call with RESOURCE_EXHAUSTED. */
 void pkid_call_send(pkid_call *call, const uint8_t *msg, size_t len);
+
+/* pkid_call_unsent is how many bytes of |call|'s answers HTTP/2 has not
+ * taken yet: the client has not opened its window for them, or the
+ * connection has no room (see |on_sent|). */
+size_t pkid_call_unsent(const pkid_call *call);
 
 /* pkid_call_ok ends the call with status OK. */
 void pkid_call_ok(pkid_call *call);

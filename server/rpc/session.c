@@ -9,6 +9,7 @@
 #include "server/rpc/internal.h"
 
 static void resume_paused(pkid_session *s);
+static void notify_sent(pkid_session *s);
 
 static pkid_call *call_of(nghttp2_session *h2, int32_t stream_id) {
   return nghttp2_session_get_stream_user_data(h2, stream_id);
@@ -44,6 +45,7 @@ static void session_flush(pkid_session *s) {
   /* Outside nghttp2's callbacks, so the handlers may answer at once: what
    * they produce goes out at the next flush. */
   resume_paused(s);
+  notify_sent(s);
 }
 
 void pkid_session_kick(pkid_session *s) { pkid_conn_kick(s->conn); }
@@ -66,6 +68,16 @@ static void resume_paused(pkid_session *s) {
   for (pkid_call *call = s->calls; call != NULL && s->num_paused > 0;) {
     pkid_call *next = call->next;
     pkid_call_resume(call);
+    call = next;
+  }
+}
+
+/* notify_sent tells the server-streaming calls whose answers HTTP/2 has
+ * all taken that they may send more (rpc.h, on_sent). */
+static void notify_sent(pkid_session *s) {
+  for (pkid_call *call = s->calls; call != NULL && s->num_want_sent > 0;) {
+    pkid_call *next = call->next;
+    pkid_call_sent(call);
     call = next;
   }
 }

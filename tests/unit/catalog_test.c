@@ -227,7 +227,11 @@ TEST(default_catalogue) {
   const pki_catalog_service *sec =
       pki_catalog_find_service(cat, "security-agent");
   CHECK(sec->permissions ==
-        (PKI_PERM_VAULT_ACCESS | PKI_PERM_DATABASE_AUDIT));
+        (PKI_PERM_VAULT_ACCESS | PKI_PERM_DATABASE_AUDIT | PKI_PERM_AUDIT));
+  /* The audit trail is for the audit identities only: admin is not audit. */
+  CHECK(pki_catalog_find_service(cat, "audit-agent")->permissions ==
+        PKI_PERM_AUDIT);
+  CHECK(!(pki->permissions & PKI_PERM_AUDIT) && !(iam->permissions & PKI_PERM_AUDIT));
   CHECK(pki_catalog_find_service(cat, "redis")->permissions == 0);
   const pki_catalog_service *cissp =
       pki_catalog_find_service(cat, "cissp-training-agent");
@@ -629,6 +633,15 @@ TEST(service_durations) {
 }
 
 TEST(certificates_and_permissions) {
+  /* audit is a permission of its own, beside the others. */
+  char *doc = with_line(25, "      - {usage: server, file: web.crt}\n"
+                            "    permissions: [audit, database_audit]");
+  pki_err err;
+  pki_catalog *cat = load_text(doc, &err);
+  free(doc);
+  REQUIRE(cat != NULL);
+  CHECK(cat->services[0].permissions == (PKI_PERM_AUDIT | PKI_PERM_DATABASE_AUDIT));
+  pki_catalog_free(cat);
   CHECK(expect_fail(25, "      - {usage: both, file: web.crt}", 25,
                     "neither 'server' nor 'client'"));
   CHECK(expect_fail(25, "      - {usage: server}", 25, "missing 'file'"));
@@ -655,6 +668,12 @@ TEST(certificates_and_permissions) {
   CHECK(expect_fail(25, "      - {usage: server, file: web.crt}\n"
                         "    permissions: [root]",
                     26, "unknown permission 'root'"));
+  CHECK(expect_fail(25, "      - {usage: server, file: web.crt}\n"
+                        "    permissions: [audit, admin, audit]",
+                    26, "'audit' is listed twice"));
+  CHECK(expect_fail(25, "      - {usage: server, file: web.crt}\n"
+                        "    permissions: [auditor]",
+                    26, "known: admin, privileged_access, vault_access, database_audit, audit"));
   CHECK(expect_fail(25, "      - {usage: server, file: web.crt}\n"
                         "    permissions: [admin, admin]",
                     26, "'admin' is listed twice"));
