@@ -96,7 +96,8 @@ size_t pkid_siem_cursor_format(char *out, const pki_journal_pos *pos) {
   return (size_t)n;
 }
 
-/* get_line takes "KEY VALUE\n" at |*p| into |value| (NUL-terminated). */
+/* get_line takes "KEY VALUE\n" at |*p| into |value| (NUL-terminated; a
+ * value holding a NUL is refused). */
 static int get_line(const char **p, const char *end, const char *key, char *value,
                     size_t size) {
   size_t klen = strlen(key);
@@ -104,6 +105,8 @@ static int get_line(const char **p, const char *end, const char *key, char *valu
   const char *v = *p + klen + 1;
   const char *nl = memchr(v, '\n', (size_t)(end - v));
   if (nl == NULL || nl == v || (size_t)(nl - v) >= size) return 0;
+  /* A NUL inside the value would end it early for the readers below. */
+  if (memchr(v, '\0', (size_t)(nl - v)) != NULL) return 0;
   memcpy(value, v, (size_t)(nl - v));
   value[nl - v] = '\0';
   *p = nl + 1;
