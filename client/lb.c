@@ -1269,7 +1269,13 @@ static lb_result rotate(const lb_config *cfg, int force, pki_err *err) {
   result = LB_ROTATED;
   pki_log("info", "lb_rotated", "serial", next.serial, "previous", cur.serial, "path", path,
           "validate_ms", ms1, "swap_ms", ms2, "probe_ms", ms3, NULL);
-  report_rotation(cfg, path, &next, &cur);
+  /* The frontend's crt as haproxy names it (the proto's RotationReport). */
+  char pem[PKI_PATH_MAX];
+  const char *frontend = cfg->haproxy_cert;
+  if (frontend == NULL && path_in(pem, sizeof(pem), cfg, "active", "lb-current.pem")) {
+    frontend = pem;
+  }
+  report_rotation(cfg, frontend != NULL ? frontend : path, &next, &cur);
   pki_err next_err;
   pki_err_clear(&next_err);
   if (!lb_make_next(cfg, &next_err)) {

@@ -152,7 +152,9 @@ def test_server_certificate_reload():
 
 
 def test_hierarchy_change_refused():
-    text = open(CATALOG).read().replace("name: external-ca", "name: partners-ca", 1)
+    # The CA renamed, and its services with it: a valid catalogue, another
+    # hierarchy.
+    text = open(CATALOG).read().replace("external-ca", "partners-ca")
     open(CATALOG, "w").write(text)
     sighup_and_wait("catalogue")
     assert "the CA hierarchy changed" in SERVER.log()
