@@ -1,5 +1,6 @@
 #include "client/ceremony.h"
 
+#include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <openssl/bytestring.h>
 #include <openssl/mem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "lib/cert.h"
 #include "lib/cert_info.h"
@@ -23,6 +25,7 @@
 #include "lib/profile.h"
 #include "lib/serial.h"
 #include "lib/shamir.h"
+#include "lib/token.h"
 
 /* Node 0 of the serial space is the offline tool's; online nodes are 1+. */
 #define OFFLINE_NODE 0
@@ -33,9 +36,19 @@
 /* The root's CRL lists intermediates only: a few entries, far below this. */
 #define ROOT_CRL_FILE_MAX (1 << 20)
 
-int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
+/* add_share names one share in a ceremony log's shares field. */
+static void add_share(char *list, unsigned x, const uint8_t *text, size_t len) {
+  char fp[17];
+  pki_ceremony_fingerprint(fp, text, len);
+  size_t used = strcmp(list, "-") == 0 ? 0 : strlen(list);
+  snprintf(list + used, PKI_CEREMONY_SHARES_MAX - used, "%s%u:%s", used > 0 ? "," : "", x, fp);
+}
+
+int ceremony_secret_from_shares(ceremony_root_key *out, const char *const *files,
                                 size_t num_files, pki_err *err) {
   memset(out, 0, sizeof(*out));
+  snprintf(out->how, sizeof(out->how), "shares");
+  snprintf(out->shares, sizeof(out->shares), "-");
   pki_share *shares = calloc(num_files > 0 ? num_files : 1, sizeof(pki_share));
   if (shares == NULL) {
     PKI_ERR_OOM(err);
@@ -47,6 +60,7 @@ int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
     size_t len;
     if (!pki_file_read(&text, &len, files[i], PKI_SHARE_TEXT_MAX * 4, err)) goto out;
     int decoded = pki_share_decode(&shares[i], (const char *)text, err);
+    if (decoded) add_share(out->shares, shares[i].x, text, len);
     OPENSSL_cleanse(text, len);
     free(text);
     if (!decoded) {
@@ -54,12 +68,23 @@ int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
       goto out;
     }
   }
-  ok = pki_shamir_combine(out->bytes, &out->len, shares, num_files, err);
+  ok = pki_shamir_combine(out->secret.bytes, &out->secret.len, shares, num_files, err);
 out:
   OPENSSL_cleanse(shares, (num_files > 0 ? num_files : 1) * sizeof(pki_share));
   free(shares);
+  if (!ok) ceremony_root_key_cleanup(out);
   return ok;
 }
+
+int ceremony_secret_from_passphrase(ceremony_root_key *out, const char *file, const char *env,
+                                    pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  snprintf(out->how, sizeof(out->how), "passphrase");
+  snprintf(out->shares, sizeof(out->shares), "-");
+  return pki_secret_read(&out->secret, file, env, err);
+}
+
+void ceremony_root_key_cleanup(ceremony_root_key *k) { pki_secret_cleanup(&k->secret); }
 
 static int write_file(const char *path, const void *data, size_t len, mode_t mode,
                       pki_err *err);
@@ -143,6 +168,50 @@ fail:
 }
 
 static int64_t now_s(void) { return (int64_t)time(NULL); }
+
+/* --- the ceremony log (lib/ceremony_log.h) --------------------------------- */
+
+static void log_path(char out[PKI_PATH_MAX], const char *dir) {
+  snprintf(out, PKI_PATH_MAX, "%s/" PKI_CEREMONY_LOG_FILE, dir);
+}
+
+/* log_check refuses to begin a step on a log that does not read cleanly:
+ * its entry could not be appended after the signing. */
+static int log_check(const char *dir, pki_err *err) {
+  char path[PKI_PATH_MAX];
+  log_path(path, dir);
+  if (!pki_ceremony_log_read(path, NULL, NULL, NULL, err)) {
+    pki_err_prefix(err, "refusing to sign with a broken ceremony log: ");
+    return 0;
+  }
+  return 1;
+}
+
+/* log_step appends what a step signed, once its files are written. */
+static int log_step(const char *dir, const char *kind, const char *ca, const char *name,
+                    const char *serial, const uint8_t *signed_der, size_t len,
+                    const char *key, const char *shares, pki_err *err) {
+  pki_ceremony_entry e;
+  memset(&e, 0, sizeof(e));
+  snprintf(e.kind, sizeof(e.kind), "%s", kind);
+  snprintf(e.ca, sizeof(e.ca), "%s", ca);
+  snprintf(e.name, sizeof(e.name), "%s", name);
+  snprintf(e.serial, sizeof(e.serial), "%s", serial);
+  snprintf(e.key, sizeof(e.key), "%s", key);
+  snprintf(e.shares, sizeof(e.shares), "%s", shares);
+  SHA256(signed_der, len, e.sha256);
+  char path[PKI_PATH_MAX];
+  log_path(path, dir);
+  if (!pki_ceremony_log_append(path, &e, err)) {
+    pki_err_prefix(err, "%s '%s' is written but its ceremony log entry is not: ", kind, name);
+    return 0;
+  }
+  return 1;
+}
+
+static void serial_hex(char out[PKI_CEREMONY_SERIAL_MAX], const pki_serial *s) {
+  pki_serial_to_hex(out, s);
+}
 
 /* offline_serial gives serials to the offline tool: node 0, and as the
  * sequence the time in microseconds, so that two runs never share one even
@@ -248,6 +317,8 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
     PKI_ERR(err, PKI_ERR_INVALID, "the root key needs a passphrase or a split into shares");
     return 0;
   }
+  if (!log_check(dir, err)) return 0;
+  char made[PKI_CEREMONY_SHARES_MAX] = "-";
 
   EVP_PKEY *key = NULL;
   pki_issuer self, signer;
@@ -306,6 +377,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
         goto out;
       }
       strcat(text, "\n");
+      add_share(made, shares[i].x, (const uint8_t *)text, strlen(text));
       int written = write_file(path, text, strlen(text), 0600, err);
       OPENSSL_cleanse(text, sizeof(text));
       if (!written) goto out;
@@ -322,6 +394,13 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   const uint8_t *ders[1] = {der};
   if (!write_pem(cert_path, ders, &der_len, 1, err) ||
       !truststore_write(cat, dir, root, "root-ca", err) || !root_crl_write(&crl, dir, root, err)) {
+    goto out;
+  }
+  char hex[PKI_CEREMONY_SERIAL_MAX];
+  serial_hex(hex, &req.serial);
+  if (!log_step(dir, "root", root->name, root->name, hex, der, der_len, "new", made, err) ||
+      !log_step(dir, "crl", root->name, root->name, "1", crl.der, crl.der_len, "new", "-",
+                err)) {
     goto out;
   }
   ok = 1;
@@ -341,7 +420,8 @@ out:
 /* sign_intermediate makes one intermediate below |parent|. */
 static int sign_intermediate(const pki_catalog *cat, const char *dir,
                              const pki_catalog_ca *ca, const pki_issuer *parent,
-                             const pki_secret *ca_passphrase, pki_err *err) {
+                             const pki_secret *ca_passphrase, const char *key_how,
+                             const char *shares, pki_err *err) {
   char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX], chain_path[PKI_PATH_MAX];
   if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, ca, PKI_TREE_CA_CERT, err) ||
       !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err) ||
@@ -403,6 +483,12 @@ static int sign_intermediate(const pki_catalog *cat, const char *dir,
       !truststore_write(cat, dir, ca, "agent", err)) {
     goto out;
   }
+  char hex[PKI_CEREMONY_SERIAL_MAX];
+  serial_hex(hex, &req.serial);
+  if (!log_step(dir, "intermediate", ca->parent, ca->name, hex, der, der_len, key_how, shares,
+                err)) {
+    goto out;
+  }
   ok = 1;
 out:
   chain_cleanup(&parents);
@@ -451,7 +537,7 @@ static int make_audit_key(const char *dir, const pki_secret *ca_passphrase, pki_
 }
 
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
-                          const pki_secret *root_secret,
+                          const ceremony_root_key *root_key,
                           const pki_secret *ca_passphrase, const char *only,
                           pki_err *err) {
   const pki_catalog_ca *root = pki_catalog_root(cat);
@@ -463,8 +549,9 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
     }
   }
   pki_issuer root_issuer;
-  if (!pki_tree_load_issuer(&root_issuer, dir, root, root_secret->bytes, root_secret->len,
-                            err)) {
+  if (!log_check(dir, err) ||
+      !pki_tree_load_issuer(&root_issuer, dir, root, root_key->secret.bytes,
+                            root_key->secret.len, err)) {
     return 0;
   }
   int ok = 1;
@@ -473,14 +560,15 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
     const pki_catalog_ca *ca = &cat->cas[i];
     if (ca->parent == NULL || (only != NULL && strcmp(only, ca->name) != 0)) continue;
     if (strcmp(ca->parent, root->name) == 0) {
-      ok = sign_intermediate(cat, dir, ca, &root_issuer, ca_passphrase, err);
+      ok = sign_intermediate(cat, dir, ca, &root_issuer, ca_passphrase, root_key->how,
+                             root_key->shares, err);
       continue;
     }
     pki_issuer parent;
     const pki_catalog_ca *parent_ca = pki_catalog_find_ca(cat, ca->parent);
     ok = pki_tree_load_issuer(&parent, dir, parent_ca, ca_passphrase->bytes,
                               ca_passphrase->len, err) &&
-         sign_intermediate(cat, dir, ca, &parent, ca_passphrase, err);
+         sign_intermediate(cat, dir, ca, &parent, ca_passphrase, "passphrase", "-", err);
     pki_issuer_cleanup(&parent);
   }
   pki_issuer_cleanup(&root_issuer);
@@ -624,7 +712,7 @@ out:
   return ok;
 }
 
-int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root_secret,
+int ceremony_crl(const pki_catalog *cat, const char *dir, const ceremony_root_key *root_key,
                  const char *revoke, int reason, ceremony_crl_info *out, pki_err *err) {
   const pki_catalog_ca *root = pki_catalog_root(cat), *target = NULL;
   if (revoke != NULL) {
@@ -663,7 +751,8 @@ int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root
   int ok = 0;
   memset(&current, 0, sizeof(current));
   memset(&next, 0, sizeof(next));
-  if (!pki_tree_load_issuer(&issuer, dir, root, root_secret->bytes, root_secret->len, err)) {
+  if (!log_check(dir, err) || !pki_tree_load_issuer(&issuer, dir, root, root_key->secret.bytes,
+                                                     root_key->secret.len, err)) {
     return 0;
   }
   int64_t now = now_s();
@@ -703,6 +792,12 @@ int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root
   }
   if (!root_crl_sign(&next, root, &issuer, current.number_u64 + 1, entries, num, now, err) ||
       !root_crl_write(&next, dir, root, err)) {
+    goto out;
+  }
+  char number[PKI_CEREMONY_SERIAL_MAX];
+  snprintf(number, sizeof(number), "%" PRIx64, next.info.number);
+  if (!log_step(dir, "crl", root->name, revoke != NULL ? revoke : root->name, number, next.der,
+                next.der_len, root_key->how, root_key->shares, err)) {
     goto out;
   }
   if (out != NULL) *out = next.info;
@@ -796,6 +891,11 @@ static int issue_one(const pki_catalog *cat, const char *dir, const pki_issuer *
       !pki_tree_record_issued(dir, der, der_len, err)) {
     goto out;
   }
+  char hex[PKI_CEREMONY_SERIAL_MAX];
+  serial_hex(hex, &req.serial);
+  if (!log_step(dir, "issue", svc->ca, svc->name, hex, der, der_len, "passphrase", "-", err)) {
+    goto out;
+  }
   ok = 1;
 out:
   pki_csr_cleanup(&csr);
@@ -832,6 +932,7 @@ int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
     return 0;
   }
   pki_issuer issuer;
+  if (!log_check(dir, err)) return 0;
   if (!pki_tree_load_issuer(&issuer, dir, pki_catalog_find_ca(cat, svc->ca),
                             ca_passphrase->bytes, ca_passphrase->len, err)) {
     return 0;
@@ -855,13 +956,31 @@ int ceremony_demo(const pki_catalog *cat, const char *dir,
     if (!pki_tree_share_path(paths[i], sizeof(paths[i]), dir, custodians[i], err)) return 0;
     files[i] = paths[i];
   }
-  pki_secret root_secret;
-  if (!ceremony_secret_from_shares(&root_secret, files, 3, err)) return 0;
-  int ok = ceremony_intermediate(cat, dir, &root_secret, ca_passphrase, NULL, err);
-  pki_secret_cleanup(&root_secret);
+  ceremony_root_key root_key;
+  if (!ceremony_secret_from_shares(&root_key, files, 3, err)) return 0;
+  int ok = ceremony_intermediate(cat, dir, &root_key, ca_passphrase, NULL, err);
+  ceremony_root_key_cleanup(&root_key);
   for (size_t i = 0; ok && i < cat->num_services; i++) {
     ok = ceremony_issue_offline(cat, dir, ca_passphrase, cat->services[i].name, 0, NULL,
                                 err);
   }
+  return ok;
+}
+
+int ceremony_token(const pki_catalog *cat, const char *dir, const char *service,
+                   uint32_t ttl_s, char *out, pki_err *err) {
+  const pki_catalog_service *svc = pki_catalog_find_service(cat, service);
+  if (svc == NULL) {
+    PKI_ERR(err, PKI_ERR_NOT_FOUND, "--service must name a catalogue service");
+    return 0;
+  }
+  char key_path[PKI_PATH_MAX];
+  uint8_t key[PKI_TOKEN_KEY_LEN];
+  snprintf(key_path, sizeof(key_path), "%s/bootstrap/token.key", dir);
+  int ok = log_check(dir, err) && pki_token_key_load(key, key_path, 1, err) &&
+           pki_token_make(out, PKI_TOKEN_MAX_TEXT, key, svc->name, now_s() + ttl_s, err) &&
+           log_step(dir, "token", svc->ca, svc->name, "-", (const uint8_t *)out, strlen(out),
+                    "token-key", "-", err);
+  OPENSSL_cleanse(key, sizeof(key));
   return ok;
 }

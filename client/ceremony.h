@@ -2,7 +2,10 @@
  *
  * Each step reads and writes a pki/ tree (lib/pki_tree.h) and refuses to
  * overwrite a CA that exists: a ceremony is never repeated by accident. A
- * step that fails on bad input writes nothing. */
+ * step that fails on bad input writes nothing. Each step that signs
+ * appends what it signed to |dir|/ceremony.log (lib/ceremony_log.h), which
+ * pkid imports into its journal; a step refuses to start on a log that
+ * does not read cleanly. */
 #ifndef PKID_CLIENT_CEREMONY_H
 #define PKID_CLIENT_CEREMONY_H
 
@@ -10,13 +13,28 @@
 #include <stdint.h>
 
 #include "lib/catalog.h"
+#include "lib/ceremony_log.h"
 #include "lib/err.h"
 #include "lib/secret.h"
 #include "lib/usage.h"
 
+/* The root's secret, opened for a step, and how, for the ceremony log. */
+typedef struct ceremony_root_key {
+  pki_secret secret;
+  char how[16];                         /* "shares" or "passphrase" */
+  char shares[PKI_CEREMONY_SHARES_MAX]; /* "-" or the shares used, i:FP,... */
+} ceremony_root_key;
+
 /* ceremony_secret_from_shares rebuilds the root's secret from share files. */
-int ceremony_secret_from_shares(pki_secret *out, const char *const *files,
+int ceremony_secret_from_shares(ceremony_root_key *out, const char *const *files,
                                 size_t num_files, pki_err *err);
+
+/* ceremony_secret_from_passphrase reads the root's passphrase (|file|, or
+ * the environment variable |env|; lib/secret.h). */
+int ceremony_secret_from_passphrase(ceremony_root_key *out, const char *file, const char *env,
+                                    pki_err *err);
+
+void ceremony_root_key_cleanup(ceremony_root_key *k);
 
 /* ceremony_make_passphrase_file writes a random passphrase (32 random bytes
  * in hex) to |path| with mode 0600, unless the file exists already. */
@@ -35,7 +53,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
  * |only| is NULL, in catalogue order so parents come first), each key
  * sealed under |ca_passphrase|. */
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
-                          const pki_secret *root_secret,
+                          const ceremony_root_key *root_key,
                           const pki_secret *ca_passphrase, const char *only,
                           pki_err *err);
 
@@ -70,7 +88,7 @@ typedef struct ceremony_crl_info {
   size_t num_entries;
 } ceremony_crl_info;
 
-int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root_secret,
+int ceremony_crl(const pki_catalog *cat, const char *dir, const ceremony_root_key *root_key,
                  const char *revoke, int reason, ceremony_crl_info *out, pki_err *err);
 
 /* ceremony_crl_reason_parse reads a revocation reason as pkictl names it
@@ -79,6 +97,13 @@ int ceremony_crl(const pki_catalog *cat, const char *dir, const pki_secret *root
  * way to release), remove-from-crl (delta CRLs only) or aa-compromise
  * (attribute authorities). */
 int ceremony_crl_reason_parse(int *out, const char *text, pki_err *err);
+
+/* ceremony_token writes a one-time bootstrap token (lib/token.h) for
+ * |service|, good for |ttl_s| seconds, into |out| (PKI_TOKEN_MAX_TEXT),
+ * with the key |dir|/bootstrap/token.key (made when missing), and logs its
+ * SHA-256: the id pkid journals when the token is used. */
+int ceremony_token(const pki_catalog *cat, const char *dir, const char *service,
+                   uint32_t ttl_s, char *out, pki_err *err);
 
 /* ceremony_demo builds the whole hierarchy and every service's
  * certificates into |dir|: the root split 3-of-5, rebuilt from three

@@ -432,17 +432,18 @@ static int cmd_root(const options *o, const pki_catalog *cat, pki_err *err) {
 }
 
 /* root_secret opens the root: from custodian shares, or its passphrase. */
-static int root_secret(pki_secret *out, const options *o, pki_err *err) {
+static int root_secret(ceremony_root_key *out, const options *o, pki_err *err) {
   if (o->num_shares > 0) return ceremony_secret_from_shares(out, o->shares, o->num_shares, err);
-  return pki_secret_read(out, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err);
+  return ceremony_secret_from_passphrase(out, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err);
 }
 
 static int cmd_intermediate(const options *o, const pki_catalog *cat, pki_err *err) {
-  pki_secret root, pass;
+  ceremony_root_key root;
+  pki_secret pass;
   if (!root_secret(&root, o, err)) return 0;
   int ok = ca_passphrase(&pass, o, err) &&
        ceremony_intermediate(cat, o->out, &root, &pass, o->ca, err);
-  pki_secret_cleanup(&root);
+  ceremony_root_key_cleanup(&root);
   pki_secret_cleanup(&pass);
   return ok;
 }
@@ -479,11 +480,11 @@ static int cmd_crl(const options *o, const pki_catalog *cat, pki_err *err) {
     return 0;
   }
   if (o->reason != NULL && !ceremony_crl_reason_parse(&reason, o->reason, err)) return 0;
-  pki_secret root;
+  ceremony_root_key root;
   if (!root_secret(&root, o, err)) return 0;
   ceremony_crl_info info;
   int ok = ceremony_crl(cat, o->out, &root, o->revoke, reason, &info, err);
-  pki_secret_cleanup(&root);
+  ceremony_root_key_cleanup(&root);
   if (ok) {
     char until[64];
     time_t t = (time_t)info.next_update;
@@ -523,19 +524,14 @@ static int cmd_issue(const options *o, const pki_catalog *cat, pki_err *err) {
 }
 
 static int cmd_token_create(const options *o, const pki_catalog *cat, pki_err *err) {
-  if (o->service == NULL || pki_catalog_find_service(cat, o->service) == NULL) {
+  if (o->service == NULL) {
     PKI_ERR(err, PKI_ERR_NOT_FOUND, "--service must name a catalogue service");
     return 0;
   }
   uint32_t ttl = 3600;
   if (o->ttl != NULL && !pki_duration_parse(&ttl, o->ttl, err)) return 0;
-  char key_path[1100], token[PKI_TOKEN_MAX_TEXT];
-  uint8_t key[PKI_TOKEN_KEY_LEN];
-  snprintf(key_path, sizeof(key_path), "%s/bootstrap/token.key", o->out);
-  if (!pki_token_key_load(key, key_path, 1, err) ||
-      !pki_token_make(token, sizeof(token), key, o->service, (int64_t)time(NULL) + ttl, err)) {
-    return 0;
-  }
+  char token[PKI_TOKEN_MAX_TEXT];
+  if (!ceremony_token(cat, o->out, o->service, ttl, token, err)) return 0;
   printf("%s\n", token);
   return 1;
 }

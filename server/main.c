@@ -45,6 +45,7 @@
 #include "server/notify.h"
 #include "server/pipeline/crl.h"
 #include "server/pipeline/event.h"
+#include "server/pipeline/ceremonies.h"
 #include "server/pipeline/import.h"
 #include "server/pipeline/job.h"
 #include "server/pipeline/serials.h"
@@ -342,6 +343,7 @@ typedef struct process {
   pkid_crl_builder *crl;
   pkid_admin *admin;
   pkid_import *import;
+  pkid_ceremonies *ceremonies; /* pki/ceremony.log, imported */
   pkid_fleet *fleet;      /* with --postgres */
   pkid_siem *siem;        /* the SIEM feed, with --siem */
   uv_async_t fleet_lost;  /* the fleet thread's word that the lease is gone */
@@ -584,6 +586,10 @@ static void on_sighup(uv_signal_t *sig, int signum) {
   /* And what the ceremonies signed since, and the root's CRL they made. */
   if (!pkid_import_scan(g.import, &err)) {
     pki_log("error", "import_failed", "reason", err.msg, NULL);
+  }
+  if (!pkid_ceremonies_scan(g.ceremonies, &err)) {
+    pki_log("error", "ceremony_log_refused", "reason", err.msg, NULL);
+    journal_reload(PKI_OUTCOME_FAILED, err.msg);
   }
   load_root_crl();
   if (!g.draining) notify_serving();
@@ -1063,6 +1069,10 @@ static int run(const options *o) {
   uv_timer_start(&g.refusal_timer, on_refusal_timer, 1000, 1000);
   memcpy(g.api.token_key, token_key, sizeof(token_key));
   OPENSSL_cleanse(token_key, sizeof(token_key));
+  /* The ceremonies' log goes on the journal's chain; one cut or rewritten
+   * keeps pkid from starting. */
+  g.ceremonies = pkid_ceremonies_new(o->pki, g.workers, &g.store, &err);
+  if (g.ceremonies == NULL || !pkid_ceremonies_scan(g.ceremonies, &err)) goto fail;
   /* Certificates the ceremonies signed offline become known to pkid. */
   g.import = pkid_import_new(o->pki, &g.cas, &g.store, g.workers, &err);
   if (g.import == NULL || !pkid_import_scan(g.import, &err) || !start_grpc(o, ssl_ctx, &err)) {
@@ -1124,6 +1134,7 @@ static int run(const options *o) {
   EVP_PKEY_free(g.audit_key);
   g.audit_key = NULL;
   pkid_import_free(g.import);
+  pkid_ceremonies_free(g.ceremonies);
   pkid_transport_free(g.transport);
   pkid_rpc_free(g.rpc);
   uv_walk(g.loop, close_handle, NULL);

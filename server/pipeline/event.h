@@ -24,7 +24,7 @@
 
 /* The longest detail an event keeps; longer ones are cut (at a UTF-8
  * boundary) and end in "...". */
-#define PKID_EVENT_DETAIL_MAX 2048
+#define PKID_EVENT_DETAIL_MAX 8192 /* a ceremony log line fits whole */
 
 typedef struct pkid_event {
   pki_event_kind kind;

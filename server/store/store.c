@@ -8,9 +8,10 @@
 #include <openssl/mem.h>
 #include <openssl/sha.h>
 
+#include "lib/ceremony_log.h"
 #include "lib/record.h"
 
-#define SNAPSHOT_VERSION 2
+#define SNAPSHOT_VERSION 3
 #define NO_CA 0xff
 #define NO_SERVICE 0xffff
 
@@ -105,6 +106,17 @@ static void apply_crl(pkid_store *st, uint8_t ca, uint64_t number, uint64_t base
   pkid_ca_crls_made(&st->crls[ca], number, number == base, this_update, cut);
 }
 
+/* note_ceremony moves the last ceremony entry journaled on, from an EVENT
+ * whose detail is the entry's line. */
+static void note_ceremony(pkid_store *st, const uint8_t *line, size_t len) {
+  pki_ceremony_entry e;
+  pki_err err;
+  if (pki_ceremony_line_parse((const char *)line, len, &e, &err) && e.seq > st->ceremony_seq) {
+    st->ceremony_seq = e.seq;
+    memcpy(st->ceremony_hash, e.hash, 32);
+  }
+}
+
 static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
   pkid_store *st = ctx;
   pki_parsed_record p;
@@ -150,7 +162,9 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
                 (int64_t)p.crl_this_update, p.crl_cut);
       return 1;
     case PKI_REC_EVENT:
-      return 1; /* the audit trail's alone: no state */
+      /* The audit trail's alone, but for where the ceremony import is. */
+      if (p.event_kind == PKI_EVENT_CEREMONY) note_ceremony(st, p.detail.data, p.detail.len);
+      return 1;
   }
   return 1;
 oom:
@@ -171,7 +185,9 @@ oom:
  * ordinal, u64 cRLNumber, u64 last thisUpdate, u64 last cut, u64 base
  * number, u64 base thisUpdate, u64 base cut, u64 base drop thisUpdate,
  * u64 base drop cut, u64 entries, each: u8-len serial, u8 reason, u64
- * ordinal, u64 revokedAt, u64 invalidityDate, u64 notAfter.
+ * ordinal, u64 revokedAt, u64 invalidityDate, u64 notAfter;
+ * (version 3 on:) u64 the last ceremony log entry journaled, 32 octets its
+ * hash.
  * Names are stored so that a catalogue reordered between runs still maps.
  * A version 1 snapshot has no CRL state: its revoked certificates become
  * the CRL entries, in index order, and numbering starts afresh. */
@@ -249,7 +265,10 @@ int pkid_store_snapshot(pkid_store *st, pki_err *err) {
   for (size_t i = 0; i < st->cas->num_cas; i++) {
     if (!write_crls(&cbb, &st->crls[i], (uint8_t)i)) goto oom;
   }
-  if (!CBB_finish(&cbb, &state, &len)) goto oom;
+  if (!CBB_add_u64(&cbb, st->ceremony_seq) || !CBB_add_bytes(&cbb, st->ceremony_hash, 32) ||
+      !CBB_finish(&cbb, &state, &len)) {
+    goto oom;
+  }
   int ok = pki_journal_snapshot(st->journal, state, len, err);
   OPENSSL_free(state);
   return ok;
@@ -400,6 +419,11 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
       if (r == 0) goto bad;
       if (r < 0) goto oom;
     }
+  }
+  if (version >= 3) {
+    CBS hash;
+    if (!CBS_get_u64(&cbs, &st->ceremony_seq) || !CBS_get_bytes(&cbs, &hash, 32)) goto bad;
+    memcpy(st->ceremony_hash, CBS_data(&hash), 32);
   }
   if (CBS_len(&cbs) != 0) goto bad;
   ok = 1;
@@ -752,7 +776,7 @@ void pkid_store_apply(pkid_store *st, const pkid_record *rec) {
     case PKI_REC_TOKEN:
       break; /* taken on the loop thread before the commit */
     case PKI_REC_EVENT:
-      break; /* the audit trail's alone: no state */
+      break; /* no state (the ceremony import moves ceremony_seq itself) */
   }
 }
 

@@ -10,8 +10,9 @@
  * of a journal shares (pkid's replay, the fleet's shipping, pkictl audit).
  *
  * A snapshot holds the status index, the CRL state of each CA (crls.h),
- * the keys revoked for keyCompromise, the highest reserved sequence number
- * and the used tokens (its layout is in store.c).
+ * the keys revoked for keyCompromise, the highest reserved sequence number,
+ * the used tokens and the last ceremony log entry journaled (its layout
+ * is in store.c).
  *
  * Threads: open, reserve, snapshot and close run on the loop thread while
  * no commit is in flight; pkid_store_commit and the commit_* functions run
@@ -105,6 +106,11 @@ typedef struct pkid_store {
    * too (loop thread): a repeat finds nothing new, so it is answered
    * without holding every commit while the journal is read again. */
   pkid_idset key_searched, same_key_searched;
+  /* The last entry of the ceremony log (lib/ceremony_log.h) journaled:
+   * seq 0 none. Replayed, kept in snapshots, and moved on by the import
+   * (server/pipeline/ceremonies.h) as it commits more (loop thread). */
+  uint64_t ceremony_seq;
+  uint8_t ceremony_hash[32];
   /* Called after every append that made records durable, on the thread
    * that appended (the committer; the loop for a reservation), with the
    * journal's new durable end: the fleet's shipping follows it. NULL:

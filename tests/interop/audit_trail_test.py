@@ -15,6 +15,11 @@ with a real pkid:
   - a load balancer's rotation reported by ReportRotation (its own
     service's certificate only: another's is PERMISSION_DENIED, and that
     refusal is on the trail too);
+  - the offline ceremonies (root, CRL, intermediates, issue --offline,
+    token create) from pki/ceremony.log, each entry once and whole, with
+    the custodian shares used; one made while pkid runs comes in at the
+    next SIGHUP; a log cut or rewritten (its hashes recomputed) keeps pkid
+    from starting, and nothing is imported twice across a restart;
   - the filters (--service, --identity, --serial, --kind, --since,
     --until) select exactly what they say; --table prints one row per
     event; a journal with a broken chain stops the query.
@@ -263,6 +268,110 @@ def test_broken_chain_stops_the_query():
     assert out.returncode == 1 and seg in out.stderr, out.stderr
 
 
+CEREMONY_LOG = os.path.join(PKI, "ceremony.log")
+
+
+def ceremony_lines():
+    return open(CEREMONY_LOG).read().splitlines()
+
+
+def test_offline_ceremonies():
+    lines = ceremony_lines()
+    got = events("--kind", "ceremony")
+    assert [e["detail"] for e in got] == lines, (len(got), len(lines))
+    fields = [dict(f.split("=", 1) for f in line.split(" ")[2:]) for line in lines]
+    kinds = [f["kind"] for f in fields]
+    assert kinds[:2] == ["root", "crl"] and kinds[-1] == "token", kinds
+    assert {"intermediate", "issue"} <= set(kinds), kinds
+    for e, f in zip(got, fields):
+        assert e["identity"] == "ceremony:" + f["kind"] and e["service"] == f["name"], e
+        assert e["outcome"] == "ok", e
+    # The root's entry: its certificate, and all five shares it made; the
+    # intermediates the root signed name the three shares that opened it.
+    root = x509.load_pem_x509_certificate(
+        open(os.path.join(PKI, "root-ca", "certs", "root-ca.crt"), "rb").read())
+    assert int(got[0]["serial"], 16) == root.serial_number, got[0]
+    assert fields[0]["sha256"] == hashlib.sha256(
+        root.public_bytes(serialization.Encoding.DER)).hexdigest()
+    made = fields[0]["shares"].split(",")
+    assert [m.split(":")[0] for m in made] == ["1", "2", "3", "4", "5"], made
+    share = open(os.path.join(PKI, "root-ca", "shares", "custodian-3.share"), "rb").read()
+    assert "3:" + hashlib.sha256(share).hexdigest()[:16] in made, made
+    below_root = [f for f in fields if f["kind"] == "intermediate" and f["ca"] == "root"]
+    assert below_root and all(f["key"] == "shares" and
+                              [s.split(":")[0] for s in f["shares"].split(",")] ==
+                              ["1", "3", "5"] for f in below_root), below_root
+    # The token's entry is the id its use journaled: created and used, linked.
+    used = events("--kind", "token_used")
+    assert fields[-1]["sha256"] == used[0]["token_sha256"], (fields[-1], used)
+    assert fields[-1]["name"] == "vault"
+    # A ceremony step while pkid runs comes in at the next SIGHUP, once.
+    subprocess.run([PKICTL, "token", "create", "--out", PKI, "--service", "redis"], check=True,
+                   capture_output=True)
+    SERVER.signal(signal.SIGHUP)
+    wait_for("the new entry imported",
+             lambda: len(events("--kind", "ceremony")) == len(lines) + 1, timeout=15)
+    assert events("--kind", "ceremony")[-1]["detail"] == ceremony_lines()[-1]
+
+
+def rechain(lines):
+    """The log's lines with each prev and hash recomputed, as a forger with
+    the file (but not the journal) would."""
+    out, prev = [], "0" * 64
+    for line in lines:
+        body = line.split(" hash=")[0]
+        head, _ = body.rsplit(" prev=", 1)
+        body = head + " prev=" + prev
+        prev = hashlib.sha256(body.encode()).hexdigest()
+        out.append(body + " hash=" + prev)
+    return out
+
+
+def start_refused(words):
+    proc = subprocess.Popen([PKID, "--pki", PKI, "--journal", JOURNAL, "--catalog", CATALOG,
+                             "--listen", "127.0.0.1:0", "--ocsp-listen", "127.0.0.1:0",
+                             "--admin-listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError("pkid started on a tampered ceremony log:\n" + err[-2000:])
+    assert proc.returncode == 1 and words in err, (proc.returncode, err[-2000:])
+
+
+def test_ceremony_log_tampering_refused():
+    """After the stop: the journal holds the log's hashes, so a log cut or
+    rewritten cannot be passed off, even with its chain recomputed."""
+    good = open(CEREMONY_LOG).read()
+    lines = good.splitlines()
+    try:
+        with open(CEREMONY_LOG, "w") as f:
+            f.write("\n".join(lines[:-2]) + "\n")
+        start_refused("the log was cut or replaced")
+        edited = list(lines)
+        edited[4] = edited[4].replace(" time=", " time=1", 1)
+        with open(CEREMONY_LOG, "w") as f:
+            f.write("\n".join(rechain(edited)) + "\n")
+        start_refused("entry %d is not the one the journal holds" % len(lines))
+        with open(CEREMONY_LOG, "w") as f:
+            f.write("\n".join(lines[:3] + [lines[4]] + lines[3:4] + lines[5:]) + "\n")
+        start_refused("does not follow")
+    finally:
+        with open(CEREMONY_LOG, "w") as f:
+            f.write(good)
+    # Restored, it starts; nothing is imported twice (the snapshot holds
+    # where the import is).
+    again = Pkid(PKID, PKI, TMP, args=["--journal", JOURNAL, "--catalog", CATALOG],
+                 log_name="pkid-again.log").start()
+    try:
+        time.sleep(0.5)
+        assert len(events("--kind", "ceremony")) == len(lines)
+    finally:
+        assert again.stop() == 0
+
+
 def test_clean_stop():
     assert SERVER.stop() == 0
 
@@ -275,8 +384,10 @@ try:
     run("lb_rotation_reported", test_lb_rotation_reported)
     run("crl_and_reservations", test_crl_and_reservations)
     run("filters_and_table", test_filters_and_table)
+    run("offline_ceremonies", test_offline_ceremonies)
     run("broken_chain_stops_the_query", test_broken_chain_stops_the_query)
     run("clean_stop", test_clean_stop)
+    run("ceremony_log_tampering_refused", test_ceremony_log_tampering_refused)
 finally:
     SERVER.kill()
 finish()
