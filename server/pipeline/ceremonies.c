@@ -101,6 +101,8 @@ static void on_journaled(void *ctx, int ok, const pki_err *failure) {
   pki_err err;
   pki_err_clear(&err);
   if (c->next == c->num) {
+    snprintf(seq, sizeof(seq), "%zu", c->num);
+    pki_log("info", "ceremony_import_done", "entries", seq, NULL);
     queue_clear(c);
   } else if (!submit_next(c, &err)) {
     pki_log("error", "ceremony_import_failed", "reason", err.msg, "action",

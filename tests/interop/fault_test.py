@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 from journaltest import journal_serials  # noqa: E402
-from pkidtest import Pkid, channel, demo_tree, load_proto, method  # noqa: E402
+from pkidtest import Pkid, channel, demo_tree, load_proto, method, wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO, SHIM = (os.path.abspath(p) for p in sys.argv[1:5])
@@ -306,6 +306,10 @@ def prepare(name, segment_bytes=None):
     starts from an ordinary restart. Returns (dir, serials it holds)."""
     journal = os.path.join(TMP, name)
     server = start_clean(journal, name + "-prepare.log", segment_bytes)
+    # And its ceremony log's entries, journaled one commit each: the faulty
+    # run's count of commits starts after them.
+    wait_for("the ceremony log imported", lambda: '"ceremony_import_done"' in server.log(),
+             timeout=30)
     assert server.stop() == 0, server.log()
     serials = journal_serials(journal)
     assert verify(journal) == len(serials)
