@@ -9,6 +9,7 @@
 #include <openssl/sha.h>
 
 #include "lib/file.h"
+#include "lib/text.h"
 
 #define MAGIC "pkid-ceremony 1"
 /* Ceremonies are rare: a log of this size would be thousands of years. */
@@ -36,14 +37,10 @@ static int plain(const char *v) {
   return 1;
 }
 
-static void hex(char *out, const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 void pki_ceremony_fingerprint(char out[17], const uint8_t *data, size_t len) {
   uint8_t md[SHA256_DIGEST_LENGTH];
   SHA256(data, len, md);
-  hex(out, md, 8);
+  pki_text_hex(out, md, 8);
 }
 
 size_t pki_ceremony_line_format(char *out, pki_ceremony_entry *e) {
@@ -52,8 +49,8 @@ size_t pki_ceremony_line_format(char *out, pki_ceremony_entry *e) {
     return 0;
   }
   char sha[65], prev[65], hash[65];
-  hex(sha, e->sha256, 32);
-  hex(prev, e->prev, 32);
+  pki_text_hex(sha, e->sha256, 32);
+  pki_text_hex(prev, e->prev, 32);
   int n = snprintf(out, PKI_CEREMONY_LINE_MAX,
                    MAGIC " seq=%" PRIu64 " time=%" PRId64
                          " kind=%s ca=%s name=%s serial=%s sha256=%s key=%s shares=%s prev=%s",
@@ -62,7 +59,7 @@ size_t pki_ceremony_line_format(char *out, pki_ceremony_entry *e) {
   /* 72 more: " hash=", 64 digits and the newline, and the NUL. */
   if (n < 0 || (size_t)n + 72 > PKI_CEREMONY_LINE_MAX) return 0;
   SHA256((const uint8_t *)out, (size_t)n, e->hash);
-  hex(hash, e->hash, 32);
+  pki_text_hex(hash, e->hash, 32);
   n += snprintf(out + n, PKI_CEREMONY_LINE_MAX - (size_t)n, " hash=%s\n", hash);
   return (size_t)n;
 }
@@ -86,32 +83,6 @@ static int field(const char **p, const char *end, const char *key, char *value, 
   return 1;
 }
 
-/* number reads a decimal without sign or leading zeros. */
-static int number(const char *text, uint64_t *out) {
-  if (text[0] == '0' && text[1] != '\0') return 0;
-  uint64_t v = 0;
-  for (const char *c = text; *c != '\0'; c++) {
-    if (*c < '0' || *c > '9') return 0;
-    unsigned d = (unsigned)(*c - '0');
-    if (v > (UINT64_MAX - d) / 10) return 0;
-    v = v * 10 + d;
-  }
-  *out = v;
-  return 1;
-}
-
-static int unhex(const char *text, uint8_t *out, size_t n) {
-  if (strlen(text) != 2 * n) return 0;
-  for (size_t i = 0; i < 2 * n; i++) {
-    char c = text[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (d < 0) return 0;
-    if (i % 2 == 0) out[i / 2] = (uint8_t)(d << 4);
-    else out[i / 2] |= (uint8_t)d;
-  }
-  return 1;
-}
-
 int pki_ceremony_line_parse(const char *line, size_t len, pki_ceremony_entry *out,
                             pki_err *err) {
   pki_ceremony_entry e;
@@ -122,18 +93,18 @@ int pki_ceremony_line_parse(const char *line, size_t len, pki_ceremony_entry *ou
   const char *hash_at = NULL;
   int ok = len > strlen(MAGIC) && memcmp(line, MAGIC, strlen(MAGIC)) == 0;
   if (ok) p += strlen(MAGIC);
-  ok = ok && field(&p, end, "seq", v, sizeof(v)) && number(v, &e.seq) && e.seq > 0 &&
-       field(&p, end, "time", v, sizeof(v)) && number(v, &t) && t <= INT64_MAX &&
+  ok = ok && field(&p, end, "seq", v, sizeof(v)) && pki_text_u64(v, &e.seq) && e.seq > 0 &&
+       field(&p, end, "time", v, sizeof(v)) && pki_text_u64(v, &t) && t <= INT64_MAX &&
        field(&p, end, "kind", e.kind, sizeof(e.kind)) && one_of(e.kind, kKinds, 5) &&
        field(&p, end, "ca", e.ca, sizeof(e.ca)) && plain(e.ca) &&
        field(&p, end, "name", e.name, sizeof(e.name)) && plain(e.name) &&
        field(&p, end, "serial", e.serial, sizeof(e.serial)) && plain(e.serial) &&
-       field(&p, end, "sha256", v, sizeof(v)) && unhex(v, e.sha256, 32) &&
+       field(&p, end, "sha256", v, sizeof(v)) && pki_text_unhex(v, e.sha256, 32) &&
        field(&p, end, "key", e.key, sizeof(e.key)) && one_of(e.key, kKeys, 4) &&
        field(&p, end, "shares", e.shares, sizeof(e.shares)) && plain(e.shares) &&
-       field(&p, end, "prev", v, sizeof(v)) && unhex(v, e.prev, 32);
+       field(&p, end, "prev", v, sizeof(v)) && pki_text_unhex(v, e.prev, 32);
   if (ok) hash_at = p;
-  ok = ok && field(&p, end, "hash", v, sizeof(v)) && unhex(v, e.hash, 32) && p == end;
+  ok = ok && field(&p, end, "hash", v, sizeof(v)) && pki_text_unhex(v, e.hash, 32) && p == end;
   if (!ok) {
     PKI_ERR(err, PKI_ERR_INVALID, "not a ceremony log line (%s)", MAGIC);
     return 0;

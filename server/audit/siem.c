@@ -32,6 +32,7 @@
 #include "lib/hostport.h"
 #include "lib/log.h"
 #include "lib/record.h"
+#include "lib/text.h"
 #include "server/metrics/metrics.h"
 
 #define CONFIRM_MS 500     /* healthy this long after the send queue emptied */
@@ -84,9 +85,7 @@ static const char kCursorMagic[] = "pkid-siem-cursor 1\n";
 
 size_t pkid_siem_cursor_format(char *out, const pki_journal_pos *pos) {
   char chain[2 * PKI_JOURNAL_HASH_LEN + 1];
-  for (size_t i = 0; i < PKI_JOURNAL_HASH_LEN; i++) {
-    snprintf(chain + 2 * i, 3, "%02x", pos->chain[i]);
-  }
+  pki_text_hex(chain, pos->chain, PKI_JOURNAL_HASH_LEN);
   int n = snprintf(out, PKID_SIEM_CURSOR_MAX,
                    "%ssegment %" PRIu64 "\noffset %" PRIu64 "\nnext_seq %" PRIu64
                    "\nchain %s\n",
@@ -113,33 +112,6 @@ static int get_line(const char **p, const char *end, const char *key, char *valu
   return 1;
 }
 
-/* get_u64 reads a decimal number without sign or leading zeros. */
-static int get_u64(const char *text, uint64_t *out) {
-  if (text[0] == '\0' || (text[0] == '0' && text[1] != '\0')) return 0;
-  uint64_t v = 0;
-  for (const char *c = text; *c != '\0'; c++) {
-    if (*c < '0' || *c > '9') return 0;
-    unsigned d = (unsigned)(*c - '0');
-    if (v > (UINT64_MAX - d) / 10) return 0;
-    v = v * 10 + d;
-  }
-  *out = v;
-  return 1;
-}
-
-/* get_hex reads exactly |n| octets as 2n lower-case hex digits. */
-static int get_hex(const char *text, uint8_t *out, size_t n) {
-  if (strlen(text) != 2 * n) return 0;
-  for (size_t i = 0; i < 2 * n; i++) {
-    char c = text[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (d < 0) return 0;
-    if (i % 2 == 0) out[i / 2] = (uint8_t)(d << 4);
-    else out[i / 2] |= (uint8_t)d;
-  }
-  return 1;
-}
-
 int pkid_siem_cursor_parse(const uint8_t *data, size_t len, pki_journal_pos *out, pki_err *err) {
   const char *p = (const char *)data, *end = p + len;
   char v[2 * PKI_JOURNAL_HASH_LEN + 2];
@@ -150,12 +122,12 @@ int pkid_siem_cursor_parse(const uint8_t *data, size_t len, pki_journal_pos *out
   int ok = len <= PKID_SIEM_CURSOR_MAX && len > sizeof(kCursorMagic) - 1 &&
            memcmp(p, kCursorMagic, sizeof(kCursorMagic) - 1) == 0;
   if (ok) p += sizeof(kCursorMagic) - 1;
-  ok = ok && get_line(&p, end, "segment", v, sizeof(v)) && get_u64(v, &pos.segment) &&
-       get_line(&p, end, "offset", v, sizeof(v)) && get_u64(v, &pos.offset) &&
-       get_line(&p, end, "next_seq", v, sizeof(v)) && get_u64(v, &pos.next_seq) &&
-       get_line(&p, end, "chain", v, sizeof(v)) && get_hex(v, pos.chain, sizeof(pos.chain));
+  ok = ok && get_line(&p, end, "segment", v, sizeof(v)) && pki_text_u64(v, &pos.segment) &&
+       get_line(&p, end, "offset", v, sizeof(v)) && pki_text_u64(v, &pos.offset) &&
+       get_line(&p, end, "next_seq", v, sizeof(v)) && pki_text_u64(v, &pos.next_seq) &&
+       get_line(&p, end, "chain", v, sizeof(v)) && pki_text_unhex(v, pos.chain, sizeof(pos.chain));
   if (ok) body_end = p;
-  ok = ok && get_line(&p, end, "crc32c", v, sizeof(v)) && get_hex(v, crc, 4) && p == end;
+  ok = ok && get_line(&p, end, "crc32c", v, sizeof(v)) && pki_text_unhex(v, crc, 4) && p == end;
   if (!ok) {
     PKI_ERR(err, PKI_ERR_INVALID, "not a SIEM cursor (pkid-siem-cursor 1)");
     return 0;
