@@ -209,10 +209,6 @@ static int log_step(const char *dir, const char *kind, const char *ca, const cha
   return 1;
 }
 
-static void serial_hex(char out[PKI_CEREMONY_SERIAL_MAX], const pki_serial *s) {
-  pki_serial_to_hex(out, s);
-}
-
 /* offline_serial gives serials to the offline tool: node 0, and as the
  * sequence the time in microseconds, so that two runs never share one even
  * without a journal; the random half makes them unpredictable regardless. */
@@ -397,7 +393,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
     goto out;
   }
   char hex[PKI_CEREMONY_SERIAL_MAX];
-  serial_hex(hex, &req.serial);
+  pki_serial_to_hex(hex, &req.serial);
   if (!log_step(dir, "root", root->name, root->name, hex, der, der_len, "new", made, err) ||
       !log_step(dir, "crl", root->name, root->name, "1", crl.der, crl.der_len, "new", "-",
                 err)) {
@@ -484,7 +480,7 @@ static int sign_intermediate(const pki_catalog *cat, const char *dir,
     goto out;
   }
   char hex[PKI_CEREMONY_SERIAL_MAX];
-  serial_hex(hex, &req.serial);
+  pki_serial_to_hex(hex, &req.serial);
   if (!log_step(dir, "intermediate", ca->parent, ca->name, hex, der, der_len, key_how, shares,
                 err)) {
     goto out;
@@ -892,7 +888,7 @@ static int issue_one(const pki_catalog *cat, const char *dir, const pki_issuer *
     goto out;
   }
   char hex[PKI_CEREMONY_SERIAL_MAX];
-  serial_hex(hex, &req.serial);
+  pki_serial_to_hex(hex, &req.serial);
   if (!log_step(dir, "issue", svc->ca, svc->name, hex, der, der_len, "passphrase", "-", err)) {
     goto out;
   }

@@ -156,33 +156,43 @@ static int read_all(const char *path, const char *text, size_t len, pki_ceremony
   return 1;
 }
 
-int pki_ceremony_log_read(const char *path, pki_ceremony_entry_fn fn, void *ctx,
-                          pki_ceremony_entry *last, pki_err *err) {
-  uint8_t *text = NULL;
-  size_t len = 0;
-  if (!pki_file_read(&text, &len, path, LOG_MAX, err)) {
+/* load reads and checks the log: |*text| (NULL, |*len| 0 for a missing
+ * file, which is an empty log) for the caller to free. */
+static int load(const char *path, uint8_t **text, size_t *len, pki_ceremony_entry_fn fn,
+                void *ctx, pki_ceremony_entry *last, pki_err *err) {
+  *text = NULL;
+  *len = 0;
+  if (last != NULL) memset(last, 0, sizeof(*last));
+  if (!pki_file_read(text, len, path, LOG_MAX, err)) {
     if (err->code != PKI_ERR_NOT_FOUND) return 0;
     pki_err_clear(err);
-    if (last != NULL) memset(last, 0, sizeof(*last));
+    *text = NULL;
+    *len = 0;
     return 1;
   }
-  int ok = read_all(path, (const char *)text, len, fn, ctx, last, err);
+  if (!read_all(path, (const char *)*text, *len, fn, ctx, last, err)) {
+    free(*text);
+    *text = NULL;
+    return 0;
+  }
+  return 1;
+}
+
+int pki_ceremony_log_read(const char *path, pki_ceremony_entry_fn fn, void *ctx,
+                          pki_ceremony_entry *last, pki_err *err) {
+  uint8_t *text;
+  size_t len;
+  int ok = load(path, &text, &len, fn, ctx, last, err);
   free(text);
   return ok;
 }
 
 int pki_ceremony_log_append(const char *path, pki_ceremony_entry *e, pki_err *err) {
-  uint8_t *text = NULL;
-  size_t len = 0;
+  uint8_t *text;
+  size_t len;
   pki_ceremony_entry last;
-  memset(&last, 0, sizeof(last));
-  if (!pki_file_read(&text, &len, path, LOG_MAX, err)) {
-    if (err->code != PKI_ERR_NOT_FOUND) return 0;
-    pki_err_clear(err);
-    len = 0;
-  } else if (!read_all(path, (const char *)text, len, NULL, NULL, &last, err)) {
+  if (!load(path, &text, &len, NULL, NULL, &last, err)) {
     pki_err_prefix(err, "not appending to it: ");
-    free(text);
     return 0;
   }
   e->seq = last.seq + 1;

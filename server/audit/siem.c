@@ -125,7 +125,8 @@ int pkid_siem_cursor_parse(const uint8_t *data, size_t len, pki_journal_pos *out
   ok = ok && get_line(&p, end, "segment", v, sizeof(v)) && pki_text_u64(v, &pos.segment) &&
        get_line(&p, end, "offset", v, sizeof(v)) && pki_text_u64(v, &pos.offset) &&
        get_line(&p, end, "next_seq", v, sizeof(v)) && pki_text_u64(v, &pos.next_seq) &&
-       get_line(&p, end, "chain", v, sizeof(v)) && pki_text_unhex(v, pos.chain, sizeof(pos.chain));
+       get_line(&p, end, "chain", v, sizeof(v)) &&
+       pki_text_unhex(v, pos.chain, sizeof(pos.chain));
   if (ok) body_end = p;
   ok = ok && get_line(&p, end, "crc32c", v, sizeof(v)) && pki_text_unhex(v, crc, 4) && p == end;
   if (!ok) {

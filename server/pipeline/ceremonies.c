@@ -47,6 +47,7 @@ pkid_ceremonies *pkid_ceremonies_new(const char *pki_dir, pkid_workers *workers,
 
 typedef struct scan {
   pkid_ceremonies *c;
+  int collect; /* queue the entries after the store's (no import in flight) */
   int matched; /* the store's last entry was found, unchanged */
 } scan;
 
@@ -66,6 +67,7 @@ static int take_entry(void *ctx, const pki_ceremony_entry *e, const char *line, 
     s->matched = 1;
     return 1;
   }
+  if (!s->collect) return 1;
   pending_entry *q = realloc(c->queue, (c->num + 1) * sizeof(*q));
   if (q == NULL) goto oom;
   c->queue = q;
@@ -133,11 +135,8 @@ static int submit_next(pkid_ceremonies *c, pki_err *err) {
 }
 
 int pkid_ceremonies_scan(pkid_ceremonies *c, pki_err *err) {
-  int busy = c->num > 0;
-  pkid_ceremonies probe = *c; /* a busy import keeps its queue */
-  probe.queue = NULL;
-  probe.num = probe.next = 0;
-  scan s = {busy ? &probe : c, c->store->ceremony_seq == 0};
+  int busy = c->num > 0; /* then the import in flight keeps its queue */
+  scan s = {c, !busy, c->store->ceremony_seq == 0};
   pki_ceremony_entry last;
   int ok = pki_ceremony_log_read(c->path, take_entry, &s, &last, err);
   if (ok && !s.matched) {
@@ -147,10 +146,7 @@ int pkid_ceremonies_scan(pkid_ceremonies *c, pki_err *err) {
             c->path, last.seq, c->store->ceremony_seq);
     ok = 0;
   }
-  if (busy) {
-    queue_clear(&probe);
-    return ok;
-  }
+  if (busy) return ok;
   if (!ok || c->num == 0) {
     queue_clear(c);
     return ok;
@@ -164,8 +160,6 @@ int pkid_ceremonies_scan(pkid_ceremonies *c, pki_err *err) {
   }
   return 1;
 }
-
-size_t pkid_ceremonies_pending(const pkid_ceremonies *c) { return c->num - c->next; }
 
 void pkid_ceremonies_free(pkid_ceremonies *c) {
   if (c == NULL) return;

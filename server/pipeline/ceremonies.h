@@ -30,9 +30,6 @@ pkid_ceremonies *pkid_ceremonies_new(const char *pki_dir, pkid_workers *workers,
  * is new. A scan while an import is in flight only checks the log. */
 int pkid_ceremonies_scan(pkid_ceremonies *c, pki_err *err);
 
-/* pkid_ceremonies_pending is how many entries wait to be journaled. */
-size_t pkid_ceremonies_pending(const pkid_ceremonies *c);
-
 /* pkid_ceremonies_free, once the workers are freed (no entry in flight). */
 void pkid_ceremonies_free(pkid_ceremonies *c);
 
