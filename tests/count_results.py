@@ -22,9 +22,14 @@ def main():
                 failed += 1
                 continue
             for case in tree.iter("testcase"):
-                if case.find("failure") is not None or case.find("error") is not None:
+                bad = case.find("failure")
+                if bad is None:
+                    bad = case.find("error")
+                if bad is not None:
                     failed += 1
-                    print("failed: %s %s" % (path, case.get("name")), file=sys.stderr)
+                    # The message too: CI shows only this output, not the logs.
+                    why = (bad.get("message") or bad.text or "").strip()[:500]
+                    print("failed: %s %s: %s" % (path, case.get("name"), why), file=sys.stderr)
                 else:
                     passed += 1
     print("%d passed, %d failed" % (passed, failed))

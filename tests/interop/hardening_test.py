@@ -335,7 +335,7 @@ def test_secrets_and_core_dumps():
         f.write(secret + "\n")
     os.chmod(loose, 0o644)
     _, proc = start_alone(["--passphrase-file", loose], log="loose")
-    _, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "readable by others" in err, err
 
 

@@ -70,7 +70,7 @@ class Pkid:
         with open(self.log_path) as f:
             return f.read()
 
-    def start(self, timeout=15):
+    def start(self, timeout=30):
         """Starts pkid and waits for its three listeners to report ports."""
         log = open(self.log_path, "a")
         starts = self.log().count('"listening","grpc"') if os.path.exists(self.log_path) else 0
@@ -98,7 +98,7 @@ class Pkid:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
-    def stop(self, timeout=15):
+    def stop(self, timeout=30):
         """SIGTERM, then the exit status (pkid drains first)."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None

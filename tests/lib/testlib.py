@@ -20,8 +20,10 @@ def run(name, fn):
         fn()
         RESULTS.append((name, None))
         print("ok   " + name, flush=True)
-    except Exception:  # noqa: BLE001 - any failure of a case is reported
-        RESULTS.append((name, traceback.format_exc()))
+    except Exception as e:  # noqa: BLE001 - any failure of a case is reported
+        # The XML's message is the exception whole, cut short: its first
+        # line alone may say only "pkid did not start", its last only a log line.
+        RESULTS.append((name, ("%s: %s" % (type(e).__name__, e))[:800]))
         print("FAIL " + name, flush=True)
         print(traceback.format_exc(), flush=True)
 
@@ -39,7 +41,7 @@ def finish():
             for name, err in RESULTS:
                 if err:
                     f.write("  <testcase name=%s><failure message=%s/></testcase>\n" % (
-                        esc(name), esc(err.strip().splitlines()[-1])))
+                        esc(name), esc(err)))
                 else:
                     f.write("  <testcase name=%s></testcase>\n" % esc(name))
             f.write("</testsuite>\n</testsuites>\n")
