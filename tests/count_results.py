@@ -28,7 +28,7 @@ def main():
                 if bad is not None:
                     failed += 1
                     # The message too: CI shows only this output, not the logs.
-                    why = (bad.get("message") or bad.text or "").strip()[:500]
+                    why = " ".join((bad.get("message") or bad.text or "").split())[:500]
                     print("failed: %s %s: %s" % (path, case.get("name"), why), file=sys.stderr)
                 else:
                     passed += 1

@@ -21,9 +21,10 @@ def run(name, fn):
         RESULTS.append((name, None))
         print("ok   " + name, flush=True)
     except Exception as e:  # noqa: BLE001 - any failure of a case is reported
-        # The XML's message is the exception whole, cut short: its first
-        # line alone may say only "pkid did not start", its last only a log line.
-        RESULTS.append((name, ("%s: %s" % (type(e).__name__, e))[:800]))
+        # The XML's message is the exception whole (its first line alone may
+        # say only "pkid did not start"), or for a bare assert, its line.
+        text = str(e) or traceback.extract_tb(e.__traceback__)[-1].line
+        RESULTS.append((name, "%s: %s" % (type(e).__name__, text)))
         print("FAIL " + name, flush=True)
         print(traceback.format_exc(), flush=True)
 
