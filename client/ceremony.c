@@ -21,6 +21,7 @@
 #include "lib/file.h"
 #include "lib/key.h"
 #include "lib/pem.h"
+#include "lib/pkcs11.h"
 #include "lib/pki_tree.h"
 #include "lib/profile.h"
 #include "lib/serial.h"
@@ -30,8 +31,10 @@
 /* Node 0 of the serial space is the offline tool's; online nodes are 1+. */
 #define OFFLINE_NODE 0
 
-/* The root's secret when split: 32 random bytes, never written whole. */
-#define SPLIT_SECRET_LEN 32
+/* The root's secret when split: 32 random bytes, never written whole, as
+ * 64 hex digits, so that it can be a token's user PIN (PINs are text,
+ * PKCS#11 2.40 2.1) as well as the passphrase that seals a key. */
+#define SPLIT_SECRET_RANDOM 32
 
 /* The root's CRL lists intermediates only: a few entries, far below this. */
 #define ROOT_CRL_FILE_MAX (1 << 20)
@@ -296,16 +299,85 @@ static int root_crl_write(const root_crl *c, const char *dir, const pki_catalog_
          write_file(pem_path, c->pem, c->pem_len, 0644, err);
 }
 
-int ceremony_root(const pki_catalog *cat, const char *dir,
-                  const pki_secret *passphrase, unsigned split_m,
-                  unsigned split_n, pki_err *err) {
-  const pki_catalog_ca *root = pki_catalog_root(cat);
-  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX];
-  if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, root, PKI_TREE_CA_CERT, err) ||
-      !pki_tree_ca_path(key_path, sizeof(key_path), dir, root, PKI_TREE_CA_KEY, err)) {
+/* --- where a new CA key is made --------------------------------------- */
+
+/* A CA key being made: in memory, or in a token (ceremony_pkcs11). */
+typedef struct new_key {
+  EVP_PKEY *key;      /* the whole key, or its public half when |token| is set */
+  pki_p11_key *token; /* NULL for a key in memory */
+} new_key;
+
+static int in_token(const ceremony_pkcs11 *where) { return where != NULL && where->uri != NULL; }
+
+/* token_pin is the PIN that opens |where|'s token now: the one it was
+ * initialized with, or else already the CA's |secret|. */
+static const pki_secret *token_pin(const ceremony_pkcs11 *where, const pki_secret *secret) {
+  return where->initial_pin != NULL ? where->initial_pin : secret;
+}
+
+static int new_key_make(new_key *out, const pki_catalog_ca *ca, const ceremony_pkcs11 *where,
+                        const pki_secret *secret, pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  if (!in_token(where)) {
+    out->key = pki_key_generate(ca->key_type, ca->key_bits, err);
+    return out->key != NULL;
+  }
+  const pki_secret *pin = token_pin(where, secret);
+  out->token = pki_p11_key_generate(where->uri, ca->name, ca->key_type, pin->bytes, pin->len, err);
+  if (out->token == NULL) {
+    pki_err_prefix(err, "CA '%s': ", ca->name);
     return 0;
   }
-  if (pki_file_exists(cert_path) || pki_file_exists(key_path)) {
+  out->key = pki_p11_key_public(out->token);
+  EVP_PKEY_up_ref(out->key);
+  return 1;
+}
+
+/* new_key_keep records where the key is: sealed under |secret| in the
+ * tree, or, in a token, the URI that names it (and |secret| is the token's
+ * PIN from now on). */
+static int new_key_keep(const new_key *k, const char *dir, const pki_catalog_ca *ca,
+                        const pki_secret *secret, pki_err *err) {
+  if (k->token != NULL) return pki_tree_write_key_uri(dir, ca, pki_p11_key_uri(k->token), err);
+  char key_path[PKI_PATH_MAX], key_dir[PKI_PATH_MAX];
+  if (!pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err)) return 0;
+  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
+  if (!pki_mkdirs(dirname(key_dir), 0700, err) ||
+      !pki_key_write_sealed(key_path, k->key, secret->bytes, secret->len, err)) {
+    pki_err_prefix(err, "%s: ", key_path);
+    return 0;
+  }
+  return 1;
+}
+
+/* new_key_cleanup frees |k|; a token key made for a step that failed
+ * (|ok| 0) is deleted from the token, so that nothing is left of it. */
+static void new_key_cleanup(new_key *k, int ok) {
+  EVP_PKEY_free(k->key);
+  if (k->token != NULL && !ok) {
+    pki_err ignored;
+    pki_p11_key_destroy(k->token, &ignored);
+  } else {
+    pki_p11_key_free(k->token);
+  }
+  memset(k, 0, sizeof(*k));
+}
+
+/* ca_exists reports whether |ca|'s certificate or key is in |dir|. */
+static int ca_exists(const char *dir, const pki_catalog_ca *ca, const char *cert_path) {
+  pki_err ignored;
+  return pki_file_exists(cert_path) || pki_tree_ca_key_exists(dir, ca, &ignored);
+}
+
+int ceremony_root(const pki_catalog *cat, const char *dir,
+                  const pki_secret *passphrase, unsigned split_m,
+                  unsigned split_n, const ceremony_pkcs11 *token, pki_err *err) {
+  const pki_catalog_ca *root = pki_catalog_root(cat);
+  char cert_path[PKI_PATH_MAX];
+  if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, root, PKI_TREE_CA_CERT, err)) {
+    return 0;
+  }
+  if (ca_exists(dir, root, cert_path)) {
     PKI_ERR(err, PKI_ERR_EXISTS, "%s already holds a root CA; refusing to replace it", dir);
     return 0;
   }
@@ -316,7 +388,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   if (!log_check(dir, err)) return 0;
   char made[PKI_CEREMONY_SHARES_MAX] = "-";
 
-  EVP_PKEY *key = NULL;
+  new_key key;
   pki_issuer self, signer;
   pki_profile profile;
   pki_issue_request req;
@@ -332,36 +404,45 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
   memset(&profile, 0, sizeof(profile));
   memset(&req, 0, sizeof(req));
   memset(&split_secret, 0, sizeof(split_secret));
+  memset(&key, 0, sizeof(key));
 
-  if ((key = pki_key_generate(root->key_type, root->key_bits, err)) == NULL ||
+  const pki_secret *seal = passphrase;
+  if (split_n > 0) {
+    uint8_t random[SPLIT_SECRET_RANDOM];
+    RAND_bytes(random, sizeof(random));
+    for (size_t i = 0; i < sizeof(random); i++) {
+      snprintf((char *)split_secret.bytes + 2 * i, 3, "%02x", random[i]);
+    }
+    split_secret.len = 2 * sizeof(random);
+    OPENSSL_cleanse(random, sizeof(random));
+    seal = &split_secret;
+  }
+  if (!new_key_make(&key, root, token, seal, err) ||
       !pki_profile_for_ca(&profile, cat, root, err)) {
     goto out;
   }
   int64_t now = now_s();
-  if (!pki_issuer_init_self(&self, key, &profile, now - PKI_BACKDATE_S,
+  if (!pki_issuer_init_self(&self, key.key, &profile, now - PKI_BACKDATE_S,
                             now + (int64_t)profile.validity_s, err)) {
     goto out;
   }
+  pki_issuer_set_token(&self, key.token);
   req.profile = &profile;
   req.not_before = self.not_before;
   req.not_after = self.not_after;
   if (!offline_serial(&req.serial, err) ||
-      !marshal_spki(&spki, &req.spki_len, key, err)) {
+      !marshal_spki(&spki, &req.spki_len, key.key, err)) {
     goto out;
   }
   req.spki = spki;
   if (!pki_cert_issue(&der, &der_len, &self, &req, err)) goto out;
   /* Its first CRL, signed while the key is at hand and before anything is
    * written: number 1, nothing revoked yet. */
-  if (!pki_issuer_init(&signer, der, der_len, key, err) ||
-      !root_crl_sign(&crl, root, &signer, 1, NULL, 0, now, err)) {
-    goto out;
-  }
+  if (!pki_issuer_init(&signer, der, der_len, key.key, err)) goto out;
+  pki_issuer_set_token(&signer, key.token);
+  if (!root_crl_sign(&crl, root, &signer, 1, NULL, 0, now, err)) goto out;
 
-  const pki_secret *seal = passphrase;
   if (split_n > 0) {
-    split_secret.len = SPLIT_SECRET_LEN;
-    RAND_bytes(split_secret.bytes, split_secret.len);
     if (!pki_shamir_split(shares, split_secret.bytes, split_secret.len, split_m, split_n,
                           err)) {
       goto out;
@@ -378,15 +459,15 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
       OPENSSL_cleanse(text, sizeof(text));
       if (!written) goto out;
     }
-    seal = &split_secret;
   }
-  char key_dir[PKI_PATH_MAX];
-  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
-  if (!pki_mkdirs(dirname(key_dir), 0700, err) ||
-      !pki_key_write_sealed(key_path, key, seal->bytes, seal->len, err)) {
-    pki_err_prefix(err, "%s: ", key_path);
+  /* The token's PIN becomes the root's secret: with a split, no one
+   * custodian can log in to the token and use the root. */
+  if (in_token(token) && token->initial_pin != NULL &&
+      !pki_p11_set_pin(token->uri, token->initial_pin->bytes, token->initial_pin->len,
+                       seal->bytes, seal->len, err)) {
     goto out;
   }
+  if (!new_key_keep(&key, dir, root, seal, err)) goto out;
   const uint8_t *ders[1] = {der};
   if (!write_pem(cert_path, ders, &der_len, 1, err) ||
       !truststore_write(cat, dir, root, "root-ca", err) || !root_crl_write(&crl, dir, root, err)) {
@@ -407,7 +488,7 @@ out:
   pki_issuer_cleanup(&signer);
   pki_issuer_cleanup(&self);
   pki_profile_cleanup(&profile);
-  EVP_PKEY_free(key);
+  new_key_cleanup(&key, ok);
   OPENSSL_free(spki);
   free(der);
   return ok;
@@ -416,20 +497,19 @@ out:
 /* sign_intermediate makes one intermediate below |parent|. */
 static int sign_intermediate(const pki_catalog *cat, const char *dir,
                              const pki_catalog_ca *ca, const pki_issuer *parent,
-                             const pki_secret *ca_passphrase, const char *key_how,
-                             const char *shares, pki_err *err) {
-  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX], chain_path[PKI_PATH_MAX];
+                             const pki_secret *ca_passphrase, const ceremony_pkcs11 *token,
+                             const char *key_how, const char *shares, pki_err *err) {
+  char cert_path[PKI_PATH_MAX], chain_path[PKI_PATH_MAX];
   if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, ca, PKI_TREE_CA_CERT, err) ||
-      !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err) ||
       !pki_tree_ca_path(chain_path, sizeof(chain_path), dir, ca, PKI_TREE_CA_CHAIN, err)) {
     return 0;
   }
-  if (pki_file_exists(cert_path) || pki_file_exists(key_path)) {
+  if (ca_exists(dir, ca, cert_path)) {
     PKI_ERR(err, PKI_ERR_EXISTS, "CA '%s' already exists in %s; refusing to replace it",
             ca->name, dir);
     return 0;
   }
-  EVP_PKEY *key = NULL;
+  new_key key;
   pki_profile profile;
   pki_issue_request req;
   uint8_t *spki = NULL, *der = NULL;
@@ -439,10 +519,11 @@ static int sign_intermediate(const pki_catalog *cat, const char *dir,
   memset(&profile, 0, sizeof(profile));
   memset(&req, 0, sizeof(req));
   memset(&parents, 0, sizeof(parents));
+  memset(&key, 0, sizeof(key));
 
-  if ((key = pki_key_generate(ca->key_type, ca->key_bits, err)) == NULL ||
+  if (!new_key_make(&key, ca, token, ca_passphrase, err) ||
       !pki_profile_for_ca(&profile, cat, ca, err) ||
-      !marshal_spki(&spki, &req.spki_len, key, err) || !offline_serial(&req.serial, err)) {
+      !marshal_spki(&spki, &req.spki_len, key.key, err) || !offline_serial(&req.serial, err)) {
     goto out;
   }
   req.profile = &profile;
@@ -452,13 +533,7 @@ static int sign_intermediate(const pki_catalog *cat, const char *dir,
     pki_err_prefix(err, "CA '%s': ", ca->name);
     goto out;
   }
-  char key_dir[PKI_PATH_MAX];
-  snprintf(key_dir, sizeof(key_dir), "%s", key_path);
-  if (!pki_mkdirs(dirname(key_dir), 0700, err) ||
-      !pki_key_write_sealed(key_path, key, ca_passphrase->bytes, ca_passphrase->len, err)) {
-    pki_err_prefix(err, "%s: ", key_path);
-    goto out;
-  }
+  if (!new_key_keep(&key, dir, ca, ca_passphrase, err)) goto out;
   const uint8_t *ders[1] = {der};
   if (!write_pem(cert_path, ders, &der_len, 1, err)) goto out;
   /* A CA signed by another intermediate (load-balancer-ca) is that
@@ -489,7 +564,7 @@ static int sign_intermediate(const pki_catalog *cat, const char *dir,
 out:
   chain_cleanup(&parents);
   pki_profile_cleanup(&profile);
-  EVP_PKEY_free(key);
+  new_key_cleanup(&key, ok);
   OPENSSL_free(spki);
   free(der);
   return ok;
@@ -535,7 +610,7 @@ static int make_audit_key(const char *dir, const pki_secret *ca_passphrase, pki_
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
                           const ceremony_root_key *root_key,
                           const pki_secret *ca_passphrase, const char *only,
-                          pki_err *err) {
+                          const ceremony_pkcs11 *token, pki_err *err) {
   const pki_catalog_ca *root = pki_catalog_root(cat);
   if (only != NULL) {
     const pki_catalog_ca *ca = pki_catalog_find_ca(cat, only);
@@ -550,13 +625,27 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
                             root_key->secret.len, err)) {
     return 0;
   }
+  /* The online token's PIN becomes the CA passphrase, which pkid reads at
+   * start, first: a child intermediate's parent is opened with it. */
+  if (in_token(token) && token->initial_pin != NULL &&
+      !pki_p11_set_pin(token->uri, token->initial_pin->bytes, token->initial_pin->len,
+                       ca_passphrase->bytes, ca_passphrase->len, err)) {
+    pki_issuer_cleanup(&root_issuer);
+    return 0;
+  }
+  const ceremony_pkcs11 *online = token;
+  ceremony_pkcs11 set = {0};
+  if (in_token(token)) {
+    set.uri = token->uri; /* its PIN is the passphrase now */
+    online = &set;
+  }
   int ok = 1;
   /* cas[] lists parents before children, so each parent exists when needed. */
   for (size_t i = 0; ok && i < cat->num_cas; i++) {
     const pki_catalog_ca *ca = &cat->cas[i];
     if (ca->parent == NULL || (only != NULL && strcmp(only, ca->name) != 0)) continue;
     if (strcmp(ca->parent, root->name) == 0) {
-      ok = sign_intermediate(cat, dir, ca, &root_issuer, ca_passphrase, root_key->how,
+      ok = sign_intermediate(cat, dir, ca, &root_issuer, ca_passphrase, online, root_key->how,
                              root_key->shares, err);
       continue;
     }
@@ -564,7 +653,7 @@ int ceremony_intermediate(const pki_catalog *cat, const char *dir,
     const pki_catalog_ca *parent_ca = pki_catalog_find_ca(cat, ca->parent);
     ok = pki_tree_load_issuer(&parent, dir, parent_ca, ca_passphrase->bytes,
                               ca_passphrase->len, err) &&
-         sign_intermediate(cat, dir, ca, &parent, ca_passphrase, "passphrase", "-", err);
+         sign_intermediate(cat, dir, ca, &parent, ca_passphrase, online, "passphrase", "-", err);
     pki_issuer_cleanup(&parent);
   }
   pki_issuer_cleanup(&root_issuer);
@@ -942,8 +1031,9 @@ int ceremony_issue_offline(const pki_catalog *cat, const char *dir,
 }
 
 int ceremony_demo(const pki_catalog *cat, const char *dir,
-                  const pki_secret *ca_passphrase, pki_err *err) {
-  if (!ceremony_root(cat, dir, NULL, 3, 5, err)) return 0;
+                  const pki_secret *ca_passphrase, const ceremony_pkcs11 *root_token,
+                  const ceremony_pkcs11 *online_token, pki_err *err) {
+  if (!ceremony_root(cat, dir, NULL, 3, 5, root_token, err)) return 0;
   /* Custodians 1, 3 and 5 come to the intermediate ceremony. */
   char paths[3][PKI_PATH_MAX];
   const char *files[3];
@@ -954,7 +1044,7 @@ int ceremony_demo(const pki_catalog *cat, const char *dir,
   }
   ceremony_root_key root_key;
   if (!ceremony_secret_from_shares(&root_key, files, 3, err)) return 0;
-  int ok = ceremony_intermediate(cat, dir, &root_key, ca_passphrase, NULL, err);
+  int ok = ceremony_intermediate(cat, dir, &root_key, ca_passphrase, NULL, online_token, err);
   ceremony_root_key_cleanup(&root_key);
   for (size_t i = 0; ok && i < cat->num_services; i++) {
     ok = ceremony_issue_offline(cat, dir, ca_passphrase, cat->services[i].name, 0, NULL,

@@ -25,6 +25,20 @@ typedef struct ceremony_root_key {
   char shares[PKI_CEREMONY_SHARES_MAX]; /* "-" or the shares used, i:FP,... */
 } ceremony_root_key;
 
+/* Where a step makes CA keys: with |uri| NULL in memory, sealed to a file
+ * under the CA's secret; otherwise inside the PKCS#11 token |uri| names
+ * (lib/pkcs11.h: CKA_SENSITIVE, not extractable, labelled with the CA's
+ * name), the tree keeping the key's URI. The token's user PIN is then the
+ * CA's secret (the root's passphrase or split secret; the CA passphrase
+ * for the intermediates), so that what opened a sealed key logs in to the
+ * token. |initial_pin|, when not NULL, is the PIN the token has now (set
+ * when it was initialized); the step changes it to the secret (C_SetPIN).
+ * Without it the token's PIN must be the secret already. */
+typedef struct ceremony_pkcs11 {
+  const char *uri;
+  const pki_secret *initial_pin;
+} ceremony_pkcs11;
+
 /* ceremony_secret_from_shares rebuilds the root's secret from share files. */
 int ceremony_secret_from_shares(ceremony_root_key *out, const char *const *files,
                                 size_t num_files, pki_err *err);
@@ -43,11 +57,13 @@ int ceremony_make_passphrase_file(const char *path, pki_err *err);
 /* ceremony_root makes the self-signed root in |dir|. With |split_n| > 0 its
  * key is sealed under a random secret split |split_m|-of-|split_n| into
  * share files under |dir|/root-ca/shares; otherwise under |passphrase|.
- * It also signs the root's first CRL (see ceremony_crl): cRLNumber 1, no
- * entries. */
+ * With |token| (NULL: in memory) the key is made in that token instead and
+ * the secret becomes its PIN. It also signs the root's first CRL (see
+ * ceremony_crl): cRLNumber 1, no entries. A step that fails after making a
+ * key in a token deletes it. */
 int ceremony_root(const pki_catalog *cat, const char *dir,
                   const pki_secret *passphrase, unsigned split_m,
-                  unsigned split_n, pki_err *err);
+                  unsigned split_n, const ceremony_pkcs11 *token, pki_err *err);
 
 /* ceremony_intermediate has the root sign the intermediates (all when
  * |only| is NULL, in catalogue order so parents come first), each key
@@ -55,7 +71,7 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
 int ceremony_intermediate(const pki_catalog *cat, const char *dir,
                           const ceremony_root_key *root_key,
                           const pki_secret *ca_passphrase, const char *only,
-                          pki_err *err);
+                          const ceremony_pkcs11 *token, pki_err *err);
 
 /* ceremony_issue_offline signs |service|'s certificates (those of |usage|,
  * or all when |usage| is 0) with its intermediate's key. With |csr_path|
@@ -108,8 +124,10 @@ int ceremony_token(const pki_catalog *cat, const char *dir, const char *service,
 /* ceremony_demo builds the whole hierarchy and every service's
  * certificates into |dir|: the root split 3-of-5, rebuilt from three
  * shares to sign the intermediates, whose keys are sealed under
- * |ca_passphrase|. */
+ * |ca_passphrase|; or, with tokens, made in |root_token| and
+ * |online_token| (either may be NULL). */
 int ceremony_demo(const pki_catalog *cat, const char *dir,
-                  const pki_secret *ca_passphrase, pki_err *err);
+                  const pki_secret *ca_passphrase, const ceremony_pkcs11 *root_token,
+                  const ceremony_pkcs11 *online_token, pki_err *err);
 
 #endif /* PKID_CLIENT_CEREMONY_H */

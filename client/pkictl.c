@@ -61,18 +61,31 @@ static const char kUsage[] =
     "\n"
     "Offline ceremonies (on the air-gapped machine that holds the root):\n"
     "  ceremony root --out DIR [--split M/N | --root-passphrase-file F]\n"
+    "      [--pkcs11 URI [--token-pin-file F]]\n"
     "      Make the self-signed root CA. Its key is sealed under a passphrase\n"
     "      (file, or $" ENV_ROOT_PASSPHRASE "), or under a random secret split\n"
     "      into N custodian shares, any M of which rebuild it. Also signs the\n"
     "      root's first CRL (see ceremony crl).\n"
     "  ceremony intermediate --out DIR [--ca NAME]\n"
     "      (--share FILE ... | --root-passphrase-file F) [--passphrase-file F]\n"
+    "      [--pkcs11 URI [--token-pin-file F]]\n"
     "      The root signs the intermediates (all, or NAME). Their keys are\n"
     "      sealed under the CA passphrase (file, or $" ENV_CA_PASSPHRASE ").\n"
     "  ceremony demo --out DIR [--passphrase-file F]\n"
+    "      [--root-pkcs11 URI] [--pkcs11 URI] [--token-pin-file F]\n"
     "      Build the whole hierarchy and every catalogue service's certificates.\n"
     "      The root is split 3-of-5. Without a passphrase file or\n"
     "      $" ENV_CA_PASSPHRASE ", a random one is made in DIR/ca-passphrase (0600).\n"
+    "  Keys in a PKCS#11 token (an HSM): with --pkcs11 URI (RFC 7512, e.g.\n"
+    "      'pkcs11:token=pkid-online?module-path=/usr/lib/softhsm/libsofthsm2.so')\n"
+    "      root and intermediate make their keys inside that token, sensitive and\n"
+    "      not extractable; demo takes the root's token as --root-pkcs11. The\n"
+    "      tree keeps each key's URI (private/<ca>.key.pkcs11), and the secret\n"
+    "      that would have sealed the key is the token's user PIN: the root's\n"
+    "      passphrase or split secret (so M custodians' shares log in to the\n"
+    "      root's token), the CA passphrase for the intermediates. A token\n"
+    "      initialized with another PIN names it with --token-pin-file F; the\n"
+    "      ceremony changes it to the secret.\n"
     "  ceremony crl --out DIR (--share FILE ... | --root-passphrase-file F)\n"
     "      [--revoke CA --reason ca-compromise|key-compromise|superseded|\n"
     "      cessation-of-operation|affiliation-changed|privilege-withdrawn|unspecified]\n"
@@ -233,6 +246,9 @@ typedef struct options {
   size_t num_shares;
   int offline;
   const char *revoke; /* ceremony crl: the intermediate to revoke */
+  const char *pkcs11;         /* ceremonies: the token that holds the keys made */
+  const char *root_pkcs11;    /* ceremony demo: the root's token */
+  const char *token_pin_file; /* ceremonies: the PIN the tokens were initialized with */
   /* Online commands. */
   const char *server;
   const char *root;
@@ -296,6 +312,9 @@ enum {
   OPT_ACCEPT_NEW_ROOT,
   OPT_INVALIDITY_DATE,
   OPT_SAME_KEY,
+  OPT_PKCS11,
+  OPT_ROOT_PKCS11,
+  OPT_TOKEN_PIN_FILE,
 };
 
 static const struct option kOptions[] = {
@@ -334,6 +353,9 @@ static const struct option kOptions[] = {
     {"accept-new-root", no_argument, NULL, OPT_ACCEPT_NEW_ROOT},
     {"invalidity-date", required_argument, NULL, OPT_INVALIDITY_DATE},
     {"same-key", no_argument, NULL, OPT_SAME_KEY},
+    {"pkcs11", required_argument, NULL, OPT_PKCS11},
+    {"root-pkcs11", required_argument, NULL, OPT_ROOT_PKCS11},
+    {"token-pin-file", required_argument, NULL, OPT_TOKEN_PIN_FILE},
     {NULL, 0, NULL, 0},
 };
 
@@ -385,6 +407,9 @@ static int parse_options(options *o, int argc, char **argv, out_rule rule) {
       case OPT_ACCEPT_NEW_ROOT: o->accept_new_root = 1; break;
       case OPT_INVALIDITY_DATE: o->invalidity_date = optarg; break;
       case OPT_SAME_KEY: o->same_key = 1; break;
+      case OPT_PKCS11: o->pkcs11 = optarg; break;
+      case OPT_ROOT_PKCS11: o->root_pkcs11 = optarg; break;
+      case OPT_TOKEN_PIN_FILE: o->token_pin_file = optarg; break;
       case OPT_SHARE:
         if (o->num_shares == MAX_SHARES) return usage_error("too many shares%s", "");
         o->shares[o->num_shares++] = optarg;
@@ -411,23 +436,45 @@ static int ca_passphrase(pki_secret *out, const options *o, pki_err *err) {
   return pki_secret_read(out, o->passphrase_file, ENV_CA_PASSPHRASE, err);
 }
 
+/* A token named by --pkcs11 or --root-pkcs11, with the PIN it was
+ * initialized with when --token-pin-file gives one (ceremony.h). */
+typedef struct cli_token {
+  ceremony_pkcs11 token;
+  pki_secret initial_pin;
+} cli_token;
+
+static int cli_token_read(cli_token *out, const char *uri, const options *o, pki_err *err) {
+  memset(out, 0, sizeof(*out));
+  out->token.uri = uri;
+  if (uri == NULL || o->token_pin_file == NULL) return 1;
+  out->token.initial_pin = &out->initial_pin;
+  return pki_secret_read(&out->initial_pin, o->token_pin_file, NULL, err);
+}
+
+static void cli_token_cleanup(cli_token *t) { pki_secret_cleanup(&t->initial_pin); }
+
 static int cmd_root(const options *o, const pki_catalog *cat, pki_err *err) {
   unsigned m = 0, n = 0;
+  cli_token token;
+  if (!cli_token_read(&token, o->pkcs11, o, err)) return 0;
+  int ok = 0;
   if (o->split != NULL) {
     char extra;
     if (sscanf(o->split, "%u/%u%c", &m, &n, &extra) != 2 || m < 1 || m > n || n > 255) {
       PKI_ERR(err, PKI_ERR_INVALID, "--split wants M/N with 1 <= M <= N <= 255, not '%s'",
               o->split);
-      return 0;
+    } else {
+      ok = ceremony_root(cat, o->out, NULL, m, n, &token.token, err);
     }
-    return ceremony_root(cat, o->out, NULL, m, n, err);
+    cli_token_cleanup(&token);
+    return ok;
   }
   pki_secret pass;
-  if (!pki_secret_read(&pass, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err)) {
-    return 0;
+  if (pki_secret_read(&pass, o->root_passphrase_file, ENV_ROOT_PASSPHRASE, err)) {
+    ok = ceremony_root(cat, o->out, &pass, 0, 0, &token.token, err);
+    pki_secret_cleanup(&pass);
   }
-  int ok = ceremony_root(cat, o->out, &pass, 0, 0, err);
-  pki_secret_cleanup(&pass);
+  cli_token_cleanup(&token);
   return ok;
 }
 
@@ -440,11 +487,13 @@ static int root_secret(ceremony_root_key *out, const options *o, pki_err *err) {
 static int cmd_intermediate(const options *o, const pki_catalog *cat, pki_err *err) {
   ceremony_root_key root;
   pki_secret pass;
+  cli_token token;
   if (!root_secret(&root, o, err)) return 0;
-  int ok = ca_passphrase(&pass, o, err) &&
-       ceremony_intermediate(cat, o->out, &root, &pass, o->ca, err);
+  int ok = cli_token_read(&token, o->pkcs11, o, err) && ca_passphrase(&pass, o, err) &&
+           ceremony_intermediate(cat, o->out, &root, &pass, o->ca, &token.token, err);
   ceremony_root_key_cleanup(&root);
   pki_secret_cleanup(&pass);
+  cli_token_cleanup(&token);
   return ok;
 }
 
@@ -457,9 +506,14 @@ static int cmd_demo(const options *o, const pki_catalog *cat, pki_err *err) {
     file = path;
     if (!ceremony_make_passphrase_file(path, err)) return 0;
   }
-  int ok = pki_secret_read(&pass, file, ENV_CA_PASSPHRASE, err) &&
-           ceremony_demo(cat, o->out, &pass, err);
+  cli_token root_token, online_token;
+  int ok = cli_token_read(&root_token, o->root_pkcs11, o, err) &&
+           cli_token_read(&online_token, o->pkcs11, o, err) &&
+           pki_secret_read(&pass, file, ENV_CA_PASSPHRASE, err) &&
+           ceremony_demo(cat, o->out, &pass, &root_token.token, &online_token.token, err);
   pki_secret_cleanup(&pass);
+  cli_token_cleanup(&root_token);
+  cli_token_cleanup(&online_token);
   if (ok) {
     printf("Demo hierarchy written to %s:\n"
            "  root CA          %s/root-ca/certs/root-ca.crt (key split 3-of-5 in root-ca/shares)\n"

@@ -38,6 +38,10 @@ packages=(
   # the audit trail's SIEM feed: the tests start Debian's rsyslog with its
   # TLS module (gtls) on loopback as the collector
   rsyslog rsyslog-gnutls
+  # CA keys in PKCS#11 tokens: SoftHSM2 is the token the tests make (in a
+  # temporary SOFTHSM2_CONF); PyKCS11 and OpenSC's pkcs11-tool are PKCS#11
+  # clients we did not write, which check what the token holds
+  softhsm2 python3-pykcs11 opensc
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )

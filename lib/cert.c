@@ -141,8 +141,23 @@ int pki_issuer_init_self(pki_issuer *out, EVP_PKEY *key, const pki_profile *prof
   return 1;
 }
 
+void pki_issuer_set_token(pki_issuer *issuer, pki_p11_key *token) {
+  pki_p11_key_free(issuer->token);
+  issuer->token = pki_p11_key_up_ref(token);
+}
+
+int pki_issuer_sign(const pki_issuer *issuer, const pki_signer *with, uint8_t **out,
+                    size_t *out_len, const uint8_t *data, size_t data_len, pki_err *err) {
+  if (with != NULL) return with->sign(with->ctx, out, out_len, data, data_len, err);
+  if (issuer->token != NULL) {
+    return pki_p11_key_sign(issuer->token, out, out_len, data, data_len, err);
+  }
+  return pki_sig_sign(out, out_len, issuer->key, data, data_len, err);
+}
+
 void pki_issuer_cleanup(pki_issuer *issuer) {
   if (issuer == NULL) return;
+  pki_p11_key_free(issuer->token);
   EVP_PKEY_free(issuer->key);
   OPENSSL_free(issuer->name);
   OPENSSL_free(issuer->cert);
@@ -377,7 +392,7 @@ int pki_cert_sign(uint8_t **out, size_t *out_len, const pki_issuer *issuer,
                   const pki_signer *signer, const uint8_t *tbs, size_t tbs_len, pki_err *err) {
   uint8_t *sig = NULL;
   size_t sig_len;
-  if (!pki_signer_sign(signer, issuer->key, &sig, &sig_len, tbs, tbs_len, err)) return 0;
+  if (!pki_issuer_sign(issuer, signer, &sig, &sig_len, tbs, tbs_len, err)) return 0;
   CBB cbb, cert, bits;
   if (!CBB_init(&cbb, tbs_len + sig_len + 32) ||
       !CBB_add_asn1(&cbb, &cert, CBS_ASN1_SEQUENCE) ||

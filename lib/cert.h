@@ -28,13 +28,16 @@
 #include "lib/err.h"
 #include "lib/key.h"
 #include "lib/names.h"
+#include "lib/pkcs11.h"
 #include "lib/profile.h"
 #include "lib/serial.h"
 #include "lib/sig.h"
 
 /* A CA as a signer: its key and what certificates it signs must agree with. */
 typedef struct pki_issuer {
-  EVP_PKEY *key; /* owned (a reference taken at init) */
+  EVP_PKEY *key; /* owned (a reference taken at init); the public half only
+                  * when |token| holds the private key */
+  pki_p11_key *token; /* owned: the key is in this PKCS#11 token, or NULL */
   pki_key_type key_type;
   uint8_t *name; /* DER Name element, the issuer field of what it signs */
   size_t name_len;
@@ -58,6 +61,17 @@ int pki_issuer_init(pki_issuer *out, const uint8_t *cert_der, size_t cert_len,
  * name and validity are those the root certificate will have. */
 int pki_issuer_init_self(pki_issuer *out, EVP_PKEY *key, const pki_profile *profile,
                          int64_t not_before, int64_t not_after, pki_err *err);
+
+/* pki_issuer_set_token says |issuer|'s private key is in |token| (a
+ * reference is taken): it signs through the token from then on. */
+void pki_issuer_set_token(pki_issuer *issuer, pki_p11_key *token);
+
+/* pki_issuer_sign is the one place certificates, CRLs and OCSP responses
+ * are signed: through |with| (the worker pool's batched ECDSA) when not
+ * NULL, else through the issuer's token when its key is in one, else with
+ * its key (pki_sig_sign). The contract is pki_sig_sign's. */
+int pki_issuer_sign(const pki_issuer *issuer, const pki_signer *with, uint8_t **out,
+                    size_t *out_len, const uint8_t *data, size_t data_len, pki_err *err);
 
 /* pki_issuer_cleanup frees it. Safe on a zeroed struct. */
 void pki_issuer_cleanup(pki_issuer *issuer);

@@ -438,7 +438,7 @@ int pki_crl_build(uint8_t **out, size_t *out_len, const pki_issuer *ca, const pk
   }
   uint8_t *sig = NULL;
   size_t sig_len;
-  if (!pki_signer_sign(with, ca->key, &sig, &sig_len, buf + at, tbs_el, err)) {
+  if (!pki_issuer_sign(ca, with, &sig, &sig_len, buf + at, tbs_el, err)) {
     free(buf);
     return 0;
   }

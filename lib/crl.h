@@ -95,7 +95,7 @@ typedef struct pki_crl_params {
 
 /* pki_crl_build writes and signs the CRL of |ca| holding |num| entries, in
  * that order, into a malloc'd DER buffer. The signature is made through
- * |with| (NULL: the CA's key directly, pki_signer_sign). Entries are
+ * |with| (NULL: the CA's token or key, pki_issuer_sign). Entries are
  * checked (a serial of 1 to 20 octets, a valid reason or -1), not sorted
  * or deduplicated: that is the caller's. Built for size: one pass and one
  * buffer of about 50 octets per entry, so a million entries take a

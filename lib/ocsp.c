@@ -424,7 +424,7 @@ int pki_ocsp_signer_sign_with(const pki_ocsp_signer *signer, const pki_signer *w
 
   uint8_t *sig = NULL;
   size_t sig_len;
-  if (!pki_signer_sign(with, signer->ca->key, &sig, &sig_len, tbs_buf, tbs_len, err)) return 0;
+  if (!pki_issuer_sign(signer->ca, with, &sig, &sig_len, tbs_buf, tbs_len, err)) return 0;
 
   uint8_t resp_buf[RESP_MAX];
   CBB resp, bytes_el, bytes, oct, basic, bits;

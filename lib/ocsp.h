@@ -157,7 +157,7 @@ int pki_ocsp_signer_sign(const pki_ocsp_signer *signer, uint8_t **out, size_t *o
                          const pki_ocsp_single *singles, size_t num, pki_err *err);
 
 /* pki_ocsp_signer_sign_with is pki_ocsp_signer_sign with the signature made
- * through |with| (NULL: the CA's key, directly). */
+ * through |with| (NULL: the CA's token or key, pki_issuer_sign). */
 int pki_ocsp_signer_sign_with(const pki_ocsp_signer *signer, const pki_signer *with,
                               uint8_t **out, size_t *out_len, const pki_ocsp_single *singles,
                               size_t num, pki_err *err);

@@ -11,6 +11,7 @@
 #include "lib/file.h"
 #include "lib/key.h"
 #include "lib/pem.h"
+#include "lib/pkcs11.h"
 
 static int path_fmt(char *out, size_t out_size, pki_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -38,6 +39,8 @@ int pki_tree_ca_path(char *out, size_t out_size, const char *dir,
         return 0;
       case PKI_TREE_CA_KEY:
         return path_fmt(out, out_size, err, "%s/root-ca/private/root-ca.key.sealed", dir);
+      case PKI_TREE_CA_KEY_PKCS11:
+        return path_fmt(out, out_size, err, "%s/root-ca/private/root-ca.key.pkcs11", dir);
     }
   }
   switch (which) {
@@ -49,6 +52,9 @@ int pki_tree_ca_path(char *out, size_t out_size, const char *dir,
                       ca->name, ca->name);
     case PKI_TREE_CA_KEY:
       return path_fmt(out, out_size, err, "%s/intermediate-ca/%s/private/%s.key.sealed",
+                      dir, ca->name, ca->name);
+    case PKI_TREE_CA_KEY_PKCS11:
+      return path_fmt(out, out_size, err, "%s/intermediate-ca/%s/private/%s.key.pkcs11",
                       dir, ca->name, ca->name);
   }
   PKI_ERR(err, PKI_ERR_INVALID, "unknown CA file");
@@ -128,16 +134,63 @@ int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err
   return ok;
 }
 
+/* read_key_uri reads a .key.pkcs11 file: one URI, one line. */
+static char *read_key_uri(const char *path, pki_err *err) {
+  uint8_t *text;
+  size_t len;
+  if (!pki_file_read(&text, &len, path, 4096, err)) return NULL;
+  while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) {
+    text[--len] = '\0';
+  }
+  if (len == 0 || memchr(text, '\n', len) != NULL || strlen((char *)text) != len) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s: not one line holding a PKCS#11 URI", path);
+    free(text);
+    return NULL;
+  }
+  return (char *)text;
+}
+
+/* load_token_key opens |ca|'s key in the token |uri_path| names, checked
+ * against the certificate |der|, and makes the issuer sign through it. */
+static int load_token_key(pki_issuer *out, const uint8_t *der, size_t der_len,
+                          const char *uri_path, const pki_catalog_ca *ca, const uint8_t *pin,
+                          size_t pin_len, pki_err *err) {
+  pki_cert_info info;
+  if (!pki_cert_info_parse(&info, der, der_len, err)) return 0;
+  CBS spki = info.spki;
+  EVP_PKEY *pub = EVP_parse_public_key(&spki);
+  if (pub == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "the CA certificate's public key does not parse");
+    return 0;
+  }
+  char *uri = read_key_uri(uri_path, err);
+  pki_p11_key *key = uri != NULL ? pki_p11_key_open(uri, ca->key_type, pub, pin, pin_len, err)
+                                 : NULL;
+  int ok = key != NULL && pki_issuer_init(out, der, der_len, pub, err);
+  if (ok) pki_issuer_set_token(out, key);
+  if (key == NULL && uri != NULL) pki_err_prefix(err, "%s: ", uri_path);
+  pki_p11_key_free(key);
+  EVP_PKEY_free(pub);
+  free(uri);
+  return ok;
+}
+
 int pki_tree_load_issuer(pki_issuer *out, const char *dir, const pki_catalog_ca *ca,
                          const uint8_t *secret, size_t secret_len, pki_err *err) {
-  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX];
+  char cert_path[PKI_PATH_MAX], key_path[PKI_PATH_MAX], uri_path[PKI_PATH_MAX];
   if (!pki_tree_ca_path(cert_path, sizeof(cert_path), dir, ca, PKI_TREE_CA_CERT, err) ||
-      !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err)) {
+      !pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err) ||
+      !pki_tree_ca_path(uri_path, sizeof(uri_path), dir, ca, PKI_TREE_CA_KEY_PKCS11, err)) {
     return 0;
   }
   uint8_t *der = NULL;
   size_t der_len;
   if (!pki_tree_read_cert(&der, &der_len, cert_path, err)) return 0;
+  if (pki_file_exists(uri_path)) {
+    int ok = load_token_key(out, der, der_len, uri_path, ca, secret, secret_len, err);
+    free(der);
+    return ok;
+  }
   EVP_PKEY *key = pki_key_read_sealed(key_path, secret, secret_len, err);
   if (key == NULL) {
     pki_err_prefix(err, "%s: ", key_path);
@@ -148,5 +201,34 @@ int pki_tree_load_issuer(pki_issuer *out, const char *dir, const pki_catalog_ca 
   if (!ok) pki_err_prefix(err, "%s: ", cert_path);
   EVP_PKEY_free(key);
   free(der);
+  return ok;
+}
+
+int pki_tree_ca_key_exists(const char *dir, const pki_catalog_ca *ca, pki_err *err) {
+  char key_path[PKI_PATH_MAX], uri_path[PKI_PATH_MAX];
+  return pki_tree_ca_path(key_path, sizeof(key_path), dir, ca, PKI_TREE_CA_KEY, err) &&
+         pki_tree_ca_path(uri_path, sizeof(uri_path), dir, ca, PKI_TREE_CA_KEY_PKCS11, err) &&
+         (pki_file_exists(key_path) || pki_file_exists(uri_path));
+}
+
+int pki_tree_write_key_uri(const char *dir, const pki_catalog_ca *ca, const char *uri,
+                           pki_err *err) {
+  char path[PKI_PATH_MAX], parent[PKI_PATH_MAX];
+  if (!pki_tree_ca_path(path, sizeof(path), dir, ca, PKI_TREE_CA_KEY_PKCS11, err)) return 0;
+  snprintf(parent, sizeof(parent), "%s", path);
+  char *slash = strrchr(parent, '/');
+  if (slash != NULL) *slash = '\0';
+  size_t len = strlen(uri);
+  char *line = malloc(len + 2);
+  if (line == NULL) {
+    PKI_ERR_OOM(err);
+    return 0;
+  }
+  memcpy(line, uri, len);
+  memcpy(line + len, "\n", 2);
+  /* The URI names the key and its token, no secret: 0644. */
+  int ok = pki_mkdirs(parent, 0700, err) && pki_file_write_atomic(path, line, len + 1, 0644, err);
+  free(line);
+  if (!ok) pki_err_prefix(err, "%s: ", path);
   return ok;
 }

@@ -6,6 +6,11 @@
  *   intermediate-ca/<ca>/certs/<ca>.crt         each online CA
  *   intermediate-ca/<ca>/certs/<ca>-chain.crt   it and its parents below the root
  *   intermediate-ca/<ca>/private/<ca>.key.sealed
+ *   intermediate-ca/<ca>/private/<ca>.key.pkcs11  or, for a key in a PKCS#11
+ *                                               token, the RFC 7512 URI that
+ *                                               names it (one line, 0644; no
+ *                                               PIN: lib/pkcs11.h). The root's
+ *                                               likewise, root-ca.key.pkcs11
  *   service-certificates/<dir>/<name>.crt       a service's certificate,
  *   service-certificates/<dir>/<name>.key       its key (PKCS#8, 0600),
  *   service-certificates/<dir>/<name>-chain.crt the intermediates to send with it
@@ -40,6 +45,7 @@ typedef enum pki_tree_ca_file {
   PKI_TREE_CA_CERT,
   PKI_TREE_CA_CHAIN,
   PKI_TREE_CA_KEY,
+  PKI_TREE_CA_KEY_PKCS11,
 } pki_tree_ca_file;
 
 int pki_tree_ca_path(char *out, size_t out_size, const char *dir,
@@ -80,9 +86,20 @@ int pki_tree_record_issued(const char *dir, const uint8_t *der, size_t der_len, 
 /* pki_tree_read_cert reads a PEM (or DER) certificate file into DER. */
 int pki_tree_read_cert(uint8_t **out, size_t *out_len, const char *path, pki_err *err);
 
-/* pki_tree_load_issuer loads |ca|'s certificate and sealed key from |dir|
- * and opens the key with |secret|. */
+/* pki_tree_load_issuer loads |ca|'s certificate and key from |dir| and
+ * opens the key with |secret|: the scrypt passphrase of a sealed key, or
+ * the user PIN of the token that holds it (when its .key.pkcs11 file is
+ * there). The token's key must be the catalogue's type for |ca| and hold
+ * the certificate's public key. */
 int pki_tree_load_issuer(pki_issuer *out, const char *dir, const pki_catalog_ca *ca,
                          const uint8_t *secret, size_t secret_len, pki_err *err);
+
+/* pki_tree_ca_key_exists reports whether |ca|'s key, sealed or in a token,
+ * is in |dir|. */
+int pki_tree_ca_key_exists(const char *dir, const pki_catalog_ca *ca, pki_err *err);
+
+/* pki_tree_write_key_uri writes |uri| to |ca|'s .key.pkcs11 file. */
+int pki_tree_write_key_uri(const char *dir, const pki_catalog_ca *ca, const char *uri,
+                           pki_err *err);
 
 #endif /* PKID_LIB_PKI_TREE_H */

@@ -77,12 +77,6 @@ int pki_sig_sign(uint8_t **out, size_t *out_len, EVP_PKEY *key,
   return 1;
 }
 
-int pki_signer_sign(const pki_signer *signer, EVP_PKEY *key, uint8_t **out, size_t *out_len,
-                    const uint8_t *data, size_t data_len, pki_err *err) {
-  if (signer != NULL) return signer->sign(signer->ctx, out, out_len, data, data_len, err);
-  return pki_sig_sign(out, out_len, key, data, data_len, err);
-}
-
 /* verify_params checks an AlgorithmIdentifier's parameters: absent for
  * ECDSA and Ed25519; NULL or absent for RSA PKCS#1 v1.5 (RFC 4055 5). */
 static int params_ok(CBS *alg, int null_allowed) {

@@ -35,12 +35,6 @@ typedef struct pki_signer {
   void *ctx;
 } pki_signer;
 
-/* pki_signer_sign signs with |signer|, or with pki_sig_sign and |key| when
- * |signer| is NULL: the one place certificates and OCSP responses are
- * signed. */
-int pki_signer_sign(const pki_signer *signer, EVP_PKEY *key, uint8_t **out, size_t *out_len,
-                    const uint8_t *data, size_t data_len, pki_err *err);
-
 /* pki_sig_verify checks |sig| over |data| under |key|, with the algorithm
  * named by the AlgorithmIdentifier element |alg|, which must suit the key.
  * A bad signature fails with PKI_ERR_AUTH, an algorithm pkid does not take

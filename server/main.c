@@ -357,6 +357,13 @@ typedef struct process {
   uv_async_t fleet_changes; /* the follower's word that changes wait */
   int fleet_synced;       /* what the fleet had at start is applied here */
   int journal_ok;         /* the last commit's outcome */
+  int tokens_ok;          /* every CA key in a PKCS#11 token can sign */
+  uv_timer_t token_check; /* watches the tokens, with any CA key in one */
+  uv_work_t token_work;   /* their recovery, on libuv's pool */
+  int token_busy;         /* token_work is queued or running */
+  int token_recovered;    /* its outcome, and why it failed */
+  pki_err token_err;
+  int token_err_logged;   /* once an outage: the first reason it goes on */
   int draining;
   int admin_stopping;
   int http_stopped; /* OCSP and admin listeners done (counts to 2) */
@@ -411,7 +418,7 @@ static void on_drain_check(uv_timer_t *timer) {
 static void set_ready(int ready) {
   /* Ready takes every input: the journal, the drain, the fleet's lag and
    * whether the fleet's changes are applied here. */
-  ready = ready && g.journal_ok && !g.draining &&
+  ready = ready && g.journal_ok && g.tokens_ok && !g.draining &&
           (g.fleet == NULL || pkid_fleet_ready(g.fleet)) && (g.follow == NULL || g.fleet_synced);
   if (g.admin != NULL) pkid_admin_set_ready(g.admin, ready);
   pkid_gauge_set(pkid_m.ready, ready);
@@ -786,6 +793,50 @@ static void on_fleet_lost(void *ctx) {
   uv_async_send(&g.fleet_lost); /* from the fleet thread */
 }
 
+/* CA keys in PKCS#11 tokens (lib/pkcs11.h): a token that fails mid-run
+ * fails the calls that need it (UNAVAILABLE, nothing journaled) and makes
+ * pkid not ready; its recovery (the module initialized again, a new
+ * login) runs on libuv's pool, since a token may take its time, every
+ * half second until it succeeds. */
+static void token_recover_work(uv_work_t *w) {
+  (void)w;
+  g.token_recovered = pkid_cas_tokens_recover(&g.cas, &g.token_err);
+}
+
+static void token_recover_done(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+  g.token_busy = 0;
+  if (!g.token_recovered) {
+    if (!g.token_err_logged) {
+      pki_log("warn", "token_recovery_failed", "reason", g.token_err.msg, "action",
+              "retrying every 0.5 s", NULL);
+      g.token_err_logged = 1;
+    }
+    return;
+  }
+  if (!g.tokens_ok) {
+    pki_log("info", "token_recovered", NULL);
+    g.tokens_ok = 1;
+    g.token_err_logged = 0;
+    if (!g.draining) set_ready(1);
+  }
+}
+
+static void on_token_check(uv_timer_t *t) {
+  (void)t;
+  if (g.token_busy || g.draining) return;
+  if (pkid_cas_tokens_ready(&g.cas)) return;
+  if (g.tokens_ok) {
+    pki_log("error", "token_unavailable", "action", "not ready; recovering", NULL);
+    g.tokens_ok = 0;
+    set_ready(1);
+  }
+  if (uv_queue_work(g.loop, &g.token_work, token_recover_work, token_recover_done) == 0) {
+    g.token_busy = 1;
+  }
+}
+
 /* The other nodes' changes (server/fleet/follow.h) go to the import
  * (server/pipeline/import.h) a bounded number at a time; more follow as
  * imports finish. */
@@ -1108,6 +1159,11 @@ static int run(const options *o) {
   if (g.crl == NULL) goto fail;
   g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
   if (g.admin == NULL) goto fail;
+  g.tokens_ok = 1;
+  if (pkid_cas_num_tokens(&g.cas) > 0) {
+    uv_timer_init(g.loop, &g.token_check);
+    uv_timer_start(&g.token_check, on_token_check, 500, 500);
+  }
   g.journal_ok = 1;
   set_ready(1);
   pkid_workers_on_commit_state(g.workers, on_commit_state, NULL);

@@ -98,6 +98,35 @@ const pkid_ca *pkid_cas_at(const pkid_cas *cas, size_t index) {
   return index < cas->num_cas ? &cas->cas[index] : NULL;
 }
 
+size_t pkid_cas_num_tokens(const pkid_cas *cas) {
+  size_t n = 0;
+  for (size_t i = 0; i < cas->num_cas; i++) n += cas->cas[i].issuer.token != NULL;
+  return n;
+}
+
+int pkid_cas_tokens_ready(const pkid_cas *cas) {
+  for (size_t i = 0; i < cas->num_cas; i++) {
+    const pki_p11_key *token = cas->cas[i].issuer.token;
+    if (token != NULL && !pki_p11_key_ready(token)) return 0;
+  }
+  return 1;
+}
+
+int pkid_cas_tokens_recover(const pkid_cas *cas, pki_err *err) {
+  int ok = 1;
+  for (size_t i = 0; i < cas->num_cas; i++) {
+    pki_p11_key *token = cas->cas[i].issuer.token;
+    pki_err e;
+    if (token == NULL || pki_p11_key_recover(token, &e)) continue;
+    if (ok) {
+      *err = e;
+      pki_err_prefix(err, "CA '%s': ", cas->cas[i].def->name);
+    }
+    ok = 0;
+  }
+  return ok;
+}
+
 void pkid_cas_cleanup(pkid_cas *cas) {
   if (cas == NULL) return;
   for (size_t i = 0; i < cas->num_cas; i++) {

@@ -5,8 +5,9 @@
  * Errors: 1/0 and a pki_err, as in lib/. A loaded pkid_cas is read-only
  * and shared by every thread.
  *
- * Every intermediate of the catalogue whose certificate and sealed key are
- * in the tree is loaded at start (the root never is: it stays offline).
+ * Every intermediate of the catalogue whose certificate and key (sealed,
+ * or in a PKCS#11 token: lib/pkcs11.h) are in the tree is loaded at start
+ * (the root never is: it stays offline).
  * Each keeps its chain (itself and its parents below the root) as DER for
  * IssueResponse.chain, and its trust store file for GetTrustBundle. */
 #ifndef PKID_SERVER_CA_CA_H
@@ -59,6 +60,18 @@ size_t pkid_cas_index(const pkid_cas *cas, const pkid_ca *ca);
 /* pkid_cas_at returns the CA at |index|, or NULL past the end (a record
  * naming a CA that is not loaded). */
 const pkid_ca *pkid_cas_at(const pkid_cas *cas, size_t index);
+
+/* pkid_cas_num_tokens counts the CAs whose keys are in PKCS#11 tokens. */
+size_t pkid_cas_num_tokens(const pkid_cas *cas);
+
+/* pkid_cas_tokens_ready reports whether every such CA can sign: no call
+ * has found its token failing since it was opened or recovered. */
+int pkid_cas_tokens_ready(const pkid_cas *cas);
+
+/* pkid_cas_tokens_recover tries to make every token CA that is not ready
+ * usable again (pki_p11_key_recover). It blocks on the tokens: run it off
+ * the loop. 0 and the first failure while any is still away. */
+int pkid_cas_tokens_recover(const pkid_cas *cas, pki_err *err);
 
 void pkid_cas_cleanup(pkid_cas *cas);
 

@@ -57,7 +57,8 @@ pkid_signers *pkid_signers_new(const pkid_cas *cas, size_t pool_capacity, pki_er
   }
   for (size_t i = 0; i < cas->num_cas; i++) {
     const pki_issuer *issuer = &cas->cas[i].issuer;
-    if (issuer->key_type != PKI_KEY_ECDSA_P256) continue;
+    /* A key in a token makes its own nonces: no pool (lib/pkcs11.h). */
+    if (issuer->key_type != PKI_KEY_ECDSA_P256 || issuer->token != NULL) continue;
     s->pools[i].pool = pki_ecdsa_pool_new(issuer->key, pool_capacity, err);
     if (s->pools[i].pool == NULL) {
       pkid_signers_free(s);

@@ -6,7 +6,8 @@
  * the request path costs two multiplications. Under sustained load the
  * pool runs dry; BoringSSL's own signing is then faster than preparing a
  * nonce inline, so the signer signs directly. Other key types have no
- * signer (NULL): lib/ signs with the key (pki_signer_sign).
+ * signer (NULL): lib/ signs with the key, or through the token that holds
+ * it (pki_issuer_sign).
  *
  * Threads: a pkid_signers belongs to one thread (its pools are not
  * thread-safe); each worker makes its own. Errors: 1/0 and a pki_err. */

@@ -125,7 +125,9 @@ int pkid_ocsp_presign(pkid_ocsp_http *o, const pkid_cert_record *rec, pki_err *e
 static void sign_failed(pkid_http_req *req, const pki_err *err, uint64_t t0) {
   pki_log("warn", "ocsp_sign_failed", "error", err->msg, NULL);
   size_t len;
-  const uint8_t *der = pki_ocsp_error_response(PKI_OCSP_INTERNAL_ERROR, &len);
+  /* A CA key whose token is away for now: tryLater (RFC 6960 4.2.1). */
+  const uint8_t *der = pki_ocsp_error_response(
+      err->code == PKI_ERR_UNAVAILABLE ? PKI_OCSP_TRY_LATER : PKI_OCSP_INTERNAL_ERROR, &len);
   pkid_http_respond(req, 200, kContentType, der, len);
   pkid_histogram_observe(pkid_m.ocsp_response_seconds, (double)(uv_hrtime() - t0) / 1e9);
 }
