@@ -30,6 +30,17 @@ static const uint8_t kEd25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 static const uint8_t kEd25519Name[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd', 's',
                                        '2',  '5',  '5', '1', '9'};
 
+/* A token this process is logged in to, and the PIN's digest: a login is
+ * the application's, shared by all its sessions (PKCS#11 2.40 5.6), so a
+ * second key on a logged-in token gets CKR_USER_ALREADY_LOGGED_IN whatever
+ * PIN it gives; the digest is how its PIN is still checked. */
+typedef struct p11_login {
+  CK_SLOT_ID slot;
+  uint8_t pin_sha256[SHA256_DIGEST_LENGTH];
+} p11_login;
+
+#define MAX_LOGINS 32
+
 /* One loaded module, shared by every key on it (a module is initialized
  * once per process: PKCS#11 2.40 section 5.4, C_Initialize). */
 typedef struct p11_module {
@@ -40,6 +51,9 @@ typedef struct p11_module {
   atomic_uint generation;    /* counts resets: older sessions and handles are gone */
   unsigned refs;             /* under g_modules_lock */
   struct p11_module *next;
+  pthread_mutex_t logins_lock;
+  p11_login logins[MAX_LOGINS]; /* forgotten at a reset, which logs out */
+  size_t num_logins;
 } p11_module;
 
 static pthread_mutex_t g_modules_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -108,6 +122,7 @@ static p11_module *module_get(const char *path, pki_err *err) {
   pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   pthread_rwlock_init(&m->lock, &attr);
   pthread_rwlockattr_destroy(&attr);
+  pthread_mutex_init(&m->logins_lock, NULL);
   m->refs = 1;
   m->next = g_modules;
   g_modules = m;
@@ -137,6 +152,7 @@ static void module_put(p11_module *m) {
   p11_kit_module_finalize(m->fn);
   p11_kit_module_release(m->fn);
   pthread_rwlock_destroy(&m->lock);
+  pthread_mutex_destroy(&m->logins_lock);
   free(m->path);
   free(m);
 }
@@ -147,6 +163,9 @@ static void module_put(p11_module *m) {
 static int module_reset(p11_module *m, pki_err *err) {
   if (!atomic_load(&m->broken)) return 1;
   p11_kit_module_finalize(m->fn);
+  pthread_mutex_lock(&m->logins_lock);
+  m->num_logins = 0;
+  pthread_mutex_unlock(&m->logins_lock);
   CK_RV rv = p11_kit_module_initialize(m->fn);
   atomic_fetch_add(&m->generation, 1);
   if (rv != CKR_OK) {
@@ -237,10 +256,26 @@ static int find_slot(CK_SLOT_ID *out, const p11_module *m, P11KitUri *uri, const
 
 /* login logs the application in to the token of |s| (PKCS#11 2.40 5.6:
  * every session of the application shares the login). */
-static int login(const p11_module *m, CK_SESSION_HANDLE s, const uint8_t *pin, size_t pin_len,
-                 pki_err *err) {
+static int login(p11_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE s, const uint8_t *pin,
+                 size_t pin_len, pki_err *err) {
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(pin, pin_len, digest);
   CK_RV rv = m->fn->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)pin_len);
-  if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return 1;
+  if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+    int same = 1;
+    pthread_mutex_lock(&m->logins_lock);
+    size_t i = 0;
+    while (i < m->num_logins && m->logins[i].slot != slot) i++;
+    if (i < m->num_logins) {
+      same = CRYPTO_memcmp(m->logins[i].pin_sha256, digest, sizeof(digest)) == 0;
+    } else if (rv == CKR_OK && m->num_logins < MAX_LOGINS) {
+      m->logins[m->num_logins].slot = slot;
+      memcpy(m->logins[m->num_logins++].pin_sha256, digest, sizeof(digest));
+    }
+    pthread_mutex_unlock(&m->logins_lock);
+    if (same) return 1;
+    rv = CKR_PIN_INCORRECT;
+  }
   if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
     PKI_ERR(err, PKI_ERR_AUTH, "the token refused the PIN (wrong PIN)");
   } else if (rv == CKR_PIN_LOCKED) {
@@ -472,7 +507,7 @@ static int attach(pki_p11_key *k, pki_err *err) {
     rv_err(err, PKI_ERR_UNAVAILABLE, "C_OpenSession", rv);
     return 0;
   }
-  if (!login(m, s, k->pin, k->pin_len, err) ||
+  if (!login(k->module, k->slot, s, k->pin, k->pin_len, err) ||
       !find_private(&k->object, m, s, k->uri, k->uri_text, err)) {
     m->fn->C_CloseSession(s);
     return 0;
@@ -638,7 +673,7 @@ pki_p11_key *pki_p11_key_generate(const char *token_uri, const char *label,
     rv_err(err, PKI_ERR_UNAVAILABLE, "C_OpenSession", rv);
     goto out;
   }
-  if (!login(m, s, pin, pin_len, err) || !label_taken(m, s, label, &taken, err)) goto out;
+  if (!login(k->module, k->slot, s, pin, pin_len, err) || !label_taken(m, s, label, &taken, err)) goto out;
   if (taken) {
     PKI_ERR(err, PKI_ERR_EXISTS, "the token already holds an object labelled '%s'", label);
     goto out;
@@ -742,7 +777,7 @@ int pki_p11_set_pin(const char *uri_text, const uint8_t *old_pin, size_t old_len
     rv_err(err, PKI_ERR_UNAVAILABLE, "C_OpenSession", rv);
     goto out;
   }
-  if (!login(m, s, old_pin, old_len, err)) goto out;
+  if (!login(m, slot, s, old_pin, old_len, err)) goto out;
   rv = m->fn->C_SetPIN(s, (CK_UTF8CHAR_PTR)old_pin, old_len, (CK_UTF8CHAR_PTR)new_pin, new_len);
   if (rv == CKR_PIN_LEN_RANGE || rv == CKR_PIN_INVALID) {
     CK_TOKEN_INFO ti;
@@ -755,7 +790,15 @@ int pki_p11_set_pin(const char *uri_text, const uint8_t *old_pin, size_t old_len
     rv_err(err, PKI_ERR_UNAVAILABLE, "C_SetPIN", rv);
     goto out;
   }
-  m->fn->C_Logout(s);
+  /* Still logged in (other keys of this process may use the token), now
+   * under the new PIN. */
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(new_pin, new_len, digest);
+  pthread_mutex_lock(&m->logins_lock);
+  for (size_t i = 0; i < m->num_logins; i++) {
+    if (m->logins[i].slot == slot) memcpy(m->logins[i].pin_sha256, digest, sizeof(digest));
+  }
+  pthread_mutex_unlock(&m->logins_lock);
   ok = 1;
 out:
   if (!ok) pki_err_prefix(err, "PKCS#11 token '%s': ", uri_text);

@@ -159,6 +159,7 @@ static int load_token_key(pki_issuer *out, const uint8_t *der, size_t der_len,
   if (!pki_cert_info_parse(&info, der, der_len, err)) return 0;
   CBS spki = info.spki;
   EVP_PKEY *pub = EVP_parse_public_key(&spki);
+  pki_cert_info_cleanup(&info);
   if (pub == NULL) {
     PKI_ERR(err, PKI_ERR_INVALID, "the CA certificate's public key does not parse");
     return 0;
