@@ -33,18 +33,16 @@ done
 
 die() { echo "audit_cost.sh: $*" >&2; exit 1; }
 
-if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ]; then
-  (cd "$top" && bazel build --config=opt //server:pkid //client:pkictl //bench:loadgen >&2)
-  BIN=$(cd "$top" && bazel info --config=opt bazel-bin 2>/dev/null)
-  PKID=${PKID:-$BIN/server/pkid}
-  PKICTL=${PKICTL:-$BIN/client/pkictl}
-  LOADGEN=${LOADGEN:-$BIN/bench/loadgen}
-fi
-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/audit-cost.XXXXXX")
 # shellcheck source=bench/pkid.sh
 . "$top/bench/pkid.sh"
 trap 'stop_pkid; rm -rf "$WORK"' EXIT
+if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ]; then
+  BIN=$(opt_bin //server:pkid //client:pkictl //bench:loadgen)
+  PKID=${PKID:-$BIN/server/pkid}
+  PKICTL=${PKICTL:-$BIN/client/pkictl}
+  LOADGEN=${LOADGEN:-$BIN/bench/loadgen}
+fi
 
 # journal_totals prints "records bytes" of the journal.
 journal_totals() {

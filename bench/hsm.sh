@@ -36,18 +36,16 @@ die() { echo "hsm.sh: $*" >&2; exit 1; }
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 [ -r "$MODULE" ] || die "SoftHSM2 is not installed ($MODULE); run deploy/setup.sh"
 
-if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ]; then
-  (cd "$top" && bazel build --config=opt //server:pkid //client:pkictl //bench:loadgen >&2)
-  BIN=$(cd "$top" && bazel info --config=opt bazel-bin 2>/dev/null)
-  PKID=${PKID:-$BIN/server/pkid}
-  PKICTL=${PKICTL:-$BIN/client/pkictl}
-  LOADGEN=${LOADGEN:-$BIN/bench/loadgen}
-fi
-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hsm-bench.XXXXXX")
 # shellcheck source=bench/pkid.sh
 . "$top/bench/pkid.sh"
 trap 'stop_pkid; rm -rf "$WORK"' EXIT
+if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ]; then
+  BIN=$(opt_bin //server:pkid //client:pkictl //bench:loadgen)
+  PKID=${PKID:-$BIN/server/pkid}
+  PKICTL=${PKICTL:-$BIN/client/pkictl}
+  LOADGEN=${LOADGEN:-$BIN/bench/loadgen}
+fi
 
 # make_tree SOURCE: the demo tree in $WORK/pki, its keys sealed or in tokens.
 make_tree() {

@@ -4,6 +4,15 @@
 
 PKID_PID=""
 
+# opt_bin TARGET...: builds the targets with --config=opt (progress on
+# stderr) and prints the bazel-bin folder that holds them.
+opt_bin() {
+  local repo
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  (cd "$repo" && bazel build --config=opt "$@" >&2) || die "build failed"
+  (cd "$repo" && bazel info --config=opt bazel-bin 2>/dev/null)
+}
+
 # start_pkid LOG ARGS...: pkid on 127.0.0.1, every port chosen by the
 # kernel, with ARGS added; sets PKID_PID, and PORT, OCSP_PORT and OCSP_PATH
 # from its "listening" lines (60 s at most).

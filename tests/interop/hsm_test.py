@@ -26,8 +26,8 @@ mechanism (CKM_ECDSA over SHA-256 and SHA-384, CKM_EDDSA) is used.
     refuses to start, naming it, and writes no journal; ceremonies refuse
     a wrong PIN and a missing module and write nothing;
   - token_away_mid_load: the token's store removed under load: the calls
-    that need it fail UNAVAILABLE, /readyz says 503, nothing is journaled
-    for them; the store put back, pkid recovers (new login) and issues.
+    that need it fail UNAVAILABLE, /readyz says 503, OCSP that would need a
+    signature says tryLater, nothing is journaled for them; the store put back, pkid recovers (new login) and issues.
 
 Usage: hsm_test.py PKICTL PKID PROTO CATALOG
 """
@@ -440,6 +440,13 @@ def test_token_away_mid_load():
         try:
             wait_for("/readyz 503", lambda: not ready(server), 30)
             wait_for("calls failing", lambda: results["unavailable"] >= 10, 30)
+            # OCSP about a serial not signed ahead: tryLater (RFC 6960 4.2.1).
+            issuer = os.path.join(PKI, "intermediate-ca/infrastructure-ca/certs/"
+                                       "infrastructure-ca.crt")
+            o = subprocess.run(["openssl", "ocsp", "-issuer", issuer, "-serial", "0x7777",
+                                "-url", "http://127.0.0.1:%d/" % server.ocsp, "-no_nonce"],
+                               capture_output=True, text=True, timeout=30)
+            assert "trylater" in (o.stdout + o.stderr).lower(), o.stdout + o.stderr
             ok_while_away = len(results["ok"])
             time.sleep(1)
             # Nothing succeeds while the token is away (a call that was
