@@ -385,6 +385,12 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
     PKI_ERR(err, PKI_ERR_INVALID, "the root key needs a passphrase or a split into shares");
     return 0;
   }
+  if (in_token(token) && split_n > 0 && token->initial_pin == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID,
+            "a split root's token PIN becomes the secret this ceremony makes: name the PIN "
+            "the token has now with --token-pin-file");
+    return 0;
+  }
   if (!log_check(dir, err)) return 0;
   char made[PKI_CEREMONY_SHARES_MAX] = "-";
 

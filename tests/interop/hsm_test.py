@@ -374,6 +374,9 @@ def test_start_errors():
                "pkcs11:token=pkid-online?module-path=/usr/lib/no-such-pkcs11.so", check=False)
     assert r.returncode != 0 and "not found" in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(out_dir, "root-ca"))
+    r = pkictl("ceremony", "root", "--out", out_dir, "--split", "3/5", "--pkcs11", ONLINE_URI,
+               check=False)
+    assert r.returncode != 0 and "--token-pin-file" in r.stderr, r.stderr
     # A URI that carries a PIN is refused: PINs come from files.
     r = pkictl("ceremony", "root", "--out", out_dir, "--root-passphrase-file",
                os.path.join(TMP, "root-pass"), "--pkcs11",
