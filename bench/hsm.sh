@@ -15,7 +15,9 @@
 # pki-agent), then IssueStream 8x64, and prints one JSON object per source
 # and mode: certificates/s and the server's CPU per certificate (SoftHSM2
 # runs inside pkid's process, so its signing is in that CPU). A last line
-# gives the ratios. Nothing is asserted.
+# gives the ratios, and the one before it (bench/pkcs11_speed, built here
+# unless --pkid and the others are given) one signature's cost in the token
+# beside the same key in memory, per CA key type. Nothing is asserted.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,7 +43,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/hsm-bench.XXXXXX")
 . "$top/bench/pkid.sh"
 trap 'stop_pkid; rm -rf "$WORK"' EXIT
 if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ]; then
-  BIN=$(opt_bin //server:pkid //client:pkictl //bench:loadgen)
+  BIN=$(opt_bin //server:pkid //client:pkictl //bench:loadgen //bench:pkcs11_speed)
   PKID=${PKID:-$BIN/server/pkid}
   PKICTL=${PKICTL:-$BIN/client/pkictl}
   LOADGEN=${LOADGEN:-$BIN/bench/loadgen}
@@ -90,6 +92,7 @@ measure() {
 
 measure sealed
 measure softhsm
+if [ -n "${BIN:-}" ]; then "$BIN/bench/pkcs11_speed" 2; fi
 /usr/bin/python3 - "$WORK" <<'EOF'
 import json, os, sys
 work = sys.argv[1]
