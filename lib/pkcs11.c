@@ -266,11 +266,12 @@ static int login(p11_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE s, const uint
     pthread_mutex_lock(&m->logins_lock);
     size_t i = 0;
     while (i < m->num_logins && m->logins[i].slot != slot) i++;
-    if (i < m->num_logins) {
+    if (rv == CKR_OK && (i < m->num_logins || m->num_logins < MAX_LOGINS)) {
+      /* The token took this PIN: it is the one to compare with. */
+      if (i == m->num_logins) m->logins[m->num_logins++].slot = slot;
+      memcpy(m->logins[i].pin_sha256, digest, sizeof(digest));
+    } else if (rv == CKR_USER_ALREADY_LOGGED_IN && i < m->num_logins) {
       same = CRYPTO_memcmp(m->logins[i].pin_sha256, digest, sizeof(digest)) == 0;
-    } else if (rv == CKR_OK && m->num_logins < MAX_LOGINS) {
-      m->logins[m->num_logins].slot = slot;
-      memcpy(m->logins[m->num_logins++].pin_sha256, digest, sizeof(digest));
     }
     pthread_mutex_unlock(&m->logins_lock);
     if (same) return 1;
@@ -515,9 +516,8 @@ static int attach(pki_p11_key *k, pki_err *err) {
   pki_key_type found = object_type(m, s, k->object);
   if (found != k->type) {
     m->fn->C_CloseSession(s);
-    PKI_ERR(err, PKI_ERR_UNSUPPORTED, "'%s' holds %s%s key, not the %s key the catalogue names",
-            k->uri_text, found == PKI_KEY_NONE ? "a" : "an ",
-            found == PKI_KEY_NONE ? "n unsupported" : pki_key_type_name(found, 0),
+    PKI_ERR(err, PKI_ERR_UNSUPPORTED, "'%s' holds an %s key, not the %s key the catalogue names",
+            k->uri_text, found == PKI_KEY_NONE ? "unsupported" : pki_key_type_name(found, 0),
             pki_key_type_name(k->type, 0));
     return 0;
   }
