@@ -42,6 +42,8 @@ packages=(
   # temporary SOFTHSM2_CONF); PyKCS11 and OpenSC's pkcs11-tool are PKCS#11
   # clients we did not write, which check what the token holds
   softhsm2 python3-pykcs11 opensc
+  # ACME: jansson parses its JSON (JWS, requests)
+  libjansson-dev
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )
