@@ -461,12 +461,18 @@ static int sign_locked(pki_p11_key *k, uint8_t **out, size_t *out_len, const uin
 
 int pki_p11_key_sign(pki_p11_key *k, uint8_t **out, size_t *out_len, const uint8_t *data,
                      size_t data_len, pki_err *err) {
-  if (!pki_p11_key_ready(k)) {
+  /* Never wait on a recovery (the write lock, held while the module is
+   * initialized again, which a network HSM may take seconds over): a key
+   * that is not ready, or a reset in progress, fails the call at once. The
+   * check is repeated under the lock: a recovery that ran just before has
+   * either found the object again or left the key not ready. */
+  int locked = pki_p11_key_ready(k) && pthread_rwlock_tryrdlock(&k->module->lock) == 0;
+  if (!locked || !pki_p11_key_ready(k)) {
+    if (locked) pthread_rwlock_unlock(&k->module->lock);
     PKI_ERR(err, PKI_ERR_UNAVAILABLE, "the PKCS#11 token of '%s' is unavailable; recovering",
             k->uri_text);
     return 0;
   }
-  pthread_rwlock_rdlock(&k->module->lock);
   int ok = sign_locked(k, out, out_len, data, data_len, err);
   pthread_rwlock_unlock(&k->module->lock);
   if (!ok) pki_err_prefix(err, "PKCS#11 key '%s': ", k->uri_text);
