@@ -9,6 +9,10 @@
 
 #include <http_parser.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "lib/addr_count.h"
 #include "lib/hostport.h"
 
@@ -50,6 +54,7 @@ struct pkid_http_server {
   /* The Date header, formatted once per second. */
   int64_t date_t;
   char date[30];
+  SSL_CTX *ssl_ctx; /* HTTPS when set (pkid_http_set_tls) */
 };
 
 /* Responses waiting to be written: bytes of their own, and at most one
@@ -104,6 +109,14 @@ typedef struct pkid_http_conn {
   char rbuf[READ_BUF];
   struct sockaddr_storage addr; /* the peer's, counted per address */
   struct pkid_http_conn *next, *prev;
+  /* HTTPS: TLS over memory BIOs. Ciphertext read lands in |wire_in| and
+   * goes into the SSL; plaintext comes out into rbuf for the parser.
+   * Responses go through SSL_write as they are flushed, and what the SSL
+   * has to send (records, handshake, alerts) is written from |wire_out|. */
+  SSL *ssl;
+  int tls_notified; /* close_notify sent */
+  uint8_t *wire_in; /* READ_BUF */
+  out_buf wire_out; /* the ciphertext of the write in flight */
   char url[]; /* max_url_bytes + 1 */
 } pkid_http_conn;
 
@@ -226,8 +239,14 @@ static void on_written(uv_write_t *req, int status);
 
 /* flush submits the responses appended since the last write, and shuts the
  * write side down once a closing connection has nothing more to send. */
+static void tls_flush(pkid_http_conn *c);
+
 static void flush(pkid_http_conn *c) {
   if (c->closing) return;
+  if (c->ssl != NULL) {
+    tls_flush(c);
+    return;
+  }
   if (!c->writing && c->out[c->cur].len > 0) {
     out_buf *b = &c->out[c->cur];
     uv_buf_t bufs[2] = {uv_buf_init(b->data, (unsigned)b->len),
@@ -253,6 +272,7 @@ static void on_written(uv_write_t *req, int status) {
   c->writing = 0;
   c->out[1 - c->cur].len = 0;
   release_tail(&c->out[1 - c->cur]);
+  c->wire_out.len = 0;
   if (c->closing) return;
   if (status < 0) {
     conn_close(c);
@@ -263,6 +283,122 @@ static void on_written(uv_write_t *req, int status) {
   if (!c->closing && !c->close_after && !c->reading && pending_out(c) < PKID_HTTP_MAX_PENDING_OUT) {
     process(c);
   }
+}
+
+/* --- HTTPS ------------------------------------------------------------------------- */
+
+/* tls_send writes what the SSL has to send, unless a write is in flight
+ * (on_written comes back here through flush). */
+static void tls_send(pkid_http_conn *c) {
+  BIO *wbio = SSL_get_wbio(c->ssl);
+  size_t pending = BIO_pending(wbio);
+  if (c->writing || pending == 0) return;
+  if (!out_reserve(&c->wire_out, pending)) {
+    conn_close(c);
+    return;
+  }
+  int n = BIO_read(wbio, c->wire_out.data, (int)pending);
+  if (n <= 0) {
+    conn_close(c);
+    return;
+  }
+  c->wire_out.len = (size_t)n;
+  uv_buf_t buf = uv_buf_init(c->wire_out.data, (unsigned)n);
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
+    conn_close(c);
+    return;
+  }
+  c->writing = 1;
+  c->queued_at_timer = SIZE_MAX;
+}
+
+/* tls_write hands plaintext to the SSL; with memory BIOs it takes it all. */
+static int tls_write(pkid_http_conn *c, const void *data, size_t len) {
+  while (len > 0) {
+    int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
+    int n = SSL_write(c->ssl, data, chunk);
+    if (n <= 0) return 0;
+    data = (const char *)data + n;
+    len -= (size_t)n;
+  }
+  return 1;
+}
+
+/* tls_flush is flush for HTTPS: the responses waiting are encrypted at
+ * once (their buffers are free again, a borrowed body given back), then
+ * written when no write is in flight. A closing connection sends its
+ * close_notify (RFC 8446 6.1) after the last response, and shuts the
+ * write side down once everything is written. */
+static void tls_flush(pkid_http_conn *c) {
+  out_buf *b = &c->out[c->cur];
+  if (!c->writing && b->len > 0) {
+    int ok = tls_write(c, b->data, b->len) && (b->tail == NULL || tls_write(c, b->tail, b->tail_len));
+    b->len = 0;
+    release_tail(b);
+    if (!ok) {
+      conn_close(c);
+      return;
+    }
+  }
+  if (c->close_after && b->len == 0 && !c->tls_notified && SSL_is_init_finished(c->ssl)) {
+    c->tls_notified = 1;
+    SSL_shutdown(c->ssl);
+  }
+  tls_send(c);
+  if (c->closing || c->writing) return;
+  if (c->close_after && !c->shut_down && c->sreq.data == NULL && b->len == 0) {
+    c->sreq.data = c;
+    uv_timer_stop(&c->timer);
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
+  }
+}
+
+/* tls_fill moves plaintext out of the SSL into rbuf, as much as fits; the
+ * handshake advances on the way. 0: the connection failed (closed) or the
+ * client ended TLS with close_notify (read as EOF). */
+static int tls_fill(pkid_http_conn *c) {
+  if (c->rpos > 0) {
+    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+    c->rlen -= c->rpos;
+    c->rpos = 0;
+  }
+  while (c->rlen < READ_BUF) {
+    int n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(READ_BUF - c->rlen));
+    if (n > 0) {
+      c->rlen += (size_t)n;
+      continue;
+    }
+    int e = SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+    if (e == SSL_ERROR_ZERO_RETURN && pending_out(c) > 0 && !c->shut_down) {
+      /* The client is done sending: answer what it asked, then close. */
+      c->close_after = 1;
+      flush(c);
+      return 0;
+    }
+    /* A failed handshake (plain HTTP sent to the HTTPS port, an unknown
+     * version) or a record that does not decrypt: the SSL queued an alert
+     * for the client, if it could; send it, then close. */
+    tls_send(c);
+    conn_close(c);
+    return 0;
+  }
+  return 1;
+}
+
+/* tls_more reports whether the SSL may hold plaintext that did not fit. */
+static int tls_more(const pkid_http_conn *c) {
+  return c->ssl != NULL && c->rlen < READ_BUF &&
+         (SSL_pending(c->ssl) > 0 || BIO_pending(SSL_get_rbio(c->ssl)) > 0);
+}
+
+int pkid_http_set_tls(pkid_http_server *srv, SSL_CTX *ctx) {
+  if (srv->listening || ctx == NULL) return 0;
+  SSL_CTX_up_ref(ctx);
+  SSL_CTX_free(srv->ssl_ctx);
+  srv->ssl_ctx = ctx;
+  return 1;
 }
 
 /* append_response writes one response into the current output buffer;
@@ -567,6 +703,8 @@ static void dispatch(pkid_http_conn *c) {
  * time, then writes the answers out. It stops early when the output backs
  * up, and starts reading again otherwise. */
 static void process(pkid_http_conn *c) {
+  if (c->ssl != NULL && !c->shut_down && !tls_fill(c)) return;
+again:
   while (!c->closing && !c->close_after && c->rpos < c->rlen &&
          pending_out(c) < PKID_HTTP_MAX_PENDING_OUT && c->out[c->cur].tail == NULL) {
     size_t n = http_parser_execute(&c->parser, &kSettings, c->rbuf + c->rpos, c->rlen - c->rpos);
@@ -589,6 +727,14 @@ static void process(pkid_http_conn *c) {
   }
   if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
   if (c->closing) return;
+  /* HTTPS: plaintext the SSL still holds is parsed now; no read will come
+   * for it. */
+  if (tls_more(c) && !c->close_after && pending_out(c) < PKID_HTTP_MAX_PENDING_OUT &&
+      c->out[c->cur].tail == NULL) {
+    size_t had = c->rlen;
+    if (!tls_fill(c)) return;
+    if (c->rlen > had) goto again; /* (a partial record gives nothing yet) */
+  }
   if (!c->in_request && !c->close_after) {
     uv_timer_start(&c->timer, on_timer, c->srv->limits.idle_timeout_ms, 0);
   }
@@ -612,6 +758,11 @@ static void process(pkid_http_conn *c) {
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   pkid_http_conn *c = handle->data;
   (void)suggested;
+  if (c->ssl != NULL) {
+    buf->base = (char *)c->wire_in;
+    buf->len = READ_BUF;
+    return;
+  }
   if (c->shut_down) {
     /* Draining: unparsed input is dropped, so the whole buffer is free. */
     c->rpos = c->rlen = 0;
@@ -643,6 +794,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0) return;
   if (c->shut_down || c->close_after) return; /* dropped */
+  if (c->ssl != NULL) {
+    if (BIO_write(SSL_get_rbio(c->ssl), c->wire_in, (int)nread) != (int)nread) {
+      conn_close(c);
+      return;
+    }
+    process(c); /* pulls the plaintext out (tls_fill) */
+    if (!c->closing) tls_send(c); /* the handshake's answers */
+    return;
+  }
   c->rlen += (size_t)nread;
   process(c);
 }
@@ -694,6 +854,7 @@ static void server_check_stopped(pkid_http_server *srv) {
   void (*done)(void *) = srv->done;
   void *arg = srv->done_arg;
   pki_addr_count_free(srv->per_address);
+  SSL_CTX_free(srv->ssl_ctx);
   free(srv);
   if (done != NULL) done(arg);
 }
@@ -707,6 +868,9 @@ static void on_closed(uv_handle_t *handle) {
   free(c->out[0].data);
   free(c->out[1].data);
   free(c->body);
+  SSL_free(c->ssl);
+  free(c->wire_in);
+  free(c->wire_out.data);
   free(c);
   srv->conns_alive--;
   server_check_stopped(srv);
@@ -756,6 +920,21 @@ static int admit(pkid_http_server *srv, const struct sockaddr *addr) {
   return 1;
 }
 
+/* tls_accept gives |c| its SSL, as the server side, over memory BIOs. */
+static int tls_accept(pkid_http_conn *c) {
+  BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+  c->ssl = SSL_new(c->srv->ssl_ctx);
+  c->wire_in = malloc(READ_BUF);
+  if (c->ssl == NULL || rbio == NULL || wbio == NULL || c->wire_in == NULL) {
+    BIO_free(rbio);
+    BIO_free(wbio);
+    return 0;
+  }
+  SSL_set_bio(c->ssl, rbio, wbio);
+  SSL_set_accept_state(c->ssl);
+  return 1;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   pkid_http_server *srv = listener->data;
   if (status < 0) return;
@@ -772,6 +951,13 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (srv->ssl_ctx != NULL && !tls_accept(c)) {
+    pki_addr_count_remove(srv->per_address, (const struct sockaddr *)&c->addr);
+    SSL_free(c->ssl);
+    free(c->wire_in);
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
   uv_timer_init(srv->loop, &c->timer);
   c->timer.data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);

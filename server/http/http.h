@@ -34,6 +34,12 @@
  * part of the match). The longest matching path wins; if it has no route
  * for the method, the answer is 405 with an Allow header; no path: 404.
  *
+ * HTTPS (pkid_http_set_tls): the same model over TLS on memory BIOs, for
+ * the ACME listener. Ciphertext read goes into the SSL and the plaintext
+ * that comes out into the read buffer; responses are encrypted as they
+ * are flushed (a borrowed body is given back at once) and written as one
+ * buffer per write.
+ *
  * The http package is a front end of its own beside the gRPC one (it
  * shares no code with transport/ and rpc/) and sits on the store and ca
  * layers. Errors: set-up returns 1/0 (or NULL) with a pki_err; a request's
@@ -45,6 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "lib/err.h"
@@ -97,6 +104,14 @@ pkid_http_server *pkid_http_new(uv_loop_t *loop, const pkid_http_limits *limits)
  * |method| must outlive the server (string literals). */
 int pkid_http_route(pkid_http_server *srv, const char *method, const char *path,
                     pkid_http_handler handler, void *ctx);
+
+/* pkid_http_set_tls makes the server speak HTTPS with |ctx| (a reference
+ * is taken), before it listens: TLS on memory BIOs under the same model,
+ * limits and timeouts (a handshake counts as idle time). A connection
+ * that closes after a response sends close_notify first; one whose
+ * handshake fails (plain HTTP to this port, say) gets the SSL's alert and
+ * is closed. Returns 0 after listen. */
+int pkid_http_set_tls(pkid_http_server *srv, SSL_CTX *ctx);
 
 /* pkid_http_listen binds "HOST:PORT" ("[::1]:PORT" for IPv6; port 0 lets
  * the kernel choose) and starts accepting. On failure, pkid_http_stop

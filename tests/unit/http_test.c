@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "server/http/http.h"
+#include "tests/unit/http_fixture.h"
 #include "tests/unit/test.h"
 
 /* --- the server side ----------------------------------------------------- */
@@ -61,62 +62,18 @@ static void on_shared(void *ctx, pkid_http_req *req) {
                            g_shared);
 }
 
-typedef struct fixture {
-  uv_loop_t loop;
-  uv_async_t finished;
-  pkid_http_server *srv;
-  int port;
-  int stopped;
-  void (*client)(struct fixture *f);
-  pthread_t thread;
-} fixture;
-
-static void on_stopped(void *arg) {
-  fixture *f = arg;
-  f->stopped = 1;
-}
-
-/* on_finished runs on the loop when the client thread is done. */
-static void on_finished(uv_async_t *a) {
-  fixture *f = a->data;
-  pkid_http_stop(f->srv, 100, on_stopped, f);
-  uv_close((uv_handle_t *)a, NULL);
-}
-
-static void *client_main(void *arg) {
-  fixture *f = arg;
-  f->client(f);
-  uv_async_send(&f->finished);
-  return NULL;
-}
-
 /* run_server serves on a loop in this thread while |client| runs in
  * another; it returns once the client is done and the server has stopped. */
 static void run_server(const pkid_http_limits *limits, void (*client)(fixture *f)) {
   fixture f;
-  memset(&f, 0, sizeof(f));
-  f.client = client;
-  REQUIRE(uv_loop_init(&f.loop) == 0);
-  f.srv = pkid_http_new(&f.loop, limits);
-  REQUIRE(f.srv != NULL);
+  REQUIRE(http_fixture_init(&f, limits, client));
   pkid_http_route(f.srv, "GET", "/echo/", on_echo, NULL);
   pkid_http_route(f.srv, "GET", "/exact", on_echo, NULL);
   pkid_http_route(f.srv, "POST", "/body", on_body, NULL);
   pkid_http_route(f.srv, "PUT", "/body", on_body, NULL);
   pkid_http_route(f.srv, "GET", "/silent", on_silent, NULL);
   pkid_http_route(f.srv, "GET", "/shared", on_shared, NULL);
-  pki_err err;
-  REQUIRE(pkid_http_listen(f.srv, "127.0.0.1:0", &err));
-  char where[80];
-  f.port = pkid_http_address(f.srv, where, sizeof(where));
-  REQUIRE(f.port > 0);
-  uv_async_init(&f.loop, &f.finished, on_finished);
-  f.finished.data = &f;
-  REQUIRE(pthread_create(&f.thread, NULL, client_main, &f) == 0);
-  uv_run(&f.loop, UV_RUN_DEFAULT);
-  pthread_join(f.thread, NULL);
-  CHECK(f.stopped);
-  CHECK(uv_loop_close(&f.loop) == 0);
+  http_fixture_serve(&f);
 }
 
 /* --- the client side ------------------------------------------------------ */
