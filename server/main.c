@@ -654,6 +654,15 @@ static int own_paths(const options *o, const pki_catalog *cat, pki_err *err) {
 
 /* report_expiry sets the seed's cert_expiry_timestamp{cert_name=...} for
  * the CAs and pkid's own certificate, which its alert rules watch. */
+/* report_keys sets pkid_ca_key_ready for every CA: 1 for a key in
+ * memory; a token's own readiness. */
+static void report_keys(void) {
+  for (size_t i = 0; i < g.cas.num_cas; i++) {
+    const pki_p11_key *token = g.cas.cas[i].issuer.token;
+    pkid_metrics_ca_key_ready(g.cas.cas[i].def->name, token == NULL || pki_p11_key_ready(token));
+  }
+}
+
 static void report_expiry(void) {
   for (size_t i = 0; i < g.cas.num_cas; i++) {
     pkid_metrics_cert_expiry(g.cas.cas[i].def->name, g.cas.cas[i].issuer.not_after);
@@ -808,6 +817,7 @@ static void token_recover_done(uv_work_t *w, int status) {
   (void)w;
   (void)status;
   g.token_busy = 0;
+  report_keys();
   if (!g.token_recovered) {
     if (!g.token_err_logged) {
       pki_log("warn", "token_recovery_failed", "reason", g.token_err.msg, "action",
@@ -827,6 +837,7 @@ static void token_recover_done(uv_work_t *w, int status) {
 static void on_token_check(uv_timer_t *t) {
   (void)t;
   if (g.token_busy || g.draining) return;
+  report_keys();
   if (pkid_cas_tokens_ready(&g.cas)) return;
   if (g.tokens_ok) {
     pki_log("error", "token_unavailable", "action", "not ready; recovering", NULL);
@@ -1090,6 +1101,7 @@ static int run(const options *o) {
     goto fail;
   }
   report_expiry();
+  report_keys();
   if (!start_checkpoints(o, &err)) goto fail;
   if (o->siem.collector != NULL && !start_siem(o, &err)) goto fail;
   if (o->postgres != NULL && !start_fleet(o, &err)) goto fail;

@@ -533,13 +533,18 @@ int pkid_metrics_init(void) {
     m.crl_next_update = pkid_family_new(
         r, PKID_GAUGE, "pkid_crl_next_update_timestamp_seconds",
         "nextUpdate of the CRL served, in seconds since the epoch.", kCaKind, 2, NULL, 0, 0);
+    m.ca_key_ready = pkid_family_new(
+        r, PKID_GAUGE, "pkid_ca_key_ready",
+        "1 while the CA's key can sign; a key in a PKCS#11 token is 0 from a failure of the "
+        "token until pkid has recovered it.",
+        kCa, 1, NULL, 0, 0);
     m.audit_streams = pkid_counter_new(
         r, "pkid_audit_streams_total",
         "StreamAudit streams begun (authorized, with a valid filter).");
     m.audit_streams_open = pkid_gauge_new(r, "pkid_audit_streams", "StreamAudit streams open.");
     m.audit_events = pkid_counter_new(r, "pkid_audit_events_sent_total",
                                       "Audit events sent on StreamAudit streams.");
-    ok = ok && m.audit_streams && m.audit_streams_open && m.audit_events;
+    ok = ok && m.audit_streams && m.audit_streams_open && m.audit_events && m.ca_key_ready;
     ok = ok && m.crl_build_seconds && m.crl_builds && m.crl_bytes && m.crl_entries &&
          m.crl_number && m.crl_this_update && m.crl_next_update;
     ok = ok && m.grpc_requests && m.grpc_request_duration && m.issued && m.revoked &&
@@ -567,6 +572,11 @@ void pkid_metrics_crl(const char *ca, int delta, size_t bytes, size_t entries, u
   pkid_gauge_set(pkid_metric_child(pkid_m.crl_this_update, v), (double)this_update);
   pkid_gauge_set(pkid_metric_child(pkid_m.crl_next_update, v), (double)next_update);
   if (!delta) pkid_gauge_set(pkid_metric_child(pkid_m.crl_number, v), (double)number);
+}
+
+void pkid_metrics_ca_key_ready(const char *ca, int ready) {
+  const char *v[] = {ca};
+  pkid_gauge_set(pkid_metric_child(pkid_m.ca_key_ready, v), ready ? 1.0 : 0.0);
 }
 
 void pkid_metrics_cert_expiry(const char *name, int64_t not_after) {

@@ -134,6 +134,9 @@ typedef struct pkid_metrics {
   pkid_family *crl_number;         /* pkid_crl_number{ca} */
   pkid_family *crl_this_update;    /* pkid_crl_this_update_timestamp_seconds{ca,kind} */
   pkid_family *crl_next_update;    /* pkid_crl_next_update_timestamp_seconds{ca,kind} */
+  /* CA keys: 1 while the CA's key can sign; a key in a PKCS#11 token
+   * (lib/pkcs11.h) is 0 from a failure until pkid has recovered it. */
+  pkid_family *ca_key_ready;       /* pkid_ca_key_ready{ca} */
   /* StreamAudit (server/api/audit_stream.h): */
   pkid_metric *audit_streams;      /* pkid_audit_streams_total */
   pkid_metric *audit_streams_open; /* pkid_audit_streams */
@@ -151,6 +154,9 @@ int pkid_metrics_init(void);
  * to |not_after| (seconds since the epoch): the server's certificate and
  * each CA's, set at start and at reload. */
 void pkid_metrics_cert_expiry(const char *name, int64_t not_after);
+
+/* pkid_metrics_ca_key_ready sets pkid_ca_key_ready{ca=|ca|}. */
+void pkid_metrics_ca_key_ready(const char *ca, int ready);
 
 /* pkid_metrics_limited counts one request refused by a limit, in
  * pkid_requests_limited_total{reason=|reason|} (reasons are pkid's own

@@ -26,7 +26,8 @@ mechanism (CKM_ECDSA over SHA-256 and SHA-384, CKM_EDDSA) is used.
     refuses to start, naming it, and writes no journal; ceremonies refuse
     a wrong PIN and a missing module and write nothing;
   - token_away_mid_load: the token's store removed under load: the calls
-    that need it fail UNAVAILABLE, /readyz says 503, OCSP that would need a
+    that need it fail UNAVAILABLE, /readyz says 503 and pkid_ca_key_ready
+    0, OCSP that would need a
     signature says tryLater, nothing is journaled for them; the store put back, pkid recovers (new login) and issues.
 
 Usage: hsm_test.py PKICTL PKID PROTO CATALOG
@@ -395,6 +396,16 @@ def ready(server):
         return False
 
 
+def key_ready(server, ca):
+    """pkid_ca_key_ready{ca=...} from pkid's /metrics."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % server.admin, timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith('pkid_ca_key_ready{ca="%s"}' % ca):
+            return float(line.split()[-1])
+    raise AssertionError("no pkid_ca_key_ready for %s" % ca)
+
+
 def issue_records(journal):
     out = subprocess.run([PKICTL, "audit", journal, "--kind", "issue"], capture_output=True,
                          text=True, timeout=60, env=ENV)
@@ -442,6 +453,8 @@ def test_token_away_mid_load():
         os.rename(TOKENS, away)
         try:
             wait_for("/readyz 503", lambda: not ready(server), 30)
+            wait_for("pkid_ca_key_ready 0", lambda: key_ready(server, "infrastructure-ca") == 0,
+                     30)
             wait_for("calls failing", lambda: results["unavailable"] >= 10, 30)
             # OCSP about a serial not signed ahead: tryLater (RFC 6960 4.2.1).
             issuer = os.path.join(PKI, "intermediate-ca/infrastructure-ca/certs/"
@@ -458,6 +471,7 @@ def test_token_away_mid_load():
         finally:
             os.rename(away, TOKENS)
         wait_for("/readyz 200 again", lambda: ready(server), 30)
+        assert key_ready(server, "infrastructure-ca") == 1
         n = len(results["ok"])
         wait_for("issuance again", lambda: len(results["ok"]) >= n + 20, 60)
     finally:
