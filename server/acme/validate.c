@@ -1,0 +1,169 @@
+#include "server/acme/validate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/obj.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "lib/hostport.h"
+
+static const uint8_t kAlpn[] = {10, 'a', 'c', 'm', 'e', '-', 't', 'l', 's', '/', '1'};
+
+/* connect_within connects to |address| in |timeout_ms|, then leaves the
+ * socket blocking with that timeout on each read and write. */
+static int connect_within(const char *address, unsigned timeout_ms, pki_err *err) {
+  struct sockaddr_storage sa;
+  if (!pki_hostport_parse(&sa, address, err)) return -1;
+  int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "socket: %s", strerror(errno));
+    return -1;
+  }
+  socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                           : sizeof(struct sockaddr_in);
+  int rc = connect(fd, (struct sockaddr *)&sa, len);
+  if (rc != 0 && errno == EINPROGRESS) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int soerr = 0;
+    socklen_t soerr_len = sizeof(soerr);
+    rc = poll(&p, 1, (int)timeout_ms);
+    if (rc == 0) {
+      errno = ETIMEDOUT;
+      rc = -1;
+    } else if (rc > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) == 0) {
+      errno = soerr;
+      rc = soerr == 0 ? 0 : -1;
+    } else {
+      rc = -1;
+    }
+  }
+  if (rc != 0) {
+    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "connect %s: %s", address, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+/* check_san: exactly one subjectAltName entry, the dNSName |name|. */
+static int check_san(X509 *cert, const char *name, pki_err *err) {
+  GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+  int ok = 0;
+  if (sans != NULL && sk_GENERAL_NAME_num(sans) == 1) {
+    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, 0);
+    if (gn->type == GEN_DNS) {
+      const ASN1_IA5STRING *dns = gn->d.dNSName;
+      ok = (size_t)ASN1_STRING_length(dns) == strlen(name) &&
+           strncasecmp((const char *)ASN1_STRING_get0_data(dns), name, strlen(name)) == 0;
+    }
+  }
+  GENERAL_NAMES_free(sans);
+  if (!ok) {
+    PKI_ERR(err, PKI_ERR_AUTH,
+            "the certificate's subjectAltName is not exactly the dNSName %s (RFC 8737 3)", name);
+  }
+  return ok;
+}
+
+/* check_identifier: a critical acmeIdentifier holding SHA-256(|ka|). */
+static int check_identifier(X509 *cert, const char *ka, pki_err *err) {
+  /* id-pe-acmeIdentifier (RFC 8737 6.1). */
+  ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+  int at = oid != NULL ? X509_get_ext_by_OBJ(cert, oid, -1) : -1;
+  int again = at >= 0 ? X509_get_ext_by_OBJ(cert, oid, at) : -1;
+  ASN1_OBJECT_free(oid);
+  X509_EXTENSION *ext = at >= 0 ? X509_get_ext(cert, at) : NULL;
+  if (ext == NULL || again >= 0 || !X509_EXTENSION_get_critical(ext)) {
+    PKI_ERR(err, PKI_ERR_AUTH,
+            "the certificate has no critical acmeIdentifier extension, or more than one "
+            "(RFC 8737 3)");
+    return 0;
+  }
+  const ASN1_OCTET_STRING *value = X509_EXTENSION_get_data(ext);
+  CBS cbs, digest;
+  CBS_init(&cbs, ASN1_STRING_get0_data(value), (size_t)ASN1_STRING_length(value));
+  uint8_t want[SHA256_DIGEST_LENGTH];
+  SHA256((const uint8_t *)ka, strlen(ka), want);
+  if (!CBS_get_asn1(&cbs, &digest, CBS_ASN1_OCTETSTRING) || CBS_len(&cbs) != 0 ||
+      CBS_len(&digest) != sizeof(want) || memcmp(CBS_data(&digest), want, sizeof(want)) != 0) {
+    PKI_ERR(err, PKI_ERR_AUTH,
+            "the acmeIdentifier is not the SHA-256 of the key authorization (RFC 8737 3)");
+    return 0;
+  }
+  return 1;
+}
+
+int pkid_acme_tls_alpn01(const char *name, const char *address, const char *key_authorization,
+                         unsigned timeout_ms, pki_err *err) {
+  int fd = connect_within(address, timeout_ms, err);
+  if (fd < 0) return 0;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  SSL *ssl = ctx != NULL ? SSL_new(ctx) : NULL;
+  X509 *cert = NULL;
+  int ok = 0;
+  if (ssl == NULL) {
+    PKI_ERR_OOM(err);
+    goto out;
+  }
+  /* Only acme-tls/1, so that no other service on the port answers as if
+   * for a browser (RFC 8737 3); the certificate is checked below, not by
+   * a chain. */
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  if (SSL_set_alpn_protos(ssl, kAlpn, sizeof(kAlpn)) != 0 ||
+      !SSL_set_tlsext_host_name(ssl, name) || !SSL_set_fd(ssl, fd)) {
+    PKI_ERR_OOM(err);
+    goto out;
+  }
+  int rc = SSL_connect(ssl);
+  int saved_errno = errno;
+  if (rc != 1) {
+    int e = SSL_get_error(ssl, rc);
+    /* The socket's timeout: a read or write that waited timeout_ms. */
+    if ((e == SSL_ERROR_SYSCALL || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
+        (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
+      PKI_ERR(err, PKI_ERR_UNAVAILABLE, "%s: no TLS handshake within %u ms", address, timeout_ms);
+    } else {
+      char why[160];
+      ERR_error_string_n(ERR_peek_error(), why, sizeof(why));
+      PKI_ERR(err, PKI_ERR_INVALID, "%s: the TLS handshake failed: %s", address, why);
+    }
+    goto out;
+  }
+  const uint8_t *proto;
+  unsigned proto_len;
+  SSL_get0_alpn_selected(ssl, &proto, &proto_len);
+  if (proto_len != sizeof(kAlpn) - 1 || memcmp(proto, kAlpn + 1, proto_len) != 0) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s did not negotiate the ALPN protocol acme-tls/1", address);
+    goto out;
+  }
+  cert = SSL_get_peer_certificate(ssl);
+  if (cert == NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "%s sent no certificate", address);
+    goto out;
+  }
+  ok = check_san(cert, name, err) && check_identifier(cert, key_authorization, err);
+out:
+  X509_free(cert);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  close(fd);
+  return ok;
+}
