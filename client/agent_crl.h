@@ -40,7 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/http_get.h"
+#include "lib/http_get.h"
 #include "lib/catalog.h"
 #include "lib/crl.h"
 #include "lib/err.h"

@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "client/http_get.h"
+#include "lib/http_get.h"
 #include "lib/catalog.h"
 #include "lib/crl.h"
 #include "lib/err.h"

@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "client/sock.h"
+#include "lib/sock.h"
 
 /* connect_socket opens |socket|: a unix path, or HOST:PORT ("[v6]:PORT").
  * haproxy's own address prefixes ("unix@", "ipv4@", "ipv6@") are taken

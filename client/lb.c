@@ -31,8 +31,8 @@
 
 #include "client/cli.h"
 #include "client/haproxy.h"
-#include "client/http_get.h"
-#include "client/sock.h"
+#include "lib/http_get.h"
+#include "lib/sock.h"
 #include "lib/cert_info.h"
 #include "lib/file.h"
 #include "lib/log.h"

@@ -12,7 +12,7 @@
 #include <openssl/mem.h>
 #include <openssl/sha.h>
 
-#include "client/http_get.h"
+#include "lib/http_get.h"
 
 /* crypto_fail: a BoringSSL call refused what it was given (lib/err.h
  * tells that from running out of memory). */

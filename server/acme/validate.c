@@ -19,6 +19,7 @@
 #include <openssl/x509v3.h>
 
 #include "lib/hostport.h"
+#include "lib/http_get.h"
 
 static const uint8_t kAlpn[] = {10, 'a', 'c', 'm', 'e', '-', 't', 'l', 's', '/', '1'};
 
@@ -60,6 +61,71 @@ static int connect_within(const char *address, unsigned timeout_ms, pki_err *err
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   return fd;
+}
+
+/* split_address cuts "HOST:PORT" ("[V6]:PORT") into its host and port. */
+static int split_address(char *host, size_t host_size, char *port, size_t port_size,
+                         const char *address, pki_err *err) {
+  const char *colon = strrchr(address, ':');
+  const char *h = address;
+  size_t hlen = colon != NULL ? (size_t)(colon - address) : 0;
+  if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+    h++;
+    hlen -= 2;
+  }
+  if (colon == NULL || hlen == 0 || hlen >= host_size || strlen(colon + 1) == 0 ||
+      strlen(colon + 1) >= port_size) {
+    PKI_ERR(err, PKI_ERR_INVALID, "'%s' is not HOST:PORT", address);
+    return 0;
+  }
+  memcpy(host, h, hlen);
+  host[hlen] = '\0';
+  snprintf(port, port_size, "%s", colon + 1);
+  return 1;
+}
+
+int pkid_acme_http01(const char *name, const char *address, const char *token,
+                     const char *key_authorization, unsigned timeout_ms, pki_err *err) {
+  /* A token is base64url (RFC 8555 8.1): nothing else goes into the path. */
+  if (token[0] == '\0' ||
+      strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
+          strlen(token)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "the challenge token is not base64url");
+    return 0;
+  }
+  char url[1024], host[256], port[8];
+  int n = snprintf(url, sizeof(url), "http://%s/.well-known/acme-challenge/%s", name, token);
+  if (n < 0 || (size_t)n >= sizeof(url) ||
+      !split_address(host, sizeof(host), port, sizeof(port), address, err)) {
+    if (n < 0 || (size_t)n >= sizeof(url)) PKI_ERR(err, PKI_ERR_INVALID, "the URL is too long");
+    return 0;
+  }
+  http_get_request req = {.url = url,
+                          .max_body = 8192,
+                          .timeout_ms = timeout_ms,
+                          .connect_host = host,
+                          .connect_port = port,
+                          .user_agent = "pkid ACME validator"};
+  http_get_response resp;
+  int ok = http_get(&resp, &req, err);
+  if (!ok && err->code != PKI_ERR_UNAVAILABLE) {
+    /* Not the network: what came back is not an answer to the challenge. */
+    err->code = PKI_ERR_AUTH;
+  } else if (ok && resp.status != 200) {
+    PKI_ERR(err, PKI_ERR_AUTH, "%s answered HTTP %d, not 200", url, resp.status);
+    ok = 0;
+  } else if (ok) {
+    size_t len = resp.body_len;
+    while (len > 0 && strchr(" \t\r\n", resp.body[len - 1]) != NULL) len--;
+    ok = len == strlen(key_authorization) &&
+         (len == 0 || memcmp(resp.body, key_authorization, len) == 0);
+    if (!ok) {
+      PKI_ERR(err, PKI_ERR_AUTH, "%s answered something other than the key authorization",
+              url);
+    }
+  }
+  http_get_response_cleanup(&resp);
+  return ok;
 }
 
 /* check_san: exactly one subjectAltName entry, the dNSName |name|. */

@@ -1,5 +1,5 @@
 /* http_response_fuzz: arbitrary bytes as an HTTP/1.1 response to pkictl's
- * GET, through client/http_get.c's reader (http_parser underneath).
+ * GET, through lib/http_get.c's reader (http_parser underneath).
  *
  * Whoever answers at a CRL's URL controls these bytes. The reader must
  * accept or refuse, never read or write out of bounds, and keep its
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/http_get.h"
+#include "lib/http_get.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,8 +1,13 @@
-/* acme_validate_test: server/acme/validate's tls-alpn-01 (RFC 8737)
- * against a BoringSSL server on 127.0.0.1 in another thread, presenting
- * the certificate of each case: the right one; a wrong digest; the
- * extension not critical; two SANs; another name; no ALPN; and no server
- * at all, or one that never answers the handshake (timeouts). */
+/* acme_validate_test: server/acme/validate against servers on 127.0.0.1 in
+ * another thread.
+ *  - http-01 (RFC 8555 8.3): the request's path and Host; the key
+ *    authorization with a newline after it; another body; a 404; a body
+ *    over the limit; a server that never answers; a token that is not
+ *    base64url, refused before connecting.
+ *  - tls-alpn-01 (RFC 8737), a BoringSSL server presenting the certificate
+ *    of each case: the right one; a wrong digest; the extension not
+ *    critical; two SANs; another name; no ALPN; and no server at all, or
+ *    one that never answers the handshake (timeouts). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -142,6 +147,21 @@ static void finish(server *s) {
   close(s->listener);
 }
 
+/* expect checks a validator's outcome: success when |code| is 0, else
+ * that error, its message holding |words|. */
+static void expect(int ok, const pki_err *err, pki_err_code code, const char *words) {
+  if (code == 0) {
+    if (!ok) fprintf(stderr, "  %s\n", err->msg);
+    CHECK(ok);
+    return;
+  }
+  CHECK(!ok);
+  if (!ok && (err->code != code || strstr(err->msg, words) == NULL)) {
+    fprintf(stderr, "  got %d '%s', want %d '%s'\n", err->code, err->msg, code, words);
+    CHECK(0);
+  }
+}
+
 /* check runs the validator against |c| and expects |code| (0: success). */
 static void check(const server_case *c, pki_err_code code, const char *words) {
   server s;
@@ -151,16 +171,7 @@ static void check(const server_case *c, pki_err_code code, const char *words) {
   pki_err err;
   int ok = pkid_acme_tls_alpn01(NAME, address, KEY_AUTHORIZATION, 1000, &err);
   finish(&s);
-  if (code == 0) {
-    if (!ok) fprintf(stderr, "  %s: %s\n", c->sans, err.msg);
-    CHECK(ok);
-    return;
-  }
-  CHECK(!ok);
-  if (!ok && (err.code != code || strstr(err.msg, words) == NULL)) {
-    fprintf(stderr, "  got %d '%s', want %d '%s'\n", err.code, err.msg, code, words);
-    CHECK(0);
-  }
+  expect(ok, &err, code, words);
 }
 
 TEST(the_right_certificate) {
@@ -203,7 +214,81 @@ TEST(no_server_or_a_silent_one) {
         "no TLS handshake within 1000 ms");
 }
 
+/* --- http-01 ------------------------------------------------------------ */
+
+typedef struct http_server {
+  int listener, port;
+  const char *response; /* NULL: never answer */
+  char request[2048];
+  pthread_t thread;
+} http_server;
+
+static void *http_serve_one(void *arg) {
+  http_server *s = arg;
+  int fd = accept(s->listener, NULL, NULL);
+  if (fd < 0) return NULL;
+  size_t got = 0;
+  while (got < sizeof(s->request) - 1 && strstr(s->request, "\r\n\r\n") == NULL) {
+    ssize_t n = recv(fd, s->request + got, sizeof(s->request) - 1 - got, 0);
+    if (n <= 0) break;
+    got += (size_t)n;
+    s->request[got] = '\0';
+  }
+  if (s->response != NULL) {
+    send(fd, s->response, strlen(s->response), MSG_NOSIGNAL);
+  } else {
+    char buf[64];
+    while (recv(fd, buf, sizeof(buf), 0) > 0) {
+    }
+  }
+  close(fd);
+  return NULL;
+}
+
+/* http_check answers the validator with |response| and expects |code|. */
+static void http_check(const char *response, pki_err_code code, const char *words) {
+  http_server s;
+  memset(&s, 0, sizeof(s));
+  s.response = response;
+  s.listener = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  REQUIRE(bind(s.listener, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+          listen(s.listener, 4) == 0 &&
+          getsockname(s.listener, (struct sockaddr *)&addr, &len) == 0);
+  REQUIRE(pthread_create(&s.thread, NULL, http_serve_one, &s) == 0);
+  char address[64];
+  snprintf(address, sizeof(address), "127.0.0.1:%d", ntohs(addr.sin_port));
+  pki_err err;
+  int ok = pkid_acme_http01(NAME, address, "tok_en-123", KEY_AUTHORIZATION, 1000, &err);
+  pthread_join(s.thread, NULL);
+  close(s.listener);
+  /* RFC 8555 8.3: the path, and the name in Host (not the address). */
+  CHECK(strncmp(s.request, "GET /.well-known/acme-challenge/tok_en-123 HTTP/1.1\r\n", 53) == 0);
+  CHECK(strstr(s.request, "\r\nHost: " NAME "\r\n") != NULL);
+  expect(ok, &err, code, words);
+}
+
+TEST(http01) {
+  http_check("HTTP/1.1 200 OK\r\nContent-Length: 25\r\n\r\n" KEY_AUTHORIZATION "\n", 0, "");
+  http_check("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsomeone", PKI_ERR_AUTH,
+             "something other than the key authorization");
+  http_check("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", PKI_ERR_AUTH, "HTTP 404");
+  static char big[9200];
+  int n = snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nContent-Length: 9000\r\n\r\n");
+  memset(big + n, 'x', 9000);
+  big[n + 9000] = '\0';
+  http_check(big, PKI_ERR_AUTH, "");
+  http_check("not HTTP at all\r\n\r\n", PKI_ERR_AUTH, "");
+  http_check(NULL, PKI_ERR_UNAVAILABLE, "");
+  pki_err err;
+  CHECK(!pkid_acme_http01(NAME, "127.0.0.1:1", "../../etc", KEY_AUTHORIZATION, 1000, &err) &&
+        err.code == PKI_ERR_INVALID && strstr(err.msg, "base64url") != NULL);
+}
+
 int main(void) {
+  RUN(http01);
   RUN(the_right_certificate);
   RUN(wrong_certificates);
   RUN(no_acme_tls_1);

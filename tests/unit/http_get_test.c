@@ -1,4 +1,4 @@
-/* http_get_test: client/http_get.c (URLs, the response reader, GET over
+/* http_get_test: lib/http_get.c (URLs, the response reader, GET over
  * loopback with its timeout) and client/haproxy.c (the bytes a command
  * sends, how replies are judged), against small servers in threads. */
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "client/haproxy.h"
-#include "client/http_get.h"
+#include "lib/http_get.h"
 #include "tests/unit/test.h"
 
 /* ---- the reader ---- */

@@ -11,7 +11,7 @@
  *
  * Bounded: the response header block (http_parser's 80 KiB), the body
  * (|max_body|), the time of the whole exchange (|timeout_ms|, from connect
- * to the last byte; resolving a name is not bounded, see client/sock.h).
+ * to the last byte; resolving a name is not bounded, see lib/sock.h).
  * The response is read by http_parser (Debian's libhttp-parser, as the
  * server's HTTP front end), never by hand.
  *
@@ -20,8 +20,8 @@
  * body limit, PKI_ERR_UNAVAILABLE for network failures and timeouts. An
  * HTTP status that is not 2xx or 304 is not an error here: it is in
  * |status|, for the caller to judge. */
-#ifndef PKID_CLIENT_HTTP_GET_H
-#define PKID_CLIENT_HTTP_GET_H
+#ifndef PKID_LIB_HTTP_GET_H
+#define PKID_LIB_HTTP_GET_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +43,11 @@ typedef struct http_get_request {
   const char *accept;        /* the Accept header, or NULL: none */
   size_t max_body;           /* bytes; 0: HTTP_GET_DEFAULT_MAX_BODY */
   uint64_t timeout_ms;       /* the whole exchange; 0: HTTP_GET_DEFAULT_TIMEOUT_MS */
+  /* Where to connect instead of the URL's host and port, which stay in the
+   * Host header (ACME's validator in test mode: a static map of names to
+   * addresses); NULL: the URL's. */
+  const char *connect_host, *connect_port;
+  const char *user_agent; /* NULL: "pkictl" */
 } http_get_request;
 
 typedef struct http_get_response {
@@ -106,4 +111,4 @@ void http_get_parser_init(http_get_parser *p, http_get_response *out, size_t max
  * closed the connection. Bytes after the response are ignored. */
 int http_get_parser_feed(http_get_parser *p, const uint8_t *data, size_t len, pki_err *err);
 
-#endif /* PKID_CLIENT_HTTP_GET_H */
+#endif /* PKID_LIB_HTTP_GET_H */

@@ -1,5 +1,5 @@
 /* sock.c: stream sockets with a deadline (see sock.h). */
-#include "client/sock.h"
+#include "lib/sock.h"
 
 #include <errno.h>
 #include <netdb.h>

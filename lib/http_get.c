@@ -1,6 +1,6 @@
 /* http_get.c: GET over HTTP/1.1, one request per connection (see
  * http_get.h). */
-#include "client/http_get.h"
+#include "lib/http_get.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "client/sock.h"
+#include "lib/sock.h"
 
 void http_get_response_cleanup(http_get_response *resp) {
   if (resp == NULL) return;
@@ -314,16 +314,22 @@ int http_get(http_get_response *out, const http_get_request *req, pki_err *err) 
     PKI_ERR(err, PKI_ERR_INVALID, "bad Accept value");
     return 0;
   }
+  if (req->user_agent != NULL && strpbrk(req->user_agent, "\r\n") != NULL) {
+    PKI_ERR(err, PKI_ERR_INVALID, "bad User-Agent value");
+    return 0;
+  }
   char head[4096];
   int n = snprintf(head, sizeof(head),
                    "GET %s HTTP/1.1\r\n"
                    "Host: %s\r\n"
-                   "User-Agent: pkictl\r\n"
+                   "User-Agent: %s\r\n"
                    "%s%s%s"
                    "%s%s%s"
                    "Connection: close\r\n"
                    "\r\n",
-                   url.target, url.host_header, req->accept != NULL ? "Accept: " : "",
+                   url.target, url.host_header,
+                   req->user_agent != NULL ? req->user_agent : "pkictl",
+                   req->accept != NULL ? "Accept: " : "",
                    req->accept != NULL ? req->accept : "", req->accept != NULL ? "\r\n" : "",
                    req->if_none_match != NULL ? "If-None-Match: " : "",
                    req->if_none_match != NULL ? req->if_none_match : "",
@@ -335,7 +341,9 @@ int http_get(http_get_response *out, const http_get_request *req, pki_err *err) 
   uint64_t deadline =
       sock_deadline(req->timeout_ms != 0 ? req->timeout_ms : HTTP_GET_DEFAULT_TIMEOUT_MS);
   const char *what = req->url;
-  int fd = sock_connect_tcp(url.host, url.port, deadline, what, err);
+  int fd = sock_connect_tcp(req->connect_host != NULL ? req->connect_host : url.host,
+                            req->connect_port != NULL ? req->connect_port : url.port, deadline,
+                            what, err);
   if (fd < 0) return 0;
   int ok = sock_send_all(fd, head, (size_t)n, deadline, what, err);
   http_get_parser p;

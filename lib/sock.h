@@ -1,5 +1,5 @@
-/* sock.h: blocking-style stream sockets with a deadline, for pkictl's small
- * clients (client/http_get.c, client/haproxy.c).
+/* sock.h: blocking-style stream sockets with a deadline, for the small
+ * clients (lib/http_get.c, client/haproxy.c) and pkid's ACME validator.
  *
  * Every descriptor is non-blocking underneath and every wait is a poll(2)
  * bounded by |deadline_ms| (a CLOCK_MONOTONIC time from sock_deadline), so
@@ -9,8 +9,8 @@
  * Errors are lib/'s pki_err: PKI_ERR_UNAVAILABLE for what may work later
  * (refused, unreachable, timed out, reset), PKI_ERR_INVALID for a bad
  * address. Writes never raise SIGPIPE (MSG_NOSIGNAL). */
-#ifndef PKID_CLIENT_SOCK_H
-#define PKID_CLIENT_SOCK_H
+#ifndef PKID_LIB_SOCK_H
+#define PKID_LIB_SOCK_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -40,4 +40,4 @@ int sock_send_all(int fd, const void *data, size_t len, uint64_t deadline_ms, co
 int sock_recv(int fd, void *buf, size_t cap, size_t *out_n, uint64_t deadline_ms,
               const char *what, pki_err *err);
 
-#endif /* PKID_CLIENT_SOCK_H */
+#endif /* PKID_LIB_SOCK_H */
