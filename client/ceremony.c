@@ -31,11 +31,6 @@
 /* Node 0 of the serial space is the offline tool's; online nodes are 1+. */
 #define OFFLINE_NODE 0
 
-/* The root's secret when split: 32 random bytes, never written whole, as
- * 64 hex digits, so that it can be a token's user PIN (PINs are text,
- * PKCS#11 2.40 2.1) as well as the passphrase that seals a key. */
-#define SPLIT_SECRET_RANDOM 32
-
 /* The root's CRL lists intermediates only: a few entries, far below this. */
 #define ROOT_CRL_FILE_MAX (1 << 20)
 
@@ -92,17 +87,24 @@ void ceremony_root_key_cleanup(ceremony_root_key *k) { pki_secret_cleanup(&k->se
 static int write_file(const char *path, const void *data, size_t len, mode_t mode,
                       pki_err *err);
 
+/* random_hex writes SECRET_RANDOM random bytes into |out| as hex digits
+ * and a NUL: a secret that is text, as a passphrase file and a token's
+ * PIN (PKCS#11 2.40 2.1) both need. The root's split secret is one, never
+ * written whole, so that it can seal a key or be its token's PIN. */
+#define SECRET_RANDOM 32
+static void random_hex(char out[2 * SECRET_RANDOM + 1]) {
+  uint8_t random[SECRET_RANDOM];
+  RAND_bytes(random, sizeof(random));
+  for (size_t i = 0; i < sizeof(random); i++) snprintf(out + 2 * i, 3, "%02x", random[i]);
+  OPENSSL_cleanse(random, sizeof(random));
+}
+
 int ceremony_make_passphrase_file(const char *path, pki_err *err) {
   if (pki_file_exists(path)) return 1;
-  uint8_t random[32];
-  char text[2 * sizeof(random) + 2];
-  RAND_bytes(random, sizeof(random));
-  for (size_t i = 0; i < sizeof(random); i++) {
-    snprintf(text + 2 * i, 3, "%02x", random[i]);
-  }
+  char text[2 * SECRET_RANDOM + 2];
+  random_hex(text);
   strcat(text, "\n");
   int ok = write_file(path, text, strlen(text), 0600, err);
-  OPENSSL_cleanse(random, sizeof(random));
   OPENSSL_cleanse(text, sizeof(text));
   return ok;
 }
@@ -414,13 +416,8 @@ int ceremony_root(const pki_catalog *cat, const char *dir,
 
   const pki_secret *seal = passphrase;
   if (split_n > 0) {
-    uint8_t random[SPLIT_SECRET_RANDOM];
-    RAND_bytes(random, sizeof(random));
-    for (size_t i = 0; i < sizeof(random); i++) {
-      snprintf((char *)split_secret.bytes + 2 * i, 3, "%02x", random[i]);
-    }
-    split_secret.len = 2 * sizeof(random);
-    OPENSSL_cleanse(random, sizeof(random));
+    random_hex((char *)split_secret.bytes);
+    split_secret.len = 2 * SECRET_RANDOM;
     seal = &split_secret;
   }
   if (!new_key_make(&key, root, token, seal, err) ||

@@ -19,6 +19,8 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "lib/sig.h"
+
 /* The largest raw signature: r||s for P-384. */
 #define RAW_SIG_MAX 96
 
@@ -443,17 +445,18 @@ bad:
 /* sign_locked is pki_p11_key_sign under the module's lock. */
 static int sign_locked(pki_p11_key *k, uint8_t **out, size_t *out_len, const uint8_t *data,
                        size_t data_len, pki_err *err) {
-  uint8_t digest[SHA384_DIGEST_LENGTH], raw[RAW_SIG_MAX];
+  uint8_t digest[EVP_MAX_MD_SIZE], raw[RAW_SIG_MAX];
   const uint8_t *in = data;
   size_t in_len = data_len, raw_len;
-  if (k->type == PKI_KEY_ECDSA_P256) {
-    SHA256(data, data_len, digest);
+  const EVP_MD *md = pki_sig_md(k->type); /* CKM_ECDSA signs a digest */
+  if (md != NULL) {
+    unsigned n = 0;
+    if (!EVP_Digest(data, data_len, digest, &n, md, NULL)) {
+      PKI_ERR(err, PKI_ERR_INTERNAL, "digest failed");
+      return 0;
+    }
     in = digest;
-    in_len = SHA256_DIGEST_LENGTH;
-  } else if (k->type == PKI_KEY_ECDSA_P384) {
-    SHA384(data, data_len, digest);
-    in = digest;
-    in_len = SHA384_DIGEST_LENGTH;
+    in_len = n;
   }
   return raw_sign(k, raw, &raw_len, in, in_len, err) &&
          to_der(out, out_len, k->type, raw, raw_len, err);
@@ -486,12 +489,9 @@ static int verify_probe(pki_p11_key *k, pki_err *err) {
   uint8_t *sig = NULL;
   size_t sig_len = 0;
   if (!sign_locked(k, &sig, &sig_len, kProbe, sizeof(kProbe), err)) return 0;
-  const EVP_MD *md = k->type == PKI_KEY_ECDSA_P256   ? EVP_sha256()
-                     : k->type == PKI_KEY_ECDSA_P384 ? EVP_sha384()
-                                                     : NULL;
   EVP_MD_CTX ctx;
   EVP_MD_CTX_init(&ctx);
-  int ok = EVP_DigestVerifyInit(&ctx, NULL, md, NULL, k->pub) &&
+  int ok = EVP_DigestVerifyInit(&ctx, NULL, pki_sig_md(k->type), NULL, k->pub) &&
            EVP_DigestVerify(&ctx, sig, sig_len, kProbe, sizeof(kProbe));
   EVP_MD_CTX_cleanup(&ctx);
   free(sig);

@@ -9,9 +9,7 @@
 
 #include "lib/der.h"
 
-/* sig_md returns the digest a CA key of |type| signs with; NULL for
- * Ed25519, which hashes internally. */
-static const EVP_MD *sig_md(pki_key_type type) {
+const EVP_MD *pki_sig_md(pki_key_type type) {
   switch (type) {
     case PKI_KEY_ECDSA_P256: return EVP_sha256();
     case PKI_KEY_ECDSA_P384: return EVP_sha384();
@@ -61,7 +59,7 @@ int pki_sig_sign(uint8_t **out, size_t *out_len, EVP_PKEY *key,
   EVP_MD_CTX_init(&ctx);
   uint8_t *sig = NULL;
   size_t sig_len = 0;
-  if (!EVP_DigestSignInit(&ctx, NULL, sig_md(type), NULL, key) ||
+  if (!EVP_DigestSignInit(&ctx, NULL, pki_sig_md(type), NULL, key) ||
       !EVP_DigestSign(&ctx, NULL, &sig_len, data, data_len) ||
       (sig = malloc(sig_len)) == NULL ||
       !EVP_DigestSign(&ctx, sig, &sig_len, data, data_len)) {

@@ -16,6 +16,10 @@
 #include "lib/err.h"
 #include "lib/key.h"
 
+/* pki_sig_md returns the digest a CA key of |type| signs with; NULL for
+ * Ed25519, which hashes internally. */
+const EVP_MD *pki_sig_md(pki_key_type type);
+
 /* pki_sig_add_alg writes the AlgorithmIdentifier that a key of |type|
  * signs with. */
 int pki_sig_add_alg(CBB *cbb, pki_key_type type, pki_err *err);
