@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -18,50 +16,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "lib/hostport.h"
 #include "lib/http_get.h"
+#include "lib/sock.h"
 
 static const uint8_t kAlpn[] = {10, 'a', 'c', 'm', 'e', '-', 't', 'l', 's', '/', '1'};
-
-/* connect_within connects to |address| in |timeout_ms|, then leaves the
- * socket blocking with that timeout on each read and write. */
-static int connect_within(const char *address, unsigned timeout_ms, pki_err *err) {
-  struct sockaddr_storage sa;
-  if (!pki_hostport_parse(&sa, address, err)) return -1;
-  int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "socket: %s", strerror(errno));
-    return -1;
-  }
-  socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                           : sizeof(struct sockaddr_in);
-  int rc = connect(fd, (struct sockaddr *)&sa, len);
-  if (rc != 0 && errno == EINPROGRESS) {
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int soerr = 0;
-    socklen_t soerr_len = sizeof(soerr);
-    rc = poll(&p, 1, (int)timeout_ms);
-    if (rc == 0) {
-      errno = ETIMEDOUT;
-      rc = -1;
-    } else if (rc > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) == 0) {
-      errno = soerr;
-      rc = soerr == 0 ? 0 : -1;
-    } else {
-      rc = -1;
-    }
-  }
-  if (rc != 0) {
-    PKI_ERR(err, PKI_ERR_UNAVAILABLE, "connect %s: %s", address, strerror(errno));
-    close(fd);
-    return -1;
-  }
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  return fd;
-}
 
 /* split_address cuts "HOST:PORT" ("[V6]:PORT") into its host and port. */
 static int split_address(char *host, size_t host_size, char *port, size_t port_size,
@@ -82,6 +40,21 @@ static int split_address(char *host, size_t host_size, char *port, size_t port_s
   host[hlen] = '\0';
   snprintf(port, port_size, "%s", colon + 1);
   return 1;
+}
+
+/* connect_within connects to |address| ("HOST:PORT", HOST an address)
+ * within |timeout_ms| (lib/sock), then makes the socket blocking with that
+ * timeout on each read and write, for the SSL's handshake. */
+static int connect_within(const char *address, unsigned timeout_ms, pki_err *err) {
+  char host[256], port[8];
+  if (!split_address(host, sizeof(host), port, sizeof(port), address, err)) return -1;
+  int fd = sock_connect_tcp(host, port, sock_deadline(timeout_ms), address, err);
+  if (fd < 0) return -1;
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  return fd;
 }
 
 int pkid_acme_http01(const char *name, const char *address, const char *token,
