@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/mem.h>
 
 #include "client/pkiclient_call.h"
 #include "client/pkiclient_trust.h"
@@ -481,6 +482,71 @@ int pkc_report_rotation(pkc_client *client, const char *frontend, const char *se
   }
   free(resp_buf);
   return 1;
+}
+
+/* --- ACME --- */
+
+void pkc_acme_eab_cleanup(pkc_acme_eab *eab) {
+  if (eab == NULL) return;
+  OPENSSL_cleanse(eab, sizeof(*eab));
+}
+
+/* eab_text: a kid or a key is base64url (and a kid's "eab-"): nothing a
+ * terminal or an ACME client's configuration would take otherwise. */
+static int eab_text(const char *s, size_t max) {
+  size_t n = strlen(s);
+  if (n == 0 || n > max) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+          c == '-' || c == '_')) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int pkc_create_acme_eab(pkc_client *client, const char *service, pkc_acme_eab *out,
+                        pkc_error *err) {
+  ERR_OR_LOCAL(err);
+  memset(out, 0, sizeof(*out));
+  if (service == NULL || service[0] == '\0') {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "a service is required");
+    return 0;
+  }
+  Pki__V1__CreateAcmeEabRequest req = PKI__V1__CREATE_ACME_EAB_REQUEST__INIT;
+  req.service = (char *)service;
+  uint8_t buf[512], *resp_buf;
+  size_t resp_len;
+  if (pki__v1__create_acme_eab_request__get_packed_size(&req) > sizeof(buf)) {
+    pkc_err_set(err, PKC_STATUS_INVALID_ARGUMENT, 1, "service '%.40s...' is too long", service);
+    return 0;
+  }
+  size_t len = pki__v1__create_acme_eab_request__pack(&req, buf);
+  if (!pkc_call_unary(client, METHOD("CreateAcmeEab"), buf, len, &resp_buf, &resp_len, err)) {
+    return 0;
+  }
+  Pki__V1__CreateAcmeEabResponse *resp =
+      pki__v1__create_acme_eab_response__unpack(NULL, resp_len, resp_buf);
+  if (resp_buf != NULL) OPENSSL_cleanse(resp_buf, resp_len);
+  free(resp_buf);
+  if (resp == NULL) {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1, "pkid's CreateAcmeEabResponse does not parse");
+    return 0;
+  }
+  int ok = resp->kid != NULL && resp->hmac_key != NULL &&
+           eab_text(resp->kid, sizeof(out->kid) - 1) &&
+           eab_text(resp->hmac_key, sizeof(out->hmac_key) - 1);
+  if (ok) {
+    snprintf(out->kid, sizeof(out->kid), "%s", resp->kid);
+    snprintf(out->hmac_key, sizeof(out->hmac_key), "%s", resp->hmac_key);
+  } else {
+    pkc_err_set(err, PKC_STATUS_INTERNAL, 1,
+                "pkid answered CreateAcmeEab with no key id or key, or not in base64url");
+  }
+  if (resp->hmac_key != NULL) OPENSSL_cleanse(resp->hmac_key, strlen(resp->hmac_key));
+  pki__v1__create_acme_eab_response__free_unpacked(resp, NULL);
+  return ok;
 }
 
 int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,

@@ -297,6 +297,27 @@ int pkc_status(pkc_client *client, const char *serial_hex, pkc_cert_status *out,
 int pkc_report_rotation(pkc_client *client, const char *frontend, const char *serial_hex,
                         const char *previous_hex, pkc_error *err);
 
+/* An ACME external account binding key (RFC 8555 7.3.4), as an ACME
+ * client is configured with it (certbot's --eab-kid and --eab-hmac-key). */
+typedef struct pkc_acme_eab {
+  char kid[65];      /* the key id, "eab-..." */
+  char hmac_key[64]; /* the HMAC-SHA256 key's 32 octets, base64url, no padding */
+} pkc_acme_eab;
+
+/* pkc_acme_eab_cleanup wipes the key. */
+void pkc_acme_eab_cleanup(pkc_acme_eab *eab);
+
+/* pkc_create_acme_eab has pkid make an EAB key for |service|, whose server
+ * certificates an ACME account bound with it may then obtain. The caller
+ * must be an admin identity (else PERMISSION_DENIED); an unknown service
+ * is NOT_FOUND, one without a server certificate INVALID_ARGUMENT, and a
+ * pkid without ACME FAILED_PRECONDITION. It returns once pkid has
+ * journaled the key id (never the key); |out| is the only copy of the key
+ * the caller gets. Like Issue, it is not idempotent: a retry after a lost
+ * reply makes a second key (the first simply goes unused). */
+int pkc_create_acme_eab(pkc_client *client, const char *service, pkc_acme_eab *out,
+                        pkc_error *err);
+
 typedef struct pkc_trust_store {
   char *ca;        /* catalogue name of the CA */
   pkc_der cert;    /* the CA's certificate */

@@ -21,6 +21,7 @@
  *   pkictl bundle                 a trust store (a CA and its parents) or the root
  *   pkictl agent                  keep a service's certificates renewed (daemon)
  *   pkictl lb rotate|watch        the load balancer's hot rotation in haproxy
+ *   pkictl acme eab create        an ACME external account binding key
  *
  * From the fleet's PostgreSQL (libpq, read-only):
  *
@@ -136,6 +137,12 @@ static const char kUsage[] =
     "      owns the fleet; --accept-new-root installs it, for a root replaced\n"
     "      on purpose. A store that the bundle's root does not certify is\n"
     "      refused either way.\n"
+    "  acme eab create --service NAME\n"
+    "      Have pkid make an ACME external account binding key (RFC 8555 7.3.4)\n"
+    "      for NAME, which must have a server certificate (an admin identity;\n"
+    "      pkid must serve ACME). Prints 'kid: KID' and 'hmac-key: KEY'\n"
+    "      (base64url), for the ACME client's --eab-kid and --eab-hmac-key. The\n"
+    "      key is shown once: pkid journals the kid, never the key.\n"
     "  Files are replaced atomically; keys get mode 0600. Without --out-chain,\n"
     "  the chain follows the certificate in --out-cert.\n"
     "  Connection options:\n"
@@ -1093,6 +1100,26 @@ static int cmd_bundle(const options *o, pkc_client *client, pkc_error *err) {
   return ok;
 }
 
+/* cmd_acme_eab_create prints two lines, the kid and the key, for an
+ * operator to hand to the ACME client's configuration, and nothing else on
+ * stdout, so that a script can read them. */
+static int cmd_acme_eab_create(const options *o, pkc_client *client, pkc_error *err) {
+  if (o->service == NULL || o->service[0] == '\0') {
+    return local_error(err, PKC_STATUS_INVALID_ARGUMENT, "--service NAME is required%s", "");
+  }
+  pkc_acme_eab eab;
+  if (!pkc_create_acme_eab(client, o->service, &eab, err)) return 0;
+  printf("kid: %s\nhmac-key: %s\n", eab.kid, eab.hmac_key);
+  pkc_acme_eab_cleanup(&eab);
+  /* A key lost on a full disk or a closed pipe was made for nothing: say
+   * so, rather than exit 0 with the operator holding no key. */
+  if (fflush(stdout) != 0) {
+    return local_error(err, PKC_STATUS_INTERNAL, "the key could not be written to stdout%s",
+                       "");
+  }
+  return 1;
+}
+
 /* run_online parses the options, connects (with a client certificate
  * unless |anonymous|) and runs |fn|. */
 static int run_online(online_fn fn, int anonymous, int argc, char **argv) {
@@ -1158,6 +1185,12 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "revoke") == 0) return run_online(cmd_revoke, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "status") == 0) return run_online(cmd_status, 0, argc - 1, argv + 1);
   if (strcmp(cmd, "bundle") == 0) return run_online(cmd_bundle, 0, argc - 1, argv + 1);
+  if (strcmp(cmd, "acme") == 0) {
+    if (argc < 4 || strcmp(argv[2], "eab") != 0 || strcmp(argv[3], "create") != 0) {
+      return usage_error("acme takes: eab create --service NAME%s", "");
+    }
+    return run_online(cmd_acme_eab_create, 0, argc - 3, argv + 3);
+  }
   if (strcmp(cmd, "agent") == 0) return agent_main(argc - 1, argv + 1);
   if (strcmp(cmd, "lb") == 0) return lb_cmd_main(argc - 1, argv + 1);
   if (strcmp(cmd, "crl") == 0) return crl_cmd_main(argc - 1, argv + 1);
