@@ -17,6 +17,7 @@ static const char *const kEventNames[] = {
     [PKI_EVENT_REFUSED] = "refused",         [PKI_EVENT_RELOAD] = "reload",
     [PKI_EVENT_LB_ROTATION] = "lb_rotation", [PKI_EVENT_CEREMONY] = "ceremony",
     [PKI_EVENT_EAB_CREATED] = "eab_created", [PKI_EVENT_EAB_USED] = "eab_used",
+    [PKI_EVENT_ACME_ACCOUNT] = "acme_account",
 };
 
 const char *pki_audit_kind_name(const pki_parsed_record *rec, char *buf, size_t size) {

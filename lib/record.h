@@ -87,6 +87,7 @@ typedef enum pki_event_kind {
   PKI_EVENT_CEREMONY = 4,    /* an offline ceremony's log entry, imported */
   PKI_EVENT_EAB_CREATED = 5, /* an ACME external account binding key made */
   PKI_EVENT_EAB_USED = 6,    /* and used to bind an account */
+  PKI_EVENT_ACME_ACCOUNT = 7, /* an ACME account changed (key, contact, deactivated) */
 } pki_event_kind;
 
 typedef enum pki_event_outcome {

@@ -11,7 +11,7 @@
 #include "lib/ceremony_log.h"
 #include "lib/record.h"
 
-#define SNAPSHOT_VERSION 3
+#define SNAPSHOT_VERSION 4
 #define NO_CA 0xff
 #define NO_SERVICE 0xffff
 
@@ -67,6 +67,23 @@ int pkid_store_token_take(pkid_store *st, const uint8_t id[32], pki_err *err) {
 
 void pkid_store_token_release(pkid_store *st, const uint8_t id[32]) {
   pkid_idset_remove(&st->tokens, id);
+}
+
+pkid_acme_state *pkid_store_acme(pkid_store *st) { return st->acme; }
+
+/* apply_acme applies an EVENT of an ACME kind, from the journal or a
+ * snapshot, whose |service| is not NUL-terminated there. */
+static int apply_acme(pkid_store *st, int kind, const uint8_t *service, size_t service_len,
+                      const uint8_t *detail, size_t len, int64_t time, pki_err *err) {
+  char svc[256];
+  if (service_len >= sizeof(svc) ||
+      (service_len > 0 && memchr(service, 0, service_len) != NULL)) {
+    PKI_ERR(err, PKI_ERR_INVALID, "an ACME record's service is not a name");
+    return 0;
+  }
+  if (service_len > 0) memcpy(svc, service, service_len);
+  svc[service_len] = '\0';
+  return pkid_acme_state_apply(st->acme, kind, svc, detail, len, time, err);
 }
 
 /* --- applying records ------------------------------------------------------ */
@@ -162,8 +179,19 @@ static int replay_record(void *ctx, const pki_journal_record *r, pki_err *err) {
                 (int64_t)p.crl_this_update, p.crl_cut);
       return 1;
     case PKI_REC_EVENT:
-      /* The audit trail's alone, but for where the ceremony import is. */
+      /* The audit trail's alone, but for where the ceremony import is and
+       * the ACME state. */
       if (p.event_kind == PKI_EVENT_CEREMONY) note_ceremony(st, p.detail.data, p.detail.len);
+      if (p.event_kind == PKI_EVENT_EAB_CREATED || p.event_kind == PKI_EVENT_EAB_USED ||
+          p.event_kind == PKI_EVENT_ACME_ACCOUNT) {
+        /* Checked before it was journaled: one that does not apply now is
+         * damage, and the state after it could not be trusted. */
+        if (!apply_acme(st, p.event_kind, p.service.data, p.service.len, p.detail.data,
+                        p.detail.len, (int64_t)p.event_first, err)) {
+          pki_err_prefix(err, "journal record %llu: ", (unsigned long long)r->seq);
+          return 0;
+        }
+      }
       return 1;
   }
   return 1;
@@ -174,7 +202,7 @@ oom:
 
 /* --- snapshots --------------------------------------------------------------
  *
- * u8 version=2, u16 node, u64 reserved_end,
+ * u8 version=4, u16 node, u64 reserved_end,
  * u16 count + u8-len CA names, u16 count + u8-len service names,
  * u64 records, each: u8-len serial, u8 CA (index into the names, 0xff
  * none), u16 service (index, 0xffff none), u8 usage, u8 revoked, u8 reason,
@@ -187,7 +215,11 @@ oom:
  * u64 base drop cut, u64 entries, each: u8-len serial, u8 reason, u64
  * ordinal, u64 revokedAt, u64 invalidityDate, u64 notAfter;
  * (version 3 on:) u64 the last ceremony log entry journaled, 32 octets its
- * hash.
+ * hash;
+ * (version 4 on:) u32 ACME records (acme_state.h), in the order applied,
+ * each: u8 kind, u8-len service, u32-len detail, u64 time (s): the EVENT
+ * records' own fields, applied again at load as a replay would. An
+ * older snapshot loads with no ACME state: it was written before any.
  * Names are stored so that a catalogue reordered between runs still maps.
  * A version 1 snapshot has no CRL state: its revoked certificates become
  * the CRL entries, in index order, and numbering starts afresh. */
@@ -215,6 +247,20 @@ static int write_record(void *ctx, const pkid_cert_record *rec) {
 }
 
 static int write_id(void *ctx, const uint8_t id[32]) { return CBB_add_bytes(ctx, id, 32); }
+
+static int count_acme(void *ctx, int kind, const char *service, const uint8_t *detail,
+                      size_t len, int64_t time) {
+  (void)kind, (void)service, (void)detail, (void)len, (void)time;
+  return ++*(uint32_t *)ctx != 0; /* 0 on overflow: 2^32 records will not fit */
+}
+
+static int write_acme(void *ctx, int kind, const char *service, const uint8_t *detail,
+                      size_t len, int64_t time) {
+  CBB *cbb = ctx;
+  return len <= UINT32_MAX && CBB_add_u8(cbb, (uint8_t)kind) && add_u8_str(cbb, service) &&
+         CBB_add_u32(cbb, (uint32_t)len) && CBB_add_bytes(cbb, detail, len) &&
+         CBB_add_u64(cbb, (uint64_t)time);
+}
 
 static int write_crls(CBB *cbb, const pkid_ca_crls *c, uint8_t ca) {
   if (!CBB_add_u8(cbb, ca) || !CBB_add_u64(cbb, c->last_ord) || !CBB_add_u64(cbb, c->number) ||
@@ -265,7 +311,10 @@ int pkid_store_snapshot(pkid_store *st, pki_err *err) {
   for (size_t i = 0; i < st->cas->num_cas; i++) {
     if (!write_crls(&cbb, &st->crls[i], (uint8_t)i)) goto oom;
   }
+  uint32_t num_acme = 0;
   if (!CBB_add_u64(&cbb, st->ceremony_seq) || !CBB_add_bytes(&cbb, st->ceremony_hash, 32) ||
+      !pkid_acme_state_each(st->acme, count_acme, &num_acme) ||
+      !CBB_add_u32(&cbb, num_acme) || !pkid_acme_state_each(st->acme, write_acme, &cbb) ||
       !CBB_finish(&cbb, &state, &len)) {
     goto oom;
   }
@@ -425,6 +474,27 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     if (!CBS_get_u64(&cbs, &st->ceremony_seq) || !CBS_get_bytes(&cbs, &hash, 32)) goto bad;
     memcpy(st->ceremony_hash, CBS_data(&hash), 32);
   }
+  if (version >= 4) {
+    uint32_t num_acme;
+    /* Each record is at least 14 octets: a count beyond that is damage. */
+    if (!CBS_get_u32(&cbs, &num_acme) || num_acme > CBS_len(&cbs) / 14) goto bad;
+    for (uint32_t i = 0; i < num_acme; i++) {
+      uint8_t kind;
+      uint32_t detail_len;
+      uint64_t t;
+      CBS svc, detail;
+      if (!CBS_get_u8(&cbs, &kind) || !CBS_get_u8_length_prefixed(&cbs, &svc) ||
+          !CBS_get_u32(&cbs, &detail_len) || !CBS_get_bytes(&cbs, &detail, detail_len) ||
+          !CBS_get_u64(&cbs, &t)) {
+        goto bad;
+      }
+      if (!apply_acme(st, kind, CBS_data(&svc), CBS_len(&svc), CBS_data(&detail),
+                      CBS_len(&detail), (int64_t)t, err)) {
+        pki_err_prefix(err, "snapshot ACME record %u: ", (unsigned)i);
+        goto out;
+      }
+    }
+  }
   if (CBS_len(&cbs) != 0) goto bad;
   ok = 1;
   goto out;
@@ -454,8 +524,10 @@ int pkid_store_open(pkid_store *out, const char *dir, const pki_catalog *cat,
   out->status = status;
   out->node = opts->node;
   out->crls = calloc(cas->num_cas > 0 ? cas->num_cas : 1, sizeof(*out->crls));
-  if (out->crls == NULL) {
+  out->acme = pkid_acme_state_new();
+  if (out->crls == NULL || out->acme == NULL) {
     PKI_ERR_OOM(err);
+    pkid_store_close(out);
     return 0;
   }
   pki_journal_options jopts = {.on_snapshot = load_snapshot,
@@ -776,7 +848,10 @@ void pkid_store_apply(pkid_store *st, const pkid_record *rec) {
     case PKI_REC_TOKEN:
       break; /* taken on the loop thread before the commit */
     case PKI_REC_EVENT:
-      break; /* no state (the ceremony import moves ceremony_seq itself) */
+      /* No state here: the ceremony import moves ceremony_seq itself, and
+       * the ACME server and the api apply their records to the ACME
+       * state (pkid_store_acme) once durable. */
+      break;
   }
 }
 
@@ -794,6 +869,8 @@ void pkid_store_close(pkid_store *st) {
   }
   free(st->crls);
   st->crls = NULL;
+  pkid_acme_state_free(st->acme);
+  st->acme = NULL;
 }
 
 void pkid_store_note_key_search(pkid_store *st, const pki_serial *serial, int same_key) {

@@ -1,6 +1,6 @@
 /* store.h: pkid's embedded store: its records in the journal (lib/journal.h)
  * and the state they rebuild at start (the status index, the reserved
- * serials, the used bootstrap tokens).
+ * serials, the used bootstrap tokens, the ACME accounts).
  *
  * The store layer sits on the ca layer and below everything that handles
  * requests: it knows records, never jobs, calls or connections. Errors: 1/0
@@ -11,13 +11,13 @@
  *
  * A snapshot holds the status index, the CRL state of each CA (crls.h),
  * the keys revoked for keyCompromise, the highest reserved sequence number,
- * the used tokens and the last ceremony log entry journaled (its layout
- * is in store.c).
+ * the used tokens, the last ceremony log entry journaled and the ACME
+ * state's records (acme_state.h) (its layout is in store.c).
  *
  * Threads: open, reserve, snapshot and close run on the loop thread while
  * no commit is in flight; pkid_store_commit and the commit_* functions run
- * on one thread at a time (the committer); pkid_store_apply, the token set
- * and the CRL state on the loop thread. */
+ * on one thread at a time (the committer); pkid_store_apply, the token set,
+ * the CRL state and the ACME state on the loop thread. */
 #ifndef PKID_SERVER_STORE_STORE_H
 #define PKID_SERVER_STORE_STORE_H
 
@@ -32,6 +32,7 @@
 #include "lib/serial.h"
 #include "lib/usage.h"
 #include "server/ca/ca.h"
+#include "server/store/acme_state.h"
 #include "server/store/crls.h"
 #include "server/store/idset.h"
 #include "server/store/status.h"
@@ -111,6 +112,10 @@ typedef struct pkid_store {
    * (server/pipeline/ceremonies.h) as it commits more (loop thread). */
   uint64_t ceremony_seq;
   uint8_t ceremony_hash[32];
+  /* The ACME server's accounts and EAB keys (loop thread): the replay
+   * and a snapshot's load apply their records; at run time whoever
+   * journaled one applies it once it is durable (acme_state.h). */
+  pkid_acme_state *acme;
   /* Called after every append that made records durable, on the thread
    * that appended (the committer; the loop for a reservation), with the
    * journal's new durable end: the fleet's shipping follows it. NULL:
@@ -193,6 +198,11 @@ int pkid_store_snapshot(pkid_store *st, pki_err *err);
  * authorized failed. Loop thread. */
 int pkid_store_token_take(pkid_store *st, const uint8_t id[32], pki_err *err);
 void pkid_store_token_release(pkid_store *st, const uint8_t id[32]);
+
+/* pkid_store_acme is the ACME state, the store's from open to close: the
+ * ACME server and the api apply their records to it once durable, so a
+ * later snapshot keeps them. Loop thread. */
+pkid_acme_state *pkid_store_acme(pkid_store *st);
 
 void pkid_store_close(pkid_store *st);
 

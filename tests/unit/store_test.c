@@ -1,6 +1,7 @@
 /* store_test: pkid's records in a real journal: every record type written
  * and read back field by field, a snapshot, a torn and a corrupted store,
- * and the used-token set's delete. */
+ * the used-token set's delete, and the ACME state through replay and
+ * snapshot. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -458,6 +459,118 @@ TEST(token_set_delete_keeps_the_others) {
   close_store(&st);
 }
 
+/* An EC P-256 public key (made with Python's cryptography module) and its
+ * RFC 7638 thumbprint, computed there; then another key. */
+#define ACME_JWK                                                                     \
+  "{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"iw6ctxJUGYK_Ykm8SL1dn5li3TQlfcXeYE_b-eTKySU\"," \
+  "\"y\":\"ORRs5C84Pb9EUbDZHX3gmuGTu6qMFoJu2dsad7MKA_0\"}"
+static const uint8_t kAcmeThumbprint[32] = {
+    0x67, 0xe4, 0xf1, 0xc5, 0xac, 0x0b, 0xb8, 0x4c, 0xe1, 0x0d, 0x1d, 0x22, 0xef, 0x77, 0x02, 0xef,
+    0x69, 0xf6, 0x5d, 0x3d, 0x47, 0xbe, 0x8f, 0x3f, 0x4d, 0x90, 0xe7, 0xdb, 0x60, 0x9b, 0x16, 0xe1};
+#define ACME_JWK_2                                                                   \
+  "{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"CI3ls8JtnMvX8ZXEvCQurh4lkpCzuDBttg1FaopLkmI\"," \
+  "\"y\":\"Wc52e6dm5eTNsRrJUGLFayAu6BzCtKLbRjmgD1vnAjk\"}"
+
+/* acme_event is an EVENT record of an ACME kind, as the api and the ACME
+ * server journal them. */
+static pkid_record acme_event(uint8_t kind, const char *service, const char *detail,
+                              int64_t t) {
+  pkid_record r;
+  memset(&r, 0, sizeof(r));
+  r.type = PKI_REC_EVENT;
+  r.event_kind = kind;
+  r.event_outcome = PKI_OUTCOME_OK;
+  r.identity = "spiffe://cybersec-framework.local/agents/pki-agent";
+  r.service = service;
+  r.event_count = 1;
+  r.event_first = r.event_last = t;
+  r.detail = detail;
+  return r;
+}
+
+/* commit_acme journals |rec| and, once durable, applies it to the ACME
+ * state, as its submitter does at run time. */
+static int commit_acme(pkid_store *st, pkid_record *rec) {
+  pki_err err;
+  return commit_apply(st, rec, 1) &&
+         pkid_acme_state_apply(pkid_store_acme(st), rec->event_kind, rec->service,
+                               (const uint8_t *)rec->detail, strlen(rec->detail),
+                               rec->event_first, &err);
+}
+
+static void check_acme(pkid_store *st, const char *jwk_x) {
+  const pkid_acme_state *acme = pkid_store_acme(st);
+  REQUIRE(acme != NULL);
+  const pkid_acme_eab *e = pkid_acme_state_eab(acme, "eab-store-1");
+  REQUIRE(e != NULL);
+  CHECK(strcmp(e->service, "vault") == 0 && strcmp(e->account, "acct1") == 0);
+  CHECK(e->created == 1800000000);
+  CHECK(pkid_acme_state_num_accounts(acme) == 1);
+  const pkid_acme_account *a = pkid_acme_state_account(acme, "acct1");
+  REQUIRE(a != NULL);
+  CHECK(strcmp(a->service, "vault") == 0 && strcmp(a->kid, "eab-store-1") == 0);
+  CHECK(strstr(a->jwk, jwk_x) != NULL && a->created == 1800000001 && !a->deactivated);
+  CHECK(strcmp(a->contact, "[\"mailto:ops@example.com\"]") == 0);
+  CHECK(pkid_acme_state_account_by_key(acme, a->thumbprint) == a);
+}
+
+/* The ACME state comes back from the journal alone, from a snapshot, and
+ * from a snapshot with records after it; a record that does not apply
+ * stops the store, naming it. */
+TEST(acme_state_survives) {
+  const char *dir = new_dir("acme");
+  pki_err err;
+  pkid_store st;
+  REQUIRE(open_store(&st, dir, &err));
+  CHECK(pkid_acme_state_num_accounts(pkid_store_acme(&st)) == 0);
+  pkid_record rec = acme_event(PKI_EVENT_EAB_CREATED, "vault", "eab-store-1", 1800000000);
+  REQUIRE(commit_acme(&st, &rec));
+  rec = acme_event(PKI_EVENT_EAB_USED, "vault",
+                   "{\"account\":\"acct1\",\"contact\":[\"mailto:ops@example.com\"],"
+                   "\"jwk\":" ACME_JWK ",\"kid\":\"eab-store-1\"}",
+                   1800000001);
+  REQUIRE(commit_acme(&st, &rec));
+  check_acme(&st, "iw6ctxJUGYK");
+  CHECK(memcmp(pkid_acme_state_account(pkid_store_acme(&st), "acct1")->thumbprint,
+               kAcmeThumbprint, 32) == 0);
+  close_store(&st);
+
+  REQUIRE(open_store(&st, dir, &err)); /* replayed */
+  CHECK(st.replayed == 2);
+  check_acme(&st, "iw6ctxJUGYK");
+  CHECK(memcmp(pkid_acme_state_account(pkid_store_acme(&st), "acct1")->thumbprint,
+               kAcmeThumbprint, 32) == 0);
+  REQUIRE(pkid_store_snapshot(&st, &err));
+  close_store(&st);
+
+  REQUIRE(open_store(&st, dir, &err)); /* from the snapshot */
+  CHECK(st.replayed == 0);
+  check_acme(&st, "iw6ctxJUGYK");
+  /* A key change after the snapshot: replayed on top of it. */
+  rec = acme_event(PKI_EVENT_ACME_ACCOUNT, "vault",
+                   "{\"account\":\"acct1\",\"jwk\":" ACME_JWK_2 "}", 1800000002);
+  REQUIRE(commit_acme(&st, &rec));
+  close_store(&st);
+  REQUIRE(open_store(&st, dir, &err));
+  CHECK(st.replayed == 1);
+  check_acme(&st, "CI3ls8JtnMvX8");
+  CHECK(pkid_acme_state_account_by_key(pkid_store_acme(&st), kAcmeThumbprint) == NULL);
+  /* And a record that cannot apply (a kid nobody made), journaled past
+   * the checks: the next open refuses the journal, saying which record. */
+  rec = acme_event(PKI_EVENT_EAB_USED, "vault",
+                   "{\"account\":\"acct2\",\"jwk\":" ACME_JWK ",\"kid\":\"eab-none\"}",
+                   1800000003);
+  REQUIRE(commit_apply(&st, &rec, 1));
+  uint64_t seq = pki_journal_next_seq(st.journal) - 1;
+  close_store(&st);
+  pki_err_clear(&err);
+  CHECK(!open_store(&st, dir, &err));
+  CHECK(err.code == PKI_ERR_INVALID);
+  char want[64];
+  snprintf(want, sizeof(want), "journal record %llu: ", (unsigned long long)seq);
+  CHECK(strstr(err.msg, want) != NULL && strstr(err.msg, "eab-none") != NULL);
+}
+
 int main(void) {
   const char *tmp = getenv("TEST_TMPDIR");
   snprintf(g_tmp, sizeof(g_tmp), "%s", tmp != NULL ? tmp : "/tmp");
@@ -475,6 +588,7 @@ int main(void) {
   RUN(corruption_stops_the_store);
   RUN(unknown_record_type_is_refused);
   RUN(token_set_delete_keeps_the_others);
+  RUN(acme_state_survives);
   pki_catalog_free(g_cat);
   return test_finish();
 }
