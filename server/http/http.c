@@ -23,6 +23,7 @@
 #define LINGER_MS 1000
 #define CTYPE_MAX 128
 #define INM_MAX 256 /* If-None-Match: a few ETags */
+#define HOST_MAX 256 /* Host: longer is refused (400), not cut */
 #define FIELD_MAX 32
 
 typedef struct route {
@@ -104,6 +105,15 @@ typedef struct pkid_http_conn {
   int field_is_inm; /* the header being read is If-None-Match */
   char inm[INM_MAX];
   size_t inm_len;
+  int field_is_host;
+  int host_seen; /* a Host header came: a second one is refused */
+  char host[HOST_MAX];
+  size_t host_len;
+  /* A request whose handler deferred its answer: nothing more is parsed
+   * (nor timed) until pkid_http_respond_deferred. The handle points back
+   * here until the connection closes. */
+  struct pkid_http_deferred *deferred;
+  int dispatching; /* a handler runs: an answer given in it needs no process() */
   /* Input not yet parsed: rbuf[rpos, rlen). */
   size_t rpos, rlen;
   char rbuf[READ_BUF];
@@ -119,6 +129,14 @@ typedef struct pkid_http_conn {
   out_buf wire_out; /* the ciphertext of the write in flight */
   char url[]; /* max_url_bytes + 1 */
 } pkid_http_conn;
+
+/* What pkid_http_respond needs of a request, kept for its later answer:
+ * the request itself lives in buffers the next one reuses. */
+struct pkid_http_deferred {
+  pkid_http_conn *conn; /* NULL once the connection closed */
+  int head;             /* a HEAD: the body is left out */
+  int keep_alive;
+};
 
 pkid_http_limits pkid_http_default_limits(void) {
   pkid_http_limits l = {
@@ -260,7 +278,9 @@ static void flush(pkid_http_conn *c) {
     c->queued_at_timer = SIZE_MAX;
     c->cur = 1 - c->cur;
   }
-  if (c->close_after && !c->shut_down && c->sreq.data == NULL && c->out[c->cur].len == 0) {
+  /* A deferred answer still to come keeps the write side open. */
+  if (c->close_after && !c->shut_down && c->sreq.data == NULL && c->out[c->cur].len == 0 &&
+      c->deferred == NULL) {
     c->sreq.data = c;
     uv_timer_stop(&c->timer);
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
@@ -340,13 +360,15 @@ static void tls_flush(pkid_http_conn *c) {
       return;
     }
   }
-  if (c->close_after && b->len == 0 && !c->tls_notified && SSL_is_init_finished(c->ssl)) {
+  if (c->close_after && b->len == 0 && c->deferred == NULL && !c->tls_notified &&
+      SSL_is_init_finished(c->ssl)) {
     c->tls_notified = 1;
     SSL_shutdown(c->ssl);
   }
   tls_send(c);
   if (c->closing || c->writing) return;
-  if (c->close_after && !c->shut_down && c->sreq.data == NULL && b->len == 0) {
+  if (c->close_after && !c->shut_down && c->sreq.data == NULL && b->len == 0 &&
+      c->deferred == NULL) {
     c->sreq.data = c;
     uv_timer_stop(&c->timer);
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
@@ -371,7 +393,8 @@ static int tls_fill(pkid_http_conn *c) {
     int e = SSL_get_error(c->ssl, n);
     ERR_clear_error();
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
-    if (e == SSL_ERROR_ZERO_RETURN && pending_out(c) > 0 && !c->shut_down) {
+    if (e == SSL_ERROR_ZERO_RETURN && (pending_out(c) > 0 || c->deferred != NULL) &&
+        !c->shut_down) {
       /* The client is done sending: answer what it asked, then close. */
       c->close_after = 1;
       flush(c);
@@ -496,6 +519,44 @@ int pkid_http_respond_shared(pkid_http_req *req, int status, const char *headers
   return 1;
 }
 
+pkid_http_deferred *pkid_http_defer(pkid_http_req *req) {
+  pkid_http_conn *c = req->conn;
+  if (req->responded || c->closing || c->deferred != NULL) return NULL;
+  pkid_http_deferred *d = malloc(sizeof(*d));
+  if (d == NULL) return NULL;
+  d->conn = c;
+  d->head = req->method == HTTP_HEAD;
+  /* (The parser is not run again before the answer, but the answer should
+   * not depend on that.) */
+  d->keep_alive = c->keep_alive;
+  c->deferred = d;
+  req->responded = 1;
+  /* The request's timer ran from its first byte; it has arrived now, and
+   * what remains is the owner's wait. */
+  uv_timer_stop(&c->timer);
+  return d;
+}
+
+int pkid_http_respond_deferred(pkid_http_deferred *d, int status, const char *headers,
+                               const void *body, size_t len) {
+  if (d == NULL) return 0;
+  pkid_http_conn *c = d->conn;
+  int head = d->head, keep_alive = d->keep_alive;
+  free(d);
+  if (c == NULL) return 0; /* closed meanwhile (conn_close let go of it) */
+  c->deferred = NULL;
+  if (!keep_alive) c->close_after = 1;
+  if (!append_response(c, status, headers, body, len, head)) {
+    conn_close(c);
+    return 0;
+  }
+  /* Go on: pipelined requests, the output, the idle timer, reading (and
+   * for HTTPS, plaintext the SSL holds). From inside the connection's own
+   * handler, the process() that called it goes on by itself. */
+  if (!c->dispatching) process(c);
+  return 1;
+}
+
 /* --- parsing ------------------------------------------------------------------- */
 
 static pkid_http_conn *conn_of(http_parser *p) { return p->data; }
@@ -514,6 +575,9 @@ static int on_message_begin(http_parser *p) {
   c->last_was_value = 0;
   c->ctype_len = 0;
   c->inm_len = 0;
+  c->field_is_host = 0;
+  c->host_seen = 0;
+  c->host_len = 0;
   c->error_status = 0;
   /* From the first byte, the whole request must come within the limit. */
   uv_timer_start(&c->timer, on_timer, c->srv->limits.request_timeout_ms, 0);
@@ -557,7 +621,17 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
     c->last_was_value = 1;
     c->field_is_ctype = c->field_len == 12 && strncasecmp(c->field, "content-type", 12) == 0;
     c->field_is_inm = c->field_len == 13 && strncasecmp(c->field, "if-none-match", 13) == 0;
+    c->field_is_host = c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
     if (c->field_is_ctype) c->ctype_len = 0;
+    if (c->field_is_host) {
+      /* Two Host headers: which one the URLs are built from would be the
+       * client's trick (RFC 9112 3.2 wants a 400). */
+      if (c->host_seen) {
+        c->error_status = 400;
+        return -1;
+      }
+      c->host_seen = 1;
+    }
   }
   if (c->field_is_ctype) {
     size_t n = len;
@@ -572,6 +646,15 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
     if (c->inm_len + n > INM_MAX - 1) n = INM_MAX - 1 - c->inm_len;
     memcpy(c->inm + c->inm_len, at, n);
     c->inm_len += n;
+  }
+  if (c->field_is_host) {
+    /* Not cut: a cut name would be another name. */
+    if (c->host_len + len > HOST_MAX - 1) {
+      c->error_status = 400;
+      return -1;
+    }
+    memcpy(c->host + c->host_len, at, len);
+    c->host_len += len;
   }
   return count_head(c, len);
 }
@@ -669,6 +752,12 @@ static void dispatch(pkid_http_conn *c) {
   c->url[c->url_len] = '\0';
   c->ctype[c->ctype_len] = '\0';
   c->inm[c->inm_len] = '\0';
+  /* http_parser leaves a value's trailing whitespace on; a URL built from
+   * the Host must not carry it (RFC 9110 5.5). */
+  while (c->host_len > 0 && (c->host[c->host_len - 1] == ' ' || c->host[c->host_len - 1] == '\t')) {
+    c->host_len--;
+  }
+  c->host[c->host_len] = '\0';
   pkid_http_req req = {
       .method = (int)c->parser.method,
       .method_name = http_method_str((enum http_method)c->parser.method),
@@ -678,6 +767,7 @@ static void dispatch(pkid_http_conn *c) {
       .body_len = c->body_len,
       .content_type = c->ctype,
       .if_none_match = c->inm,
+      .host = c->host,
       .http_minor = c->parser.http_minor,
       .conn = c,
   };
@@ -686,7 +776,10 @@ static void dispatch(pkid_http_conn *c) {
   const route *r =
       find_route(srv, c->url, c->url_len, req.method_name, allow, sizeof(allow), &found_path);
   if (r != NULL) {
+    c->dispatching = 1;
     r->handler(r->ctx, &req);
+    c->dispatching = 0;
+    /* (A deferred request counts as answered.) */
     if (!req.responded && !c->closing) {
       pkid_http_respond(&req, 500, "Content-Type: text/plain\r\n", "no response\n", 12);
     }
@@ -699,13 +792,17 @@ static void dispatch(pkid_http_conn *c) {
   }
 }
 
+/* rbuf_full: no room for more input; a deferred connection stops reading
+ * there (reading on until then notices a client that goes). */
+static int rbuf_full(const pkid_http_conn *c) { return c->rlen - c->rpos >= READ_BUF; }
+
 /* process parses and answers what is in the read buffer, one request at a
  * time, then writes the answers out. It stops early when the output backs
- * up, and starts reading again otherwise. */
+ * up or a request is deferred, and starts reading again otherwise. */
 static void process(pkid_http_conn *c) {
   if (c->ssl != NULL && !c->shut_down && !tls_fill(c)) return;
 again:
-  while (!c->closing && !c->close_after && c->rpos < c->rlen &&
+  while (!c->closing && !c->close_after && c->deferred == NULL && c->rpos < c->rlen &&
          pending_out(c) < PKID_HTTP_MAX_PENDING_OUT && c->out[c->cur].tail == NULL) {
     size_t n = http_parser_execute(&c->parser, &kSettings, c->rbuf + c->rpos, c->rlen - c->rpos);
     c->rpos += n;
@@ -729,21 +826,23 @@ again:
   if (c->closing) return;
   /* HTTPS: plaintext the SSL still holds is parsed now; no read will come
    * for it. */
-  if (tls_more(c) && !c->close_after && pending_out(c) < PKID_HTTP_MAX_PENDING_OUT &&
-      c->out[c->cur].tail == NULL) {
+  if (tls_more(c) && !c->close_after && c->deferred == NULL &&
+      pending_out(c) < PKID_HTTP_MAX_PENDING_OUT && c->out[c->cur].tail == NULL) {
     size_t had = c->rlen;
     if (!tls_fill(c)) return;
     if (c->rlen > had) goto again; /* (a partial record gives nothing yet) */
   }
-  if (!c->in_request && !c->close_after) {
+  if (!c->in_request && !c->close_after && c->deferred == NULL) {
     uv_timer_start(&c->timer, on_timer, c->srv->limits.idle_timeout_ms, 0);
   }
   flush(c);
   if (c->closing) return;
-  if (c->close_after || pending_out(c) >= PKID_HTTP_MAX_PENDING_OUT) {
+  if (c->close_after || pending_out(c) >= PKID_HTTP_MAX_PENDING_OUT ||
+      (c->deferred != NULL && rbuf_full(c))) {
     /* Stop reading: either no more requests are wanted, or the client is
-     * not reading its answers. A shut-down connection reads again to
-     * drain (on_shutdown). */
+     * not reading its answers, or it pipelined a buffer's worth behind a
+     * deferred request. A shut-down connection reads again to drain
+     * (on_shutdown). */
     if (c->reading && !c->shut_down) {
       uv_read_stop((uv_stream_t *)&c->tcp);
       c->reading = 0;
@@ -782,7 +881,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     /* EOF or an error. A response still being written is abandoned only on
      * error; at EOF (a half-close) it is finished first. */
-    if (nread == UV_EOF && !c->shut_down && pending_out(c) > 0) {
+    if (nread == UV_EOF && !c->shut_down && (pending_out(c) > 0 || c->deferred != NULL)) {
       uv_read_stop(stream);
       c->reading = 0;
       c->close_after = 1;
@@ -879,6 +978,11 @@ static void on_closed(uv_handle_t *handle) {
 static void conn_close(pkid_http_conn *c) {
   if (c->closing) return;
   c->closing = 1;
+  /* A deferred answer that comes later finds no connection, and drops. */
+  if (c->deferred != NULL) {
+    c->deferred->conn = NULL;
+    c->deferred = NULL;
+  }
   pkid_http_server *srv = c->srv;
   if (c->prev != NULL) c->prev->next = c->next;
   if (c->next != NULL) c->next->prev = c->prev;
@@ -898,7 +1002,7 @@ static void conn_close(pkid_http_conn *c) {
 static int make_room(pkid_http_server *srv) {
   int looked = 0;
   for (pkid_http_conn *c = srv->conns_tail; c != NULL && looked < 64; c = c->prev, looked++) {
-    if (!c->in_request && !c->writing && !c->closing) {
+    if (!c->in_request && !c->writing && !c->closing && c->deferred == NULL) {
       conn_close(c);
       return 1;
     }
@@ -1055,7 +1159,10 @@ void pkid_http_stop(pkid_http_server *srv, unsigned grace_ms, void (*done)(void 
   }
   for (pkid_http_conn *c = srv->conns; c != NULL;) {
     pkid_http_conn *next = c->next;
-    if (!c->in_request && pending_out(c) == 0) {
+    if (c->deferred != NULL) {
+      /* In progress too: its answer says "Connection: close" and the
+       * connection closes after, or the grace timer closes it. */
+    } else if (!c->in_request && pending_out(c) == 0) {
       conn_close(c);
     } else if (!c->in_request) {
       /* Answers are on their way: close once they are written. */

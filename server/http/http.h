@@ -7,7 +7,10 @@
  *    handler of their route; the handler answers with pkid_http_respond
  *    before it returns (handlers are synchronous, so pipelined requests are
  *    answered in order without a queue). A handler that returns without
- *    answering gets a 500.
+ *    answering gets a 500. One whose answer has to wait (ACME's, for a
+ *    journal commit) defers it (pkid_http_defer): its connection then
+ *    parses nothing more until the answer comes, so the order holds
+ *    without a queue there too.
  *  - Responses are appended to an output buffer and written with one
  *    uv_write per batch: a burst of pipelined requests costs one write.
  *    pkid_http_respond copies the body: the OCSP responses it serves live
@@ -23,7 +26,8 @@
  *  - Timeouts: a connection with no request in progress is closed after
  *    idle_timeout_ms; a request must arrive in full (headers and body)
  *    within request_timeout_ms of its first byte, or it gets 408 and the
- *    connection closes (slow-loris clients).
+ *    connection closes (slow-loris clients). A deferred request has
+ *    arrived: no timeout runs until it is answered (its owner promised).
  *  - Closing after a response: the write side is shut down once the output
  *    is written, the rest of the input is read and dropped for a short
  *    while, then the socket closes, so that the client reads the response
@@ -79,7 +83,9 @@ pkid_http_limits pkid_http_default_limits(void);
 typedef struct pkid_http_server pkid_http_server;
 struct pkid_http_conn;
 
-/* One request, valid until its handler returns. */
+/* One request, valid until its handler returns: its strings and body live
+ * in the connection's buffers, which the next request reuses. A handler
+ * that defers copies what it needs before it returns. */
 typedef struct pkid_http_req {
   int method;              /* enum http_method */
   const char *method_name; /* "GET", "POST", ... */
@@ -89,6 +95,12 @@ typedef struct pkid_http_req {
   size_t body_len;
   const char *content_type; /* the Content-Type header, "" when absent */
   const char *if_none_match; /* the If-None-Match header, "" when absent */
+  /* The Host header, "" when absent, without its surrounding whitespace:
+   * ACME builds its absolute URLs from it, so it is not cut either: longer
+   * than 255 bytes (more than any name of this server's), or sent twice
+   * (RFC 9112 3.2), the request gets 400. Otherwise as sent: a handler
+   * that puts it in a URL checks its characters. */
+  const char *host;
   int http_minor;           /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
   struct pkid_http_conn *conn;
   int responded;
@@ -131,6 +143,32 @@ unsigned pkid_http_num_conns(const pkid_http_server *srv);
  * memory ran out (the connection is then closed). */
 int pkid_http_respond(pkid_http_req *req, int status, const char *headers, const void *body,
                       size_t len);
+
+/* A request answered later, by its owner (pkid_http_defer). */
+typedef struct pkid_http_deferred pkid_http_deferred;
+
+/* pkid_http_defer: the handler will answer |req| later (after a journal
+ * commit, say), with pkid_http_respond_deferred, exactly once: that is the
+ * only call that frees the handle. Returns the handle, or NULL when memory
+ * runs out or |req| was answered already (then answer now, as usual);
+ * after it, pkid_http_respond on |req| returns 0 and the handler gets no
+ * 500. |req| itself is gone once the handler returns: copy its body, path
+ * and headers first. While the request is deferred its connection parses
+ * no further request (pipelined ones wait, so answers stay in order) and
+ * no timeout closes it: the owner promises an answer. A client that only
+ * half-closes still gets it. The server's stop counts it as a request in
+ * progress (answered with "Connection: close", then closed), and its
+ * grace timer still closes whatever is left. */
+pkid_http_deferred *pkid_http_defer(pkid_http_req *req);
+
+/* pkid_http_respond_deferred answers a deferred request as
+ * pkid_http_respond would (|body| copied; a HEAD's left out), frees |d|,
+ * and goes on with the connection: pipelined requests are parsed and the
+ * output written. If the connection closed meanwhile (the client went, or
+ * the server stopped), nothing is sent and |d| is just freed. Returns 1
+ * when the answer was queued. May be called from the handler itself. */
+int pkid_http_respond_deferred(pkid_http_deferred *d, int status, const char *headers,
+                               const void *body, size_t len);
 
 /* pkid_http_respond_shared is pkid_http_respond with |body| borrowed, not
  * copied: it must stay as it is until |release(ctx)|, which comes once it

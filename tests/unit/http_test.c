@@ -1,8 +1,9 @@
 /* http_test: server/http.c on a real libuv loop on 127.0.0.1:0, driven by
  * a client thread with blocking sockets: keep-alive, pipelining order,
  * backpressure, limits (400, 404, 405, 408, 413, 414, 431), timeouts,
- * connection limits, a graceful stop, HEAD, If-None-Match and bodies served
- * by reference. */
+ * connection limits, a graceful stop, HEAD, If-None-Match, bodies served
+ * by reference, the Host header, and answers deferred to a timer (in order
+ * behind pipelining, to a client that went, across a stop). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -62,6 +63,69 @@ static void on_shared(void *ctx, pkid_http_req *req) {
                            g_shared);
 }
 
+/* /host: the Host header as the handler sees it. */
+static void on_host(void *ctx, pkid_http_req *req) {
+  (void)ctx;
+  pkid_http_respond(req, 200, NULL, req->host, strlen(req->host));
+}
+
+/* /defer/MS/...: answered MS milliseconds later from a uv timer, as ACME
+ * answers after a journal commit ("deferred PATH"); MS 0 answers from
+ * the handler itself, once deferred. The counts are the loop thread's,
+ * read once the loop is done. */
+typedef struct deferred_answer {
+  uv_timer_t timer;
+  pkid_http_deferred *d;
+  size_t len;
+  char body[256];
+} deferred_answer;
+
+static int g_deferred_queued;  /* pkid_http_respond_deferred returned 1 */
+static int g_deferred_dropped; /* ... returned 0: the connection had gone */
+
+static void deferred_count(int queued) {
+  if (queued) {
+    g_deferred_queued++;
+  } else {
+    g_deferred_dropped++;
+  }
+}
+
+static void on_answer_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_answer_due(uv_timer_t *t) {
+  deferred_answer *a = t->data;
+  deferred_count(pkid_http_respond_deferred(a->d, 200, "Content-Type: text/plain\r\n", a->body,
+                                            a->len));
+  uv_close((uv_handle_t *)t, on_answer_closed);
+}
+
+static void on_defer(void *ctx, pkid_http_req *req) {
+  uv_loop_t *loop = ctx;
+  unsigned long ms = strtoul(req->path + strlen("/defer/"), NULL, 10);
+  deferred_answer *a = calloc(1, sizeof(*a));
+  if (a == NULL) return; /* the 500 */
+  /* The path is gone once this returns: the answer is made now. */
+  int n = snprintf(a->body, sizeof(a->body), "deferred %.*s", (int)req->path_len, req->path);
+  a->len = n < (int)sizeof(a->body) ? (size_t)n : sizeof(a->body) - 1;
+  a->d = pkid_http_defer(req);
+  CHECK(a->d != NULL);
+  if (a->d == NULL) {
+    free(a);
+    return;
+  }
+  CHECK(pkid_http_defer(req) == NULL);                /* once */
+  CHECK(pkid_http_respond(req, 200, NULL, "x", 1) == 0); /* and not twice */
+  if (ms == 0) {
+    deferred_count(pkid_http_respond_deferred(a->d, 200, NULL, a->body, a->len));
+    free(a);
+    return;
+  }
+  uv_timer_init(loop, &a->timer);
+  a->timer.data = a;
+  uv_timer_start(&a->timer, on_answer_due, ms, 0);
+}
+
 /* run_server serves on a loop in this thread while |client| runs in
  * another; it returns once the client is done and the server has stopped. */
 static void run_server(const pkid_http_limits *limits, void (*client)(fixture *f)) {
@@ -73,6 +137,9 @@ static void run_server(const pkid_http_limits *limits, void (*client)(fixture *f
   pkid_http_route(f.srv, "PUT", "/body", on_body, NULL);
   pkid_http_route(f.srv, "GET", "/silent", on_silent, NULL);
   pkid_http_route(f.srv, "GET", "/shared", on_shared, NULL);
+  pkid_http_route(f.srv, "GET", "/host", on_host, NULL);
+  pkid_http_route(f.srv, "GET", "/defer/", on_defer, &f.loop);
+  g_deferred_queued = g_deferred_dropped = 0;
   http_fixture_serve(&f);
 }
 
@@ -684,6 +751,233 @@ TEST(graceful_stop) {
   CHECK(uv_loop_close(&g_stop.loop) == 0);
 }
 
+static void client_host(fixture *f) {
+  client *c = client_open(f->port);
+  if (c == NULL) {
+    CHECK(!"connect");
+    return;
+  }
+  response *r = malloc(sizeof(*r));
+  CHECK(send_str(c, "GET /host HTTP/1.1\r\nHost: acme.example:8443\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 && strcmp(r->body, "acme.example:8443") == 0);
+  /* The name in any case, the value without its whitespace; then none at
+   * all (HTTP/1.0 may leave it out). */
+  CHECK(send_str(c, "GET /host HTTP/1.1\r\nhOsT: \t b.example \t\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 && strcmp(r->body, "b.example") == 0);
+  CHECK(send_str(c, "GET /host HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 && r->body_len == 0);
+  /* 255 bytes, split over two sends, is taken whole. */
+  char req[600], name[300];
+  memset(name, 'h', 255);
+  name[255] = '\0';
+  int n = snprintf(req, sizeof(req), "GET /host HTTP/1.1\r\nHost: %s\r\n\r\n", name);
+  CHECK(send_all(c, req, 100));
+  usleep(20000);
+  CHECK(send_all(c, req + 100, (size_t)n - 100));
+  CHECK(read_response(c, r) && r->status == 200 && strcmp(r->body, name) == 0);
+  free(r);
+  client_close(c);
+  /* 256: refused, not cut (a cut name is another name); two: refused. */
+  name[255] = 'h';
+  name[256] = '\0';
+  n = snprintf(req, sizeof(req), "GET /host HTTP/1.1\r\nHost: %s\r\n\r\n", name);
+  expect_error(f, req, (size_t)n, 400);
+  const char *two = "GET /host HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n";
+  expect_error(f, two, strlen(two), 400);
+}
+
+TEST(host_header) { run_server(NULL, client_host); }
+
+static void client_deferred(fixture *f) {
+  client *c = client_open(f->port);
+  if (c == NULL) {
+    CHECK(!"connect");
+    return;
+  }
+  response *r = malloc(sizeof(*r));
+  /* Answered from a timer, later, on a connection that goes on after. */
+  double start = now_s();
+  CHECK(send_str(c, "GET /defer/100/one HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 &&
+        strcmp(r->body, "deferred /defer/100/one") == 0 && !has_header(r, "Connection: close"));
+  CHECK(now_s() - start >= 0.09);
+  /* Pipelined behind a deferred request, answered after it: in order, the
+   * quick one waiting. Then one answered from its handler, with a
+   * pipelined one behind it too. */
+  CHECK(send_str(c, "GET /defer/150/first HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "GET /echo/second HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "GET /defer/0/third HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "GET /echo/fourth HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_response(c, r) && strcmp(r->body, "deferred /defer/150/first") == 0);
+  CHECK(read_response(c, r) && strcmp(r->body, "/echo/second") == 0);
+  CHECK(read_response(c, r) && strcmp(r->body, "deferred /defer/0/third") == 0);
+  CHECK(read_response(c, r) && strcmp(r->body, "/echo/fourth") == 0);
+  /* HEAD: the deferred answer's length, no body (the echo proves it). */
+  CHECK(send_str(c, "HEAD /defer/30/h HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "GET /echo/after-head HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_head(c, r) && r->status == 200 && has_header(r, "\r\nContent-Length: 20\r\n"));
+  CHECK(read_response(c, r) && strcmp(r->body, "/echo/after-head") == 0);
+  /* "Connection: close" on a deferred request: answered, then closed, and
+   * what was pipelined after it is not. */
+  CHECK(send_str(c, "GET /defer/50/last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                    "GET /echo/never HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_response(c, r) && strcmp(r->body, "deferred /defer/50/last") == 0 &&
+        has_header(r, "Connection: close"));
+  CHECK(closed_by_server(c));
+  client_close(c);
+  /* A client that half-closes after its request still gets the answer. */
+  c = client_open(f->port);
+  if (c != NULL) {
+    CHECK(send_str(c, "GET /defer/100/half HTTP/1.1\r\nHost: t\r\n\r\n"));
+    CHECK(shutdown(c->fd, SHUT_WR) == 0);
+    CHECK(read_response(c, r) && strcmp(r->body, "deferred /defer/100/half") == 0 &&
+          has_header(r, "Connection: close"));
+    CHECK(closed_by_server(c));
+    client_close(c);
+  }
+  free(r);
+}
+
+TEST(deferred_in_order) {
+  run_server(NULL, client_deferred);
+  CHECK(g_deferred_queued == 6 && g_deferred_dropped == 0);
+}
+
+/* No timeout closes a deferred request, though it waits longer than both. */
+static void client_deferred_slow(fixture *f) {
+  client *c = client_open(f->port);
+  if (c == NULL) {
+    CHECK(!"connect");
+    return;
+  }
+  response *r = malloc(sizeof(*r));
+  CHECK(send_str(c, "GET /defer/400/slow HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(read_response(c, r) && r->status == 200 &&
+        strcmp(r->body, "deferred /defer/400/slow") == 0);
+  /* Then idle again: the idle timeout is back. */
+  double start = now_s();
+  CHECK(closed_by_server(c));
+  CHECK(now_s() - start >= 0.05);
+  free(r);
+  client_close(c);
+}
+
+TEST(deferred_outlives_timeouts) {
+  pkid_http_limits l = pkid_http_default_limits();
+  l.idle_timeout_ms = 100;
+  l.request_timeout_ms = 100;
+  run_server(&l, client_deferred_slow);
+  CHECK(g_deferred_queued == 1 && g_deferred_dropped == 0);
+}
+
+/* A client that resets its connection while its request is deferred: the
+ * connection closes at once, and the late answer finds it gone (ASan
+ * watches the handle). Another that closes plainly is answered into the
+ * void. Pipelined input behind a deferred request fills the read buffer,
+ * and reading stops there instead of failing. */
+static void client_deferred_gone(fixture *f) {
+  client *c = client_open(f->port);
+  if (c == NULL) {
+    CHECK(!"connect");
+    return;
+  }
+  CHECK(send_str(c, "GET /defer/300/gone HTTP/1.1\r\nHost: t\r\n\r\n"));
+  usleep(50000);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  CHECK(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+  client_close(c); /* RST */
+  c = client_open(f->port);
+  if (c != NULL) {
+    CHECK(send_str(c, "GET /defer/200/fin HTTP/1.1\r\nHost: t\r\n\r\n"));
+    usleep(50000);
+    client_close(c);
+  }
+  response *r = malloc(sizeof(*r));
+  c = client_open(f->port);
+  if (c != NULL) {
+    enum { N = 800 };
+    static const char kReq[] = "GET /echo/p HTTP/1.1\r\nHost: t\r\n\r\n";
+    CHECK(send_str(c, "GET /defer/300/full HTTP/1.1\r\nHost: t\r\n\r\n"));
+    usleep(20000);
+    for (int i = 0; i < N; i++) CHECK(send_str(c, kReq)); /* 28 KB: more than a buffer */
+    CHECK(read_response(c, r) && strcmp(r->body, "deferred /defer/300/full") == 0);
+    int got = 0;
+    while (got < N && read_response(c, r) && strcmp(r->body, "/echo/p") == 0) got++;
+    CHECK(got == N);
+    client_close(c);
+  }
+  /* The server is still well. */
+  c = client_open(f->port);
+  if (c != NULL) {
+    CHECK(send_str(c, "GET /echo/still HTTP/1.1\r\nHost: t\r\n\r\n"));
+    CHECK(read_response(c, r) && strcmp(r->body, "/echo/still") == 0);
+    client_close(c);
+  }
+  free(r);
+}
+
+TEST(deferred_client_gone) {
+  run_server(NULL, client_deferred_gone);
+  /* "gone" dropped; "fin" queued (its write may fail after); "full". */
+  CHECK(g_deferred_dropped == 1 && g_deferred_queued == 2);
+}
+
+/* A stop while requests are deferred: one answered within the grace gets
+ * "Connection: close" and its connection closes (what was pipelined after
+ * it is not answered); one that the grace outlasts is closed unanswered,
+ * and its late answer is dropped, after the server has gone. */
+static void on_go_deferred(uv_async_t *a) {
+  stop_fixture *s = a->data;
+  pkid_http_stop(s->srv, 600, on_stop_done, &s->stopped);
+  uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *deferred_stop_client(void *arg) {
+  stop_fixture *s = arg;
+  client *a = client_open(s->port), *b = client_open(s->port);
+  response *r = malloc(sizeof(*r));
+  if (a != NULL && b != NULL) {
+    CHECK(send_str(a, "GET /defer/300/a HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /defer/10/a2 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    CHECK(send_str(b, "GET /defer/1500/b HTTP/1.1\r\nHost: t\r\n\r\n"));
+    usleep(50000);
+    uv_async_send(&s->go);
+    CHECK(read_response(a, r) && r->status == 200 &&
+          strcmp(r->body, "deferred /defer/300/a") == 0 && has_header(r, "Connection: close"));
+    CHECK(closed_by_server(a));
+    CHECK(!read_response(b, r));
+  } else {
+    CHECK(!"connect");
+    uv_async_send(&s->go);
+  }
+  client_close(a);
+  client_close(b);
+  free(r);
+  return NULL;
+}
+
+TEST(deferred_across_stop) {
+  stop_fixture s;
+  memset(&s, 0, sizeof(s));
+  REQUIRE(uv_loop_init(&s.loop) == 0);
+  s.srv = pkid_http_new(&s.loop, NULL);
+  pkid_http_route(s.srv, "GET", "/defer/", on_defer, &s.loop);
+  g_deferred_queued = g_deferred_dropped = 0;
+  pki_err err;
+  REQUIRE(pkid_http_listen(s.srv, "127.0.0.1:0", &err));
+  char where[80];
+  s.port = pkid_http_address(s.srv, where, sizeof(where));
+  uv_async_init(&s.loop, &s.go, on_go_deferred);
+  s.go.data = &s;
+  pthread_t t;
+  REQUIRE(pthread_create(&t, NULL, deferred_stop_client, &s) == 0);
+  uv_run(&s.loop, UV_RUN_DEFAULT); /* the server gone, and b's timer too */
+  pthread_join(t, NULL);
+  CHECK(s.stopped);
+  CHECK(g_deferred_queued == 1 && g_deferred_dropped == 1);
+  CHECK(uv_loop_close(&s.loop) == 0);
+}
+
 TEST(listen_errors) {
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
@@ -721,6 +1015,11 @@ int main(void) {
   RUN(max_conns);
   RUN(max_conns_per_address);
   RUN(graceful_stop);
+  RUN(host_header);
+  RUN(deferred_in_order);
+  RUN(deferred_outlives_timeouts);
+  RUN(deferred_client_gone);
+  RUN(deferred_across_stop);
   RUN(listen_errors);
   RUN(http_date);
   return test_finish();

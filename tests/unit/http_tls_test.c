@@ -3,7 +3,9 @@
  * BoringSSL's, and OpenSSL's `openssl s_client` (a TLS stack we did not
  * write). Keep-alive and pipelining, a request body over several records,
  * a large borrowed body, close_notify after "Connection: close", plain
- * HTTP on the HTTPS port refused, and the server still serving after. */
+ * HTTP on the HTTPS port refused, the server still serving after, and
+ * answers deferred to a timer (in order, then close_notify; a client that
+ * went). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -51,6 +53,43 @@ static void release_shared(void *ctx) {
 static void on_shared(void *ctx, pkid_http_req *req) {
   (void)ctx;
   pkid_http_respond_shared(req, 200, NULL, g_shared, SHARED_LEN, release_shared, NULL);
+}
+
+/* /defer/MS/...: "deferred PATH", MS milliseconds later, from a timer. */
+typedef struct deferred_answer {
+  uv_timer_t timer;
+  pkid_http_deferred *d;
+  size_t len;
+  char body[128];
+} deferred_answer;
+
+static int g_deferred_queued, g_deferred_dropped; /* loop thread */
+
+static void on_answer_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_answer_due(uv_timer_t *t) {
+  deferred_answer *a = t->data;
+  if (pkid_http_respond_deferred(a->d, 200, NULL, a->body, a->len)) {
+    g_deferred_queued++;
+  } else {
+    g_deferred_dropped++;
+  }
+  uv_close((uv_handle_t *)t, on_answer_closed);
+}
+
+static void on_defer(void *ctx, pkid_http_req *req) {
+  deferred_answer *a = calloc(1, sizeof(*a));
+  if (a == NULL) return;
+  int n = snprintf(a->body, sizeof(a->body), "deferred %.*s", (int)req->path_len, req->path);
+  a->len = n < (int)sizeof(a->body) ? (size_t)n : sizeof(a->body) - 1;
+  if ((a->d = pkid_http_defer(req)) == NULL) {
+    CHECK(!"pkid_http_defer");
+    free(a);
+    return;
+  }
+  uv_timer_init(ctx, &a->timer);
+  a->timer.data = a;
+  uv_timer_start(&a->timer, on_answer_due, strtoul(req->path + 7, NULL, 10), 0);
 }
 
 static SSL_CTX *g_server_ctx;
@@ -110,6 +149,8 @@ static void run_server(void (*client)(fixture *f)) {
   pkid_http_route(f.srv, "POST", "/body", on_body, NULL);
   pkid_http_route(f.srv, "GET", "/shared", on_shared, NULL);
   pkid_http_route(f.srv, "GET", "/late-tls", on_late_tls, f.srv);
+  pkid_http_route(f.srv, "GET", "/defer/", on_defer, &f.loop);
+  g_deferred_queued = g_deferred_dropped = 0;
   http_fixture_serve(&f);
 }
 
@@ -284,6 +325,45 @@ static void client_plain_http(fixture *f) {
 
 TEST(plain_http_refused) { run_server(client_plain_http); }
 
+static void client_deferred(fixture *f) {
+  tls_client *c = tls_open(f->port);
+  REQUIRE(c != NULL);
+  /* Pipelined behind a deferred request, in one record: in order. */
+  static const char kTwo[] = "GET /defer/100/first HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "GET /echo/second HTTP/1.1\r\nHost: x\r\n\r\n";
+  CHECK(tls_send_str(c, kTwo, sizeof(kTwo) - 1));
+  int status = 0;
+  char body[256];
+  long n = tls_response(c, &status, body, sizeof(body));
+  CHECK(status == 200 && n == 25 && memcmp(body, "deferred /defer/100/first", 25) == 0);
+  n = tls_response(c, &status, body, sizeof(body));
+  CHECK(status == 200 && n == 12 && memcmp(body, "/echo/second", 12) == 0);
+  /* A deferred answer that closes: then close_notify. */
+  static const char kLast[] = "GET /defer/50/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  CHECK(tls_send_str(c, kLast, sizeof(kLast) - 1));
+  n = tls_response(c, &status, body, sizeof(body));
+  CHECK(status == 200 && n == 23 && memcmp(body, "deferred /defer/50/last", 23) == 0);
+  char more[16];
+  int m = SSL_read(c->ssl, more, sizeof(more));
+  CHECK(m == 0 && SSL_get_error(c->ssl, m) == SSL_ERROR_ZERO_RETURN);
+  tls_close(c);
+  /* A client that resets while its request is deferred: the answer drops. */
+  c = tls_open(f->port);
+  REQUIRE(c != NULL);
+  static const char kGone[] = "GET /defer/200/gone HTTP/1.1\r\nHost: x\r\n\r\n";
+  CHECK(tls_send_str(c, kGone, sizeof(kGone) - 1));
+  usleep(50000);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  CHECK(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+  tls_close(c);
+  usleep(300000);
+}
+
+TEST(deferred_answers) {
+  run_server(client_deferred);
+  CHECK(g_deferred_queued == 2 && g_deferred_dropped == 1);
+}
+
 static void client_openssl(fixture *f) {
   /* OpenSSL's client, verifying the certificate for 127.0.0.1. */
   char cmd[1200];
@@ -315,6 +395,7 @@ int main(void) {
   RUN(close_notify_after_connection_close);
   RUN(plain_http_refused);
   RUN(openssl_s_client);
+  RUN(deferred_answers);
   X509_free(g_cert);
   SSL_CTX_free(g_server_ctx);
   return test_finish();
