@@ -17,12 +17,13 @@ static const char kUsage[] =
     "usage: pkictl audit DIR [--service NAME] [--identity URI] [--serial HEX]\n"
     "                        [--kind KIND] [--since TIME] [--until TIME] [--table]\n"
     "  KIND: issue, renew, revoke, token_used, crl, serial_block, refused, reload,\n"
-    "        lb_rotation, ceremony, eab_created, eab_used\n"
+    "        lb_rotation, ceremony, eab_created, eab_used, acme_account\n"
     "  TIME: 2026-12-02T18:00:00Z or Unix seconds\n";
 
 static const char *const kKinds[] = {
     "issue",  "renew",       "revoke",   "token_used",  "crl",      "serial_block",
-    "refused", "reload",     "lb_rotation", "ceremony", "eab_created", "eab_used"};
+    "refused", "reload",     "lb_rotation", "ceremony", "eab_created", "eab_used",
+    "acme_account"};
 
 typedef struct query {
   pki_audit_filter filter;

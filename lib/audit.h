@@ -8,7 +8,8 @@
  *   seq        the record's sequence number in the journal
  *   time       when it was journaled, RFC 3339 UTC with milliseconds
  *   kind       issue, renew, revoke, token_used, crl, serial_block, refused,
- *              reload, lb_rotation, ceremony, eab_created, eab_used
+ *              reload, lb_rotation, ceremony, eab_created, eab_used,
+ *              acme_account
  *              (an event kind this pkid does not know: "event_N")
  *   outcome    ok, refused or failed
  *   identity   who: the caller's identity (issue, revoke, events)
@@ -33,7 +34,7 @@
 #include "lib/record.h"
 
 /* pki_audit_kind_name is |rec|'s kind as the JSON form names it. |buf|
- * holds the name of an unknown event kind ("event_7"). */
+ * holds the name of an unknown event kind ("event_8"). */
 const char *pki_audit_kind_name(const pki_parsed_record *rec, char *buf, size_t size);
 
 /* pki_audit_outcome is "ok", "refused" or "failed". */

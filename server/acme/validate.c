@@ -164,7 +164,14 @@ int pkid_acme_tls_alpn01(const char *name, const char *address, const char *key_
   /* Only acme-tls/1, so that no other service on the port answers as if
    * for a browser (RFC 8737 3); the certificate is checked below, not by
    * a chain. */
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_set_min_proto_version(ssl, TLS1_2_VERSION);
+  /* The challenge certificate proves the key authorization, nothing else,
+   * and clients make it with whatever keyUsage: lego's RSA ones have only
+   * keyEncipherment. BoringSSL refuses that for a signing key, always in
+   * TLS 1.3 and in 1.2 unless told not to; so the validator speaks 1.2,
+   * which RFC 8737 3 allows ("TLS 1.2 or later"), without that check. */
+  SSL_set_max_proto_version(ssl, TLS1_2_VERSION);
+  SSL_set_enforce_rsa_key_usage(ssl, 0);
   if (SSL_set_alpn_protos(ssl, kAlpn, sizeof(kAlpn)) != 0 ||
       !SSL_set_tlsext_host_name(ssl, name) || !SSL_set_fd(ssl, fd)) {
     PKI_ERR_OOM(err);

@@ -545,6 +545,11 @@ int pkid_metrics_init(void) {
     m.audit_events = pkid_counter_new(r, "pkid_audit_events_sent_total",
                                       "Audit events sent on StreamAudit streams.");
     ok = ok && m.audit_streams && m.audit_streams_open && m.audit_events && m.ca_key_ready;
+    static const char *const kResourceStatus[] = {"resource", "status"};
+    m.acme_requests = pkid_family_new(r, PKID_COUNTER, "pkid_acme_requests_total",
+                                      "ACME responses, by resource and HTTP status.",
+                                      kResourceStatus, 2, NULL, 0, 1);
+    ok = ok && m.acme_requests;
     ok = ok && m.crl_build_seconds && m.crl_builds && m.crl_bytes && m.crl_entries &&
          m.crl_number && m.crl_this_update && m.crl_next_update;
     ok = ok && m.grpc_requests && m.grpc_request_duration && m.issued && m.revoked &&
@@ -598,6 +603,13 @@ void pkid_metrics_siem(int connected, uint64_t lag, uint64_t sent) {
   pkid_gauge_set(pkid_metric_child(pkid_m.siem_connected, NULL), connected ? 1.0 : 0.0);
   pkid_gauge_set(pkid_metric_child(pkid_m.siem_lag, NULL), (double)lag);
   pkid_counter_add(pkid_metric_child(pkid_m.siem_sent, NULL), sent);
+}
+
+void pkid_metrics_acme(const char *resource, int status) {
+  char code[8];
+  snprintf(code, sizeof(code), "%d", status);
+  const char *labels[] = {resource, code};
+  pkid_counter_add(pkid_metric_child(pkid_m.acme_requests, labels), 1);
 }
 
 void pkid_metrics_limited(const char *reason) {

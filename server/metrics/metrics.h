@@ -141,6 +141,8 @@ typedef struct pkid_metrics {
   pkid_metric *audit_streams;      /* pkid_audit_streams_total */
   pkid_metric *audit_streams_open; /* pkid_audit_streams */
   pkid_metric *audit_events;       /* pkid_audit_events_sent_total */
+  /* ACME (server/acme/), lazy: shown only with --acme-listen. */
+  pkid_family *acme_requests; /* pkid_acme_requests_total{resource,status} */
 } pkid_metrics;
 
 /* pkid_m: the process's metrics; all NULL until pkid_metrics_init. */
@@ -162,6 +164,10 @@ void pkid_metrics_ca_key_ready(const char *ca, int ready);
  * pkid_requests_limited_total{reason=|reason|} (reasons are pkid's own
  * words, never a client's). */
 void pkid_metrics_limited(const char *reason);
+
+/* pkid_metrics_acme counts an ACME response: the resource ("new-order",
+ * "finalize", ...) and its HTTP status. */
+void pkid_metrics_acme(const char *resource, int status);
 
 /* pkid_metrics_crl sets the gauges of a CRL that is now served: its
  * size, entries, number and validity (Prometheus computes its age from

@@ -119,6 +119,7 @@ void pkid_issue_run(pkid_job *job) {
       !pki_profile_for_service(&profile, job->cat, job->svc, job->rec.usage, &job->err)) {
     goto out;
   }
+  if (job->common_name[0] != '\0') profile.common_name = job->common_name;
   uint32_t lifetime = profile.validity_s;
   if (job->validity_s != 0 && job->validity_s < lifetime) lifetime = job->validity_s;
   pki_issue_request req = {

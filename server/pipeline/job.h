@@ -42,6 +42,11 @@ struct pkid_job {
   uint8_t *csr;        /* owned */
   size_t csr_len;
   int64_t now; /* the time of the request, seconds */
+  /* The subject CN; "" for the profile's (the service's name). ACME sets
+   * one of the order's names: its clients renew what the certificate
+   * names, CN included (and the CA/Browser Forum's BR 7.1.4.3 want a CN
+   * to be one of the SANs). */
+  char common_name[254]; /* a DNS name (RFC 1035 2.3.4: 253) and a NUL */
   /* Revoke input: with reason keyCompromise, also revoke every other
    * unexpired certificate of the same key. */
   int same_key;
