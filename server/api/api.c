@@ -5,6 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+
+#include "lib/base64.h"
 #include "lib/cert_info.h"
 #include "lib/crl.h"
 #include "lib/grpc_status.h"
@@ -815,6 +819,185 @@ out:
   protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
+/* --- ACME external account binding keys (RFC 8555 7.3.4) --------------------------- */
+
+/* The kid's random part: 16 octets, 22 base64url characters after "eab-". */
+#define EAB_KID_RANDOM 16
+#define EAB_KID_PREFIX "eab-"
+
+/* A CreateAcmeEab call waiting for its record to be durable. */
+typedef struct eab_call {
+  pkid_pending pending; /* the call; NULL once it has gone */
+  pkid_api *api;
+  char quota_key[512]; /* in the caller's share, as an issuance is */
+  char kid[PKID_ACME_KID_MAX + 1];
+  char *service; /* a copy: a reload may free the catalogue before the record is durable */
+  int64_t time;  /* the record's, which a replay applies it with */
+} eab_call;
+
+/* reply_eab answers with |kid| and its key, derived again from the master
+ * key rather than kept since the request: the key exists in pkid's memory
+ * only while it is being sent. Our copies are wiped; the ones the rpc and
+ * TLS layers make on the way out are theirs. */
+static void reply_eab(pkid_call *call, const pkid_api *api, const char *kid) {
+  uint8_t key[PKID_ACME_EAB_KEY_LEN];
+  char text[PKI_BASE64_ENCODED_MAX(PKID_ACME_EAB_KEY_LEN) + 1];
+  uint8_t buf[256]; /* a kid and 43 characters, with their tags */
+  size_t text_len;
+  pki_err err;
+  pkid_acme_eab_key(key, api->acme_eab_master, kid);
+  int ok = pki_base64_encode(text, sizeof(text), &text_len, key, sizeof(key),
+                             PKI_BASE64_URL | PKI_BASE64_NO_PAD, &err);
+  OPENSSL_cleanse(key, sizeof(key));
+  Pki__V1__CreateAcmeEabResponse resp = PKI__V1__CREATE_ACME_EAB_RESPONSE__INIT;
+  resp.kid = (char *)kid;
+  resp.hmac_key = text;
+  if (ok && protobuf_c_message_get_packed_size(&resp.base) > sizeof(buf)) {
+    PKI_ERR(&err, PKI_ERR_INTERNAL, "the CreateAcmeEabResponse does not fit its buffer");
+    ok = 0;
+  }
+  if (ok) {
+    /* Packed here, not by send_packed: its heap buffer would be freed
+     * with the key still in it. */
+    size_t len = protobuf_c_message_pack(&resp.base, buf);
+    pkid_call_send(call, buf, len);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    pkid_call_ok(call);
+  } else {
+    pkid_call_fail(call, &err);
+  }
+  OPENSSL_cleanse(text, sizeof(text));
+}
+
+static void on_eab_journaled(void *ctx, int ok, const pki_err *err) {
+  eab_call *ec = ctx;
+  pkid_api *api = ec->api;
+  pkid_quota_release(api->quotas, ec->quota_key);
+  pki_err apply_err;
+  int applied = 0;
+  if (ok) {
+    /* The record is durable, so the state learns of the kid whether or
+     * not the caller is still there to hear of it: a replay would apply
+     * it too, and the state is what the journal says. */
+    applied = pkid_acme_state_apply(api->acme, PKI_EVENT_EAB_CREATED, ec->service,
+                                    (const uint8_t *)ec->kid, strlen(ec->kid), ec->time,
+                                    &apply_err);
+    if (!applied) {
+      pki_log("error", "acme_eab_apply_failed", "kid", ec->kid, "service", ec->service,
+              "reason", apply_err.msg, NULL);
+    }
+  }
+  pkid_call *call = ec->pending.call;
+  if (call != NULL) {
+    pkid_call_untrack(&ec->pending);
+    if (!ok) {
+      pkid_call_fail(call, err);
+    } else if (!applied) {
+      pkid_call_fail(call, &apply_err);
+    } else {
+      reply_eab(call, api, ec->kid);
+    }
+  }
+  free(ec->service);
+  free(ec);
+}
+
+/* new_kid makes a key id no key of the state has: 128 random bits, so a
+ * second try is for a broken RNG more than for chance. */
+static int new_kid(const pkid_api *api, char kid[PKID_ACME_KID_MAX + 1], pki_err *err) {
+  for (int attempt = 0; attempt < 4; attempt++) {
+    uint8_t rnd[EAB_KID_RANDOM];
+    size_t len;
+    RAND_bytes(rnd, sizeof(rnd));
+    memcpy(kid, EAB_KID_PREFIX, sizeof(EAB_KID_PREFIX) - 1);
+    if (!pki_base64_encode(kid + sizeof(EAB_KID_PREFIX) - 1,
+                           PKID_ACME_KID_MAX + 1 - (sizeof(EAB_KID_PREFIX) - 1), &len, rnd,
+                           sizeof(rnd), PKI_BASE64_URL | PKI_BASE64_NO_PAD, err)) {
+      return 0;
+    }
+    if (pkid_acme_state_eab(api->acme, kid) == NULL) return 1;
+  }
+  PKI_ERR(err, PKI_ERR_INTERNAL, "no new EAB key id after 4 tries: the RNG repeats itself");
+  return 0;
+}
+
+static void on_create_acme_eab(void *ctx, pkid_call *call, const uint8_t *msg, size_t len) {
+  pkid_api *api = ctx;
+  pki_err err;
+  Pki__V1__CreateAcmeEabRequest *req =
+      unpack(call, &pki__v1__create_acme_eab_request__descriptor, msg, len, "");
+  if (req == NULL) return;
+  const pki_catalog_service *caller = caller_service(api, call, &err);
+  const pki_catalog_service *svc = NULL;
+  eab_call *ec = NULL;
+  uint64_t retry_ms = 0;
+  if (caller == NULL) goto fail;
+  /* An EAB key lets whoever holds it obtain the service's certificates
+   * over ACME: making one is an admin's act, as issuing for another
+   * service is. */
+  if (!(caller->permissions & PKI_PERM_ADMIN)) {
+    PKI_ERR(&err, PKI_ERR_DENIED, "%s may not create ACME EAB keys (no admin permission)",
+            caller->identity);
+    goto fail;
+  }
+  if (req->service[0] == '\0') {
+    PKI_ERR(&err, PKI_ERR_INVALID, "service is required");
+    goto fail;
+  }
+  if ((svc = pki_catalog_find_service(api->cat, req->service)) == NULL) {
+    PKI_ERR(&err, PKI_ERR_NOT_FOUND, "no service '%s' in the catalogue", req->service);
+    goto fail;
+  }
+  if (!service_has_usage(svc, PKI_USAGE_SERVER)) {
+    PKI_ERR(&err, PKI_ERR_INVALID,
+            "service '%s' has no server certificate, and ACME issues only server "
+            "certificates",
+            svc->name);
+    goto fail;
+  }
+  if (api->acme == NULL) {
+    PKI_ERR(&err, PKI_ERR_PRECONDITION, "ACME is not enabled on this pkid (--acme-listen)");
+    goto fail;
+  }
+  if (api->stopped) {
+    PKI_ERR(&err, PKI_ERR_UNAVAILABLE, "pkid's journal failed; it is restarting");
+    goto fail;
+  }
+  if ((ec = calloc(1, sizeof(*ec))) == NULL || (ec->service = strdup(svc->name)) == NULL) {
+    PKI_ERR_OOM(&err);
+    goto fail;
+  }
+  ec->api = api;
+  ec->time = (int64_t)time(NULL);
+  if (!new_kid(api, ec->kid, &err)) goto fail;
+  snprintf(ec->quota_key, sizeof(ec->quota_key), "%s", pkid_call_peer(call)->identity);
+  if (!pkid_quota_take(api->quotas, ec->quota_key, now_ms(), &retry_ms, &err)) goto fail;
+  /* The kid only: the key is derived from it and never journaled. */
+  pkid_event ev = {.kind = PKI_EVENT_EAB_CREATED,
+                   .outcome = PKI_OUTCOME_OK,
+                   .identity = pkid_call_peer(call)->identity,
+                   .service = ec->service,
+                   .first = ec->time,
+                   .last = ec->time,
+                   .detail = ec->kid};
+  pkid_call_track(call, &ec->pending);
+  if (!pkid_event_submit(api->workers, &ev, on_eab_journaled, ec, &err)) {
+    pkid_call_untrack(&ec->pending);
+    pkid_quota_release(api->quotas, ec->quota_key);
+    retry_ms = 100;
+    goto fail;
+  }
+  goto out;
+fail:
+  if (ec != NULL) {
+    free(ec->service);
+    free(ec);
+  }
+  pkid_call_fail_retry(call, &err, retry_ms);
+out:
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
 /* Request messages: a CSR is a few hundred bytes (an RSA-4096 one with
  * many names a few KiB); the others hold a serial or a CA's name. */
 #define CSR_MESSAGE_MAX (16 * 1024)
@@ -832,6 +1015,8 @@ static const pkid_method kMethods[] = {
      NULL, NULL},
     {"/pki.v1.Pki/ReportRotation", 0, SMALL_MESSAGE_MAX, authorize_identity,
      on_report_rotation, NULL, NULL},
+    {"/pki.v1.Pki/CreateAcmeEab", 0, SMALL_MESSAGE_MAX, authorize_identity,
+     on_create_acme_eab, NULL, NULL},
     /* Server streaming: one request, events as the client reads them. */
     {"/pki.v1.Pki/StreamAudit", 0, SMALL_MESSAGE_MAX, pkid_api_authorize_audit,
      pkid_audit_on_request, NULL, pkid_audit_on_sent},

@@ -25,6 +25,7 @@
 #include "server/pipeline/serials.h"
 #include "server/pipeline/workers.h"
 #include "server/rpc/rpc.h"
+#include "server/store/acme_state.h"
 #include "server/store/status.h"
 #include "server/store/store.h"
 
@@ -41,6 +42,10 @@ typedef struct pkid_api {
   int bootstrap; /* bootstrap tokens accepted (a token key was found) */
   uint8_t token_key[PKI_TOKEN_KEY_LEN];
   pkid_audit *audit; /* StreamAudit's streams (audit_stream.h) */
+  pkid_acme_state *acme; /* the store's (pkid_store_acme); NULL: ACME is off */
+  /* The key every EAB key is derived from (pkid_acme_eab_key), with
+   * |acme| only. Never journaled, logged or sent. */
+  uint8_t acme_eab_master[PKID_ACME_EAB_MASTER_LEN];
 } pkid_api;
 
 /* pkid_api_methods returns the method table served at /pki.v1.Pki/...;
