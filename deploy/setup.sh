@@ -42,8 +42,11 @@ packages=(
   # temporary SOFTHSM2_CONF); PyKCS11 and OpenSC's pkcs11-tool are PKCS#11
   # clients we did not write, which check what the token holds
   softhsm2 python3-pykcs11 opensc
-  # ACME: jansson parses its JSON (JWS, requests)
-  libjansson-dev
+  # ACME: jansson parses its JSON (JWS, requests); certbot, lego and uacme
+  # are the ACME clients we did not write that the tests run against pkid
+  # (python3-josepy, certbot's JOSE library, also checks the tests' own
+  # client's JWS)
+  libjansson-dev certbot lego uacme python3-josepy
   # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
   golang-cfssl python3-matplotlib
 )
