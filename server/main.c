@@ -32,6 +32,7 @@
 #include "lib/pki_tree.h"
 #include "lib/secret.h"
 #include "lib/token.h"
+#include "server/acme/acme.h"
 #include "server/api/api.h"
 #include "server/audit/siem.h"
 #include "server/ca/ca.h"
@@ -129,6 +130,7 @@ typedef struct options {
   unsigned node;
   unsigned workers;
   pkid_siem_options siem; /* .collector NULL: no SIEM feed */
+  pkid_acme_config acme;  /* .listen NULL: no ACME server */
   pkid_limits limits;
 } options;
 
@@ -162,6 +164,17 @@ static const char kUsage[] =
     "  --siem-cert FILE     pkid's client certificate and its chain (PEM)\n"
     "  --siem-key FILE      and its key\n"
     "  --siem-hostname NAME the messages' HOSTNAME (default: the host's name)\n"
+    "  --acme-listen HOST:PORT\n"
+    "                       an ACME server (RFC 8555) on HTTPS at\n"
+    "                       https://HOST:PORT/acme/directory, with pkid's\n"
+    "                       certificate; accounts need an external account key\n"
+    "                       ('pkictl acme eab create --service NAME'); the keys\n"
+    "                       derive from DIR/acme/eab.key (made if missing, 0600)\n"
+    "  --acme-test-mode     for tests on one host only, allows the next three:\n"
+    "  --acme-http-port N   http-01 validation connects to N, not 80\n"
+    "  --acme-tls-port N    tls-alpn-01 validation connects to N, not 443\n"
+    "  --acme-resolve NAME=IP\n"
+    "                       validate NAME at IP, not its DNS address (repeatable)\n"
     "limits and CRL timings (flag --NAME-WITH-DASHES N; in the config file\n"
     "limits: {NAME: N}, or crl: {interval_s: N, ...} for the crl_ ones, and\n"
     "checkpoint: {interval_s: N, records: N} for the checkpoint_ ones):\n";
@@ -238,7 +251,7 @@ static int parse_number(unsigned long *out, const char *text, const char *flag,
 enum { OPT_LIMIT = 1000 }; /* getopt values for the limits: OPT_LIMIT + index */
 
 static int parse_options(options *o, int argc, char **argv) {
-  static struct option opts[22 + NUM_LIMITS + 1] = {
+  static struct option opts[27 + NUM_LIMITS + 1] = {
       {"config", required_argument, NULL, 'F'},
       {"pki", required_argument, NULL, 'p'},
       {"listen", required_argument, NULL, 'l'},
@@ -256,6 +269,11 @@ static int parse_options(options *o, int argc, char **argv) {
       {"siem-cert", required_argument, NULL, 'C'},
       {"siem-key", required_argument, NULL, 'K'},
       {"siem-hostname", required_argument, NULL, 'H'},
+      {"acme-listen", required_argument, NULL, 'm'},
+      {"acme-test-mode", no_argument, NULL, 'T'},
+      {"acme-http-port", required_argument, NULL, 'W'},
+      {"acme-tls-port", required_argument, NULL, 'L'},
+      {"acme-resolve", required_argument, NULL, 'R'},
       {"help", no_argument, NULL, 'h'},
   };
   static char flags[NUM_LIMITS][48];
@@ -302,6 +320,23 @@ static int parse_options(options *o, int argc, char **argv) {
       case 'C': o->siem.cert_file = optarg; break;
       case 'K': o->siem.key_file = optarg; break;
       case 'H': o->siem.hostname = optarg; break;
+      case 'm': o->acme.listen = optarg; break;
+      case 'T': o->acme.test_mode = 1; break;
+      case 'W':
+        if (!parse_number(&v, optarg, "acme-http-port", 1, 65535)) return 0;
+        o->acme.http_port = (unsigned)v;
+        break;
+      case 'L':
+        if (!parse_number(&v, optarg, "acme-tls-port", 1, 65535)) return 0;
+        o->acme.tls_port = (unsigned)v;
+        break;
+      case 'R':
+        if (o->acme.num_resolve == PKID_ACME_MAX_RESOLVE) {
+          fprintf(stderr, "pkid: at most %d --acme-resolve\n", PKID_ACME_MAX_RESOLVE);
+          return 0;
+        }
+        o->acme.resolve[o->acme.num_resolve++] = optarg;
+        break;
       case 'n':
         if (!parse_number(&v, optarg, "node", 1, 32767)) return 0;
         o->node = (unsigned)v;
@@ -324,6 +359,15 @@ static int parse_options(options *o, int argc, char **argv) {
     fprintf(stderr, "pkid: --siem-ca, --siem-name, --siem-cert and --siem-key need --siem\n");
     return 0;
   }
+  pki_err err;
+  if (!pkid_acme_check_config(&o->acme, &err)) {
+    fprintf(stderr, "pkid: %s\n", err.msg);
+    return 0;
+  }
+  if (o->acme.listen == NULL && (o->acme.test_mode || o->acme.num_resolve != 0)) {
+    fprintf(stderr, "pkid: the --acme- settings need --acme-listen\n");
+    return 0;
+  }
   return 1;
 }
 
@@ -340,6 +384,7 @@ typedef struct process {
   pkid_rpc *rpc;
   pkid_transport *transport;
   pkid_ocsp_http *ocsp;
+  pkid_acme *acme;        /* with --acme-listen */
   pkid_crl_http *crl_http;
   pkid_crl_builder *crl;
   pkid_admin *admin;
@@ -367,7 +412,7 @@ typedef struct process {
   int token_err_logged;   /* once an outage: the first reason it goes on */
   int draining;
   int admin_stopping;
-  int http_stopped; /* OCSP and admin listeners done (counts to 2) */
+  int http_stopped; /* OCSP, admin (and ACME) listeners done (counts to 2 or 3) */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer, drain_check;
   /* What a reload reads again. */
@@ -410,7 +455,7 @@ static void on_drain_check(uv_timer_t *timer) {
     g.admin_stopping = 1;
     pkid_admin_stop(g.admin, on_admin_stopped, NULL);
   }
-  if (g.http_stopped == 2) {
+  if (g.http_stopped == 2 + (g.acme != NULL)) {
     uv_timer_stop(timer);
     uv_stop(g.loop);
   }
@@ -448,6 +493,7 @@ static void drain(const char *why) {
    * flight; those of the drain itself (UNAVAILABLE) are not recorded. */
   pkid_refusals_flush(g.api.refusals);
   pkid_ocsp_http_stop(g.ocsp, on_http_stopped, NULL);
+  if (g.acme != NULL) pkid_acme_stop(g.acme, 5000, on_http_stopped, NULL);
   pkid_rpc_drain(g.rpc);
   pkid_audit_drain(g.audit);
   uv_timer_start(&g.drain_timer, on_drain_timeout, 10000, 0);
@@ -684,6 +730,42 @@ static unsigned default_workers(void) {
   int num_cpus = 1;
   if (uv_cpu_info(&cpus, &num_cpus) == 0) uv_free_cpu_info(cpus, num_cpus);
   return num_cpus > 0 ? (unsigned)num_cpus : 1;
+}
+
+/* start_acme starts the ACME server (server/acme/acme.h) on its own TLS
+ * context: pkid's certificate, no client certificates (ACME clients prove
+ * who they are with their account keys), no ALPN (HTTP/1.1). Its EAB keys
+ * derive from a master key that never leaves pki/acme/ (0600). */
+static int start_acme(const options *o, pki_err *err) {
+  char path[PKI_PATH_MAX];
+  snprintf(path, sizeof(path), "%s/acme", o->pki);
+  if (!pki_mkdirs(path, 0700, err)) return 0;
+  snprintf(path, sizeof(path), "%s/acme/eab.key", o->pki);
+  if (!pki_token_key_load(g.api.acme_eab_master, path, 1, err)) return 0;
+  SSL_CTX *ctx = pkid_tls_ctx_new(g.crt, g.chain, g.key, g.root, 0, err);
+  if (ctx == NULL) return 0;
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+  SSL_CTX_set_alpn_select_cb(ctx, NULL, NULL);
+  pkid_acme_deps deps = {
+      .loop = g.loop,
+      .cat = &g.api.cat,
+      .cas = &g.cas,
+      .serials = &g.serials,
+      .workers = g.workers,
+      .store = &g.store,
+      .status = g.status,
+      .eab_master = g.api.acme_eab_master,
+      .ssl_ctx = ctx,
+  };
+  g.acme = pkid_acme_start(&o->acme, &deps, err);
+  SSL_CTX_free(ctx);
+  if (g.acme == NULL) return 0;
+  g.api.acme = pkid_store_acme(&g.store);
+  char where[PKI_HOSTPORT_MAX];
+  pkid_acme_address(g.acme, where, sizeof(where));
+  pki_log("info", "listening", "acme", where, "test_mode",
+          o->acme.test_mode ? "true" : "false", NULL);
+  return 1;
 }
 
 /* start_grpc wires the gRPC front end: transport, rpc, api. */
@@ -1172,6 +1254,7 @@ static int run(const options *o) {
   if (g.crl == NULL) goto fail;
   g.admin = pkid_admin_start(g.loop, o->admin_listen, pkid_m.reg, &err);
   if (g.admin == NULL) goto fail;
+  if (o->acme.listen != NULL && !start_acme(o, &err)) goto fail;
   g.tokens_ok = 1;
   if (pkid_cas_num_tokens(&g.cas) > 0) {
     uv_timer_init(g.loop, &g.token_check);
@@ -1213,6 +1296,8 @@ static int run(const options *o) {
   g.audit = NULL;
   pkid_crl_builder_free(g.crl);
   pkid_crl_http_free(g.crl_http);
+  pkid_acme_free(g.acme); /* its validations and jobs have all come back */
+  g.acme = NULL;
   /* Everything committed has been applied: save it, so the next start
    * replays nothing. */
   if (!pkid_store_snapshot(&g.store, &err)) {
@@ -1225,6 +1310,7 @@ static int run(const options *o) {
   pkid_quotas_free(g.api.quotas);
   pkid_refusals_free(g.api.refusals);
   OPENSSL_cleanse(g.api.token_key, sizeof(g.api.token_key));
+  OPENSSL_cleanse(g.api.acme_eab_master, sizeof(g.api.acme_eab_master));
   /* |cat| may have been retired by a reload: free the current and the old. */
   pki_catalog_free((pki_catalog *)g.api.cat);
   for (size_t i = 0; i < g.num_retired; i++) pki_catalog_free(g.retired[i]);
