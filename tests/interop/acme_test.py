@@ -35,7 +35,8 @@ P-256 keys only, so each client is told to make P-256 keys).
     private mount namespace (unshare -m) where the root is bind-mounted over
     /etc/ssl/certs/ca-certificates.crt; the system's file is not touched;
   - client_flow: the tests' client: accounts signed with ES256, ES384,
-    RS256 and EdDSA each issue; renewalInfo (RFC 9773) gives a window in
+    RS256 and EdDSA each issue; a redis account gets a P-384 certificate
+    for redis's name and not postgres's; renewalInfo (RFC 9773) gives a window in
     the future, and in the past once revoked; the orders list; a CSR with a
     P-384 key (postgres takes P-256) is badCSR; revoking by the
     certificate's key, then again (alreadyRevoked); keyChange (the old key
@@ -536,6 +537,12 @@ def test_client_flow():
             again = server.client(key=c.key)
             again.new_account(contact=None, only_existing=True)
             assert again.account_url == c.account_url and again.account_status == 200
+        # redis takes P-256 and P-384 keys: a P-384 certificate, for its name
+        # only.
+        rd = server.account(service="redis")
+        rcert = rd.issue([OTHER_NAME], web, cert_key=ac.Key.generate("ES384"))
+        assert rcert.cert.public_key().curve.name == "secp384r1"
+        expect_problem(lambda: rd.new_order([NAME]), "rejectedIdentifier")
         c = server.account("ES256")
         cert = c.issue([NAME, "localhost"], web)
         sans = cert.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
