@@ -55,8 +55,11 @@ static uint64_t *word(const pkid_acme_nonces *n, uint64_t seq, uint64_t *bit) {
 
 void pkid_acme_nonce_make(pkid_acme_nonces *n, char out[PKID_ACME_NONCE_TEXT]) {
   uint64_t seq = n->next++, bit;
-  /* Its bit last served the nonce |window| before it, now out of use. */
-  *word(n, seq, &bit) &= ~bit;
+  /* Its bit last served the nonce |window| before it, now out of use.
+   * (word() sets |bit|: it must run before ~bit is read, so not in one
+   * expression, whose operands C leaves unordered.) */
+  uint64_t *w = word(n, seq, &bit);
+  *w &= ~bit;
   uint8_t raw[RAW_LEN];
   for (int i = 0; i < 8; i++) raw[i] = (uint8_t)(seq >> (56 - 8 * i));
   mac(n, raw, raw + 8);

@@ -43,6 +43,14 @@ static char *dump(pkid_acme_error e, const char *detail, size_t *len) {
   json_t *doc = json_pack("{s:s, s:s, s:i}", "type", pkid_acme_error_type(e), "detail", detail,
                           "status", pkid_acme_error_status(e));
   if (doc == NULL) return NULL;
+  /* RFC 8555 6.2: a badSignatureAlgorithm problem MUST list the algorithms
+   * accepted (lib/jws.h's). */
+  if (e == PKID_ACME_BAD_SIGNATURE_ALGORITHM &&
+      json_object_set_new(doc, "algorithms",
+                          json_pack("[s, s, s, s]", "ES256", "ES384", "RS256", "EdDSA")) != 0) {
+    json_decref(doc);
+    return NULL;
+  }
   char *text = json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII);
   json_decref(doc);
   if (text != NULL) *len = strlen(text);

@@ -77,8 +77,28 @@ TEST(many) {
   pkid_acme_nonces_free(n);
 }
 
+/* What a server does: each response makes the next nonce after the
+ * request used its own. Making one must not clear another's "used" bit
+ * (it once did, by reading the bit before it was computed). */
+TEST(used_stays_used_as_more_are_made) {
+  pkid_acme_nonces *n = pkid_acme_nonces_new(64);
+  REQUIRE(n != NULL);
+  char cur[PKID_ACME_NONCE_TEXT], used[200][PKID_ACME_NONCE_TEXT];
+  pkid_acme_nonce_make(n, cur);
+  int ok = 1;
+  for (int i = 0; i < 200; i++) {
+    ok &= use(n, cur);
+    memcpy(used[i], cur, sizeof(cur));
+    pkid_acme_nonce_make(n, cur);
+    for (int k = i; k >= 0 && k > i - 50; k--) ok &= !use(n, used[k]);
+  }
+  CHECK(ok);
+  pkid_acme_nonces_free(n);
+}
+
 int main(void) {
   RUN(each_nonce_once);
+  RUN(used_stays_used_as_more_are_made);
   RUN(not_made_here);
   RUN(older_than_the_window);
   RUN(many);

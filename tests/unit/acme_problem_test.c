@@ -33,7 +33,15 @@ static void check_doc(pkid_acme_error e, const char *detail, const char *want_de
   CHECK(strcmp(json_string_value(json_object_get(doc, "type")), pkid_acme_error_type(e)) == 0);
   CHECK(strcmp(json_string_value(json_object_get(doc, "detail")), want_detail) == 0);
   CHECK(json_integer_value(json_object_get(doc, "status")) == pkid_acme_error_status(e));
-  CHECK(json_object_size(doc) == 3);
+  /* badSignatureAlgorithm lists what is accepted (RFC 8555 6.2). */
+  json_t *algs = json_object_get(doc, "algorithms");
+  if (e == PKID_ACME_BAD_SIGNATURE_ALGORITHM) {
+    CHECK(json_array_size(algs) == 4);
+    CHECK(strcmp(json_string_value(json_array_get(algs, 0)), "ES256") == 0);
+    CHECK(json_object_size(doc) == 4);
+  } else {
+    CHECK(algs == NULL && json_object_size(doc) == 3);
+  }
   json_decref(doc);
   free(text);
 }
@@ -45,6 +53,7 @@ TEST(documents) {
   check_doc(PKID_ACME_MALFORMED, "caf\xc3\xa9", "caf\xc3\xa9");       /* UTF-8 kept */
   check_doc(PKID_ACME_MALFORMED, "bad \xff\xfe bytes", "bad ?? bytes"); /* not UTF-8 */
   check_doc(PKID_ACME_BAD_NONCE, NULL, "");
+  check_doc(PKID_ACME_BAD_SIGNATURE_ALGORITHM, "HS256", "HS256");
 }
 
 int main(void) {
