@@ -81,12 +81,7 @@ import tempfile
 import threading
 import time
 
-sys.dont_write_bytecode = True  # no __pycache__ beside a source-tree import (below)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-if not os.path.exists(os.path.join(sys.path[0], "acmeclient.py")):
-    # Runfiles without tests/lib/acmeclient.py (tests/lib/BUILD.bazel does
-    # not export it yet): the source tree's, through this file's symlink.
-    sys.path.insert(1, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib"))
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
