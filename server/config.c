@@ -21,7 +21,7 @@ typedef struct field {
 
 static const field kTop[] = {
     STR(pki),     STR(journal), STR(listen),          STR(ocsp_listen),
-    STR(admin_listen), STR(passphrase_file), STR(catalog), STR(postgres), NUM(node),
+    STR(admin_listen), STR(passphrase_file), STR(catalog), STR(postgres), STR(acme_listen), NUM(node),
     NUM(workers),
 };
 static const field kLimits[] = {
@@ -161,6 +161,7 @@ void pkid_config_cleanup(pkid_config *cfg) {
   free(cfg->passphrase_file);
   free(cfg->catalog);
   free(cfg->postgres);
+  free(cfg->acme_listen);
   free(cfg->siem);
   free(cfg->siem_ca);
   free(cfg->siem_name);

@@ -8,6 +8,7 @@
  *   listen: 127.0.0.1:8443
  *   ocsp_listen: 127.0.0.1:8081
  *   admin_listen: 127.0.0.1:9090
+ *   acme_listen: 0.0.0.0:8555      # the ACME server (test mode is flags only)
  *   passphrase_file: /etc/pkid/ca-passphrase
  *   catalog: /etc/pkid/catalog.yaml
  *   postgres: "host=db.internal dbname=pkid user=pkid sslmode=verify-full ..."
@@ -38,6 +39,7 @@
 typedef struct pkid_config {
   char *pki, *journal, *listen, *ocsp_listen, *admin_listen, *passphrase_file, *catalog;
   char *postgres;
+  char *acme_listen;
   unsigned long node, workers; /* 0: not set */
   unsigned long max_conns, max_streams, idle_timeout_ms, handshake_timeout_ms;
   unsigned long max_conns_per_address, max_call_ms, max_stream_ms, max_connection_age_ms;

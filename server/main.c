@@ -210,6 +210,7 @@ static int apply_config(options *o, int argc, char **argv) {
   if (c->passphrase_file != NULL) o->passphrase_file = c->passphrase_file;
   if (c->catalog != NULL) o->catalog = c->catalog;
   if (c->postgres != NULL) o->postgres = c->postgres;
+  if (c->acme_listen != NULL) o->acme.listen = c->acme_listen;
   if (c->siem != NULL) o->siem.collector = c->siem;
   if (c->siem_ca != NULL) o->siem.ca_file = c->siem_ca;
   if (c->siem_name != NULL) o->siem.name = c->siem_name;

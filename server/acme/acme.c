@@ -1296,7 +1296,17 @@ static void certificate(acme_req *r, const char *id) {
     problem(&r->out, PKID_ACME_MALFORMED, "the order has no certificate");
     return;
   }
-  send_raw(&r->out, 200, NULL, "application/pem-certificate-chain", ord->chain_pem,
+  /* The issuer's certificate, where the catalogue publishes it (the
+   * caIssuers URL the certificate carries): Link rel="up", as RFC 8555
+   * 7.4.2's chains are followed up. */
+  const pki_catalog *cat = catalog(r->out.a);
+  const pki_catalog_service *svc = pki_catalog_find_service(cat, ord->service);
+  const pki_catalog_ca *ca = svc != NULL ? pki_catalog_find_ca(cat, svc->ca) : NULL;
+  char h[URL_MAX + 32] = "";
+  if (ca != NULL && ca->cert_url != NULL) {
+    snprintf(h, sizeof(h), "Link: <%s>;rel=\"up\"\r\n", ca->cert_url);
+  }
+  send_raw(&r->out, 200, h, "application/pem-certificate-chain", ord->chain_pem,
            ord->chain_pem_len);
 }
 

@@ -287,7 +287,11 @@ class Client:
                 if attempt:
                     raise
         self.requests += 1
-        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        hdrs = {}
+        for k, v in r.getheaders():
+            # Repeated fields (Link) are one list (RFC 9110 5.3).
+            k = k.lower()
+            hdrs[k] = hdrs[k] + ", " + v if k in hdrs else v
         if r.getheader("Connection", "").lower() == "close":
             self.close()
         if "replay-nonce" in hdrs:
@@ -458,6 +462,9 @@ class Client:
         r = self.post(cert_url, None)
         ctype = r.headers.get("content-type", "")
         assert ctype.startswith("application/pem-certificate-chain"), ctype
+        # The issuer's certificate, up the chain (pkid's catalogue has a
+        # caIssuers base): Link rel="up".
+        assert 'rel="up"' in r.headers.get("link", ""), r.headers
         return r.body
 
     def authorize(self, order, responder, ctype="http-01", timeout=60):

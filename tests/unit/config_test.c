@@ -16,7 +16,7 @@ static void write_file(const char *text) {
 
 TEST(loads_every_key) {
   write_file("pki: /srv/pki\njournal: /srv/journal\nlisten: 127.0.0.1:1\n"
-             "ocsp_listen: 127.0.0.1:2\nadmin_listen: 127.0.0.1:3\n"
+             "ocsp_listen: 127.0.0.1:2\nadmin_listen: 127.0.0.1:3\nacme_listen: 127.0.0.1:4\n"
              "passphrase_file: /p\ncatalog: /c.yaml\nnode: 7\nworkers: 3\n"
              "limits:\n  max_conns: 10\n  max_streams: 20\n  idle_timeout_ms: 30\n"
              "  handshake_timeout_ms: 40\n"
@@ -28,6 +28,7 @@ TEST(loads_every_key) {
   CHECK(strcmp(c.pki, "/srv/pki") == 0 && strcmp(c.journal, "/srv/journal") == 0);
   CHECK(strcmp(c.listen, "127.0.0.1:1") == 0 && strcmp(c.ocsp_listen, "127.0.0.1:2") == 0);
   CHECK(strcmp(c.admin_listen, "127.0.0.1:3") == 0 && strcmp(c.catalog, "/c.yaml") == 0);
+  CHECK(strcmp(c.acme_listen, "127.0.0.1:4") == 0);
   CHECK(strcmp(c.passphrase_file, "/p") == 0);
   CHECK(c.node == 7 && c.workers == 3 && c.max_conns == 10 && c.max_streams == 20);
   CHECK(c.idle_timeout_ms == 30 && c.handshake_timeout_ms == 40);
