@@ -47,6 +47,7 @@ def build(work, secs, warm, command, skipped):
     sweep = [dict(load(work, "sweep_%d" % pct), percent_of_peak=pct) for pct in SWEEP_PERCENTS]
     pkid_ocsp = maybe(work, "pkid_ocsp")
     cfssl, openssl_ocsp = maybe(work, "cfssl"), maybe(work, "openssl_ocsp")
+    instructions = maybe(work, "instructions")
     if skipped:
         cfssl = openssl_ocsp = {"skipped": skipped}
     result = {
@@ -61,6 +62,8 @@ def build(work, secs, warm, command, skipped):
         "sweep": sweep,
         "pkid_ocsp": pkid_ocsp,
         "peers": {"cfssl_sign": cfssl, "openssl_ocsp": openssl_ocsp},
+        # callgrind's counts (bench/instructions.sh): None when skipped
+        "instructions": instructions,
         "targets": {"certificates_per_s": 10000, "server_cpu_us_per_certificate": 100,
                     "p99_ms_at_half_peak": 5},
     }
@@ -76,6 +79,10 @@ def build(work, secs, warm, command, skipped):
         "half_peak_p99_ms": o["latency_us"]["p99"] / 1000,
         "client_cpu_us_per_request_unary": u.get("client_cpu_us_per_request"),
         "crypto_floor_us_per_certificate": round(floor_us, 1),
+        "instructions_per_certificate":
+            instructions["server_instructions_per_cert"] if instructions else None,
+        "instructions_over_crypto_floor":
+            instructions["server_over_floor"] if instructions else None,
     }
     ocsp_both = ran(openssl_ocsp) and pkid_ocsp
     result["ratios"] = {
@@ -174,6 +181,13 @@ def print_table(result, out):
     print("crypto floor: ECDSA P-256 sign %.0f/s, verify %.0f/s on one core: %.1f us per certificate"
           % (floor["ecdsa_p256_sign_per_s"], floor["ecdsa_p256_verify_per_s"],
              floor_us_per_certificate(floor)))
+    ins = result["instructions"]
+    if ins:
+        print("instructions per certificate (callgrind, %d certificates): server %d, crypto floor "
+              "%d, ratio %.3f" % (ins["certificates"], ins["server_instructions_per_cert"],
+                                  ins["floor_instructions_per_cert"], ins["server_over_floor"]))
+    else:
+        print("instructions per certificate: skipped (--short, --no-instructions or binaries given)")
     print("targets (PRODUCT.md): >= 10000 certs/s; <= 100 us server CPU per cert; p99 <= 5 ms at half peak")
     print("results: %s" % out)
 

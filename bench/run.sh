@@ -26,6 +26,10 @@
 #      connections and pre-made CSRs;
 #   8. `openssl ocsp` as a responder (-multi: one process per core),
 #      loaded by bench/http_load (it closes every connection).
+# Last, the figure that does not depend on a noisy machine:
+#   9. instructions per issued certificate for the whole server beside the
+#      crypto floor's, both under valgrind's callgrind (bench/instructions.sh,
+#      10 s of unary Issue): a regression shows from one run.
 # It prints a table, writes every number (phases, sweep, peers, ratios of
 # pkid to each peer) to FILE (default bench/results.json) as one JSON
 # object (both with bench/report.py), and plots throughput and p50/p99
@@ -40,6 +44,8 @@
 #               Peers are also skipped when the four binaries are given
 #               without --http-load and --ocsp-load (nothing is built then)
 # --no-plot     no PNG
+# --no-instructions  skip phase 9 (also skipped with --short, and when the
+#               four binaries are given)
 # --work DIR    scratch folder (default bench/.work/run-PID); removed at
 #               the end unless --keep
 # Traffic goes only to 127.0.0.1. Every process started here is stopped.
@@ -58,6 +64,7 @@ PKID="" PKICTL="" LOADGEN="" ECDSA_SPEED="" HTTP_LOAD="" OCSP_LOAD=""
 SHORT=0
 PEERS=1
 PLOT=1
+INSTRUCTIONS=1
 # Connections on the peers (PRODUCT.md quotes cfssl serve with 16 clients)
 # and on both OCSP responders.
 PEER_CONNS=${BENCH_PEER_CONNS:-16}
@@ -77,7 +84,8 @@ while [ $# -gt 0 ]; do
   case $1 in
     --seconds) SECONDS_PER_PHASE=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
-    --short) SECONDS_PER_PHASE=3; WARMUP=1; SHORT=1; shift ;;
+    --short) SECONDS_PER_PHASE=3; WARMUP=1; SHORT=1; INSTRUCTIONS=0; shift ;;
+    --no-instructions) INSTRUCTIONS=0; shift ;;
     --no-peers) PEERS=0; shift ;;
     --no-plot) PLOT=0; shift ;;
     --http-load) HTTP_LOAD=$2; shift 2 ;;
@@ -112,6 +120,8 @@ if [ -z "$PKID" ] || [ -z "$PKICTL" ] || [ -z "$LOADGEN" ] || [ -z "$ECDSA_SPEED
     HTTP_LOAD=${HTTP_LOAD:-$BIN/bench/http_load}
     OCSP_LOAD=${OCSP_LOAD:-$BIN/bench/ocsp_load}
   fi
+else
+  INSTRUCTIONS=0 # instructions.sh builds its own
 fi
 PEERS_SKIPPED=""
 if [ "$PEERS" = 0 ]; then
@@ -313,6 +323,12 @@ if [ "$PEERS" = 1 ]; then
     --warmup "$PEER_WARM" --pid "$PEER_PID" --label openssl_ocsp >"$WORK/openssl_ocsp.json" ||
     { cat "$WORK/openssl_ocsp.json" "$P/openssl-ocsp.log" >&2; die "http_load against openssl ocsp failed"; }
   stop_peer
+fi
+
+if [ "$INSTRUCTIONS" = 1 ]; then
+  echo "== instructions per certificate under callgrind (bench/instructions.sh), 10s" >&2
+  "$HERE/instructions.sh" --seconds 10 --out "$WORK/instructions.json" >&2 ||
+    die "instructions.sh failed"
 fi
 
 mkdir -p "$(dirname "$OUT")"

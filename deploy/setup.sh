@@ -47,8 +47,10 @@ packages=(
   # (python3-josepy, certbot's JOSE library, also checks the tests' own
   # client's JWS)
   libjansson-dev certbot lego uacme python3-josepy
-  # benchmarks: the CFSSL peer (cfssl serve) and bench/plot.py
-  golang-cfssl python3-matplotlib
+  # benchmarks: the CFSSL peer (cfssl serve), bench/plot.py, and valgrind's
+  # callgrind, which counts instructions per certificate whatever else the
+  # machine does (bench/instructions.sh)
+  golang-cfssl python3-matplotlib valgrind
 )
 
 sudo_cmd=()
