@@ -17,7 +17,7 @@ test_short_run() {
   t_check timeout 120 "$RUN_SH" --short --work "$T_DIR/work" --out "$T_DIR/results.json" \
     --pkid "$PKID" --pkictl "$PKICTL" --loadgen "$LOADGEN" --ecdsa-speed "$ECDSA_SPEED" ||
     return 1
-  t_check /usr/bin/python3 - "$T_DIR/results.json" <<'PY'
+  t_check /usr/bin/python3 - "$T_DIR/results.json" <<'PY' || return 1
 import json, sys
 r = json.load(open(sys.argv[1]))
 floor = r["crypto_floor"]
@@ -35,6 +35,13 @@ for name in ("unary_closed", "stream_closed", "open_half_peak"):
     assert p["client_cpu_us_per_request"] is not None and p["client_cpu_us_per_request"] > 0, (name, p)
     assert p["client_failed"] is False, (name, p)
 assert r["phases"]["open_half_peak"]["offered_rate_per_s"] > 0
+# pkid's own view of the open-loop phases: its histogram saw calls, and
+# its percentiles are ordered.
+for p in [r["phases"]["open_half_peak"]] + r["sweep"]:
+    srv = p["server_latency_us"]
+    assert srv is not None and srv["count"] > 0, p
+    assert 0 < srv["p50_us"] <= srv["p99_us"] <= srv["p99_9_us"], srv
+assert r["instructions"] is None  # --short: no callgrind
 s = r["summary"]
 assert s["unary_certificates_per_s"] > 0 and s["stream_certificates_per_s"] > 0, s
 print("sane:", json.dumps(s))

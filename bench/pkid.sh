@@ -14,8 +14,8 @@ opt_bin() {
 }
 
 # start_pkid LOG ARGS...: pkid on 127.0.0.1, every port chosen by the
-# kernel, with ARGS added; sets PKID_PID, and PORT, OCSP_PORT and OCSP_PATH
-# from its "listening" lines (60 s at most).
+# kernel, with ARGS added; sets PKID_PID, and PORT, OCSP_PORT, OCSP_PATH and
+# ADMIN_PORT from its "listening" lines (60 s at most).
 start_pkid() {
   local log=$1
   shift
@@ -37,6 +37,8 @@ start_pkid() {
   OCSP_PATH=$(sed -n 's/.*"event":"listening","ocsp":"[^"]*","path":"\([^"]*\)".*/\1/p' "$log" |
     head -n 1)
   OCSP_PATH=${OCSP_PATH:-/}
+  ADMIN_PORT=$(sed -n 's/.*"event":"listening","admin":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$log" |
+    head -n 1)
 }
 
 # stop_pkid: SIGTERM (pkid drains), SIGKILL after 15 s.

@@ -4,7 +4,9 @@ results, gathered.
 
 Reads what run.sh's phases left in WORK (ecdsa_speed.json, one JSON file a
 loadgen phase, sweep_PCT.json, and where they ran pkid_ocsp.json,
-cfssl.json, openssl_ocsp.json), writes them to OUT as one JSON object with
+cfssl.json, openssl_ocsp.json; for the open-loop phases, pkid's own
+latency histogram before and after, NAME.server_before/after.json;
+instructions.json), writes them to OUT as one JSON object with
 a summary and the ratios of pkid to each peer, and prints the table.
 PEERS_SKIPPED, when not empty, says why the peers did not run; it stands
 in their place in OUT."""
@@ -13,6 +15,9 @@ import os
 import platform
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import server_latency as server_latency_mod  # noqa: E402
 
 PHASES = ("unary_closed", "stream_closed", "open_half_peak")
 SWEEP_PERCENTS = (25, 50, 75, 100)
@@ -40,11 +45,20 @@ def ran(peer):
     return peer is not None and "skipped" not in peer
 
 
+def server_latency(work, name):
+    """pkid's own latency over a phase (bench/server_latency.py), or None."""
+    before, after = maybe(work, name + ".server_before"), maybe(work, name + ".server_after")
+    return server_latency_mod.percentiles(before, after) if before is not None and after else None
+
+
 def build(work, secs, warm, command, skipped):
     floor = load(work, "ecdsa_speed")
     floor_us = floor_us_per_certificate(floor)
     phases = {n: load(work, n) for n in PHASES}
-    sweep = [dict(load(work, "sweep_%d" % pct), percent_of_peak=pct) for pct in SWEEP_PERCENTS]
+    phases["open_half_peak"]["server_latency_us"] = server_latency(work, "open_half_peak")
+    sweep = [dict(load(work, "sweep_%d" % pct), percent_of_peak=pct,
+                  server_latency_us=server_latency(work, "sweep_%d" % pct))
+             for pct in SWEEP_PERCENTS]
     pkid_ocsp = maybe(work, "pkid_ocsp")
     cfssl, openssl_ocsp = maybe(work, "cfssl"), maybe(work, "openssl_ocsp")
     instructions = maybe(work, "instructions")
@@ -77,6 +91,10 @@ def build(work, secs, warm, command, skipped):
         "half_peak_rate_per_s": o["offered_rate_per_s"],
         "half_peak_p50_ms": o["latency_us"]["p50"] / 1000,
         "half_peak_p99_ms": o["latency_us"]["p99"] / 1000,
+        "half_peak_server_p99_ms":
+            o["server_latency_us"]["p99_us"] / 1000
+            if o.get("server_latency_us") and o["server_latency_us"].get("p99_us") is not None
+            else None,
         "client_cpu_us_per_request_unary": u.get("client_cpu_us_per_request"),
         "crypto_floor_us_per_certificate": round(floor_us, 1),
         "instructions_per_certificate":
@@ -141,11 +159,24 @@ def print_table(result, out):
     for r in rows:
         print(line(r))
     print()
-    print("open-loop sweep (offered -> achieved, p50 / p99 ms):")
+    print("open-loop sweep (offered -> achieved, p50 / p99 ms as the generator saw them, from each "
+          "scheduled send; pkid's own, headers to trailers):")
+
+    def srv(p):
+        s = p.get("server_latency_us")
+        if not s or s.get("p50_us") is None:
+            return "      -  /      -"
+        return "%7.2f / %7.2f" % (s["p50_us"] / 1000, s["p99_us"] / 1000)
+
+    o = phases["open_half_peak"]
+    print("  half  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   pkid %s"
+          % (o["offered_rate_per_s"], o["throughput_per_s"], o["latency_us"]["p50"] / 1000,
+             o["latency_us"]["p99"] / 1000, srv(o)))
     for p in sweep:
-        print("  %3d%%  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   errors %d"
+        print("  %3d%%  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   pkid %s   errors %d"
               % (p["percent_of_peak"], p["offered_rate_per_s"], p["throughput_per_s"],
-                 p["latency_us"]["p50"] / 1000, p["latency_us"]["p99"] / 1000, p["errors_total"]))
+                 p["latency_us"]["p50"] / 1000, p["latency_us"]["p99"] / 1000, srv(p),
+                 p["errors_total"]))
     print()
     R = result["ratios"]
     cfssl, openssl_ocsp = result["peers"]["cfssl_sign"], result["peers"]["openssl_ocsp"]

@@ -217,8 +217,23 @@ loadgen --label stream_closed --stream --concurrency "$STREAMS" \
 PEAK=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput_per_s"])' \
   "$WORK/unary_closed.json")
 HALF=$("$PY" -c 'import sys; print(max(1, round(float(sys.argv[1]) / 2)))' "$PEAK")
+# open_loop NAME WARMUP ARGS...: loadgen into $WORK/NAME.json, with pkid's
+# own latency histogram (bench/server_latency.py) snapshotted when the
+# warm-up ends and after, into $WORK/NAME.server_before/after.json, so the
+# report shows the server's latency beside the generator's.
+open_loop() {
+  local name=$1 warm=$2
+  shift 2
+  loadgen --label "$name" "$@" >"$WORK/$name.json" &
+  local lg=$!
+  sleep "$warm"
+  "$PY" "$HERE/server_latency.py" snap "$ADMIN_PORT" >"$WORK/$name.server_before.json"
+  wait "$lg" || die "loadgen failed ($name)"
+  "$PY" "$HERE/server_latency.py" snap "$ADMIN_PORT" >"$WORK/$name.server_after.json"
+}
+
 echo "== unary Issue, open loop at half the peak: $HALF/s, ${SECONDS_PER_PHASE}s" >&2
-loadgen --label open_half_peak --rate "$HALF" >"$WORK/open_half_peak.json"
+open_loop open_half_peak "$WARMUP" --rate "$HALF"
 
 # The sweep: open loop at fractions of the closed-loop unary peak.
 if [ "$SHORT" = 1 ]; then SWEEP_SECS=1.5; SWEEP_WARM=0.5; else
@@ -229,8 +244,8 @@ for pct in 25 50 75 100; do
   RATE=$("$PY" -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' \
     "$PEAK" "$pct")
   echo "== sweep: open loop at $pct% of the peak, $RATE/s, ${SWEEP_SECS}s" >&2
-  loadgen --label "sweep_$pct" --rate "$RATE" --duration "$SWEEP_SECS" --warmup "$SWEEP_WARM" \
-    >"$WORK/sweep_$pct.json"
+  open_loop "sweep_$pct" "$SWEEP_WARM" --rate "$RATE" --duration "$SWEEP_SECS" \
+    --warmup "$SWEEP_WARM"
 done
 
 if [ "$SHORT" = 1 ]; then PEER_SECS=2; PEER_WARM=0.5; else
