@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import server_latency as server_latency_mod  # noqa: E402
 
