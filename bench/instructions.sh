@@ -3,7 +3,8 @@
 # server, beside the crypto floor counted the same way: a figure that does
 # not depend on a noisy machine (issue 16), from valgrind's callgrind.
 #
-#   bench/instructions.sh [--seconds S] [--concurrency N] [--out FILE] [--work DIR] [--keep]
+#   bench/instructions.sh [--seconds S] [--concurrency N] [--profile N] [--out FILE]
+#                         [--work DIR] [--keep]
 #
 # 1. pkid (opt build) runs under callgrind on a fresh demo tree; loadgen
 #    issues unary Issue calls for a warm-up, then callgrind's counters are
@@ -17,7 +18,11 @@
 #    one ECDSA P-256 verify and two signs; the difference over 500 is the
 #    floor's instructions per certificate, its set-up cancelled out.
 # The ratio of the two is printed, and the three numbers written as one
-# JSON object to FILE (default bench/instructions.json).
+# JSON object to FILE (default bench/instructions.json). With --profile N,
+# the N functions with the most instructions of their own in the window
+# (callgrind_annotate; the copies keep their symbol tables, so functions
+# are named, but not lines), each per certificate: where the instructions
+# above the floor go.
 #
 # Valgrind 3.19 cannot read clang's DWARF 5, so the binaries run from
 # copies without debug information (objcopy --strip-debug): totals need no
@@ -31,6 +36,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 SECS=10
 CONCURRENCY=16
+PROFILE=0
 OUT=$REPO/bench/instructions.json
 WORK=""
 KEEP=0
@@ -42,6 +48,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
@@ -125,6 +132,27 @@ floor_ir() {
 }
 F1=$(floor_ir 100)
 F2=$(floor_ir 600)
+
+if [ "$PROFILE" -gt 0 ]; then
+  echo "== the window's top $PROFILE functions by their own instructions, per certificate" >&2
+  callgrind_annotate --threshold=100 "$DUMP" 2>/dev/null |
+    /usr/bin/python3 -c '
+import re, sys
+n, certs = int(sys.argv[1]), int(sys.argv[2])
+rows = []
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*)$", line)
+    if not m or "PROGRAM TOTALS" in line:
+        continue
+    fn = m.group(2)
+    # Inclusive frames of the thread entry points are not a function'"'"'s own.
+    if re.search(r"clone|start_thread|libc_start|below main|\?\?\?:main |0x0000", fn):
+        continue
+    rows.append((int(m.group(1).replace(",", "")), fn))
+for ir, fn in rows[:n]:
+    print("%10.0f  %s" % (ir / certs, re.sub(r" \[.*\]$", "", fn)))
+' "$PROFILE" "$((AFTER - BEFORE))"
+fi
 
 /usr/bin/python3 - "$SERVER_IR" "$BEFORE" "$AFTER" "$F1" "$F2" "$OUT" <<'EOF'
 import json, sys
