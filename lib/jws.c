@@ -462,9 +462,8 @@ static int add_text(char *buf, size_t size, size_t *used, const char *text, pki_
   return 1;
 }
 
-int pki_jwk_thumbprint(uint8_t out[32], const EVP_PKEY *key, pki_err *err) {
+int pki_jwk_json(char *buf, size_t size, size_t *out_len, const EVP_PKEY *key, pki_err *err) {
   /* RFC 7638 3.2: the required members only, in lexicographic order. */
-  char buf[1536];
   size_t used = 0;
   uint8_t a[512], b[512];
   int ok = 0;
@@ -478,13 +477,13 @@ int pki_jwk_thumbprint(uint8_t out[32], const EVP_PKEY *key, pki_err *err) {
       ok = x != NULL && y != NULL &&
            EC_POINT_get_affine_coordinates_GFp(group, EC_KEY_get0_public_key(ec), x, y, NULL) &&
            BN_bn2bin_padded(a, width, x) && BN_bn2bin_padded(b, width, y) &&
-           add_text(buf, sizeof(buf), &used, p256 ? "{\"crv\":\"P-256\"," : "{\"crv\":\"P-384\",",
+           add_text(buf, size, &used, p256 ? "{\"crv\":\"P-256\"," : "{\"crv\":\"P-384\",",
                     err) &&
-           add_text(buf, sizeof(buf), &used, "\"kty\":\"EC\",", err) &&
-           add_b64(buf, sizeof(buf), &used, "x", a, width, err) &&
-           add_text(buf, sizeof(buf), &used, ",", err) &&
-           add_b64(buf, sizeof(buf), &used, "y", b, width, err) &&
-           add_text(buf, sizeof(buf), &used, "}", err);
+           add_text(buf, size, &used, "\"kty\":\"EC\",", err) &&
+           add_b64(buf, size, &used, "x", a, width, err) &&
+           add_text(buf, size, &used, ",", err) &&
+           add_b64(buf, size, &used, "y", b, width, err) &&
+           add_text(buf, size, &used, "}", err);
       BN_free(x);
       BN_free(y);
       break;
@@ -494,19 +493,19 @@ int pki_jwk_thumbprint(uint8_t out[32], const EVP_PKEY *key, pki_err *err) {
       size_t n_len = BN_num_bytes(RSA_get0_n(rsa)), e_len = BN_num_bytes(RSA_get0_e(rsa));
       ok = n_len <= sizeof(a) && e_len <= sizeof(b) &&
            BN_bn2bin(RSA_get0_e(rsa), b) == e_len && BN_bn2bin(RSA_get0_n(rsa), a) == n_len &&
-           add_text(buf, sizeof(buf), &used, "{", err) &&
-           add_b64(buf, sizeof(buf), &used, "e", b, e_len, err) &&
-           add_text(buf, sizeof(buf), &used, ",\"kty\":\"RSA\",", err) &&
-           add_b64(buf, sizeof(buf), &used, "n", a, n_len, err) &&
-           add_text(buf, sizeof(buf), &used, "}", err);
+           add_text(buf, size, &used, "{", err) &&
+           add_b64(buf, size, &used, "e", b, e_len, err) &&
+           add_text(buf, size, &used, ",\"kty\":\"RSA\",", err) &&
+           add_b64(buf, size, &used, "n", a, n_len, err) &&
+           add_text(buf, size, &used, "}", err);
       break;
     }
     case EVP_PKEY_ED25519: {
       size_t len = 32;
       ok = EVP_PKEY_get_raw_public_key(key, a, &len) && len == 32 &&
-           add_text(buf, sizeof(buf), &used, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",", err) &&
-           add_b64(buf, sizeof(buf), &used, "x", a, 32, err) &&
-           add_text(buf, sizeof(buf), &used, "}", err);
+           add_text(buf, size, &used, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",", err) &&
+           add_b64(buf, size, &used, "x", a, 32, err) &&
+           add_text(buf, size, &used, "}", err);
       break;
     }
     default:
@@ -517,7 +516,15 @@ int pki_jwk_thumbprint(uint8_t out[32], const EVP_PKEY *key, pki_err *err) {
     PKI_ERR(err, PKI_ERR_INTERNAL, "the key cannot be written as a JWK");
     return 0;
   }
-  SHA256((const uint8_t *)buf, used, out);
+  *out_len = used;
+  return 1;
+}
+
+int pki_jwk_thumbprint(uint8_t out[32], const EVP_PKEY *key, pki_err *err) {
+  char buf[PKI_JWK_JSON_MAX];
+  size_t len;
+  if (!pki_jwk_json(buf, sizeof(buf), &len, key, err)) return 0;
+  SHA256((const uint8_t *)buf, len, out);
   return 1;
 }
 

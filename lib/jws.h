@@ -70,6 +70,14 @@ int pki_jws_verify(const pki_jws *jws, const EVP_PKEY *key, pki_err *err);
  * alg that is not HS256 is PKI_ERR_UNSUPPORTED. */
 int pki_jws_verify_mac(const pki_jws *jws, const uint8_t *key, size_t key_len, pki_err *err);
 
+/* pki_jwk_json writes |key|'s public JWK into |buf| (|size| octets;
+ * PKI_JWK_JSON_MAX holds any key pkid takes), NUL-terminated, |*out_len|
+ * not counting the NUL: the required members only, in lexicographic order,
+ * no whitespace (RFC 7638 3.2), the form the thumbprint hashes and the
+ * ACME account record keeps. */
+#define PKI_JWK_JSON_MAX 1536
+int pki_jwk_json(char *buf, size_t size, size_t *out_len, const EVP_PKEY *key, pki_err *err);
+
 /* pki_jwk_thumbprint is the RFC 7638 thumbprint of |key| (SHA-256 over
  * the required members, in lexicographic order, no whitespace): the
  * account key's name in key authorizations (RFC 8555 8.1). */
