@@ -123,10 +123,12 @@ static void send_json(acme_out *out, int status, const char *headers, json_t *do
   free(text);
 }
 
-/* problem answers with an RFC 7807 document of ACME's |type| (RFC 8555
- * 6.7); |headers| may add Retry-After or Location. */
-static void problem_h(acme_out *out, pkid_acme_error type, const char *headers, const char *fmt,
-                      ...) {
+/* problem_at answers with an RFC 7807 document of ACME's |type| (RFC 8555
+ * 6.7) and HTTP |status| (0: the type's own; 404 for what does not exist,
+ * 409 for a key change's conflict); |headers| may add Retry-After or
+ * Location. */
+static void problem_at(acme_out *out, int status, pkid_acme_error type, const char *headers,
+                       const char *fmt, ...) {
   char detail[512];
   va_list ap;
   va_start(ap, fmt);
@@ -135,15 +137,16 @@ static void problem_h(acme_out *out, pkid_acme_error type, const char *headers, 
   size_t len = 0;
   char *doc = pkid_acme_problem(type, detail, &len);
   if (doc == NULL) {
-    type = PKID_ACME_SERVER_INTERNAL;
+    status = 500;
     doc = strdup("{\"type\":\"urn:ietf:params:acme:error:serverInternal\"}");
     len = doc != NULL ? strlen(doc) : 0;
   }
-  send_raw(out, pkid_acme_error_status(type), headers, "application/problem+json",
-           doc != NULL ? doc : "", len);
+  send_raw(out, status != 0 ? status : pkid_acme_error_status(type), headers,
+           "application/problem+json", doc != NULL ? doc : "", len);
   free(doc);
 }
 
+#define problem_h(out, type, headers, ...) problem_at((out), 0, (type), (headers), __VA_ARGS__)
 #define problem(out, type, ...) problem_h((out), (type), NULL, __VA_ARGS__)
 
 /* problem_from answers a pki_err from a lower layer with its nearest type. */
@@ -495,25 +498,14 @@ fail:
   problem_from(&r->out, &err);
 }
 
-/* jwk_text is the JSON of the protected header's "jwk" (sorted, compact),
- * what the account record keeps. */
-static char *jwk_text(const pki_jws *jws) {
-  const uint8_t *dot = memchr(jws->signing_input, '.', jws->signing_input_len);
-  if (dot == NULL) return NULL;
-  size_t n = (size_t)(dot - jws->signing_input);
-  size_t max = pki_base64_max_decoded_len(n), len;
-  uint8_t *hdr = malloc(max + 1);
+/* jwk_json is |key|'s public JWK as the account record keeps it: RFC
+ * 7638's members, the same text its thumbprint hashes (lib/jws.h). NULL
+ * when it cannot be written. */
+static json_t *jwk_json(const EVP_PKEY *key) {
+  char buf[PKI_JWK_JSON_MAX];
+  size_t len;
   pki_err err;
-  char *out = NULL;
-  if (hdr != NULL && pki_base64_decode(hdr, max, &len, (const char *)jws->signing_input, n,
-                                       PKI_BASE64_URL | PKI_BASE64_NO_PAD, &err)) {
-    json_t *doc = json_loadb((const char *)hdr, len, 0, NULL);
-    json_t *jwk = json_object_get(doc, "jwk");
-    if (jwk != NULL) out = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(doc);
-  }
-  free(hdr);
-  return out;
+  return pki_jwk_json(buf, sizeof(buf), &len, key, &err) ? json_loadb(buf, len, 0, NULL) : NULL;
 }
 
 /* reserve holds |kid| and |thumbprint| for a new account until its
@@ -651,11 +643,9 @@ static void new_account(acme_req *r) {
   char id[PKID_ACME_ID_TEXT];
   RAND_bytes(raw, sizeof(raw));
   b64url(id, sizeof(id), raw, sizeof(raw));
-  char *jwk = jwk_text(&r->jws);
   json_t *detail = json_pack("{s:s, s:s, s:o, s:o}", "kid", eab->kid, "account", id, "jwk",
-                             jwk != NULL ? json_loads(jwk, 0, NULL) : NULL, "contact",
+                             jwk_json(r->key), "contact",
                              req.contact != NULL ? json_loads(req.contact, 0, NULL) : json_array());
-  free(jwk);
   char *text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
   json_decref(detail);
   char service[256];
@@ -783,16 +773,10 @@ static void key_change(acme_req *r) {
     char loc[URL_MAX + 16];
     location(loc, sizeof(loc), &r->out, "acct", other->id);
     /* 7.3.5: 409 Conflict with the other account's URL. */
-    size_t len;
-    char *doc = pkid_acme_problem(PKID_ACME_MALFORMED, "the new key has an account already", &len);
-    send_raw(&r->out, 409, loc, "application/problem+json", doc != NULL ? doc : "",
-             doc != NULL ? len : 0);
-    free(doc);
+    problem_at(&r->out, 409, PKID_ACME_MALFORMED, loc, "the new key has an account already");
     goto out;
   }
-  char *jwk = jwk_text(&inner);
-  account_change(r, "jwk", jwk != NULL ? json_loads(jwk, 0, NULL) : NULL);
-  free(jwk);
+  account_change(r, "jwk", jwk_json(inner.jwk));
 out:
   free(acct_url);
   free(old_key);
@@ -860,12 +844,8 @@ static pkid_acme_order *find_order(acme_req *r, const char *id) {
   pkid_acme_order *ord = pkid_acme_order_find(r->out.a->orders, id, strlen(id), now_s());
   if (ord == NULL || r->acct == NULL || strcmp(ord->account, r->acct->id) != 0) {
     /* Someone else's order is as good as none, to the asker. */
-    size_t len;
-    char *doc = pkid_acme_problem(PKID_ACME_MALFORMED, "no such order (orders live an hour, "
-                                                       "and not across a restart)", &len);
-    send_raw(&r->out, 404, NULL, "application/problem+json", doc != NULL ? doc : "",
-             doc != NULL ? len : 0);
-    free(doc);
+    problem_at(&r->out, 404, PKID_ACME_MALFORMED, NULL,
+               "no such order (orders live an hour, and not across a restart)");
     return NULL;
   }
   return ord;
@@ -1479,11 +1459,7 @@ static void renewal_info(acme_out *out, const char *id) {
   if (!pkid_status_get(a->d.status, sn, sn_len, &rec) ||
       (ca = pkid_cas_at(a->d.cas, rec.ca)) == NULL || ca->issuer.ski_len != aki_len ||
       memcmp(ca->issuer.ski, aki, aki_len) != 0) {
-    size_t len;
-    char *doc = pkid_acme_problem(PKID_ACME_MALFORMED, "pkid issued no such certificate", &len);
-    send_raw(out, 404, NULL, "application/problem+json", doc != NULL ? doc : "",
-             doc != NULL ? len : 0);
-    free(doc);
+    problem_at(out, 404, PKID_ACME_MALFORMED, NULL, "pkid issued no such certificate");
     return;
   }
   const pki_catalog *cat = catalog(a);
@@ -1556,11 +1532,7 @@ static void on_post(void *ctx, pkid_http_req *req) {
     r.out.resource = "certificate";
     certificate(&r, id);
   } else {
-    size_t len;
-    char *doc = pkid_acme_problem(PKID_ACME_MALFORMED, "no such resource", &len);
-    send_raw(&r.out, 404, NULL, "application/problem+json", doc != NULL ? doc : "",
-             doc != NULL ? len : 0);
-    free(doc);
+    problem_at(&r.out, 404, PKID_ACME_MALFORMED, NULL, "no such resource");
   }
 out:
   end(&r);
