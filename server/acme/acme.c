@@ -943,7 +943,7 @@ static void on_validated(uv_work_t *w, int status) {
     pki_log(v->ok ? "info" : "warn", "acme_challenge", "order", ord->id, "name", az->name,
             "type", pkid_acme_chall_type_name(c->type), "result", v->ok ? "valid" : "invalid",
             "reason", v->ok ? "" : c->error.detail, NULL);
-    pkid_acme_order_update(ord, now);
+    pkid_acme_order_update(a->orders, ord);
     if (ord->status == PKID_ACME_INVALID) order_failed(a, ord);
   }
   free(v);
@@ -1050,7 +1050,7 @@ static void authorization(acme_req *r, const char *id, const char *tail) {
       return;
     }
     ord->authz[i].status = PKID_ACME_DEACTIVATED;
-    pkid_acme_order_update(ord, now_s());
+    pkid_acme_order_update(r->out.a->orders, ord);
   }
   send_json(&r->out, 200, NULL, authz_json(&r->out, ord, i));
 }
@@ -1118,7 +1118,7 @@ static void on_finalized(pkid_job *job) {
     char *pem = chain_pem(job, &len);
     ord->serial = job->rec.serial;
     if (pem != NULL) {
-      pkid_acme_order_finish(ord, pem, len, NULL, now);
+      pkid_acme_order_finish(a->orders, ord, pem, len, NULL, now);
       send_order(&f->out, 200, ord);
     } else {
       ord->status = PKID_ACME_READY;
@@ -1132,7 +1132,7 @@ static void on_finalized(pkid_job *job) {
   } else {
     pkid_acme_failure p = {1, PKID_ACME_BAD_CSR, ""};
     snprintf(p.detail, sizeof(p.detail), "%s", job->err.msg);
-    pkid_acme_order_finish(ord, NULL, 0, &p, now);
+    pkid_acme_order_finish(a->orders, ord, NULL, 0, &p, now);
     order_failed(a, ord);
     problem(&f->out, PKID_ACME_BAD_CSR, "%s", job->err.msg);
   }

@@ -11,8 +11,17 @@
 
 #define NUM_BUCKETS 4096
 
+/* An account's unfinished orders (pending, ready, processing), counted as
+ * they come and go so that a new order does not walk all the others. */
+typedef struct account_count {
+  char account[PKID_ACME_ACCOUNT_ID_MAX + 1];
+  size_t unfinished;
+  struct account_count *next;
+} account_count;
+
 struct pkid_acme_orders {
   pkid_acme_order *buckets[NUM_BUCKETS];
+  account_count *accounts[NUM_BUCKETS];
   size_t count;
   size_t max_orders;
   size_t max_pending_per_account;
@@ -50,6 +59,30 @@ static size_t bucket(const char *id, size_t len) {
   return h % NUM_BUCKETS;
 }
 
+/* account_slot is the link that holds |account|'s count, or the NULL at
+ * the end of its bucket. */
+static account_count **account_slot(pkid_acme_orders *o, const char *account) {
+  account_count **link = &o->accounts[bucket(account, strlen(account))];
+  while (*link != NULL && strcmp((*link)->account, account) != 0) link = &(*link)->next;
+  return link;
+}
+
+static size_t unfinished_of(pkid_acme_orders *o, const char *account) {
+  account_count *c = *account_slot(o, account);
+  return c != NULL ? c->unfinished : 0;
+}
+
+/* count_finished: |ord| is no longer unfinished; its account's count
+ * goes down, and the entry with it at zero. */
+static void count_finished(pkid_acme_orders *o, const pkid_acme_order *ord) {
+  account_count **link = account_slot(o, ord->account), *c = *link;
+  if (c == NULL) return;
+  if (--c->unfinished == 0) {
+    *link = c->next;
+    free(c);
+  }
+}
+
 pkid_acme_orders *pkid_acme_orders_new(size_t max_orders, size_t max_pending_per_account) {
   pkid_acme_orders *o = calloc(1, sizeof(*o));
   if (o == NULL) return NULL;
@@ -70,6 +103,10 @@ void pkid_acme_orders_free(pkid_acme_orders *o) {
     for (pkid_acme_order *ord = o->buckets[b], *next; ord != NULL; ord = next) {
       next = ord->next;
       order_free(ord);
+    }
+    for (account_count *c = o->accounts[b], *next; c != NULL; c = next) {
+      next = c->next;
+      free(c);
     }
   }
   free(o);
@@ -93,25 +130,29 @@ pkid_acme_order *pkid_acme_order_new(pkid_acme_orders *o, const char *account,
             o->count);
     return NULL;
   }
-  size_t pending = 0;
-  for (size_t b = 0; b < NUM_BUCKETS; b++) {
-    for (pkid_acme_order *ord = o->buckets[b]; ord != NULL; ord = ord->next) {
-      if (unfinished(ord) && !expired(ord, now) && strcmp(ord->account, account) == 0) {
-        pending++;
-      }
-    }
-  }
+  /* Expired orders count until a sweep drops them: sweep before saying no. */
+  if (unfinished_of(o, account) >= o->max_pending_per_account) pkid_acme_orders_sweep(o, now);
+  size_t pending = unfinished_of(o, account);
   if (pending >= o->max_pending_per_account) {
     PKI_ERR(err, PKI_ERR_EXHAUSTED, "the account has %zu orders in progress, the most it may",
             pending);
     return NULL;
   }
-  pkid_acme_order *ord = calloc(1, sizeof(*ord));
+  account_count **link = account_slot(o, account);
+  if (*link == NULL && (*link = calloc(1, sizeof(**link))) != NULL) {
+    snprintf((*link)->account, sizeof((*link)->account), "%s", account);
+  }
+  pkid_acme_order *ord = *link != NULL ? calloc(1, sizeof(*ord)) : NULL;
   if (ord == NULL || (ord->authz = calloc(req->num_names, sizeof(*ord->authz))) == NULL) {
     free(ord);
+    if (*link != NULL && (*link)->unfinished == 0) {
+      free(*link);
+      *link = NULL;
+    }
     PKI_ERR_OOM(err);
     return NULL;
   }
+  (*link)->unfinished++;
   random_text(ord->id, sizeof(ord->id), 16);
   snprintf(ord->account, sizeof(ord->account), "%s", account);
   snprintf(ord->service, sizeof(ord->service), "%s", service);
@@ -146,8 +187,7 @@ pkid_acme_order *pkid_acme_order_find(pkid_acme_orders *o, const char *id, size_
   return NULL;
 }
 
-void pkid_acme_order_update(pkid_acme_order *ord, int64_t now) {
-  (void)now;
+void pkid_acme_order_update(pkid_acme_orders *o, pkid_acme_order *ord) {
   if (ord->status != PKID_ACME_PENDING) return;
   size_t valid = 0;
   for (size_t i = 0; i < ord->num_authz; i++) {
@@ -164,14 +204,16 @@ void pkid_acme_order_update(pkid_acme_order *ord, int64_t now) {
         snprintf(ord->error.detail, sizeof(ord->error.detail),
                  "the authorization of %s was deactivated", a->name);
       }
+      count_finished(o, ord);
       return;
     }
   }
   if (valid == ord->num_authz) ord->status = PKID_ACME_READY;
 }
 
-void pkid_acme_order_finish(pkid_acme_order *ord, char *chain_pem, size_t chain_pem_len,
-                            const pkid_acme_failure *error, int64_t now) {
+void pkid_acme_order_finish(pkid_acme_orders *o, pkid_acme_order *ord, char *chain_pem,
+                            size_t chain_pem_len, const pkid_acme_failure *error, int64_t now) {
+  if (unfinished(ord)) count_finished(o, ord);
   free(ord->chain_pem);
   ord->chain_pem = chain_pem;
   ord->chain_pem_len = chain_pem_len;
@@ -200,6 +242,7 @@ size_t pkid_acme_orders_sweep(pkid_acme_orders *o, int64_t now) {
       pkid_acme_order *ord = *link;
       if (expired(ord, now)) {
         *link = ord->next;
+        if (unfinished(ord)) count_finished(o, ord);
         order_free(ord);
         o->count--;
       } else {

@@ -115,12 +115,12 @@ pkid_acme_order *pkid_acme_order_find(pkid_acme_orders *o, const char *id, size_
 /* pkid_acme_order_update moves a pending order on from its
  * authorizations: all valid makes it ready, one invalid makes it (and it
  * stays) invalid, with that authorization's challenge error. */
-void pkid_acme_order_update(pkid_acme_order *ord, int64_t now);
+void pkid_acme_order_update(pkid_acme_orders *o, pkid_acme_order *ord);
 
 /* pkid_acme_order_finish ends an order: valid with its chain (owned from
  * then on), or invalid with |error|. Either is kept PKID_ACME_VALID_S. */
-void pkid_acme_order_finish(pkid_acme_order *ord, char *chain_pem, size_t chain_pem_len,
-                            const pkid_acme_failure *error, int64_t now);
+void pkid_acme_order_finish(pkid_acme_orders *o, pkid_acme_order *ord, char *chain_pem,
+                            size_t chain_pem_len, const pkid_acme_failure *error, int64_t now);
 
 /* pkid_acme_orders_each calls |fn| for each live order of |account|. */
 void pkid_acme_orders_each(pkid_acme_orders *o, const char *account, int64_t now,

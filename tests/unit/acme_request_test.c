@@ -127,23 +127,29 @@ TEST(order_life) {
   CHECK(err.code == PKI_ERR_EXHAUSTED);
   /* One valid authorization is not enough; two make the order ready. */
   a->authz[0].status = PKID_ACME_VALID;
-  pkid_acme_order_update(a, t);
+  pkid_acme_order_update(o, a);
   CHECK(a->status == PKID_ACME_PENDING);
   a->authz[1].status = PKID_ACME_VALID;
-  pkid_acme_order_update(a, t);
+  pkid_acme_order_update(o, a);
   CHECK(a->status == PKID_ACME_READY);
   /* An invalid authorization makes its order invalid, with its error. */
   b->authz[1].status = PKID_ACME_INVALID;
   b->authz[1].chall[0].error.set = 1;
   b->authz[1].chall[0].error.type = PKID_ACME_CONNECTION;
-  pkid_acme_order_update(b, t);
+  pkid_acme_order_update(o, b);
   CHECK(b->status == PKID_ACME_INVALID && b->error.type == PKID_ACME_CONNECTION);
+  /* A finished order frees its place in the account's limit; another
+   * account's orders never took one. */
+  pkid_acme_order *c = pkid_acme_order_new(o, "acct1", "svc", &req, t, &err);
+  CHECK(c != NULL);
+  CHECK(pkid_acme_order_new(o, "acct1", "svc", &req, t, &err) == NULL);
+  CHECK(pkid_acme_order_new(o, "acct2", "svc", &req, t, &err) != NULL);
   /* Processing orders outlive their expiry; the others go. */
   a->status = PKID_ACME_PROCESSING;
   CHECK(pkid_acme_orders_sweep(o, t + PKID_ACME_PENDING_S) == 1);
   CHECK(pkid_acme_order_find(o, a->id, strlen(a->id), t + PKID_ACME_PENDING_S) == a);
   char *pem = strdup("-----BEGIN CERTIFICATE-----\n");
-  pkid_acme_order_finish(a, pem, strlen(pem), NULL, t + 10);
+  pkid_acme_order_finish(o, a, pem, strlen(pem), NULL, t + 10);
   CHECK(a->status == PKID_ACME_VALID);
   CHECK(pkid_acme_order_find(o, a->id, strlen(a->id), t + 10 + PKID_ACME_VALID_S) == NULL);
   CHECK(pkid_acme_orders_sweep(o, t + 10 + PKID_ACME_VALID_S) == 0);
