@@ -1,13 +1,15 @@
 /* status.h: what pkid knows of every certificate it issued: the status
  * index, and the OCSP responses signed ahead for each.
  *
- * An open-addressing hash table keyed by serial, rebuilt at start from the
- * journal (snapshot + replay) and updated by the loop thread as issuances
- * and revocations become durable. Loop thread only: no locks.
+ * Rebuilt at start from the journal (snapshot + replay) and updated by the
+ * loop thread as issuances and revocations become durable. Loop thread
+ * only: no locks.
  *
- * Memory: an entry is 56 bytes (serial, CA, usage, state, times as 32-bit
- * seconds, two response pointers); the table stays at most 7/8 full. The
- * pre-signed responses themselves (about 300 bytes each) are counted apart.
+ * Memory: 40 bytes a certificate (status.c: the records of each node in
+ * pages by sequence number, so an entry holds only the random half of its
+ * serial), plus the pre-signed responses themselves (about 300 bytes each),
+ * counted apart. Serials of another form cost 64 bytes in a hash table of
+ * their own.
  *
  * Errors: functions that insert return 0 only when out of memory; look-ups
  * return 0 for "not there". */
