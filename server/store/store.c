@@ -394,14 +394,17 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
   pkid_store *st = ctx;
   (void)seq;
   CBS cbs, *ca_names = NULL, *svc_names = NULL;
-  uint8_t version;
+  uint8_t version, *ca_map = NULL;
+  uint16_t *svc_map = NULL;
   uint16_t node, num_ca, num_svc;
   uint64_t reserved_end, count;
   int ok = 0;
   CBS_init(&cbs, state, len);
   ca_names = calloc(4096, sizeof(CBS));
   svc_names = calloc(4096, sizeof(CBS));
-  if (ca_names == NULL || svc_names == NULL) {
+  ca_map = calloc(4096, sizeof(*ca_map));
+  svc_map = calloc(4096, sizeof(*svc_map));
+  if (ca_names == NULL || svc_names == NULL || ca_map == NULL || svc_map == NULL) {
     PKI_ERR_OOM(err);
     goto out;
   }
@@ -412,6 +415,14 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
     goto bad;
   }
   if (node == st->node) st->reserved_end = reserved_end;
+  /* The names' indexes now, once, rather than a search of the catalogue for
+   * each of millions of records. */
+  for (uint16_t i = 0; i < num_ca; i++) {
+    ca_map[i] = ca_index(st->cas, CBS_data(&ca_names[i]), CBS_len(&ca_names[i]));
+  }
+  for (uint16_t i = 0; i < num_svc; i++) {
+    svc_map[i] = service_index(st->cat, CBS_data(&svc_names[i]), CBS_len(&svc_names[i]));
+  }
   /* Each record is at least 32 bytes: a count beyond that is damage. */
   if (count > CBS_len(&cbs) / 32 ||
       !pkid_status_reserve(st->status, pkid_status_count(st->status) + (size_t)count)) {
@@ -429,11 +440,8 @@ static int load_snapshot(void *ctx, uint64_t seq, const uint8_t *state, size_t l
         !CBS_get_u64(&cbs, &nb) || !CBS_get_u64(&cbs, &na) || !CBS_get_u64(&cbs, &at)) {
       goto bad;
     }
-    rec.ca = ca < num_ca ? ca_index(st->cas, CBS_data(&ca_names[ca]), CBS_len(&ca_names[ca]))
-                         : NO_CA;
-    rec.service = svc < num_svc ? service_index(st->cat, CBS_data(&svc_names[svc]),
-                                                CBS_len(&svc_names[svc]))
-                                : NO_SERVICE;
+    rec.ca = ca < num_ca ? ca_map[ca] : NO_CA;
+    rec.service = svc < num_svc ? svc_map[svc] : NO_SERVICE;
     rec.usage = usage;
     rec.revoked = revoked != 0;
     rec.reason = reason;
@@ -506,6 +514,8 @@ oom:
 out:
   free(ca_names);
   free(svc_names);
+  free(ca_map);
+  free(svc_map);
   return ok;
 }
 
