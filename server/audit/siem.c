@@ -606,6 +606,7 @@ static int step(pkid_siem *s, uint64_t *sent_total) {
 }
 
 static void *run(void *arg) {
+  pthread_setname_np(pthread_self(), "pkid-siem"); /* top -H, perf */
   pkid_siem *s = arg;
   for (;;) {
     uint64_t sent = 0;

@@ -710,6 +710,7 @@ lost:
 }
 
 static void *run(void *arg) {
+  pthread_setname_np(pthread_self(), "pkid-fleet"); /* top -H, perf */
   pkid_fleet *f = arg;
   ship_batch *b = malloc(sizeof(*b));
   if (b == NULL) return NULL;

@@ -255,6 +255,7 @@ static void take_rewind(pkid_follow *f) {
 }
 
 static void *run(void *arg) {
+  pthread_setname_np(pthread_self(), "pkid-follow"); /* top -H, perf */
   pkid_follow *f = arg;
   uint64_t retry_ms = 0;
   while (!stopping(f)) {

@@ -98,6 +98,7 @@ static void run_job(pkid_job *job, const pkid_signers *signers) {
 }
 
 static void *worker_main(void *arg) {
+  pthread_setname_np(pthread_self(), "pkid-worker"); /* top -H, perf */
   pkid_workers *w = ((worker_arg *)arg)->w;
   pkid_signers *signers = ((worker_arg *)arg)->signers;
   free(arg);
@@ -122,6 +123,7 @@ static void *worker_main(void *arg) {
 }
 
 static void *committer_main(void *arg) {
+  pthread_setname_np(pthread_self(), "pkid-commit"); /* top -H, perf */
   pkid_workers *w = arg;
   void *batch[PKID_COMMIT_BATCH];
   for (;;) {
