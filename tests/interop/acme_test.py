@@ -345,7 +345,9 @@ def test_certbot():
         kid, key = server.eab()
         sh(certbot_args(server, base, "certonly") + [
             "--standalone", "--agree-tos", "-m", EMAIL, "--no-eff-email", "--eab-kid", kid,
-            "--eab-hmac-key", key, "-d", NAME, "--http-01-port", str(server.http_port),
+            # "=" joined: a base64url key may begin with "-", which argparse
+            # would take for an option and then refuse the run.
+            "--eab-hmac-key=" + key, "-d", NAME, "--http-01-port", str(server.http_port),
             "--http-01-address", "127.0.0.1", "--key-type", "ecdsa"], env=env)
         live = os.path.join(base, "config/live", NAME)
         first = verify_chain(live + "/cert.pem", live + "/chain.pem")
@@ -398,7 +400,7 @@ def test_certbot():
 
 
 def lego_args(server, path, kid, key, challenge, port):
-    args = ["lego", "--server", server.directory, "--eab", "--kid", kid, "--hmac", key,
+    args = ["lego", "--server", server.directory, "--eab", "--kid", kid, "--hmac=" + key,
             "--email", EMAIL, "--domains", NAME, "--accept-tos", "--path", path,
             "--key-type", "ec256"]
     if challenge == "http":

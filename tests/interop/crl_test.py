@@ -48,7 +48,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from pkidtest import Pkid, channel, demo_tree, expect_status, load_proto, method  # noqa: E402
+from pkidtest import Pkid, channel, copy_tree, demo_tree, expect_status, load_proto, method  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
 PKICTL, PKID, PROTO = (os.path.abspath(p) for p in sys.argv[1:4])
@@ -682,7 +682,7 @@ def test_503_before_first_build():
     already built: then a CRL). A later start of the same tree always has
     one soon."""
     tree = os.path.join(TMP, "fresh-pki")
-    shutil.copytree(PKI, tree, ignore=shutil.ignore_patterns("journal"))
+    copy_tree(PKI, tree)
     p = Pkid(PKID, tree, TMP, log_name="fresh.log")
     try:
         p.start()
@@ -952,7 +952,7 @@ def test_delta_semantics():
     the complete CRL with removeFromCRL in the delta. Every complete/delta
     pair seen obeys complete = base + delta."""
     tree = os.path.join(TMP, "delta-pki")
-    shutil.copytree(PKI, tree, ignore=shutil.ignore_patterns("journal", "crl"))
+    copy_tree(PKI, tree, skip=("journal", "crl"))
     os.makedirs(os.path.join(tree, "crl"))
     shutil.copy(os.path.join(PKI, "crl", "root.crl"), os.path.join(tree, "crl"))
     p = Pkid(PKID, tree, TMP, ["--crl-interval-s", "4", "--crl-delta-interval-s", "2"],

@@ -20,7 +20,6 @@ Usage: hardening_test.py PKICTL PKID PROTO CATALOG
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from pkidtest import (Pkid, channel, demo_tree, expect_status, load_proto, method,  # noqa: E402
+from pkidtest import (Pkid, channel, copy_tree, demo_tree, expect_status, load_proto, method,  # noqa: E402
                       service_files)
 from testlib import finish, run  # noqa: E402
 
@@ -109,8 +108,7 @@ def test_identity_only_from_its_ca():
     """pki-agent's identity in a certificate of external-ca: it verifies
     (external-ca is one of pkid's), but it is not pki-agent."""
     other = os.path.join(TMP, "other-pki")
-    shutil.copytree(PKI, other)
-    shutil.rmtree(os.path.join(other, "journal"), ignore_errors=True)
+    copy_tree(PKI, other)
     cat = open(CATALOG).read()
     cat2 = re.sub(r"(- name: pki-agent\n\s+ca: )agents-ca", r"\1external-ca", cat)
     assert cat2 != cat
@@ -297,7 +295,7 @@ def start_alone(args, env=None, log="alone.log"):
     """A second pkid on the same tree's copy, its output kept."""
     tree = os.path.join(TMP, "alone-" + log)
     if not os.path.exists(tree):
-        shutil.copytree(PKI, tree, ignore=shutil.ignore_patterns("journal"))
+        copy_tree(PKI, tree)
     return tree, subprocess.Popen(
         [PKID, "--pki", tree, "--listen", "127.0.0.1:0", "--ocsp-listen", "127.0.0.1:0",
          "--admin-listen", "127.0.0.1:0"] + args, env=env, stderr=subprocess.PIPE, text=True)
@@ -310,7 +308,7 @@ def test_secrets_and_core_dumps():
     assert line.split()[4:6] == ["0", "0"], line
     # The passphrase in the environment is wiped once read.
     tree = os.path.join(TMP, "env-pki")
-    shutil.copytree(PKI, tree, ignore=shutil.ignore_patterns("journal"))
+    copy_tree(PKI, tree)
     secret = open(os.path.join(PKI, "ca-passphrase")).read().strip()
     os.remove(os.path.join(tree, "ca-passphrase"))
     env = dict(os.environ, PKID_CA_PASSPHRASE=secret)

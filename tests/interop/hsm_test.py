@@ -34,7 +34,6 @@ Usage: hsm_test.py PKICTL PKID PROTO CATALOG
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import PyKCS11  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
+import pkidtest  # noqa: E402
 from pkidtest import Pkid, channel, load_proto, make_csr, method, wait_for  # noqa: E402
 from testlib import finish, run  # noqa: E402
 
@@ -310,9 +310,7 @@ def test_issue_through_token():
 
 
 def copy_tree(name):
-    dst = os.path.join(TMP, name)
-    shutil.copytree(PKI, dst, ignore=shutil.ignore_patterns("journal*"))
-    return dst
+    return pkidtest.copy_tree(PKI, os.path.join(TMP, name), skip=("journal*",))
 
 
 def refused_start(tree, words, passphrase=PASSPHRASE):

@@ -13,6 +13,7 @@ stop() each in a finally; wait_for() polls with a deadline; free_port()
 picks a loopback port for a configuration file."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,15 @@ def demo_tree(pkictl, tmp, catalog=None):
         args += ["--catalog", catalog]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
     return pki
+
+
+def copy_tree(pki, dst, skip=("journal",)):
+    """A copy of a (perhaps running) server's tree, without the names in
+    skip. A running pkid writes CRLs to temporary names it renames into
+    place, so one may vanish between listing and copying: those are
+    never copied."""
+    shutil.copytree(pki, dst, ignore=shutil.ignore_patterns("*.tmp.*", *skip))
+    return dst
 
 
 def load_proto(proto, tmp):
