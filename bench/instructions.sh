@@ -97,15 +97,6 @@ start_pkid_cg() {
 }
 start_pkid_cg
 
-issued() {
-  /usr/bin/python3 -c '
-import sys, urllib.request
-text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=30).read()
-for line in text.decode().splitlines():
-    if line.startswith("pkid_issued_total "):
-        print(int(float(line.split()[1])))
-' "$ADMIN"
-}
 load() {
   "$BIN/bench/loadgen" --target "127.0.0.1:$PORT" --pki "$WORK/pki" --duration "$1" \
     --warmup 0 --concurrency "$CONCURRENCY" --threads 1 --connections 2 >"$WORK/$2.json"
@@ -113,9 +104,9 @@ load() {
 
 load 3 warmup
 callgrind_control -z "$PKID_PID" >/dev/null
-BEFORE=$(issued)
+BEFORE=$(issued_total "$ADMIN")
 load "$SECS" window
-AFTER=$(issued)
+AFTER=$(issued_total "$ADMIN")
 callgrind_control -d "$PKID_PID" >/dev/null
 stop_pkid
 # The dump of the window is the last file callgrind wrote (callgrind.out.N);

@@ -1,6 +1,7 @@
 # bench/pkid.sh: starting and stopping pkid for the bench scripts (run.sh,
-# crl_under_load.sh), sourced by them. They set PKID (the binary), WORK
-# (the demo tree in $WORK/pki, the journal in $WORK/journal) and die().
+# crl_under_load.sh, instructions.sh, profile.sh), sourced by them. They
+# set PKID (the binary), WORK (the demo tree in $WORK/pki, the journal in
+# $WORK/journal) and die().
 
 PKID_PID=""
 
@@ -39,6 +40,17 @@ start_pkid() {
   OCSP_PATH=${OCSP_PATH:-/}
   ADMIN_PORT=$(sed -n 's/.*"event":"listening","admin":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$log" |
     head -n 1)
+}
+
+# issued_total ADMIN_PORT: pkid_issued_total from pkid's /metrics.
+issued_total() {
+  /usr/bin/python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=30).read()
+for line in text.decode().splitlines():
+    if line.startswith("pkid_issued_total "):
+        print(int(float(line.split()[1])))
+' "$1"
 }
 
 # stop_pkid: SIGTERM (pkid drains), SIGKILL after 15 s.
