@@ -2,12 +2,13 @@
 # bench/profile.sh: where pkid's CPU goes under issuance load, in
 # microseconds per issued certificate, kernel included (issue 16).
 #
-#   bench/profile.sh [--seconds S] [--concurrency N] [--stream] [--top N]
+#   bench/profile.sh [--seconds S] [--concurrency N] [--stream | --rate R] [--top N]
 #                    [--out FILE] [--work DIR] [--keep] [--callgraph]
 #
 # pkid (opt build, with its symbol table) runs on a fresh demo tree, and
 # bench/loadgen drives unary Issue (or IssueStream with --stream) at N in
-# flight (default 64 calls, or 8 streams of 64, as bench/run.sh). After a
+# flight (default 64 calls, or 8 streams of 64, as bench/run.sh), or open
+# loop at R calls a second with --rate (run.sh's sweep). After a
 # 3 s warm-up, perf samples every pkid thread on the cpu-clock software
 # event (hardware counters are not available here) for S seconds (default
 # 10), user space and kernel alike. Each sample is 1/F s of CPU; their
@@ -30,6 +31,7 @@ REPO=$(cd "$HERE/.." && pwd)
 SECS=10
 CONCURRENCY=""
 STREAM=0
+RATE=""
 TOP=30
 FREQ=2999
 OUT=$REPO/bench/profile.json
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --stream) STREAM=1; shift ;;
+    --rate) RATE=$2; shift 2 ;;
     --top) TOP=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
@@ -84,6 +87,7 @@ done
 MODE=()
 [ -n "$CONCURRENCY" ] || CONCURRENCY=$([ "$STREAM" = 1 ] && echo 8 || echo 64)
 [ "$STREAM" = 1 ] && MODE=(--stream --stream-requests 64)
+[ -n "$RATE" ] && MODE=(--rate "$RATE")
 "$BIN/bench/loadgen" --target "127.0.0.1:$PORT" --pki "$WORK/pki" --duration $((SECS + 5)) \
   --warmup 0 --concurrency "$CONCURRENCY" --threads 1 --connections 4 "${MODE[@]}" \
   >"$WORK/load.json" &
@@ -100,9 +104,9 @@ stop_pkid
 
 perf script -G -i "$WORK/perf.data" -F pid,tid,comm,ip,sym,dso 2>/dev/null >"$WORK/samples.txt"
 /usr/bin/python3 - "$WORK/samples.txt" "$WORK/floor.json" "$BEFORE" "$AFTER" "$FREQ" \
-  "$TOP" "$OUT" "$STREAM" <<'EOF'
+  "$TOP" "$OUT" "$STREAM" "$RATE" <<'EOF'
 import collections, json, re, sys
-samples, floor_file, before, after, freq, top, out, stream = sys.argv[1:9]
+samples, floor_file, before, after, freq, top, out, stream, rate = sys.argv[1:10]
 certs = int(after) - int(before)
 if certs <= 0:
     sys.exit("profile.sh: no certificate issued in the window")
@@ -125,7 +129,8 @@ for line in open(samples):
 floor = json.load(open(floor_file))
 floor_us = 1e6 / floor["ecdsa_p256_verify_per_s"] + 2e6 / floor["ecdsa_p256_sign_per_s"]
 doc = {
-    "bench": "profile", "mode": "stream" if stream == "1" else "unary",
+    "bench": "profile",
+    "mode": "stream" if stream == "1" else "open loop %s/s" % rate if rate else "unary",
     "certificates": certs, "samples": total,
     "server_us_per_cert": round(total * us, 1),
     "crypto_floor_us_per_cert": round(floor_us, 1),
