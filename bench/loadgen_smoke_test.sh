@@ -22,6 +22,12 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 floor = r["crypto_floor"]
 assert floor["ecdsa_p256_sign_per_s"] > 0 and floor["ecdsa_p256_verify_per_s"] > 0, floor
+# Measured before and after pkid's phases; the floor is the faster of each.
+assert len(floor["runs"]) == 2, floor
+for op in ("ecdsa_p256_sign_per_s", "ecdsa_p256_verify_per_s"):
+    assert floor[op] == max(run[op] for run in floor["runs"]), floor
+for mode in ("unary", "stream"):
+    assert r["ratios"]["server_cpu_over_crypto_floor_" + mode] > 0, r["ratios"]
 for name in ("unary_closed", "stream_closed", "open_half_peak"):
     p = r["phases"][name]
     lat = p["latency_us"]
