@@ -94,7 +94,8 @@ void pkid_signers_refill(pkid_signers *s, size_t step, int (*keep_going)(void *c
                          void *ctx) {
   for (size_t i = 0; i < s->cas->num_cas; i++) {
     pki_ecdsa_pool *pool = s->pools[i].pool;
-    while (pool != NULL && pki_ecdsa_pool_available(pool) < pki_ecdsa_pool_capacity(pool) &&
+    while (pool != NULL &&
+           pki_ecdsa_pool_capacity(pool) - pki_ecdsa_pool_available(pool) >= step &&
            keep_going(ctx)) {
       pki_err err;
       if (!pki_ecdsa_pool_refill(pool, step, &err)) break;

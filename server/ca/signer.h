@@ -36,8 +36,11 @@ void pkid_signers_free(pkid_signers *s);
 const pki_signer *pkid_signers_for(const pkid_signers *s, const pkid_ca *ca);
 
 /* pkid_signers_refill prepares nonces |step| at a time, in every pool
- * below its capacity, for as long as |keep_going(ctx)| says so: the
- * caller's idle time becomes signing time saved later. */
+ * missing at least |step| of its capacity, for as long as
+ * |keep_going(ctx)| says so: the caller's idle time becomes signing time
+ * saved later. A pool short of fewer waits: a batch shares one inversion
+ * (14 us) among its nonces, and refilling after every job at low load
+ * made batches of one or two, each nonce paying most of an inversion. */
 void pkid_signers_refill(pkid_signers *s, size_t step, int (*keep_going)(void *ctx),
                          void *ctx);
 

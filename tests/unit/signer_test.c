@@ -72,6 +72,55 @@ TEST(dry_pool_signs_from_batches) {
   EVP_PKEY_free(ca.issuer.key);
 }
 
+static int g_steps;
+
+/* count_steps lets a refill go on, counting how often it was asked. */
+static int count_steps(void *ctx) {
+  (void)ctx;
+  g_steps++;
+  return 1;
+}
+
+static int sign_one(const pki_signer *signer) {
+  uint8_t data[8] = {1, 2, 3}, *sig = NULL;
+  size_t sig_len = 0;
+  pki_err err;
+  int ok = signer->sign(signer->ctx, &sig, &sig_len, data, sizeof(data), &err);
+  free(sig);
+  return ok;
+}
+
+/* Idle refills come a whole step at a time: a pool short of fewer nonces
+ * than a step is left alone, so no batch is smaller than a step. */
+TEST(idle_refill_waits_for_a_whole_step) {
+  pki_err err;
+  pkid_ca ca;
+  memset(&ca, 0, sizeof(ca));
+  ca.issuer.key_type = PKI_KEY_ECDSA_P256;
+  ca.issuer.key = pki_key_generate(PKI_KEY_ECDSA_P256, 256, &err);
+  REQUIRE(ca.issuer.key != NULL);
+  pkid_cas cas = {.cas = &ca, .num_cas = 1};
+  pkid_signers *s = pkid_signers_new(&cas, 64, &err);
+  REQUIRE(s != NULL);
+  const pki_signer *signer = pkid_signers_for(s, &ca);
+  REQUIRE(signer != NULL);
+  g_steps = 0;
+  pkid_signers_refill(s, 16, count_steps, NULL);
+  CHECK(g_steps == 4); /* empty: 4 steps of 16 fill 64 */
+  for (int i = 0; i < 15; i++) CHECK(sign_one(signer));
+  g_steps = 0;
+  pkid_signers_refill(s, 16, count_steps, NULL);
+  CHECK(g_steps == 0); /* 15 short: not a whole step */
+  CHECK(sign_one(signer));
+  pkid_signers_refill(s, 16, count_steps, NULL);
+  CHECK(g_steps == 1); /* 16 short: one step */
+  g_steps = 0;
+  pkid_signers_refill(s, 16, count_steps, NULL);
+  CHECK(g_steps == 0); /* full again */
+  pkid_signers_free(s);
+  EVP_PKEY_free(ca.issuer.key);
+}
+
 /* A CA of another key type has no signer: lib/ signs with its key. */
 TEST(no_signer_for_other_keys) {
   pki_err err;
@@ -90,6 +139,7 @@ TEST(no_signer_for_other_keys) {
 
 int main(void) {
   RUN(dry_pool_signs_from_batches);
+  RUN(idle_refill_waits_for_a_whole_step);
   RUN(no_signer_for_other_keys);
   return test_finish();
 }
