@@ -3,9 +3,15 @@
  *
  *   http_load --port P (--csr FILE [--csr FILE ...] | --ocsp REQ.der)
  *             [--host 127.0.0.1] [--path P] [--conns 16] [--seconds 10]
- *             [--warmup 1] [--pid PID] [--label NAME]
+ *             [--warmup 1] [--rate R] [--pid PID] [--label NAME]
  *
- * Keeps --conns connections busy, one request in flight on each. With
+ * Keeps --conns connections busy, one request in flight on each (closed
+ * loop), or with --rate sends R requests a second on a schedule (open
+ * loop, as bench/loadgen --rate): a request whose time has come waits for
+ * a free connection if all --conns are busy, and its latency runs from its
+ * scheduled time, so a server that falls behind is charged for the wait
+ * (no coordinated omission); the largest lag of a send behind its schedule
+ * is reported. With
  * --csr, every request is a POST to --path (default /api/v1/cfssl/sign)
  * of {"certificate_request": PEM}, the PEM CSRs made ahead and used in
  * turn; a success is HTTP 200 with "success":true. With --ocsp, every
@@ -50,11 +56,14 @@
 #define MAX_CSRS 1024
 #define MAX_SAMPLES (8u * 1024u * 1024u)
 #define MAX_FILE (1u << 20)
+/* Open loop: scheduled requests waiting for a free connection. */
+#define MAX_BACKLOG (1u << 20)
 
 typedef struct conn {
   int fd;
   int open;
-  double sent_at;
+  int busy;       /* a request is in flight on it */
+  double sent_at; /* when it was sent, or (open loop) scheduled */
   http_parser parser; /* over this connection's bytes, since it opened */
   unsigned status;    /* of the response being read */
   size_t body_len;
@@ -76,6 +85,13 @@ static double *g_lat; /* microseconds, inside the window */
 static size_t g_num_lat;
 static unsigned long long g_ok, g_bad, g_io_errors, g_reconnects;
 
+/* Open loop (g_rate > 0): the schedule, and the scheduled times of the
+ * requests due but not yet sent, oldest first (a ring). */
+static double g_rate, g_next_due, g_max_lag;
+static double *g_backlog;
+static size_t g_backlog_head, g_backlog_len;
+static unsigned long long g_dropped; /* due when the backlog was full */
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -86,7 +102,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: http_load --port P (--csr FILE [--csr FILE ...] | --ocsp REQ.der)\n"
           "                 [--host H] [--path P] [--conns N] [--seconds S] [--warmup S]\n"
-          "                 [--pid PID] [--label NAME]\n");
+          "                 [--rate R] [--pid PID] [--label NAME]\n");
   exit(2);
 }
 
@@ -160,11 +176,14 @@ static int conn_open(conn *c) {
   return 1;
 }
 
-static int send_request(conn *c) {
+/* send_request sends the next request on |c|; its latency will run from
+ * |from| (now, or its scheduled time). */
+static int send_request(conn *c, double from) {
   int i = g_next_req;
   g_next_req = (g_next_req + 1) % g_num_reqs;
   size_t off = 0;
-  c->sent_at = now_s();
+  c->sent_at = from;
+  c->busy = 1;
   while (off < g_req_lens[i]) {
     ssize_t w = send(c->fd, g_reqs[i] + off, g_req_lens[i] - off, MSG_NOSIGNAL);
     if (w <= 0) return 0;
@@ -217,6 +236,39 @@ static int conn_read(conn *c, const char *data, size_t len) {
   return HTTP_PARSER_ERRNO(&c->parser) == HPE_OK && used == len;
 }
 
+/* schedule_due moves every request whose time has come (before |until|)
+ * into the backlog. */
+static void schedule_due(double t, double until) {
+  while (g_next_due <= t && g_next_due < until) {
+    if (g_backlog_len < MAX_BACKLOG) {
+      g_backlog[(g_backlog_head + g_backlog_len) % MAX_BACKLOG] = g_next_due;
+      g_backlog_len++;
+    } else {
+      g_dropped++;
+    }
+    g_next_due += 1.0 / g_rate;
+  }
+}
+
+/* dispatch gives work to idle open connections: in the closed loop a new
+ * request each, in the open loop the backlog's oldest ones. */
+static void dispatch(conn *cs, int conns) {
+  for (int i = 0; i < conns; i++) {
+    conn *c = &cs[i];
+    if (!c->open || c->busy) continue;
+    double from = now_s();
+    if (g_rate > 0) {
+      if (g_backlog_len == 0) return;
+      double due = g_backlog[g_backlog_head];
+      g_backlog_head = (g_backlog_head + 1) % MAX_BACKLOG;
+      g_backlog_len--;
+      if (from - due > g_max_lag) g_max_lag = from - due;
+      from = due;
+    }
+    if (!send_request(c, from)) g_io_errors++;
+  }
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -258,11 +310,12 @@ int main(int argc, char **argv) {
     else if (strcmp(o, "--seconds") == 0) seconds = atof(v);
     else if (strcmp(o, "--warmup") == 0) warmup = atof(v);
     else if (strcmp(o, "--pid") == 0) pid = atoi(v);
+    else if (strcmp(o, "--rate") == 0) g_rate = atof(v);
     else if (strcmp(o, "--label") == 0) label = v;
     else usage();
   }
   if (port <= 0 || (num_csr_files == 0) == (ocsp_file == NULL) || conns < 1 || seconds <= 0 ||
-      warmup < 0) {
+      warmup < 0 || g_rate < 0) {
     usage();
   }
   g_ocsp = ocsp_file != NULL;
@@ -302,6 +355,8 @@ int main(int argc, char **argv) {
   g_addr.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, host, &g_addr.sin_addr) != 1) usage();
   g_lat = malloc(MAX_SAMPLES * sizeof(double));
+  g_backlog = malloc(MAX_BACKLOG * sizeof(double));
+  if (g_lat == NULL || g_backlog == NULL) return 1;
   static char rbuf[RBUF];
 
   int ep = epoll_create1(0);
@@ -318,9 +373,9 @@ int main(int argc, char **argv) {
   }
   double t0 = now_s();
   double w0 = t0 + warmup, w1 = w0 + seconds;
-  for (int i = 0; i < conns; i++) {
-    if (!send_request(&cs[i])) g_io_errors++;
-  }
+  g_next_due = t0;
+  if (g_rate > 0) schedule_due(t0, w1);
+  dispatch(cs, conns);
   int in_window = 0;
   double cpu0 = 0, self0 = 0, real0 = 0;
   struct epoll_event evs[64];
@@ -333,7 +388,12 @@ int main(int argc, char **argv) {
       real0 = t;
     }
     if (t >= w1) break;
-    int n = epoll_wait(ep, evs, 64, 50);
+    /* Wake for the next scheduled send, to the nanosecond: epoll_wait's
+     * milliseconds would bunch an open loop's sends. */
+    double wait_s = 0.05;
+    if (g_rate > 0 && g_next_due - t < wait_s) wait_s = g_next_due > t ? g_next_due - t : 0;
+    struct timespec timeout = {(time_t)wait_s, (long)((wait_s - (double)(time_t)wait_s) * 1e9)};
+    int n = epoll_pwait2(ep, evs, 64, &timeout, NULL);
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
       ssize_t r = recv(c->fd, rbuf, sizeof(rbuf), 0);
@@ -345,6 +405,7 @@ int main(int argc, char **argv) {
         reopen = 1;
       } else if (c->complete) {
         c->complete = 0;
+        c->busy = 0;
         double at = now_s();
         if (at >= w0 && at < w1) {
           if (c->ok) {
@@ -354,25 +415,22 @@ int main(int argc, char **argv) {
             g_bad++;
           }
         }
-        if (!c->keep_alive || r == 0) {
-          reopen = 1;
-        } else if (!send_request(c)) {
-          g_io_errors++;
-          reopen = 1;
-        }
+        if (!c->keep_alive || r == 0) reopen = 1;
       }
       if (reopen) {
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         c->open = 0;
+        c->busy = 0;
         if (now_s() < w1 && conn_open(c)) {
           g_reconnects++;
           struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
           epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-          if (!send_request(c)) g_io_errors++;
         }
       }
     }
+    if (g_rate > 0) schedule_due(now_s(), w1);
+    dispatch(cs, conns);
   }
   double elapsed = now_s() - real0;
   double cpu = pid > 0 ? bench_proc_cpu_s(pid, 1) - cpu0 : 0;
@@ -398,6 +456,13 @@ int main(int argc, char **argv) {
   if (g_io_errors > 0) printf("%s\"connection\":%llu", sep, g_io_errors);
   printf("},\"reconnects\":%llu,\"throughput_per_s\":%.1f,", g_reconnects,
          elapsed > 0 ? (double)g_ok / elapsed : 0.0);
+  if (g_rate > 0) {
+    printf("\"mode\":\"open\",\"offered_rate_per_s\":%.1f,\"max_send_lag_us\":%.0f,"
+           "\"unsent_at_end\":%zu,\"dropped\":%llu,",
+           g_rate, g_max_lag * 1e6, g_backlog_len, g_dropped);
+  } else {
+    printf("\"mode\":\"closed\",");
+  }
   printf("\"latency_us\":{\"count\":%zu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p99_9\":%.1f,"
          "\"max\":%.1f},",
          g_num_lat, pct(0.50), pct(0.90), pct(0.99), pct(0.999),
@@ -411,5 +476,6 @@ int main(int argc, char **argv) {
   printf("\"client_cpu_us_per_request\":%.1f}\n", g_ok > 0 ? self * 1e6 / (double)g_ok : 0.0);
   for (int i = 0; i < g_num_reqs; i++) free(g_reqs[i]);
   free(g_lat);
+  free(g_backlog);
   return g_ok > 0 ? 0 : 1;
 }

@@ -48,6 +48,8 @@ for p in [r["phases"]["open_half_peak"]] + r["sweep"]:
     assert srv is not None and srv["count"] > 0, p
     assert 0 < srv["p50_us"] <= srv["p99_us"] <= srv["p99_9_us"], srv
 assert r["instructions"] is None  # --short: no callgrind
+# Peers are skipped with the binaries given: no CFSSL sweep either.
+assert r["peers"]["cfssl_sweep"] == [], r["peers"]
 s = r["summary"]
 assert s["unary_certificates_per_s"] > 0 and s["stream_certificates_per_s"] > 0, s
 print("sane:", json.dumps(s))

@@ -2,8 +2,9 @@
 """plot.py RESULTS.json OUT.png: bench/run.sh's open-loop sweep as a PNG.
 
 Left: achieved against offered certificates/s (the diagonal is "keeps
-up"), with the closed-loop peaks and the CFSSL peer as lines. Right: p50
-and p99 latency (ms, log scale) against offered load."""
+up"), pkid's and CFSSL's open-loop sweeps, with the closed-loop peaks as
+lines. Right: p50, p99 and p99.9 latency (ms, log scale, from each
+scheduled send) against offered load, pkid's solid and CFSSL's dashed."""
 import json
 import sys
 
@@ -16,15 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 def main():
     r = json.load(open(sys.argv[1]))
     sweep = r["sweep"]
+    cfssl_sweep = (r.get("peers") or {}).get("cfssl_sweep") or []
     offered = [p["offered_rate_per_s"] for p in sweep]
     achieved = [p["throughput_per_s"] for p in sweep]
-    p50 = [p["latency_us"]["p50"] / 1000 for p in sweep]
-    p99 = [p["latency_us"]["p99"] / 1000 for p in sweep]
+    c_offered = [p["offered_rate_per_s"] for p in cfssl_sweep]
+    c_achieved = [p["throughput_per_s"] for p in cfssl_sweep]
     s = r["summary"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
-    top = max(offered + achieved) * 1.1
+    top = max(offered + achieved + c_offered + c_achieved) * 1.1
     a.plot([0, top], [0, top], color="0.8", linestyle=":", label="offered = achieved")
     a.plot(offered, achieved, "o-", label="pkid unary, open loop")
+    if cfssl_sweep:
+        a.plot(c_offered, c_achieved, "^--", color="C3", label="cfssl sign, open loop")
     a.axhline(s["unary_certificates_per_s"], color="C0", linestyle="--", linewidth=0.8,
               label="pkid unary closed loop %.0f/s" % s["unary_certificates_per_s"])
     a.axhline(s["stream_certificates_per_s"], color="C2", linestyle="--", linewidth=0.8,
@@ -42,19 +46,24 @@ def main():
     a.grid(True, alpha=0.3)
     a.legend(fontsize=8, loc="upper left")
     a.set_title("throughput")
-    b.plot(offered, p50, "o-", label="p50")
-    b.plot(offered, p99, "s-", label="p99")
+    marks = (("p50", "p50", "o"), ("p99", "p99", "s"), ("p99_9", "p99.9", "D"))
+    for i, (key, name, mark) in enumerate(marks):
+        b.plot(offered, [p["latency_us"][key] / 1000 for p in sweep], mark + "-", color="C%d" % i,
+               label="pkid " + name)
+        if cfssl_sweep:
+            b.plot(c_offered, [p["latency_us"][key] / 1000 for p in cfssl_sweep], mark + "--",
+                   color="C%d" % i, alpha=0.6, label="cfssl " + name)
     for x, p in zip(offered, sweep):
         b.annotate("%d%%" % p["percent_of_peak"], (x, 0), xytext=(0, 4), textcoords="offset points",
                    xycoords=("data", "axes fraction"), ha="center", fontsize=8, color="0.4")
     b.set_yscale("log")
-    b.set_xlabel("offered certificates/s (percent of the unary closed-loop peak)")
+    b.set_xlabel("offered certificates/s (labels: percent of pkid's unary closed-loop peak)")
     b.set_ylabel("latency, ms (from the scheduled send)")
     b.set_xlim(0, top)
     b.grid(True, which="both", alpha=0.3)
     b.legend(fontsize=8)
     b.set_title("latency")
-    fig.suptitle("pkid Issue, open loop: %d CPUs, %s" % (r["machine"]["cpus"], r["date"]), fontsize=10)
+    fig.suptitle("pkid Issue and cfssl sign, open loop: %d CPUs, %s" % (r["machine"]["cpus"], r["date"]), fontsize=10)
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)
 

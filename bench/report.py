@@ -73,8 +73,11 @@ def build(work, secs, warm, command, skipped):
     pkid_ocsp = maybe(work, "pkid_ocsp")
     cfssl, openssl_ocsp = maybe(work, "cfssl"), maybe(work, "openssl_ocsp")
     instructions = maybe(work, "instructions")
+    cfssl_sweep = [dict(load(work, "cfssl_sweep_%d" % pct), percent_of_peak=pct)
+                   for pct in SWEEP_PERCENTS if maybe(work, "cfssl_sweep_%d" % pct)]
     if skipped:
         cfssl = openssl_ocsp = {"skipped": skipped}
+        cfssl_sweep = []
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -89,7 +92,7 @@ def build(work, secs, warm, command, skipped):
         "phases": phases,
         "sweep": sweep,
         "pkid_ocsp": pkid_ocsp,
-        "peers": {"cfssl_sign": cfssl, "openssl_ocsp": openssl_ocsp},
+        "peers": {"cfssl_sign": cfssl, "cfssl_sweep": cfssl_sweep, "openssl_ocsp": openssl_ocsp},
         # callgrind's counts (bench/instructions.sh): None when skipped
         "instructions": instructions,
         "targets": {"certificates_per_s": 10000, "server_cpu_us_per_certificate": 100,
@@ -210,6 +213,13 @@ def print_table(result, out):
         print("  pkid/cfssl: unary %s, peak %s; CPU per cert cfssl/pkid %s"
               % (rf(R["unary_certificates_per_s_vs_cfssl"]), rf(R["peak_certificates_per_s_vs_cfssl"]),
                  rf(R["cfssl_cpu_per_certificate_vs_pkid_unary"])))
+        for p in result["peers"]["cfssl_sweep"]:
+            print("  cfssl %3d%%  %7.0f/s -> %7.0f/s   p50 %7.2f  p99 %7.2f  p99.9 %7.2f ms   "
+                  "send lag max %.1f ms   errors %d"
+                  % (p["percent_of_peak"], p["offered_rate_per_s"], p["throughput_per_s"],
+                     p["latency_us"]["p50"] / 1000, p["latency_us"]["p99"] / 1000,
+                     p["latency_us"]["p99_9"] / 1000, p["max_send_lag_us"] / 1000,
+                     p["errors_total"]))
     else:
         print("CFSSL: skipped (%s)" % (cfssl or {}).get("skipped", "not run"))
     if pkid_ocsp:

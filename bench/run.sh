@@ -25,7 +25,8 @@
 # machine, one at a time, all on 127.0.0.1:
 #   7. CFSSL (Debian's golang-cfssl): `cfssl serve` with a P-256 CA, its
 #      sign API (POST /api/v1/cfssl/sign) loaded by bench/http_load with 16
-#      connections and pre-made CSRs;
+#      connections and pre-made CSRs, closed loop, then swept open loop at
+#      25, 50, 75 and 100% of that peak as pkid was (http_load --rate);
 #   8. `openssl ocsp` as a responder (-multi: one process per core),
 #      loaded by bench/http_load (it closes every connection).
 # Last, the figure that does not depend on a noisy machine:
@@ -34,8 +35,9 @@
 #      10 s of unary Issue): a regression shows from one run.
 # It prints a table, writes every number (phases, sweep, peers, ratios of
 # pkid to each peer) to FILE (default bench/results.json) as one JSON
-# object (both with bench/report.py), and plots throughput and p50/p99
-# latency against offered load to FILE's .png twin with bench/plot.py
+# object (both with bench/report.py), and plots throughput and p50, p99
+# and p99.9 latency against offered load, pkid's and CFSSL's, to FILE's
+# .png twin with bench/plot.py
 # (Debian's python3-matplotlib).
 #
 # --seconds S   measured seconds per phase (default 20)
@@ -323,6 +325,19 @@ if [ "$PEERS" = 1 ]; then
     "$HTTP_LOAD" --port "$CPORT" "${CSRS[@]}" --conns "$PEER_CONNS" --seconds "$PEER_SECS" \
       --warmup "$PEER_WARM" --pid "$PEER_PID" --label cfssl_sign >"$WORK/cfssl.json" ||
       { cat "$WORK/cfssl.json" "$P/cfssl.log" >&2; die "http_load against cfssl failed"; }
+    # CFSSL swept open loop as pkid was: the same fractions of its own
+    # closed-loop peak, latency from each scheduled send.
+    CPEAK=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput_per_s"])' \
+      "$WORK/cfssl.json")
+    for pct in 25 50 75 100; do
+      RATE=$("$PY" -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' \
+        "$CPEAK" "$pct")
+      echo "== CFSSL sweep: open loop at $pct% of its peak, $RATE/s, ${SWEEP_SECS}s" >&2
+      "$HTTP_LOAD" --port "$CPORT" "${CSRS[@]}" --conns "$PEER_CONNS" --seconds "$SWEEP_SECS" \
+        --warmup "$SWEEP_WARM" --rate "$RATE" --pid "$PEER_PID" --label "cfssl_sweep_$pct" \
+        >"$WORK/cfssl_sweep_$pct.json" ||
+        { cat "$WORK/cfssl_sweep_$pct.json" "$P/cfssl.log" >&2; die "http_load against cfssl failed"; }
+    done
     stop_peer
   else
     echo "== CFSSL: skipped: no cfssl binary (Debian's golang-cfssl; deploy/setup.sh installs it)" >&2
