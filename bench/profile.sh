@@ -56,6 +56,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1" ;;
   esac
 done
+[ "$STREAM" = 1 ] && [ -n "$RATE" ] && die "--rate drives unary calls; it does not go with --stream"
 command -v perf >/dev/null || die "needs perf (Debian's linux-perf package)"
 
 source "$HERE/pkid.sh"
@@ -95,8 +96,8 @@ LOAD_PID=$!
 sleep 3
 echo "== perf record, ${SECS}s" >&2
 BEFORE=$(issued_total "$ADMIN_PORT")
-perf record -q -e cpu-clock -F "$FREQ" "${CALLGRAPH[@]}" -p "$PKID_PID" -o "$WORK/perf.data" -- sleep "$SECS" \
-  2>"$WORK/perf.log" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
+perf record -q -e cpu-clock -F "$FREQ" "${CALLGRAPH[@]}" -p "$PKID_PID" -o "$WORK/perf.data" \
+  -- sleep "$SECS" 2>"$WORK/perf.log" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
 AFTER=$(issued_total "$ADMIN_PORT")
 wait "$LOAD_PID" || die "loadgen failed"
 LOAD_PID=""

@@ -73,8 +73,8 @@ def build(work, secs, warm, command, skipped):
     pkid_ocsp = maybe(work, "pkid_ocsp")
     cfssl, openssl_ocsp = maybe(work, "cfssl"), maybe(work, "openssl_ocsp")
     instructions = maybe(work, "instructions")
-    cfssl_sweep = [dict(load(work, "cfssl_sweep_%d" % pct), percent_of_peak=pct)
-                   for pct in SWEEP_PERCENTS if maybe(work, "cfssl_sweep_%d" % pct)]
+    cfssl_runs = [(pct, maybe(work, "cfssl_sweep_%d" % pct)) for pct in SWEEP_PERCENTS]
+    cfssl_sweep = [dict(run, percent_of_peak=pct) for pct, run in cfssl_runs if run]
     if skipped:
         cfssl = openssl_ocsp = {"skipped": skipped}
         cfssl_sweep = []

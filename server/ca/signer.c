@@ -12,30 +12,24 @@
  * batch's one inversion costs each nonce under 0.5 us. */
 #define DRY_REFILL 32
 
-/* One CA's signer: its pool. */
-typedef struct pool_signer {
-  pki_ecdsa_pool *pool;
-} pool_signer;
-
 struct pkid_signers {
   const pkid_cas *cas;
-  pool_signer *pools;   /* one per CA; pool NULL for other key types */
-  pki_signer *signers;  /* one per CA, over |pools| */
+  pki_ecdsa_pool **pools; /* one per CA; NULL for other key types */
+  pki_signer *signers;    /* one per CA, each over its pool */
 };
 
 /* pool_sign has pki_sig_sign's contract: SHA-256 of the data, then a
  * prepared nonce, from a batch prepared now when none is left. */
 static int pool_sign(void *ctx, uint8_t **out, size_t *out_len, const uint8_t *data,
                      size_t data_len, pki_err *err) {
-  pool_signer *ps = ctx;
-  if (pki_ecdsa_pool_available(ps->pool) == 0 &&
-      !pki_ecdsa_pool_refill(ps->pool, DRY_REFILL, err)) {
+  pki_ecdsa_pool *pool = ctx;
+  if (pki_ecdsa_pool_available(pool) == 0 && !pki_ecdsa_pool_refill(pool, DRY_REFILL, err)) {
     return 0;
   }
   uint8_t digest[SHA256_DIGEST_LENGTH], sig[PKI_ECDSA_P256_SIG_MAX];
   size_t sig_len;
   SHA256(data, data_len, digest);
-  if (!pki_ecdsa_pool_sign(ps->pool, sig, &sig_len, sizeof(sig), digest, err)) return 0;
+  if (!pki_ecdsa_pool_sign(pool, sig, &sig_len, sizeof(sig), digest, err)) return 0;
   *out = malloc(sig_len);
   if (*out == NULL) {
     PKI_ERR_OOM(err);
@@ -64,12 +58,11 @@ pkid_signers *pkid_signers_new(const pkid_cas *cas, size_t pool_capacity, pki_er
     const pki_issuer *issuer = &cas->cas[i].issuer;
     /* A key in a token makes its own nonces: no pool (lib/pkcs11.h). */
     if (issuer->key_type != PKI_KEY_ECDSA_P256 || issuer->token != NULL) continue;
-    s->pools[i].pool = pki_ecdsa_pool_new(issuer->key, pool_capacity, err);
-    if (s->pools[i].pool == NULL) {
+    if ((s->pools[i] = pki_ecdsa_pool_new(issuer->key, pool_capacity, err)) == NULL) {
       pkid_signers_free(s);
       return NULL;
     }
-    s->signers[i] = (pki_signer){pool_sign, &s->pools[i]};
+    s->signers[i] = (pki_signer){pool_sign, s->pools[i]};
   }
   return s;
 }
@@ -77,7 +70,7 @@ pkid_signers *pkid_signers_new(const pkid_cas *cas, size_t pool_capacity, pki_er
 void pkid_signers_free(pkid_signers *s) {
   if (s == NULL) return;
   for (size_t i = 0; s->pools != NULL && i < s->cas->num_cas; i++) {
-    pki_ecdsa_pool_free(s->pools[i].pool);
+    pki_ecdsa_pool_free(s->pools[i]);
   }
   free(s->pools);
   free(s->signers);
@@ -87,13 +80,13 @@ void pkid_signers_free(pkid_signers *s) {
 const pki_signer *pkid_signers_for(const pkid_signers *s, const pkid_ca *ca) {
   if (s == NULL || ca == NULL) return NULL;
   size_t i = pkid_cas_index(s->cas, ca);
-  return i < s->cas->num_cas && s->pools[i].pool != NULL ? &s->signers[i] : NULL;
+  return i < s->cas->num_cas && s->pools[i] != NULL ? &s->signers[i] : NULL;
 }
 
 void pkid_signers_refill(pkid_signers *s, size_t step, int (*keep_going)(void *ctx),
                          void *ctx) {
   for (size_t i = 0; i < s->cas->num_cas; i++) {
-    pki_ecdsa_pool *pool = s->pools[i].pool;
+    pki_ecdsa_pool *pool = s->pools[i];
     while (pool != NULL &&
            pki_ecdsa_pool_capacity(pool) - pki_ecdsa_pool_available(pool) >= step &&
            keep_going(ctx)) {
