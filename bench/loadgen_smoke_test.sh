@@ -42,11 +42,17 @@ for name in ("unary_closed", "stream_closed", "open_half_peak"):
     assert p["client_failed"] is False, (name, p)
 assert r["phases"]["open_half_peak"]["offered_rate_per_s"] > 0
 # pkid's own view of the open-loop phases: its histogram saw calls, and
-# its percentiles are ordered.
+# its percentiles are ordered; its committer synced, each commit made at
+# least one job durable, and it cannot have spent more than the phase's
+# wall time in fdatasync (one committer thread).
 for p in [r["phases"]["open_half_peak"]] + r["sweep"]:
     srv = p["server_latency_us"]
     assert srv is not None and srv["count"] > 0, p
     assert 0 < srv["p50_us"] <= srv["p99_us"] <= srv["p99_9_us"], srv
+    c = p["committer"]
+    assert c is not None and c["fsyncs_per_s"] > 0 and c["jobs_per_commit"] >= 1, c
+    assert c["fsync_mean_us"] > 0 and c["fsync_p99_us"] > 0, c
+    assert 0 < c["fsync_busy_share"] <= 1.05, c
 assert r["instructions"] is None  # --short: no callgrind
 # Peers are skipped with the binaries given: no CFSSL sweep either.
 assert r["peers"]["cfssl_sweep"] == [], r["peers"]

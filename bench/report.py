@@ -5,7 +5,8 @@ results, gathered.
 Reads what run.sh's phases left in WORK (ecdsa_speed.json, one JSON file a
 loadgen phase, sweep_PCT.json, and where they ran pkid_ocsp.json,
 cfssl.json, openssl_ocsp.json; for the open-loop phases, pkid's own
-latency histogram before and after, NAME.server_before/after.json;
+latency histogram and committer figures before and after,
+NAME.server_before/after.json;
 instructions.json), writes them to OUT as one JSON object with
 a summary and the ratios of pkid to each peer, and prints the table.
 PEERS_SKIPPED, when not empty, says why the peers did not run; it stands
@@ -46,10 +47,14 @@ def ran(peer):
     return peer is not None and "skipped" not in peer
 
 
-def server_latency(work, name):
-    """pkid's own latency over a phase (bench/server_latency.py), or None."""
+def server_view(work, name):
+    """pkid's own latency over a phase and its committer's work
+    (bench/server_latency.py): (latency or None, committer or None)."""
     before, after = maybe(work, name + ".server_before"), maybe(work, name + ".server_after")
-    return server_latency_mod.percentiles(before, after) if before is not None and after else None
+    if before is None or not after:
+        return None, None
+    return (server_latency_mod.percentiles(before["issue"], after["issue"]),
+            server_latency_mod.committer(before, after))
 
 
 def best_floor(start, end):
@@ -66,10 +71,13 @@ def build(work, secs, warm, command, skipped):
     floor = best_floor(floor_start, floor_end)
     floor_us = floor_us_per_certificate(floor)
     phases = {n: load(work, n) for n in PHASES}
-    phases["open_half_peak"]["server_latency_us"] = server_latency(work, "open_half_peak")
-    sweep = [dict(load(work, "sweep_%d" % pct), percent_of_peak=pct,
-                  server_latency_us=server_latency(work, "sweep_%d" % pct))
-             for pct in SWEEP_PERCENTS]
+    half = phases["open_half_peak"]
+    half["server_latency_us"], half["committer"] = server_view(work, "open_half_peak")
+    sweep = []
+    for pct in SWEEP_PERCENTS:
+        run = dict(load(work, "sweep_%d" % pct), percent_of_peak=pct)
+        run["server_latency_us"], run["committer"] = server_view(work, "sweep_%d" % pct)
+        sweep.append(run)
     pkid_ocsp = maybe(work, "pkid_ocsp")
     cfssl, openssl_ocsp = maybe(work, "cfssl"), maybe(work, "openssl_ocsp")
     instructions = maybe(work, "instructions")
@@ -189,15 +197,23 @@ def print_table(result, out):
             return "      -  /      -"
         return "%7.2f / %7.2f" % (s["p50_us"] / 1000, s["p99_us"] / 1000)
 
+    def commit(p):
+        c = p.get("committer")
+        if not c:
+            return ""
+        return ("   commit %5.0f fsync/s, %5.1f jobs each, fsync mean %4d us, busy %3.0f%%"
+                % (c["fsyncs_per_s"], c["jobs_per_commit"], c["fsync_mean_us"],
+                   100 * c["fsync_busy_share"]))
+
     o = phases["open_half_peak"]
-    print("  half  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   pkid %s"
+    print("  half  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   pkid %s%s"
           % (o["offered_rate_per_s"], o["throughput_per_s"], o["latency_us"]["p50"] / 1000,
-             o["latency_us"]["p99"] / 1000, srv(o)))
+             o["latency_us"]["p99"] / 1000, srv(o), commit(o)))
     for p in sweep:
-        print("  %3d%%  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   pkid %s   errors %d"
+        print("  %3d%%  %7.0f/s -> %7.0f/s   %7.2f / %7.2f   pkid %s   errors %d%s"
               % (p["percent_of_peak"], p["offered_rate_per_s"], p["throughput_per_s"],
                  p["latency_us"]["p50"] / 1000, p["latency_us"]["p99"] / 1000, srv(p),
-                 p["errors_total"]))
+                 p["errors_total"], commit(p)))
     print()
     R = result["ratios"]
     cfssl, openssl_ocsp = result["peers"]["cfssl_sign"], result["peers"]["openssl_ocsp"]

@@ -222,9 +222,10 @@ PEAK=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput
   "$WORK/unary_closed.json")
 HALF=$("$PY" -c 'import sys; print(max(1, round(float(sys.argv[1]) / 2)))' "$PEAK")
 # open_loop NAME WARMUP ARGS...: loadgen into $WORK/NAME.json, with pkid's
-# own latency histogram (bench/server_latency.py) snapshotted when the
-# warm-up ends and after, into $WORK/NAME.server_before/after.json, so the
-# report shows the server's latency beside the generator's.
+# own latency histogram and its committer's fdatasyncs
+# (bench/server_latency.py) snapshotted when the warm-up ends and after,
+# into $WORK/NAME.server_before/after.json, so the report shows the
+# server's latency beside the generator's, and how busy its disk kept it.
 open_loop() {
   local name=$1 warm=$2
   shift 2
