@@ -111,7 +111,12 @@ int journal_cmd_verify(FILE *out, const char *dir, const char *checkpoint, const
   fprintf(out, "snapshots:  %llu valid, %llu damaged\n",
           (unsigned long long)res->snapshots,
           (unsigned long long)res->snapshots_bad);
-  if (res->torn_bytes > 0) {
+  if (res->torn_bytes > 0 && res->torn_zeros) {
+    /* A journal in use, or one whose pkid stopped without closing it. */
+    fprintf(out, "ahead:      %llu zero bytes after the last record (space "
+            "written ahead for appends; the next open cuts it)\n",
+            (unsigned long long)res->torn_bytes);
+  } else if (res->torn_bytes > 0) {
     /* Not an error: an append in flight or a crash before its fdatasync;
      * the next open cuts it. */
     fprintf(out, "torn tail:  %llu bytes at the end of the last segment "

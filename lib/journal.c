@@ -25,7 +25,15 @@
 #define SNAP_MAGIC "PKIDSNP1"
 #define CUT_MAGIC "PKIDCUT1"
 #define CUT_LEN 76
+/* Snapshots and cut markers are at version 1. Segments are at 2 (records
+ * may carry FLAG_FIRST); version 1 segments are still read. */
 #define FORMAT_VERSION 1
+#define SEG_VERSION 2
+/* Bit 0 of a record's flags (segment version 2): the first record of an
+ * append. It is what bounds a torn tail in space written ahead. */
+#define FLAG_FIRST 0x01
+/* Zeros written ahead of the records (see WRITTEN AHEAD in journal.h). */
+#define ZERO_AHEAD ((size_t)1 << 20)
 #define SNAP_HEADER_LEN 80
 /* Snapshots are read whole into memory; this only bounds a damaged length. */
 #define MAX_SNAPSHOT_FILE ((size_t)1 << 36)
@@ -49,6 +57,14 @@ struct pki_journal {
   uint64_t seg_size;
   uint64_t next_seq;
   uint8_t chain[PKI_JOURNAL_HASH_LEN];
+  /* Written ahead (journal.h): bytes seg_size..zeroed of the segment are
+   * zeros that an fdatasync has made durable, for appends to overwrite
+   * without changing the file's size. |no_zero_ahead|: the disk was full
+   * when zeros were written; until the next segment, appends write only
+   * their records. |seg_version|: the format of segment |seg|. */
+  uint64_t zeroed;
+  int no_zero_ahead;
+  uint32_t seg_version;
   uint8_t *buf; /* reused by every append: no allocation per record */
   size_t buf_cap;
   /* Sticky: set when an append failed in a way that cannot be retried.
@@ -89,7 +105,7 @@ static void encode_seg_header(uint8_t out[PKI_JOURNAL_SEG_HEADER_LEN],
   /* Cannot fail: the buffer is exactly the header's size. */
   CBB_init_fixed(&cbb, out, PKI_JOURNAL_SEG_HEADER_LEN);
   CBB_add_bytes(&cbb, (const uint8_t *)SEG_MAGIC, 8);
-  CBB_add_u32(&cbb, FORMAT_VERSION);
+  CBB_add_u32(&cbb, SEG_VERSION);
   CBB_add_u32(&cbb, 0);
   CBB_add_u64(&cbb, segment);
   CBB_add_u64(&cbb, first_seq);
@@ -126,7 +142,7 @@ int pki_journal_parse_seg_header(const uint8_t *data, size_t len,
     PKI_ERR(err, PKI_ERR_INVALID, "offset 64: segment header CRC mismatch");
     return 0;
   }
-  if (version != FORMAT_VERSION || reserved != 0) {
+  if ((version != 1 && version != SEG_VERSION) || reserved != 0) {
     PKI_ERR(err, PKI_ERR_INVALID,
             "offset 8: unsupported segment format version %u", version);
     return 0;
@@ -137,6 +153,7 @@ int pki_journal_parse_seg_header(const uint8_t *data, size_t len,
     return 0;
   }
   memcpy(out->prev_chain, CBS_data(&chain), PKI_JOURNAL_HASH_LEN);
+  out->version = version;
   return 1;
 }
 
@@ -185,23 +202,47 @@ static enum rec_status parse_one(const uint8_t *p, size_t rem, raw_record *r) {
   return REC_OK;
 }
 
-/* find_record looks for a whole record with |seq| at or after |from|: the
- * sign that a bad record is damage in the middle, not a torn end. */
+static uint64_t get_u64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return v;
+}
+
+/* find_record looks for a whole record at or after |from| whose seq lies
+ * in [lo, hi] and, with |first|, that begins an append: the sign that a
+ * bad record is damage in the middle, not a torn end. Only offsets whose
+ * seq field is in range are parsed, so a run of zeros costs one compare a
+ * byte. */
 static int find_record(const uint8_t *data, size_t len, size_t from,
-                       uint64_t seq) {
-  uint8_t want[8];
-  for (int i = 0; i < 8; i++) want[i] = (uint8_t)(seq >> (56 - 8 * i));
+                       uint64_t lo, uint64_t hi, int first) {
   for (size_t p = from; p + PKI_JOURNAL_REC_OVERHEAD <= len; p++) {
-    if (data[p + 8] != want[0] || memcmp(data + p + 8, want, 8) != 0) continue;
+    uint64_t seq = get_u64(data + p + 8);
+    if (seq < lo || seq > hi) continue;
     raw_record r;
-    if (parse_one(data + p, len - p, &r) == REC_OK) return 1;
+    if (parse_one(data + p, len - p, &r) == REC_OK &&
+        (!first || (r.flags & FLAG_FIRST))) {
+      return 1;
+    }
   }
   return 0;
 }
 
-/* is_torn applies the torn-tail rule of journal.h to a bad record at |off|. */
+/* is_torn applies the torn-tail rule of journal.h to a bad record at |off|
+ * of a segment of format |version|. */
 static int is_torn(const uint8_t *data, size_t len, size_t off,
-                   enum rec_status st, const raw_record *r, uint64_t next_seq) {
+                   enum rec_status st, const raw_record *r, uint64_t next_seq,
+                   uint32_t version) {
+  if (version != 1) {
+    /* Written ahead, the last append overwrites zeros, and a power loss
+     * may keep any of its pages and lose others: whole records of it may
+     * follow the damage. Only the first record of a later append shows
+     * that the damage is in one that was acknowledged. A record is at
+     * least REC_OVERHEAD bytes, which bounds the seqs worth looking for. */
+    uint64_t most = (len - off) / PKI_JOURNAL_REC_OVERHEAD;
+    return !find_record(data, len, off + 1, next_seq + 1, next_seq + most, 1);
+  }
+  /* Version 1 segments only grew, so a torn append is a short file: after
+   * a bad CRC, nothing but zeros. */
   if (st == REC_BAD_CRC) {
     for (size_t i = off + r->size; i < len; i++) {
       if (data[i] != 0) return 0;
@@ -209,7 +250,7 @@ static int is_torn(const uint8_t *data, size_t len, size_t off,
   }
   /* A damaged length can make a middle record seem to end at (or run past)
    * the end of the file; the record after it, intact, gives that away. */
-  return !find_record(data, len, off + 1, next_seq + 1);
+  return !find_record(data, len, off + 1, next_seq + 1, next_seq + 1, 0);
 }
 
 int pki_journal_parse_records(const uint8_t *data, size_t len,
@@ -228,8 +269,13 @@ int pki_journal_parse_records(const uint8_t *data, size_t len,
     memset(&r, 0, sizeof(r));
     enum rec_status st = parse_one(data + off, len - off, &r);
     if (st != REC_OK) {
-      if (allow_torn && is_torn(data, len, off, st, &r, scan->next_seq)) {
+      if (allow_torn &&
+          is_torn(data, len, off, st, &r, scan->next_seq, scan->version)) {
         scan->torn_bytes = len - off;
+        scan->torn_zeros = 1;
+        for (size_t i = off; i < len && scan->torn_zeros; i++) {
+          scan->torn_zeros = data[i] == 0;
+        }
         break;
       }
       scan->bad_offset = off;
@@ -239,7 +285,8 @@ int pki_journal_parse_records(const uint8_t *data, size_t len,
       return 0;
     }
     scan->bad_offset = off;
-    if (r.rec.type == 0 || r.flags != 0 || r.reserved != 0) {
+    uint8_t allowed = scan->version == 1 ? 0 : FLAG_FIRST;
+    if (r.rec.type == 0 || (r.flags & ~allowed) != 0 || r.reserved != 0) {
       PKI_ERR(err, PKI_ERR_INVALID,
               "offset %zu: record seq %llu has type 0 or reserved bits set",
               off, (ull)r.rec.seq);
@@ -643,6 +690,7 @@ static int scan_segment(const char *path, uint64_t segno, pki_journal_scan *s,
     s->offset = PKI_JOURNAL_SEG_HEADER_LEN;
   }
   s->segment = segno;
+  s->version = h.version;
   ok = pki_journal_parse_records(m.data, len, s, allow_torn, fn, ctx, err);
   if (ok && len < m.len) s->torn_bytes = m.len - len;
 done:
@@ -812,6 +860,9 @@ static int create_segment(pki_journal *j, uint64_t num, int *out_retry,
   j->fd = fd;
   j->seg = num;
   j->seg_size = PKI_JOURNAL_SEG_HEADER_LEN;
+  j->zeroed = j->seg_size;
+  j->no_zero_ahead = 0;
+  j->seg_version = SEG_VERSION;
   j->stats.segments = num;
   return 1;
 
@@ -920,6 +971,12 @@ static int load_snapshot(pki_journal *j, const dir_list *l,
 
 static void journal_free(pki_journal *j) {
   if (j == NULL) return;
+  /* Leave the segment holding just its records. Should this fail, the
+   * next open cuts the zeros as it would after a crash. */
+  if (j->fd >= 0 && j->zeroed > j->seg_size &&
+      !atomic_load_explicit(&j->failed, memory_order_relaxed)) {
+    truncate_sync(j->fd, j->seg_size);
+  }
   if (j->fd >= 0) close(j->fd);
   if (j->dir_fd >= 0) close(j->dir_fd); /* releases the flock */
   free(j->buf);
@@ -1073,6 +1130,8 @@ pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
   }
   j->seg = last_seg;
   j->seg_size = scan.offset;
+  j->zeroed = scan.offset;
+  j->seg_version = scan.version;
   j->next_seq = scan.next_seq;
   memcpy(j->chain, scan.chain, PKI_JOURNAL_HASH_LEN);
   j->stats.segments = last_seg;
@@ -1123,6 +1182,7 @@ static int append_failed(pki_journal *j, const char *what, int e,
                          pki_err *err) {
   int cut = truncate_sync(j->fd, j->seg_size);
   int cut_e = cut ? 0 : errno;
+  j->zeroed = j->seg_size; /* written ahead or not, the zeros are gone too */
   if (cut && is_exhaustion(e) && strcmp(what, "write") == 0) {
     j->stats.exhausted++;
     PKI_ERR(err, PKI_ERR_EXHAUSTED,
@@ -1157,6 +1217,51 @@ static int append_failed(pki_journal *j, const char *what, int e,
   return 0;
 }
 
+/* roll closes the current segment and starts the next. The zeros written
+ * ahead are cut first, and durably, so that only the last segment ever
+ * has any: a closed segment holds its records and nothing after them. */
+static int roll(pki_journal *j, pki_err *err) {
+  if (j->zeroed > j->seg_size) {
+    if (!truncate_sync(j->fd, j->seg_size)) {
+      PKI_ERR(err, PKI_ERR_IO,
+              "journal %s: cannot cut the space written ahead of segment "
+              "%016llx back to offset %llu before starting the next: %s",
+              j->dir, (ull)j->seg, (ull)j->seg_size, strerror(errno));
+      set_failed(j, err);
+      return 0;
+    }
+    j->zeroed = j->seg_size;
+  }
+  int retry;
+  if (create_segment(j, j->seg + 1, &retry, err)) return 1;
+  pki_err_prefix(err, "journal %s: cannot start segment %016llx: ", j->dir,
+                 (ull)(j->seg + 1));
+  if (retry) {
+    /* Nothing was written: the next append tries the roll again. */
+    char why[sizeof(err->msg)];
+    snprintf(why, sizeof(why), "%s", err->msg);
+    PKI_ERR(err, PKI_ERR_EXHAUSTED, "%s; nothing was appended, retry later",
+            why);
+    j->stats.exhausted++;
+    return 0;
+  }
+  /* The state of the directory is unknown: stop rather than guess. */
+  set_failed(j, err);
+  return 0;
+}
+
+/* zeros_to_write says how many zero bytes an append of |total| bytes
+ * writes after its records (WRITTEN AHEAD in journal.h): none while the
+ * records fit in the zeros already there, else enough for the next
+ * ZERO_AHEAD bytes of records, up to the segment's size. */
+static size_t zeros_to_write(const pki_journal *j, size_t total) {
+  uint64_t end = j->seg_size + total;
+  if (j->no_zero_ahead || end <= j->zeroed) return 0;
+  uint64_t want = (end + ZERO_AHEAD + 4095) & ~(uint64_t)4095;
+  if (want > j->segment_bytes) want = j->segment_bytes;
+  return want > end ? (size_t)(want - end) : 0;
+}
+
 int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
                        size_t n, pki_err *err) {
   if (atomic_load_explicit(&j->failed, memory_order_relaxed)) {
@@ -1183,29 +1288,18 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
   }
   if (n == 0) return 1;
 
-  if (j->seg_size >= j->segment_bytes &&
-      j->seg_size > PKI_JOURNAL_SEG_HEADER_LEN) {
-    int retry;
-    if (!create_segment(j, j->seg + 1, &retry, err)) {
-      pki_err_prefix(err, "journal %s: cannot start segment %016llx: ",
-                     j->dir, (ull)(j->seg + 1));
-      if (retry) {
-        /* Nothing was written: the next append tries the roll again. */
-        char why[sizeof(err->msg)];
-        snprintf(why, sizeof(why), "%s", err->msg);
-        PKI_ERR(err, PKI_ERR_EXHAUSTED, "%s; nothing was appended, retry "
-                "later", why);
-        j->stats.exhausted++;
-        return 0;
-      }
-      /* The state of the directory is unknown: stop rather than guess. */
-      set_failed(j, err);
-      return 0;
-    }
+  /* A full segment is closed; so is one of version 1, whose records may
+   * not carry FLAG_FIRST, before anything is written ahead into it. */
+  if ((j->seg_size >= j->segment_bytes &&
+       j->seg_size > PKI_JOURNAL_SEG_HEADER_LEN) ||
+      j->seg_version != SEG_VERSION) {
+    if (!roll(j, err)) return 0;
   }
 
-  if (total > j->buf_cap) {
-    size_t cap = j->buf_cap * 2 > total ? j->buf_cap * 2 : total;
+  size_t zeros = zeros_to_write(j, total);
+  if (total + zeros > j->buf_cap) {
+    size_t want = total + zeros;
+    size_t cap = j->buf_cap * 2 > want ? j->buf_cap * 2 : want;
     uint8_t *grown = realloc(j->buf, cap);
     if (grown == NULL) {
       PKI_ERR(err, PKI_ERR_EXHAUSTED, "out of memory appending to journal");
@@ -1224,7 +1318,7 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
     CBB_init_fixed(&cbb, p, PKI_JOURNAL_REC_HEADER_LEN);
     CBB_add_u32(&cbb, (uint32_t)e->len);
     CBB_add_u8(&cbb, e->type);
-    CBB_add_u8(&cbb, 0);
+    CBB_add_u8(&cbb, i == 0 ? FLAG_FIRST : 0);
     CBB_add_u16(&cbb, 0);
     CBB_add_u64(&cbb, j->next_seq + i);
     CBB_add_u64(&cbb, e->time);
@@ -1243,8 +1337,14 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
     p += PKI_JOURNAL_REC_OVERHEAD + e->len;
   }
 
-  if (!pwrite_all(j->fd, j->buf, total, j->seg_size)) {
-    return append_failed(j, "write", errno, err);
+  /* The records and the zeros after them in one write: one fdatasync
+   * makes both durable. */
+  if (zeros > 0) memset(j->buf + total, 0, zeros);
+  if (!pwrite_all(j->fd, j->buf, total + zeros, j->seg_size)) {
+    int e = errno;
+    /* The records alone may fit where the zeros did not. */
+    if (zeros > 0 && is_exhaustion(e)) j->no_zero_ahead = 1;
+    return append_failed(j, "write", e, err);
   }
   uint64_t t0 = now_ns();
   if (!fdatasync_retry(j->fd)) return append_failed(j, "sync", errno, err);
@@ -1254,6 +1354,7 @@ int pki_journal_append(pki_journal *j, const pki_journal_entry *entries,
   j->stats.records += n;
   j->stats.bytes += total;
   j->seg_size += total;
+  if (j->seg_size + zeros > j->zeroed) j->zeroed = j->seg_size + zeros;
   j->next_seq += n;
   memcpy(j->chain, chain, sizeof(chain));
   return 1;
@@ -1545,6 +1646,7 @@ int pki_journal_verify_dir_each(const char *dir, uint64_t mark_seq,
   res->last_seq = scan.next_seq - 1;
   memcpy(res->chain, scan.chain, PKI_JOURNAL_HASH_LEN);
   res->torn_bytes = scan.torn_bytes;
+  res->torn_zeros = scan.torn_zeros && !have_cut;
   if (v.next < v.nsnaps) {
     snap_mismatch(&v, &v.snaps[v.next],
                   "snapshot covers records that are not in the journal", err);

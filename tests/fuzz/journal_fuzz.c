@@ -1,8 +1,9 @@
 /* journal_fuzz: arbitrary bytes as a journal segment or snapshot file.
  *
  * The first input byte chooses what the rest is: bit 0 clear, a segment
- * (header, then records, with a torn tail allowed if bit 1 is set); bit 0
- * set, a snapshot. The parsers open and verify share must accept or refuse
+ * (header, then records, with a torn tail allowed if bit 1 is set; with no
+ * valid header, bit 2 picks the records' format, 1 or 2); bit 0 set, a
+ * snapshot. The parsers open and verify share must accept or refuse
  * with PKI_ERR_INVALID and a message; never crash, leak, hang or read out
  * of bounds, and whatever they accept must be self-consistent. */
 #include <stddef.h>
@@ -32,7 +33,8 @@ static int check_record(void *ctx, const pki_journal_record *rec,
   return 1;
 }
 
-static void fuzz_segment(const uint8_t *data, size_t size, int allow_torn) {
+static void fuzz_segment(const uint8_t *data, size_t size, int allow_torn,
+                         uint32_t version) {
   pki_err err;
   pki_err_clear(&err);
   pki_journal_seg_header h;
@@ -40,12 +42,15 @@ static void fuzz_segment(const uint8_t *data, size_t size, int allow_torn) {
   memset(&scan, 0, sizeof(scan));
   if (pki_journal_parse_seg_header(data, size, &h, &err)) {
     scan.offset = PKI_JOURNAL_SEG_HEADER_LEN;
+    scan.version = h.version;
     scan.next_seq = h.first_seq;
     memcpy(scan.chain, h.prev_chain, PKI_JOURNAL_HASH_LEN);
   } else {
     if (err.code != PKI_ERR_INVALID || err.msg[0] == '\0') abort();
-    /* Still exercise the record parser: from the top, linking to zero. */
+    /* Still exercise the record parser: from the top, linking to zero,
+     * under either format's rules. */
     scan.next_seq = 1;
+    scan.version = version;
   }
   fuzz_ctx f = {data, data + size, scan.next_seq};
   pki_err_clear(&err);
@@ -86,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (mode & 1) {
     fuzz_snapshot(copy, n);
   } else {
-    fuzz_segment(copy, n, (mode & 2) != 0);
+    fuzz_segment(copy, n, (mode & 2) != 0, (mode & 4) ? 1 : 2);
   }
   free(copy);
   return 0;

@@ -36,7 +36,8 @@ def crc32c(data):
 def read_journal(directory):
     """Every record of every segment, checking each header and record CRC,
     seq continuity, the SHA-256 chain, and that nothing follows the last
-    record (a failed append was cut back); returns [(type, payload)]."""
+    record (a failed append was cut back) but, in the last segment, the
+    zeros written ahead of a journal in use; returns [(type, payload)]."""
     records = []
     chain = bytes(32)
     seq = 1
@@ -49,6 +50,8 @@ def read_journal(directory):
         assert struct.unpack(">Q", data[24:32])[0] == seq and data[32:64] == chain, name
         off = 68
         while off < len(data):
+            if i + 1 == len(segs) and not data[off:].strip(b"\0"):
+                break  # zeros written ahead, after the last record
             length, rtype = struct.unpack(">IB", data[off:off + 5])
             rseq = struct.unpack(">Q", data[off + 8:off + 16])[0]
             end = off + 24 + length
@@ -60,7 +63,8 @@ def read_journal(directory):
             records.append((rtype, data[off + 24:end]))
             seq += 1
             off = end + 36
-        assert off == len(data), "%s: %d bytes past the last record" % (name, len(data) - off)
+        assert off == len(data) or i + 1 == len(segs), \
+            "%s: %d bytes past the last record" % (name, len(data) - off)
     return records
 
 
@@ -97,6 +101,9 @@ def rewrite(directory, edit=None, last_seq=None):
         data[64:68] = struct.pack(">I", crc32c(bytes(data[:64])))
         off = 68
         while off < len(data):
+            if not data[off:].strip(b"\0"):
+                del data[off:]  # zeros written ahead: not records
+                break
             length, rtype = struct.unpack(">IB", data[off:off + 5])
             end = off + 24 + length
             if last_seq is not None and seq > last_seq:

@@ -12,6 +12,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "client/journal_cmd.h"
 #include "lib/crc32c.h"
 #include "tests/unit/test.h"
@@ -426,7 +428,7 @@ TEST(zero_tail_is_torn) {
     REQUIRE(truncate(seg, good + zeros[k]) == 0); /* extends with zeros */
     static pki_journal_verify_result res;
     CHECK(pki_journal_verify_dir(dir, &res, &err));
-    CHECK(res.torn_bytes == (uint64_t)zeros[k]);
+    CHECK(res.torn_bytes == (uint64_t)zeros[k] && res.torn_zeros);
     CHECK(file_size(seg) == good + zeros[k]); /* verify changed nothing */
     j = open_j(dir, 0, &l, &err);
     REQUIRE(j != NULL);
@@ -865,7 +867,8 @@ TEST(verify_command_output) {
   pki_err err;
   pki_journal *j = open_j(dir, 0, &l, &err);
   REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 10));
+  /* Two appends: damage in the first, under the second, is corruption. */
+  REQUIRE(append_range(j, 1, 10, 5));
   uint8_t h[32];
   pki_journal_last_hash(j, h);
   pki_journal_close(j);
@@ -1057,8 +1060,9 @@ TEST(failed_cut_leaves_marker_for_open) {
   CHECK(!append_batch(j, 6, 8, &err));
   CHECK(err.code == PKI_ERR_IO && pki_journal_failed(j));
   CHECK(strstr(err.msg, "cut marker was written") != NULL);
-  long written = record_offset(9);
-  CHECK(file_size(seg) == written); /* the records are still there */
+  /* The records are still there, with the zeros written ahead of them. */
+  long written = file_size(seg);
+  CHECK(written > record_offset(9));
   CHECK(file_size(cut) == 76);
   pki_journal_close(j);
 
@@ -1266,6 +1270,225 @@ TEST(new_directory_is_durable) {
   CHECK(root_synced && parent_synced);
 }
 
+/* WRITTEN AHEAD: an append that grows the segment writes zeros after its
+ * records, so that the next appends overwrite them without changing the
+ * file's size; a roll and a close cut them off, so closed segments hold
+ * just their records. */
+TEST(zeros_written_ahead_and_cut) {
+  char dir[PATH_MAX], seg[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg, sizeof(seg), dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 1, 5, 5));
+  long ahead = file_size(seg);
+  CHECK(ahead >= record_offset(6) + (1 << 20));
+  REQUIRE(append_range(j, 6, 20, 3));
+  CHECK(file_size(seg) == ahead); /* overwritten, not grown */
+  pki_journal_stats st;
+  pki_journal_get_stats(j, &st);
+  CHECK(st.segment_size == (uint64_t)record_offset(21));
+  long len;
+  uint8_t *data = read_all(seg, &len);
+  REQUIRE(data != NULL);
+  int zeros = 1;
+  for (long i = record_offset(21); i < len; i++) zeros &= data[i] == 0;
+  CHECK(zeros);
+  free(data);
+  pki_journal_close(j);
+  CHECK(file_size(seg) == record_offset(21));
+
+  /* Small segments: each roll leaves the one before holding only records
+   * (verify reads closed segments strictly). */
+  j = open_j(dir, 4096, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 21, 80, 4));
+  pki_journal_get_stats(j, &st);
+  CHECK(st.segments >= 3);
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 80));
+  j = open_j(dir, 4096, &l, &err);
+  REQUIRE(j != NULL);
+  pki_journal_get_stats(j, &st);
+  CHECK(l.count == 80 && !l.bad && st.truncated_bytes == 0);
+  pki_journal_close(j);
+}
+
+/* zero_range overwrites bytes [from, to) of |path| with zeros: a page the
+ * disk lost in a power failure. */
+static int zero_range(const char *path, long from, long to) {
+  int fd = open(path, O_WRONLY);
+  if (fd < 0) return 0;
+  uint8_t z[512];
+  memset(z, 0, sizeof(z));
+  int ok = 1;
+  for (long at = from; ok && at < to; at += (long)sizeof(z)) {
+    size_t n = to - at < (long)sizeof(z) ? (size_t)(to - at) : sizeof(z);
+    ok = (size_t)syscall(SYS_pwrite64, fd, z, n, (off_t)at) == n;
+  }
+  close(fd);
+  return ok;
+}
+
+/* Over zeros written ahead, a power loss may keep any page of the last
+ * append and lose others: a hole in it, with whole records after, is a
+ * torn tail, cut at the hole. The append was never acknowledged. */
+TEST(hole_in_last_append_is_torn) {
+  char dir[PATH_MAX], seg[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg, sizeof(seg), dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 1, 10, 5));
+  pki_journal_close(j);
+  REQUIRE(zero_range(seg, record_offset(7), record_offset(8)));
+  static pki_journal_verify_result res;
+  REQUIRE(pki_journal_verify_dir(dir, &res, &err));
+  CHECK(res.records == 6 && !res.torn_zeros &&
+        res.torn_bytes == (uint64_t)(record_offset(11) - record_offset(7)));
+  j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  pki_journal_stats st;
+  pki_journal_get_stats(j, &st);
+  CHECK(l.count == 6 && !l.bad);
+  CHECK(st.truncated_bytes == (uint64_t)(record_offset(11) - record_offset(7)));
+  CHECK(pki_journal_next_seq(j) == 7);
+  REQUIRE(append_range(j, 7, 12, 6));
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 12));
+}
+
+/* The same hole in an append before the last is in one that was
+ * acknowledged (the next began only once it was durable): corruption. */
+TEST(hole_before_last_append_fails) {
+  char dir[PATH_MAX], seg[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg, sizeof(seg), dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  REQUIRE(append_range(j, 1, 10, 5));
+  pki_journal_close(j);
+  REQUIRE(zero_range(seg, record_offset(3), record_offset(4)));
+  char want[64];
+  snprintf(want, sizeof(want), "offset %ld:", record_offset(3));
+  j = open_j(dir, 0, &l, &err);
+  CHECK(j == NULL && err.code == PKI_ERR_INVALID);
+  CHECK(strstr(err.msg, "0000000000000001.seg") != NULL &&
+        strstr(err.msg, want) != NULL);
+  pki_journal_close(j);
+  static pki_journal_verify_result res;
+  CHECK(!pki_journal_verify_dir(dir, &res, &err));
+  CHECK(res.bad_offset == (uint64_t)record_offset(3));
+}
+
+static void put_be(uint8_t *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+}
+
+/* write_v1_segment writes segment 1 as the first format wrote it: version
+ * 1, records 1..n with no flags (one append each, or all in one: a
+ * version 1 file cannot tell). */
+static int write_v1_segment(const char *dir, uint64_t n) {
+  char path[PATH_MAX + 32];
+  if (mkdir(dir, 0700) != 0) return 0;
+  seg_name(path, sizeof(path), dir, 1);
+  static uint8_t buf[1 << 16];
+  uint8_t *p = buf;
+  memcpy(p, "PKIDJRN1", 8);
+  uint8_t chain[32] = {0};
+  put_be(p + 8, 1, 4);
+  put_be(p + 12, 0, 4);
+  put_be(p + 16, 1, 8);
+  put_be(p + 24, 1, 8);
+  memcpy(p + 32, chain, 32);
+  put_be(p + 64, pki_crc32c(0, p, 64), 4);
+  p += PKI_JOURNAL_SEG_HEADER_LEN;
+  for (uint64_t s = 1; s <= n; s++) {
+    size_t len = payload_len(s);
+    put_be(p, len, 4);
+    p[4] = type_of(s);
+    p[5] = 0;
+    put_be(p + 6, 0, 2);
+    put_be(p + 8, s, 8);
+    put_be(p + 16, 1000 + s, 8);
+    make_payload(s, p + 24);
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, chain, 32);
+    SHA256_Update(&sha, p, 24 + len);
+    SHA256_Final(chain, &sha);
+    memcpy(p + 24 + len, chain, 32);
+    put_be(p + 56 + len, pki_crc32c(0, p, 56 + len), 4);
+    p += PKI_JOURNAL_REC_OVERHEAD + len;
+  }
+  FILE *f = fopen(path, "wb");
+  if (f == NULL) return 0;
+  int ok = fwrite(buf, 1, (size_t)(p - buf), f) == (size_t)(p - buf);
+  return fclose(f) == 0 && ok;
+}
+
+/* A journal from the first format is read as it was, under its stricter
+ * torn rule, and the first append goes into a new segment of the current
+ * format. */
+TEST(version1_segment_is_read_then_rolled) {
+  char dir[PATH_MAX], seg1[PATH_MAX + 32], seg2[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg1, sizeof(seg1), dir, 1);
+  seg_name(seg2, sizeof(seg2), dir, 2);
+  REQUIRE(write_v1_segment(dir, 6));
+  CHECK(verify_ok(dir, 6));
+  long v1_size = file_size(seg1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  CHECK(l.count == 6 && !l.bad);
+  REQUIRE(append_range(j, 7, 9, 3));
+  CHECK(path_exists(seg2) && file_size(seg1) == v1_size);
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 9));
+
+  /* In version 1 a hole with a whole record after it is corruption. */
+  char dir2[PATH_MAX], seg[PATH_MAX + 32];
+  make_dir(dir2, sizeof(dir2));
+  seg_name(seg, sizeof(seg), dir2, 1);
+  REQUIRE(write_v1_segment(dir2, 6));
+  REQUIRE(zero_range(seg, record_offset(5), record_offset(6)));
+  j = open_j(dir2, 0, &l, &err);
+  CHECK(j == NULL && err.code == PKI_ERR_INVALID);
+  pki_journal_close(j);
+}
+
+/* A disk too full for the zeros written ahead may still take the records:
+ * the append that met it is refused (nothing kept), and the next ones
+ * write their records alone. */
+TEST(disk_full_for_zeros_takes_records_alone) {
+  disarm_all();
+  char dir[PATH_MAX], seg[PATH_MAX + 32];
+  make_dir(dir, sizeof(dir));
+  seg_name(seg, sizeof(seg), dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  REQUIRE(j != NULL);
+  arm(&fault_pwrite, 0, 1, ENOSPC);
+  CHECK(!append_batch(j, 1, 3, &err));
+  CHECK(err.code == PKI_ERR_EXHAUSTED && !pki_journal_failed(j));
+  CHECK(file_size(seg) == PKI_JOURNAL_SEG_HEADER_LEN);
+  CHECK(append_batch(j, 1, 3, &err));
+  CHECK(append_batch(j, 4, 5, &err));
+  CHECK(file_size(seg) == record_offset(6));
+  pki_journal_close(j);
+  CHECK(verify_ok(dir, 5));
+  disarm_all();
+}
+
 int main(void) {
   const char *t = getenv("TEST_TMPDIR");
   snprintf(tmp_root, sizeof(tmp_root), "%s/journal_test.%ld",
@@ -1300,5 +1523,10 @@ int main(void) {
   RUN(roll_without_descriptors_is_retryable);
   RUN(roll_on_full_disk_is_retryable);
   RUN(new_directory_is_durable);
+  RUN(zeros_written_ahead_and_cut);
+  RUN(hole_in_last_append_is_torn);
+  RUN(hole_before_last_append_fails);
+  RUN(version1_segment_is_read_then_rolled);
+  RUN(disk_full_for_zeros_takes_records_alone);
   return test_finish();
 }

@@ -387,6 +387,16 @@ TEST(corruption_stops_the_store) {
   pki_err err;
   pkid_store st;
   REQUIRE(written_store(dir));
+  /* Another commit after the sample's: damage under a later append is in
+   * one that was acknowledged (a torn last append is cut instead). */
+  REQUIRE(open_store(&st, dir, &err));
+  pkid_record more;
+  memset(&more, 0, sizeof(more));
+  more.type = PKI_REC_SERIAL_BLOCK;
+  more.block_first = 150;
+  more.block_count = 50;
+  CHECK(commit_apply(&st, &more, 1));
+  close_store(&st);
   /* One byte flipped inside the first record's payload. */
   char seg[800];
   last_segment(seg, sizeof(seg), dir);
