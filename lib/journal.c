@@ -1116,6 +1116,7 @@ pki_journal *pki_journal_open(const char *dir, const pki_journal_options *opts,
       goto fail;
     }
     j->stats.truncated_bytes = scan.torn_bytes;
+    j->stats.truncated_zeros = scan.torn_zeros && !have_cut;
   }
   if (have_cut) {
     /* Only once the cut is durable, and before any append: a marker left

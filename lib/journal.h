@@ -224,6 +224,8 @@ typedef struct pki_journal_stats {
   uint64_t snapshot_seq;      /* seq of the snapshot used at open, 0: none */
   uint64_t snapshots_skipped; /* snapshots with a bad hash passed over */
   uint64_t truncated_bytes;   /* torn tail cut at open */
+  int truncated_zeros;        /* and it was only zeros written ahead: what a
+                                 pkid that did not close leaves, no record */
   uint64_t records;           /* appended since open */
   uint64_t bytes;             /* appended since open */
   uint64_t syncs;             /* fdatasync calls made by appends */

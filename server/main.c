@@ -676,8 +676,13 @@ static int open_store(const options *o, const pki_catalog *cat, pki_err *err) {
   snprintf(replayed, sizeof(replayed), "%llu", (unsigned long long)g.store.replayed);
   snprintf(truncated, sizeof(truncated), "%llu", (unsigned long long)jstats.truncated_bytes);
   snprintf(count, sizeof(count), "%zu", pkid_status_count(g.status));
+  /* "torn": a record was cut short, by a crash during an append that was
+   * never acknowledged; "ahead": only the zeros written ahead (journal.h). */
+  const char *what = jstats.truncated_bytes == 0 ? "none"
+                     : jstats.truncated_zeros    ? "ahead"
+                                                 : "torn";
   pki_log("info", "journal_open", "dir", journal_dir, "replayed", replayed, "truncated_bytes",
-          truncated, "certificates", count, NULL);
+          truncated, "truncated", what, "certificates", count, NULL);
   /* A long replay (after a crash) is not repeated at the next start. */
   if (g.store.replayed > 10000 && !pkid_store_snapshot(&g.store, err)) return 0;
   return pkid_serials_init(&g.serials, &g.store, (uint16_t)o->node, err);

@@ -135,6 +135,7 @@ def test_torn_tail_is_cut():
     assert server.stop() == 0
     m = re.search(r'"truncated_bytes":"(\d+)"', server.log())
     assert m and int(m.group(1)) > 0, "no torn tail reported"
+    assert '"truncated":"torn"' in server.log(), server.log()
     out = subprocess.run([PKICTL, "journal", "verify", JOURNAL], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -434,7 +434,8 @@ TEST(zero_tail_is_torn) {
     REQUIRE(j != NULL);
     pki_journal_stats st;
     pki_journal_get_stats(j, &st);
-    CHECK(l.count == 10 && st.truncated_bytes == (uint64_t)zeros[k]);
+    CHECK(l.count == 10 && st.truncated_bytes == (uint64_t)zeros[k] &&
+          st.truncated_zeros);
     pki_journal_close(j);
     CHECK(file_size(seg) == good);
   }
@@ -1355,7 +1356,8 @@ TEST(hole_in_last_append_is_torn) {
   pki_journal_stats st;
   pki_journal_get_stats(j, &st);
   CHECK(l.count == 6 && !l.bad);
-  CHECK(st.truncated_bytes == (uint64_t)(record_offset(11) - record_offset(7)));
+  CHECK(st.truncated_bytes == (uint64_t)(record_offset(11) - record_offset(7)) &&
+        !st.truncated_zeros);
   CHECK(pki_journal_next_seq(j) == 7);
   REQUIRE(append_range(j, 7, 12, 6));
   pki_journal_close(j);
