@@ -266,6 +266,21 @@ static long record_offset(uint64_t seq) {
   return off;
 }
 
+/* ten_records makes a fresh journal holding records 1..10, appended in
+ * batches of |batch|, and closed: the fixture of the damage tests. */
+static int ten_records(char *dir, size_t dir_size, char *seg, size_t seg_size,
+                       size_t batch) {
+  make_dir(dir, dir_size);
+  seg_name(seg, seg_size, dir, 1);
+  replay_log l;
+  pki_err err;
+  pki_journal *j = open_j(dir, 0, &l, &err);
+  if (j == NULL) return 0;
+  int ok = append_range(j, 1, 10, batch);
+  pki_journal_close(j);
+  return ok;
+}
+
 TEST(empty_journal) {
   char dir[PATH_MAX];
   make_dir(dir, sizeof(dir));
@@ -414,14 +429,10 @@ TEST(torn_tail_every_offset) {
 
 TEST(zero_tail_is_torn) {
   char dir[PATH_MAX], seg[PATH_MAX + 32];
-  make_dir(dir, sizeof(dir));
-  seg_name(seg, sizeof(seg), dir, 1);
+  REQUIRE(ten_records(dir, sizeof(dir), seg, sizeof(seg), 10));
   replay_log l;
   pki_err err;
-  pki_journal *j = open_j(dir, 0, &l, &err);
-  REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 10));
-  pki_journal_close(j);
+  pki_journal *j;
   long good = file_size(seg);
   long zeros[] = {1, 23, 59, 60, 4096, 100000};
   for (size_t k = 0; k < sizeof(zeros) / sizeof(zeros[0]); k++) {
@@ -445,14 +456,10 @@ TEST(zero_tail_is_torn) {
  * both fail, naming the segment and the record's offset. */
 TEST(bit_flip_in_middle_record_fails) {
   char dir[PATH_MAX], seg[PATH_MAX + 32];
-  make_dir(dir, sizeof(dir));
-  seg_name(seg, sizeof(seg), dir, 1);
+  REQUIRE(ten_records(dir, sizeof(dir), seg, sizeof(seg), 3));
   replay_log l;
   pki_err err;
-  pki_journal *j = open_j(dir, 0, &l, &err);
-  REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 3));
-  pki_journal_close(j);
+  pki_journal *j;
   long rec = record_offset(5);
   long rec_end = record_offset(6);
   char want_off[64];
@@ -477,18 +484,14 @@ TEST(bit_flip_in_middle_record_fails) {
   CHECK(verify_ok(dir, 10));
 }
 
-/* Only the final record may be torn, and its CRC decides: a flipped bit in
- * its payload makes it a torn tail, cut at open. */
+/* The last append may be torn: a flipped bit in its final record's
+ * payload makes that record a torn tail, cut at open. */
 TEST(bit_flip_in_last_record_is_torn) {
   char dir[PATH_MAX], seg[PATH_MAX + 32];
-  make_dir(dir, sizeof(dir));
-  seg_name(seg, sizeof(seg), dir, 1);
+  REQUIRE(ten_records(dir, sizeof(dir), seg, sizeof(seg), 10));
   replay_log l;
   pki_err err;
-  pki_journal *j = open_j(dir, 0, &l, &err);
-  REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 10));
-  pki_journal_close(j);
+  pki_journal *j;
   REQUIRE(payload_len(10) > 0);
   REQUIRE(flip_bit(seg, record_offset(10) + PKI_JOURNAL_REC_HEADER_LEN + 1, 3));
   j = open_j(dir, 0, &l, &err);
@@ -506,14 +509,10 @@ TEST(bit_flip_in_last_record_is_torn) {
  * CRC but not the chain. */
 TEST(tampered_record_breaks_chain) {
   char dir[PATH_MAX], seg[PATH_MAX + 32];
-  make_dir(dir, sizeof(dir));
-  seg_name(seg, sizeof(seg), dir, 1);
+  REQUIRE(ten_records(dir, sizeof(dir), seg, sizeof(seg), 10));
   replay_log l;
   pki_err err;
-  pki_journal *j = open_j(dir, 0, &l, &err);
-  REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 10));
-  pki_journal_close(j);
+  pki_journal *j;
   long len;
   uint8_t *data = read_all(seg, &len);
   REQUIRE(data != NULL);
@@ -1338,14 +1337,10 @@ static int zero_range(const char *path, long from, long to) {
  * torn tail, cut at the hole. The append was never acknowledged. */
 TEST(hole_in_last_append_is_torn) {
   char dir[PATH_MAX], seg[PATH_MAX + 32];
-  make_dir(dir, sizeof(dir));
-  seg_name(seg, sizeof(seg), dir, 1);
+  REQUIRE(ten_records(dir, sizeof(dir), seg, sizeof(seg), 5));
   replay_log l;
   pki_err err;
-  pki_journal *j = open_j(dir, 0, &l, &err);
-  REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 5));
-  pki_journal_close(j);
+  pki_journal *j;
   REQUIRE(zero_range(seg, record_offset(7), record_offset(8)));
   static pki_journal_verify_result res;
   REQUIRE(pki_journal_verify_dir(dir, &res, &err));
@@ -1368,14 +1363,10 @@ TEST(hole_in_last_append_is_torn) {
  * acknowledged (the next began only once it was durable): corruption. */
 TEST(hole_before_last_append_fails) {
   char dir[PATH_MAX], seg[PATH_MAX + 32];
-  make_dir(dir, sizeof(dir));
-  seg_name(seg, sizeof(seg), dir, 1);
+  REQUIRE(ten_records(dir, sizeof(dir), seg, sizeof(seg), 5));
   replay_log l;
   pki_err err;
-  pki_journal *j = open_j(dir, 0, &l, &err);
-  REQUIRE(j != NULL);
-  REQUIRE(append_range(j, 1, 10, 5));
-  pki_journal_close(j);
+  pki_journal *j;
   REQUIRE(zero_range(seg, record_offset(3), record_offset(4)));
   char want[64];
   snprintf(want, sizeof(want), "offset %ld:", record_offset(3));
