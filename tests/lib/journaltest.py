@@ -49,8 +49,11 @@ def read_journal(directory):
         assert struct.unpack(">I", data[64:68])[0] == crc32c(data[:64]), name + ": header CRC"
         assert struct.unpack(">Q", data[24:32])[0] == seq and data[32:64] == chain, name
         off = 68
+        # Where the zeros written ahead begin, found once: looking at the
+        # rest of the file at every record would be quadratic.
+        zeros_from = len(data.rstrip(b"\0")) if i + 1 == len(segs) else len(data)
         while off < len(data):
-            if i + 1 == len(segs) and not data[off:].strip(b"\0"):
+            if off >= zeros_from:
                 break  # zeros written ahead, after the last record
             length, rtype = struct.unpack(">IB", data[off:off + 5])
             rseq = struct.unpack(">Q", data[off + 8:off + 16])[0]
@@ -100,8 +103,9 @@ def rewrite(directory, edit=None, last_seq=None):
         data[32:64] = chain
         data[64:68] = struct.pack(">I", crc32c(bytes(data[:64])))
         off = 68
+        zeros_from = len(data.rstrip(b"\0"))  # once: per record it is quadratic
         while off < len(data):
-            if not data[off:].strip(b"\0"):
+            if off >= zeros_from:
                 del data[off:]  # zeros written ahead: not records
                 break
             length, rtype = struct.unpack(">IB", data[off:off + 5])
