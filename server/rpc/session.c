@@ -11,6 +11,9 @@
 static void resume_paused(pkid_session *s);
 static void notify_sent(pkid_session *s);
 
+/* The most plaintext one TLS record carries (RFC 8446 section 5.1). */
+#define PKID_SESSION_RECORD 16384
+
 static pkid_call *call_of(nghttp2_session *h2, int32_t stream_id) {
   return nghttp2_session_get_stream_user_data(h2, stream_id);
 }
@@ -27,7 +30,14 @@ static void session_flush(pkid_session *s) {
   }
   /* Output is produced only while the connection has room: a peer that
    * does not read leaves the rest in nghttp2 and in the calls, bounded by
-   * what they may hold (transport.h, max_write_queue). */
+   * what they may hold (transport.h, max_write_queue).
+   * nghttp2 hands out one frame at a time, and a unary answer is three
+   * small ones (HEADERS, DATA, trailers): they are gathered into |out| so
+   * that each TLS record carries up to a full record's plaintext (RFC 8446
+   * section 5.1: 2^14 bytes) instead of one frame, which costs both sides
+   * a seal or open, a header and a tag per frame. */
+  uint8_t out[PKID_SESSION_RECORD];
+  size_t used = 0;
   while (pkid_conn_writable(s->conn)) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(s->h2, &data);
@@ -36,8 +46,18 @@ static void session_flush(pkid_session *s) {
       return;
     }
     if (n == 0) break;
-    if (!pkid_conn_write(s->conn, data, (size_t)n)) return; /* closing */
+    if (used + (size_t)n > sizeof(out)) {
+      if (!pkid_conn_write(s->conn, out, used)) return; /* closing */
+      used = 0;
+    }
+    if ((size_t)n > sizeof(out)) {
+      if (!pkid_conn_write(s->conn, data, (size_t)n)) return;
+      continue;
+    }
+    memcpy(out + used, data, (size_t)n); /* |data| lives until the next call */
+    used += (size_t)n;
   }
+  if (used > 0 && !pkid_conn_write(s->conn, out, used)) return;
   if (!nghttp2_session_want_read(s->h2) && !nghttp2_session_want_write(s->h2)) {
     pkid_conn_close(s->conn);
     return;

@@ -50,6 +50,10 @@ struct pkid_transport {
   pkid_conn *dirty;
   pki_addr_count *per_address;
   pkid_conn *handshaking, *handshaking_tail; /* oldest first */
+  /* Every read lands here: libuv calls on_alloc, reads, and calls on_read,
+   * which hands the bytes to TLS (BIO_write copies them) before the next
+   * on_alloc, so one buffer for the loop does, and no read allocates. */
+  char read_buf[CHUNK];
 };
 
 /* Handshakes refused: anyone can cause them, so their lines are bounded. */
@@ -60,10 +64,12 @@ static void handshake_list_remove(pkid_transport *t, pkid_conn *conn);
 
 /* --- writing ------------------------------------------------------------------ */
 
+/* One allocation per write: the request and the bytes it carries. */
 typedef struct write_req {
   uv_write_t req;
   uv_buf_t buf;
   pkid_conn *conn;
+  char data[];
 } write_req;
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
@@ -108,7 +114,6 @@ static void check_congestion(pkid_conn *conn) {
 static void on_written(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
   pkid_conn *conn = w->conn;
-  free(w->buf.base);
   free(w);
   /* A failed write shows up as a read error or EOF too. A cancelled one
    * (status UV_ECANCELED) belongs to a connection being closed. */
@@ -120,23 +125,16 @@ static void on_written(uv_write_t *req, int status) {
 static int flush_tls(pkid_conn *conn) {
   size_t pending;
   while ((pending = BIO_pending(conn->wbio)) > 0) {
-    write_req *w = malloc(sizeof(*w));
-    char *data = malloc(pending);
-    if (w == NULL || data == NULL) {
-      free(w);
-      free(data);
-      return 0;
-    }
-    int n = BIO_read(conn->wbio, data, (int)pending);
+    write_req *w = malloc(sizeof(*w) + pending);
+    if (w == NULL) return 0;
+    int n = BIO_read(conn->wbio, w->data, (int)pending);
     if (n <= 0) {
       free(w);
-      free(data);
       return 1;
     }
-    w->buf = uv_buf_init(data, (unsigned)n);
+    w->buf = uv_buf_init(w->data, (unsigned)n);
     w->conn = conn;
     if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &w->buf, 1, on_written) != 0) {
-      free(data);
       free(w);
       return 0;
     }
@@ -199,10 +197,9 @@ void pkid_conn_set_timeout(pkid_conn *conn, uint64_t ms) {
 /* --- reading ----------------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  (void)handle;
   (void)suggested;
-  buf->base = malloc(CHUNK);
-  buf->len = buf->base != NULL ? CHUNK : 0;
+  pkid_conn *conn = handle->data;
+  *buf = uv_buf_init(conn->t->read_buf, sizeof(conn->t->read_buf));
 }
 
 /* on_handshake runs once TLS is up: it records who the client is and
@@ -233,16 +230,11 @@ static int on_handshake(pkid_conn *conn) {
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   pkid_conn *conn = stream->data;
   if (nread < 0) {
-    free(buf->base);
     pkid_conn_close(conn);
     return;
   }
-  if (nread == 0 || conn->closing) {
-    free(buf->base);
-    return;
-  }
+  if (nread == 0 || conn->closing) return;
   BIO_write(conn->rbio, buf->base, (int)nread);
-  free(buf->base);
 
   if (conn->session == NULL) {
     int rc = SSL_do_handshake(conn->ssl);
