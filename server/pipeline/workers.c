@@ -1,8 +1,6 @@
 #include "server/pipeline/workers.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +11,7 @@
 #include "server/metrics/metrics.h"
 #include "server/pipeline/issue.h"
 #include "server/pipeline/queue.h"
+#include "server/pipeline/wake.h"
 
 #define MAX_THREADS 64
 /* Nonces each worker keeps ready per CA, and how many it prepares at a
@@ -24,8 +23,10 @@ struct pkid_workers {
   /* Each queue holds at most |capacity| jobs, since no more are in flight:
    * pushes between stages can never fail. */
   pkid_queue jobs, commits, done;
-  sem_t jobs_ready, commits_ready;
-  int sems_made; /* how many of the two semaphores exist */
+  /* Workers sleep on |jobs_wake| while |jobs| is empty, the committer on
+   * |commits_wake| while |commits| is (wake.h). */
+  pkid_wake jobs_wake, commits_wake;
+  int wakes_made; /* how many of the two exist */
   uv_async_t async;
   pthread_t threads[MAX_THREADS];
   pkid_signers *signers[MAX_THREADS]; /* each worker's own */
@@ -54,20 +55,28 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* take waits for items on |q| (counted by |ready|) and pops up to |max|.
- * Each pushed item is posted once; a batch pop consumes the posts of the
- * items it took where they have arrived (a late post only causes one empty
- * wake-up later). Returns 0 when stopping and nothing is left. */
-static size_t take(pkid_workers *w, pkid_queue *q, sem_t *ready, void **out, size_t max) {
+/* A stage's queue and whether its thread should stop waiting on it. */
+typedef struct stage {
+  pkid_workers *w;
+  pkid_queue *q;
+  int stop_at; /* the |stopping| value past which an empty queue ends it */
+} stage;
+
+static int stage_ready(void *ctx) {
+  const stage *st = ctx;
+  return pkid_queue_depth_approx(st->q) > 0 || atomic_load(&st->w->stopping) >= st->stop_at;
+}
+
+/* take pops up to |max| items from the stage's queue, sleeping while it is
+ * empty. Returns 0 once stopping and nothing is left. */
+static size_t take(stage *st, pkid_wake *wk, void **out, size_t max) {
   for (;;) {
-    while (sem_wait(ready) != 0 && errno == EINTR) {
-    }
-    size_t n = pkid_queue_pop_batch_mpmc(q, out, max);
-    for (size_t i = 1; i < n; i++) {
-      if (sem_trywait(ready) != 0) break;
-    }
+    size_t n = pkid_queue_pop_batch_mpmc(st->q, out, max);
     if (n > 0) return n;
-    if (atomic_load(&w->stopping) && pkid_queue_depth_approx(q) == 0) return 0;
+    if (atomic_load(&st->w->stopping) >= st->stop_at && pkid_queue_depth_approx(st->q) == 0) {
+      return 0;
+    }
+    pkid_wake_wait(wk, stage_ready, st);
   }
 }
 
@@ -103,22 +112,19 @@ static void *worker_main(void *arg) {
   pkid_signers *signers = ((worker_arg *)arg)->signers;
   free(arg);
   void *batch[PKID_WORKER_BATCH];
+  stage jobs = {w, &w->jobs, 1};
   size_t n;
   for (;;) {
     if (pkid_queue_depth_approx(&w->jobs) == 0) {
       pkid_signers_refill(signers, REFILL_STEP, keep_refilling, w);
     }
-    if ((n = take(w, &w->jobs, &w->jobs_ready, batch, PKID_WORKER_BATCH)) == 0) break;
+    if ((n = take(&jobs, &w->jobs_wake, batch, PKID_WORKER_BATCH)) == 0) break;
     for (size_t i = 0; i < n; i++) run_job(batch[i], signers);
     atomic_fetch_add(&w->worker_batches, 1);
     pkid_histogram_observe(pkid_m.worker_batch_size, (double)n);
-    for (size_t i = 0; i < n; i++) {
-      pkid_queue_push_mpmc(&w->commits, batch[i]);
-      sem_post(&w->commits_ready);
-    }
+    for (size_t i = 0; i < n; i++) pkid_queue_push_mpmc(&w->commits, batch[i]);
+    pkid_wake_one(&w->commits_wake);
   }
-  /* The last worker out wakes the committer so it can see the end. */
-  sem_post(&w->commits_ready);
   return NULL;
 }
 
@@ -126,12 +132,12 @@ static void *committer_main(void *arg) {
   pthread_setname_np(pthread_self(), "pkid-commit"); /* top -H, perf */
   pkid_workers *w = arg;
   void *batch[PKID_COMMIT_BATCH];
+  /* The committer ends only once the workers have all exited (stopping
+   * 2) and it has committed all they left. */
+  stage commits = {w, &w->commits, 2};
   for (;;) {
-    size_t n = take(w, &w->commits, &w->commits_ready, batch, PKID_COMMIT_BATCH);
-    if (n == 0) {
-      if (atomic_load(&w->stopping) == 2) break; /* workers have all exited */
-      continue;
-    }
+    size_t n = take(&commits, &w->commits_wake, batch, PKID_COMMIT_BATCH);
+    if (n == 0) break;
     pki_err err;
     pki_err_clear(&err);
     uint64_t start = now_ns();
@@ -184,8 +190,8 @@ static void on_async(uv_async_t *async) {
 /* destroy frees what pkid_workers_new made; the threads have stopped. */
 static void destroy(pkid_workers *w) {
   for (unsigned t = 0; t < MAX_THREADS; t++) pkid_signers_free(w->signers[t]);
-  if (w->sems_made > 0) sem_destroy(&w->jobs_ready);
-  if (w->sems_made > 1) sem_destroy(&w->commits_ready);
+  if (w->wakes_made > 0) pkid_wake_cleanup(&w->jobs_wake);
+  if (w->wakes_made > 1) pkid_wake_cleanup(&w->commits_wake);
   pkid_queue_cleanup(&w->jobs);
   pkid_queue_cleanup(&w->commits);
   pkid_queue_cleanup(&w->done);
@@ -196,11 +202,11 @@ static void destroy(pkid_workers *w) {
 /* stop_threads lets every started thread finish and joins it. */
 static void stop_threads(pkid_workers *w) {
   atomic_store(&w->stopping, 1);
-  for (unsigned i = 0; i < w->num_threads; i++) sem_post(&w->jobs_ready);
+  pkid_wake_all(&w->jobs_wake);
   for (unsigned i = 0; i < w->num_threads; i++) pthread_join(w->threads[i], NULL);
   atomic_store(&w->stopping, 2);
   if (w->committer_started) {
-    sem_post(&w->commits_ready);
+    pkid_wake_all(&w->commits_wake);
     pthread_join(w->committer, NULL);
   }
 }
@@ -241,10 +247,10 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
       return NULL;
     }
   }
-  if (sem_init(&w->jobs_ready, 0, 0) != 0) goto no_sem;
-  w->sems_made = 1;
-  if (sem_init(&w->commits_ready, 0, 0) != 0) goto no_sem;
-  w->sems_made = 2;
+  if (!pkid_wake_init(&w->jobs_wake)) goto no_wake;
+  w->wakes_made = 1;
+  if (!pkid_wake_init(&w->commits_wake)) goto no_wake;
+  w->wakes_made = 2;
   int rc = pthread_create(&w->committer, NULL, committer_main, w);
   if (rc != 0) {
     PKI_ERR(err, PKI_ERR_EXHAUSTED, "cannot start the committer thread: %s", strerror(rc));
@@ -272,8 +278,8 @@ pkid_workers *pkid_workers_new(uv_loop_t *loop, unsigned num_threads, size_t cap
   uv_async_init(loop, &w->async, on_async);
   w->async.data = w;
   return w;
-no_sem:
-  PKI_ERR(err, PKI_ERR_INTERNAL, "sem_init: %s", strerror(errno));
+no_wake:
+  PKI_ERR(err, PKI_ERR_EXHAUSTED, "cannot make the pool's mutexes and condition variables");
   destroy(w);
   return NULL;
 fail_threads:
@@ -289,7 +295,7 @@ int pkid_workers_submit(pkid_workers *w, pkid_job *job, pki_err *err) {
   }
   w->in_flight++;
   pkid_gauge_set(pkid_m.pipeline_in_flight, (double)w->in_flight);
-  sem_post(&w->jobs_ready);
+  pkid_wake_one(&w->jobs_wake);
   return 1;
 }
 

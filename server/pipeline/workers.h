@@ -13,8 +13,10 @@
  * pools, which it refills while its queue is empty, so a signature on the
  * request path costs two multiplications.
  *
- * All queues are the lock-free MPMC ring of queue.h; threads sleep on
- * semaphores when idle. Submission never blocks: when the pool holds
+ * All queues are the lock-free MPMC ring of queue.h; a worker or the
+ * committer sleeps while its queue is empty and is woken only if it sleeps
+ * (wake.h), so a burst of jobs costs one wake-up, not one per job.
+ * Submission never blocks: when the pool holds
  * |capacity| jobs, pkid_workers_submit returns 0 and the caller answers
  * RESOURCE_EXHAUSTED at once.
  *
