@@ -39,17 +39,25 @@ void pkid_wake_wait(pkid_wake *wk, int (*ready)(void *ctx), void *ctx) {
   pthread_mutex_unlock(&wk->mu);
 }
 
-/* hand_out gives |n| of the sleepers a wake each (under |mu|). */
-static void hand_out(pkid_wake *wk, unsigned n) {
+/* hand_out gives up to |n| of the sleepers a wake each and returns how
+ * many it gave (under |mu|). */
+static unsigned hand_out(pkid_wake *wk, unsigned n) {
   if (n > wk->asleep) n = wk->asleep;
-  if (n == 0) return;
   wk->asleep -= n;
   wk->wakes += n;
   wk->handed += n;
   atomic_store(&wk->asleep_hint, wk->asleep);
+  return n;
+}
+
+/* wake_up wakes |n| waiters, after the lock is given back: a waiter woken
+ * while the waker still holds |mu| would only sleep again on |mu|, one
+ * more context switch. No signal is lost meanwhile: a waiter looks at
+ * |wakes| under |mu| before it waits. */
+static void wake_up(pkid_wake *wk, unsigned n) {
   if (n == 1) {
     pthread_cond_signal(&wk->cond);
-  } else {
+  } else if (n > 1) {
     pthread_cond_broadcast(&wk->cond);
   }
 }
@@ -59,13 +67,15 @@ void pkid_wake_one(pkid_wake *wk) {
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&wk->asleep_hint, memory_order_relaxed) == 0) return;
   pthread_mutex_lock(&wk->mu);
-  hand_out(wk, 1);
+  unsigned n = hand_out(wk, 1);
   pthread_mutex_unlock(&wk->mu);
+  wake_up(wk, n);
 }
 
 void pkid_wake_all(pkid_wake *wk) {
   atomic_thread_fence(memory_order_seq_cst);
   pthread_mutex_lock(&wk->mu);
-  hand_out(wk, wk->asleep);
+  unsigned n = hand_out(wk, wk->asleep);
   pthread_mutex_unlock(&wk->mu);
+  wake_up(wk, n);
 }
