@@ -3,7 +3,7 @@
 # microseconds per issued certificate, kernel included (issue 16).
 #
 #   bench/profile.sh [--seconds S] [--concurrency N] [--stream | --rate R] [--top N]
-#                    [--out FILE] [--work DIR] [--keep] [--callgraph]
+#                    [--out FILE] [--work DIR] [--keep] [--callgraph | --syscalls]
 #
 # pkid (opt build, with its symbol table) runs on a fresh demo tree, and
 # bench/loadgen drives unary Issue (or IssueStream with --stream) at N in
@@ -23,6 +23,9 @@
 # counts do not. Writes FILE (default bench/profile.json).
 # --callgraph records call chains too (perf record -g) and, with --keep,
 # leaves DIR/perf.data for `perf report -i DIR/perf.data --no-children`.
+# --syscalls counts instead of sampling (perf stat, per thread): system
+# calls, futex calls and context switches per certificate, by thread,
+# since in a VM a wake-up costs far more than the call that asks for it.
 # Traffic goes only to 127.0.0.1. Every process started here is stopped.
 set -euo pipefail
 
@@ -38,6 +41,7 @@ OUT=$REPO/bench/profile.json
 WORK=""
 KEEP=0
 CALLGRAPH=()
+SYSCALLS=0
 die() {
   echo "profile.sh: $*" >&2
   exit 1
@@ -53,10 +57,12 @@ while [ $# -gt 0 ]; do
     --work) WORK=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --callgraph) CALLGRAPH=(-g); shift ;;
+    --syscalls) SYSCALLS=1; shift ;;
     *) die "unknown argument $1" ;;
   esac
 done
 [ "$STREAM" = 1 ] && [ -n "$RATE" ] && die "--rate drives unary calls; it does not go with --stream"
+[ "$SYSCALLS" = 1 ] && [ ${#CALLGRAPH[@]} -gt 0 ] && die "--syscalls counts; it does not go with --callgraph"
 command -v perf >/dev/null || die "needs perf (Debian's linux-perf package)"
 
 source "$HERE/pkid.sh"
@@ -94,14 +100,61 @@ MODE=()
   >"$WORK/load.json" &
 LOAD_PID=$!
 sleep 3
-echo "== perf record, ${SECS}s" >&2
 BEFORE=$(issued_total "$ADMIN_PORT")
-perf record -q -e cpu-clock -F "$FREQ" "${CALLGRAPH[@]}" -p "$PKID_PID" -o "$WORK/perf.data" \
-  -- sleep "$SECS" 2>"$WORK/perf.log" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
+if [ "$SYSCALLS" = 1 ]; then
+  echo "== perf stat, ${SECS}s" >&2
+  perf stat -x, --per-thread -e raw_syscalls:sys_enter,syscalls:sys_enter_futex,context-switches \
+    -p "$PKID_PID" -o "$WORK/stat.csv" -- sleep "$SECS" 2>"$WORK/perf.log" ||
+    { cat "$WORK/perf.log" >&2; die "perf stat failed"; }
+else
+  echo "== perf record, ${SECS}s" >&2
+  perf record -q -e cpu-clock -F "$FREQ" "${CALLGRAPH[@]}" -p "$PKID_PID" -o "$WORK/perf.data" \
+    -- sleep "$SECS" 2>"$WORK/perf.log" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
+fi
 AFTER=$(issued_total "$ADMIN_PORT")
 wait "$LOAD_PID" || die "loadgen failed"
 LOAD_PID=""
+LOOP_TID=$PKID_PID # the loop is pkid's first thread; stop_pkid forgets the pid
 stop_pkid
+
+if [ "$SYSCALLS" = 1 ]; then
+  /usr/bin/python3 - "$WORK/stat.csv" "$LOOP_TID" "$BEFORE" "$AFTER" "$OUT" "$STREAM" "$RATE" <<'EOF'
+import collections, json, sys
+stat, loop_tid, before, after, out, stream, rate = sys.argv[1:8]
+certs = int(after) - int(before)
+if certs <= 0:
+    sys.exit("profile.sh: no certificate issued in the window")
+names = {"raw_syscalls:sys_enter": "syscalls", "syscalls:sys_enter_futex": "futex",
+         "context-switches": "context_switches"}
+by = collections.defaultdict(collections.Counter)
+for line in open(stat):
+    f = line.rstrip("\n").split(",")
+    if len(f) < 4 or f[3] not in names or not f[1].isdigit():
+        continue  # comments, and "<not counted>" for threads that ended
+    comm, tid = f[0].rsplit("-", 1)
+    role = "loop" if tid == loop_tid else comm if comm.startswith("pkid-") else "other"
+    by[role][names[f[3]]] += int(f[1])
+total = collections.Counter()
+for c in by.values():
+    total.update(c)
+doc = {
+    "bench": "profile_syscalls",
+    "mode": "stream" if stream == "1" else "open loop %s/s" % rate if rate else "unary",
+    "certificates": certs,
+    "per_cert": {k: round(v / certs, 3) for k, v in sorted(total.items())},
+    "per_cert_by_thread": {r: {k: round(v / certs, 3) for k, v in sorted(c.items())}
+                           for r, c in sorted(by.items())},
+}
+with open(out, "w") as f:
+    json.dump(doc, f, indent=1)
+    f.write("\n")
+print("pkid per certificate (%s, perf stat, %d certificates): %s" % (
+    doc["mode"], certs, ", ".join("%s %.3f" % kv for kv in doc["per_cert"].items())))
+for role, c in doc["per_cert_by_thread"].items():
+    print("  %-12s %s" % (role, ", ".join("%s %.3f" % kv for kv in c.items())))
+EOF
+  exit 0
+fi
 
 perf script -G -i "$WORK/perf.data" -F pid,tid,comm,ip,sym,dso 2>/dev/null >"$WORK/samples.txt"
 /usr/bin/python3 - "$WORK/samples.txt" "$WORK/floor.json" "$BEFORE" "$AFTER" "$FREQ" \
