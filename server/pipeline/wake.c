@@ -73,7 +73,8 @@ void pkid_wake_one(pkid_wake *wk) {
 }
 
 void pkid_wake_all(pkid_wake *wk) {
-  atomic_thread_fence(memory_order_seq_cst);
+  /* No fence: the lock orders this against every sleeper's count, and a
+   * sleeper that locks after it sees what the caller stored before. */
   pthread_mutex_lock(&wk->mu);
   unsigned n = hand_out(wk, wk->asleep);
   pthread_mutex_unlock(&wk->mu);
