@@ -13,13 +13,6 @@
 #define TAG_EXPLICIT(n) (CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | (n))
 #define TAG_IMPLICIT(n) (CBS_ASN1_CONTEXT_SPECIFIC | (n))
 
-/* The times the two forms can hold (RFC 5280 4.1.2.5): UTCTime from 1950
- * through 2049, GeneralizedTime from 2050; neither past 9999. */
-#define T_1950 INT64_C(-631152000)
-#define T_2050 INT64_C(2524608000)
-#define T_0000 INT64_C(-62167219200)
-#define T_10000 INT64_C(253402300800)
-
 /* freshest_url holds the URI with its NUL. */
 #define URL_MAX (sizeof(((pki_crl *)0)->freshest_url) - 1)
 
@@ -84,8 +77,8 @@ static int params_ok(const pki_issuer *ca, const pki_crl_params *p, pki_err *err
     PKI_ERR(err, PKI_ERR_INVALID, "CRL: the CA has no key identifier");
     return 0;
   }
-  if (p->this_update < T_1950 || p->this_update >= T_10000 || p->next_update < T_1950 ||
-      p->next_update >= T_10000) {
+  if (p->this_update < PKI_DER_T_1950 || p->this_update >= PKI_DER_T_10000 ||
+      p->next_update < PKI_DER_T_1950 || p->next_update >= PKI_DER_T_10000) {
     PKI_ERR(err, PKI_ERR_INVALID, "CRL: thisUpdate or nextUpdate outside 1950 to 9999");
     return 0;
   }
@@ -133,7 +126,7 @@ static int entry_ok(const pki_crl_entry *e, const pki_crl_params *p, size_t i, p
             i);
     return 0;
   }
-  if (e->revocation_date < T_1950 || e->revocation_date >= T_10000) {
+  if (e->revocation_date < PKI_DER_T_1950 || e->revocation_date >= PKI_DER_T_10000) {
     PKI_ERR(err, PKI_ERR_INVALID, "CRL entry %zu: revocationDate outside 1950 to 9999", i);
     return 0;
   }
@@ -146,7 +139,8 @@ static int entry_ok(const pki_crl_entry *e, const pki_crl_params *p, size_t i, p
     PKI_ERR(err, PKI_ERR_INVALID, "CRL entry %zu: removeFromCRL in a complete CRL", i);
     return 0;
   }
-  if (e->invalidity_date != 0 && (e->invalidity_date < T_0000 || e->invalidity_date >= T_10000)) {
+  if (e->invalidity_date != 0 &&
+      (e->invalidity_date < PKI_DER_T_0000 || e->invalidity_date >= PKI_DER_T_10000)) {
     PKI_ERR(err, PKI_ERR_INVALID, "CRL entry %zu: invalidityDate outside 0000 to 9999", i);
     return 0;
   }
@@ -175,8 +169,7 @@ static int begin_ext(CBB *exts, CBB *ext, CBB *value, const uint8_t *oid, size_t
  * the one buffer the caller gets. An entry is under 128 octets (at most
  * 81), so its own headers are all of the short form.
  *
- * Times are formatted here too: gmtime_r and snprintf (pki_der_add_time)
- * cost some 3,600 instructions an entry, most of the work. */
+ * Times go in with pki_der_put_time, straight into the entry. */
 
 /* The DER octets of the tags written by hand. */
 #define DER_INTEGER 0x02
@@ -184,8 +177,6 @@ static int begin_ext(CBB *exts, CBB *ext, CBB *value, const uint8_t *oid, size_t
 #define DER_OCTET_STRING 0x04
 #define DER_OID 0x06
 #define DER_ENUMERATED 0x0a
-#define DER_UTCTIME 0x17
-#define DER_GENERALIZEDTIME 0x18
 #define DER_SEQUENCE 0x30
 
 /* ENTRY_MAX bounds an entry: SEQUENCE { INTEGER (2 + 21), Time (2 + 15),
@@ -195,7 +186,7 @@ static int begin_ext(CBB *exts, CBB *ext, CBB *value, const uint8_t *oid, size_t
 #define INVALIDITY_EXT_LEN 26
 
 /* time_len is the size of the Time element pki_der_add_time writes. */
-static size_t time_len(int64_t t) { return t < T_2050 ? 15 : 17; }
+static size_t time_len(int64_t t) { return t < PKI_DER_T_2050 ? 15 : 17; }
 
 /* entry_len is the size of |e|'s element, as encode_entry writes it. */
 static size_t entry_len(const pki_crl_entry *e) {
@@ -208,54 +199,6 @@ static size_t entry_len(const pki_crl_entry *e) {
            (e->invalidity_date != 0 ? INVALIDITY_EXT_LEN : 0);
   }
   return 2 + len;
-}
-
-/* civil_from_days is the proleptic Gregorian date |days| after 1970-01-01
- * (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms"): gmtime's
- * answer without its time zone machinery. */
-static void civil_from_days(int64_t days, int *out_year, int *out_month, int *out_day) {
-  int64_t z = days + 719468;
-  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  int64_t doe = z - era * 146097;                                       /* [0, 146096] */
-  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  /* [0, 399] */
-  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                /* [0, 365] */
-  int64_t mp = (5 * doy + 2) / 153;                                     /* [0, 11], from March */
-  *out_day = (int)(doy - (153 * mp + 2) / 5 + 1);
-  *out_month = (int)(mp < 10 ? mp + 3 : mp - 9);
-  *out_year = (int)(yoe + era * 400 + (*out_month <= 2));
-}
-
-/* kDigits holds "00" to "99": two digits with no division. */
-static const char kDigits[] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
-
-static uint8_t *put2(uint8_t *p, int v) {
-  memcpy(p, kDigits + 2 * v, 2);
-  return p + 2;
-}
-
-/* put_time writes |t| as a Time element, the same octets as
- * pki_der_add_time (|generalized| 0) or pki_der_add_generalized_time (1)
- * for a time entry_ok took, and returns the end. */
-static uint8_t *put_time(uint8_t *p, int64_t t, int generalized) {
-  int64_t days = t / 86400, secs = t % 86400;
-  if (secs < 0) days--, secs += 86400;
-  int year, month, day;
-  civil_from_days(days, &year, &month, &day);
-  if (!generalized && year >= 2050) generalized = 1; /* RFC 5280 4.1.2.5 */
-  *p++ = generalized ? DER_GENERALIZEDTIME : DER_UTCTIME;
-  *p++ = generalized ? 15 : 13;
-  if (generalized) p = put2(p, year / 100);
-  p = put2(p, year % 100);
-  p = put2(p, month);
-  p = put2(p, day);
-  p = put2(p, (int)(secs / 3600));
-  p = put2(p, (int)(secs / 60 % 60));
-  p = put2(p, (int)(secs % 60));
-  *p++ = 'Z';
-  return p;
 }
 
 /* encode_entry writes |e| (checked by entry_ok) into |out| and returns its
@@ -272,7 +215,8 @@ static size_t encode_entry(uint8_t out[ENTRY_MAX], const pki_crl_entry *e) {
   *p++ = (uint8_t)(n + (size_t)sign);
   if (sign) *p++ = 0x00;
   memcpy(p, v, n);
-  p = put_time(p + n, e->revocation_date, 0);
+  p += n;
+  p += pki_der_put_time(p, e->revocation_date, 0);
   if (e->reason > 0 || e->invalidity_date != 0) {
     *p++ = DER_SEQUENCE;
     *p++ = (uint8_t)((e->reason > 0 ? REASON_EXT_LEN : 0) +
@@ -290,7 +234,8 @@ static size_t encode_entry(uint8_t out[ENTRY_MAX], const pki_crl_entry *e) {
       static const uint8_t head[] = {DER_SEQUENCE, 24, DER_OID, 3, 0x55, 0x1d, 0x18,
                                      DER_OCTET_STRING, 17};
       memcpy(p, head, sizeof(head));
-      p = put_time(p + sizeof(head), e->invalidity_date, 1);
+      p += sizeof(head);
+      p += pki_der_put_time(p, e->invalidity_date, 1);
     }
   }
   size_t len = (size_t)(p - out);

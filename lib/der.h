@@ -69,6 +69,27 @@ int pki_der_oid_ok(const CBS *oid);
  * an explicit FALSE is refused because DER leaves defaults out. */
 int pki_der_get_optional_bool(CBS *cbs, int *out);
 
+/* The times the two forms can hold (RFC 5280 4.1.2.5), in seconds since
+ * the epoch: UTCTime from 1950 through 2049, GeneralizedTime from 2050;
+ * neither past 9999 (GeneralizedTime's four digits reach back to year 0). */
+#define PKI_DER_T_0000 INT64_C(-62167219200)
+#define PKI_DER_T_1950 INT64_C(-631152000)
+#define PKI_DER_T_2050 INT64_C(2524608000)
+#define PKI_DER_T_10000 INT64_C(253402300800)
+
+/* PKI_DER_TIME_MAX is the size of the longest Time element: a
+ * GeneralizedTime, tag, length and 15 octets. */
+#define PKI_DER_TIME_MAX 17
+
+/* pki_der_put_time writes |t| (seconds since the epoch, UTC) as a whole
+ * Time element into |out| and returns its length: UTCTime through 2049
+ * and GeneralizedTime from 2050 (RFC 5280 4.1.2.5), or GeneralizedTime
+ * always when |generalized| is set (as OCSP, RFC 6960 4.2.1, and the
+ * invalidityDate, RFC 5280 5.3.2, require). It returns 0 for a time the
+ * form cannot hold. The date is computed, not asked of gmtime_r: this is
+ * on the path of every certificate and response. */
+size_t pki_der_put_time(uint8_t out[PKI_DER_TIME_MAX], int64_t t, int generalized);
+
 /* pki_der_add_time writes |t| (seconds since the epoch, UTC) as UTCTime
  * through 2049 and GeneralizedTime from 2050 (RFC 5280 4.1.2.5). */
 int pki_der_add_time(CBB *cbb, int64_t t);

@@ -1544,6 +1544,90 @@ TEST(time_malformed) {
   CHECK(!pki_der_get_time(&cbs, &t));
 }
 
+/* reference_time formats |t| as the code before pki_der_put_time did, with
+ * gmtime_r and snprintf: the dates libc computes. */
+static size_t reference_time(uint8_t *out, int64_t t, int generalized) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  if (gmtime_r(&tt, &tm) == NULL) return 0;
+  int year = tm.tm_year + 1900;
+  if (year < (generalized ? 0 : 1950) || year > 9999) return 0;
+  if (year >= 2050) generalized = 1;
+  char text[32];
+  int n = generalized ? snprintf(text, sizeof(text), "%04d%02d%02d%02d%02d%02dZ", year,
+                                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+                      : snprintf(text, sizeof(text), "%02d%02d%02d%02d%02d%02dZ", year % 100,
+                                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  out[0] = generalized ? CBS_ASN1_GENERALIZEDTIME : CBS_ASN1_UTCTIME;
+  out[1] = (uint8_t)n;
+  memcpy(out + 2, text, (size_t)n);
+  return 2 + (size_t)n;
+}
+
+/* The computed dates are libc's, over the whole range of both forms, and
+ * read back to the same second. */
+TEST(time_matches_libc) {
+  const int64_t kEdges[] = {PKI_DER_T_0000, PKI_DER_T_0000 + 86399, PKI_DER_T_1950 - 1,
+                            PKI_DER_T_1950, -2203891200 /* 1900-03-01 */, -1, 0, 86399, 86400,
+                            951782400 /* 2000-02-29 */, PKI_DER_T_2050 - 1, PKI_DER_T_2050,
+                            4107542399 /* 2100-02-28T23:59:59 */, 13574563200 /* 2400-02-29 */,
+                            PKI_DER_T_10000 - 1, PKI_DER_T_10000};
+  const size_t num_edges = sizeof(kEdges) / sizeof(kEdges[0]);
+  uint64_t x = 0x9e3779b97f4a7c15u;
+  for (size_t i = 0; i < 200000; i++) {
+    int64_t t;
+    if (i < num_edges) {
+      t = kEdges[i];
+    } else {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+      t = PKI_DER_T_0000 - 10 + (int64_t)(x % (uint64_t)(PKI_DER_T_10000 - PKI_DER_T_0000 + 20));
+    }
+    for (int generalized = 0; generalized <= 1; generalized++) {
+      uint8_t got[PKI_DER_TIME_MAX], want[32];
+      size_t n = pki_der_put_time(got, t, generalized);
+      size_t m = reference_time(want, t, generalized);
+      if (n != m || memcmp(got, want, n) != 0) {
+        fprintf(stderr, "  %lld (generalized %d): %.*s, libc %.*s\n", (long long)t, generalized,
+                (int)(n > 2 ? n - 2 : 0), (const char *)got + 2, (int)(m > 2 ? m - 2 : 0),
+                (const char *)want + 2);
+        CHECK(0);
+        return;
+      }
+      if (n == 0) continue;
+      CBS cbs;
+      CBS_init(&cbs, got, n);
+      int64_t back = 0;
+      if (!pki_der_get_time(&cbs, &back) || back != t) {
+        fprintf(stderr, "  %.*s read back as %lld, not %lld\n", (int)n - 2,
+                (const char *)got + 2, (long long)back, (long long)t);
+        CHECK(0);
+        return;
+      }
+    }
+  }
+  /* Every day number in every month of a 400-year cycle: read as a date
+   * exactly when timegm takes it without moving it into the next month. */
+  for (int year = 2000; year < 2400; year++) {
+    for (int mon = 1; mon <= 12; mon++) {
+      for (int day = 28; day <= 31; day++) {
+        char text[16];
+        snprintf(text, sizeof(text), "%04d%02d%02d000000Z", year, mon, day);
+        int64_t got = 0;
+        int ok = decode_time(CBS_ASN1_GENERALIZEDTIME, text, &got);
+        struct tm tm = {.tm_year = year - 1900, .tm_mon = mon - 1, .tm_mday = day};
+        time_t want = timegm(&tm);
+        int valid = tm.tm_mday == day;
+        if (ok != valid || (ok && got != (int64_t)want)) {
+          fprintf(stderr, "  %s: read %d as %lld, libc %d as %lld\n", text, ok, (long long)got,
+                  valid, (long long)want);
+          CHECK(0);
+          return;
+        }
+      }
+    }
+  }
+}
+
 TEST(serial_make) {
   pki_err err;
   pki_err_clear(&err);
@@ -1651,6 +1735,7 @@ int main(void) {
   RUN(key_usage_encoding);
   RUN(time_round_trip);
   RUN(time_malformed);
+  RUN(time_matches_libc);
   RUN(serial_make);
   RUN(serial_from_hex);
   test_ca_free(&g_lbca);

@@ -687,9 +687,10 @@ static int same_as_reference(const pki_issuer *ca, const pki_crl_params *p,
   return ok;
 }
 
-/* The builder formats entry times itself: they must be the octets of
- * pki_der_add_time and pki_der_add_generalized_time (gmtime_r's dates),
- * over the whole range each takes. */
+/* The builder writes entry times straight into its buffer: they must be
+ * the octets the CBB reference writes with pki_der_add_time and
+ * pki_der_add_generalized_time (whose dates cert_test's time_matches_libc
+ * holds to gmtime_r's), over the whole range each takes. */
 TEST(entry_times_match_der) {
   REQUIRE(setup());
   enum { N = 20000 };
