@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/buf.h>
 #include <openssl/err.h>
 
 #include "lib/addr_count.h"
@@ -120,24 +121,42 @@ static void on_written(uv_write_t *req, int status) {
   if (status == 0 && !conn->closing) check_congestion(conn);
 }
 
+/* queue_write hands a copy of |data| to libuv, which writes it once the
+ * socket takes more. */
+static int queue_write(pkid_conn *conn, const char *data, size_t len) {
+  write_req *w = malloc(sizeof(*w) + len);
+  if (w == NULL) return 0;
+  memcpy(w->data, data, len);
+  w->buf = uv_buf_init(w->data, (unsigned)len);
+  w->conn = conn;
+  if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &w->buf, 1, on_written) != 0) {
+    free(w);
+    return 0;
+  }
+  return 1;
+}
+
 /* flush_tls sends what TLS has produced (wbio) to the socket; 0 when the
- * socket cannot take it (the caller closes the connection). */
+ * socket cannot take it (the caller closes the connection). The bytes go
+ * to the socket straight from the memory BIO (uv_try_write, while libuv
+ * holds nothing queued): no copy, no request to allocate, and no write
+ * callback, whose emptied queue costs libuv an epoll_ctl each time. Only
+ * what the socket does not take is copied and queued. */
 static int flush_tls(pkid_conn *conn) {
-  size_t pending;
-  while ((pending = BIO_pending(conn->wbio)) > 0) {
-    write_req *w = malloc(sizeof(*w) + pending);
-    if (w == NULL) return 0;
-    int n = BIO_read(conn->wbio, w->data, (int)pending);
-    if (n <= 0) {
-      free(w);
-      return 1;
-    }
-    w->buf = uv_buf_init(w->data, (unsigned)n);
-    w->conn = conn;
-    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &w->buf, 1, on_written) != 0) {
-      free(w);
+  BUF_MEM *pending;
+  BIO_get_mem_ptr(conn->wbio, &pending);
+  if (pending->length > 0) {
+    uv_buf_t b = uv_buf_init(pending->data, (unsigned)pending->length);
+    /* UV_EAGAIN: the socket is full, or earlier writes are still queued
+     * (uv_try_write then writes nothing, so the order holds). */
+    int sent = uv_try_write((uv_stream_t *)&conn->tcp, &b, 1);
+    if (sent < 0 && sent != UV_EAGAIN) return 0;
+    size_t done = sent > 0 ? (size_t)sent : 0;
+    if (done < pending->length &&
+        !queue_write(conn, pending->data + done, pending->length - done)) {
       return 0;
     }
+    pending->length = 0; /* all of it is the kernel's or libuv's now */
   }
   check_congestion(conn);
   return 1;
